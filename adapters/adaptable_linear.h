@@ -1,0 +1,61 @@
+#pragma once
+// AdaptableLinear: the Linear layer every Strata model is built from.
+//
+// LibTorch has no forward hooks, and Module::replace_module() does not update the typed member a
+// parent's forward() calls. So models build each adaptable layer as an AdaptableLinear, which owns
+// its weight and bias like torch::nn::Linear (parameter names stay "<path>.weight"/"<path>.bias",
+// loadable into a PyTorch state_dict) and can route its output through an Adapter in place.
+//
+// Shapes: weight [out, in], bias [out]; input [..., in] -> output [..., out].
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+
+namespace strata::adapters {
+
+/// A trainable addition to a frozen (or trainable) base Linear: y = base(x) + delta(x).
+/// Subclasses register their own parameters/buffers; they are registered under the
+/// AdaptableLinear as child "adapter", so their names read "<path>.adapter.<name>".
+class Adapter : public torch::nn::Module {
+ public:
+  /// x: [..., in], base_out: [..., out] (= x W^T + b). Returns the adapted output [..., out].
+  virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& base_out) = 0;
+  /// The dense update ΔW [out, in] this adapter adds to the base weight (for merging).
+  virtual torch::Tensor delta_weight() const = 0;
+};
+
+class AdaptableLinearImpl : public torch::nn::Module {
+ public:
+  AdaptableLinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
+
+  torch::Tensor forward(const torch::Tensor& x);
+
+  /// Route the output through `adapter` (replaces any previous one).
+  void set_adapter(std::shared_ptr<Adapter> adapter);
+  /// Remove the adapter without merging; returns it (or nullptr).
+  std::shared_ptr<Adapter> remove_adapter();
+  const std::shared_ptr<Adapter>& adapter() const { return adapter_; }
+  /// Fold the adapter's ΔW into the weight and remove it (no inference overhead afterwards).
+  void merge_adapter();
+
+  /// When on, forward() keeps a detached copy of its last input (GPM representation matrices).
+  void set_recording(bool on) { recording_ = on; if (!on) last_input_ = torch::Tensor(); }
+  /// Last recorded input [..., in]; undefined when recording is off or before a forward.
+  const torch::Tensor& last_input() const { return last_input_; }
+
+  int64_t in_features() const { return weight.size(1); }
+  int64_t out_features() const { return weight.size(0); }
+  bool has_bias() const { return bias.defined(); }
+
+  torch::Tensor weight;  ///< [out, in]
+  torch::Tensor bias;    ///< [out] or undefined
+
+ private:
+  std::shared_ptr<Adapter> adapter_;
+  bool recording_ = false;
+  torch::Tensor last_input_;
+};
+TORCH_MODULE(AdaptableLinear);
+
+}  // namespace strata::adapters
