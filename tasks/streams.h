@@ -27,11 +27,30 @@ struct StreamOptions {
   /// rotated-fmnist: degrees between consecutive tasks (task t is rotated by t * step).
   TORCH_ARG(double, rotation_step) = 0.0;  // 0 = spread tasks evenly over [0, 180)
 
+ public:  // TORCH_ARG leaves the struct in a private section
+  /// Throws (c10::Error) naming the bad option and its value. make_stream() calls it.
   void validate() const;
 };
 
 /// Build a stream. Throws (c10::Error) with a message naming the bad option or file.
 TaskStream make_stream(const StreamOptions& options);
 std::vector<std::string> stream_names();
+
+// --- Building blocks of the streams, public so tests and tools can check them. ---
+
+/// The pixel permutation of permuted-fmnist task `task` (int64 [num_pixels], a permutation of
+/// 0..num_pixels-1). Task 0 is the identity (the usual convention: task 0 is plain Fashion-MNIST);
+/// task t >= 1 is torch::randperm from a generator seeded by (seed, t), never the global RNG.
+/// Task t's flattened images are x_flat.index_select(1, perm): output pixel j = input pixel perm[j].
+torch::Tensor pixel_permutation(int64_t seed, int64_t task, int64_t num_pixels = 784);
+
+/// The rotation (degrees) of every rotated-fmnist task: t * rotation_step if rotation_step > 0,
+/// else t * 180 / num_tasks (evenly spread over [0, 180)).
+std::vector<double> rotation_angles(const StreamOptions& options);
+
+/// Rotates a batch of images [N, C, H, W] (float) by `degrees` about the image centre: bilinear
+/// sampling, zero padding outside the source, one affine_grid + grid_sample for the whole batch.
+/// Positive angles turn the image counter-clockwise as displayed (row 0 at the top).
+torch::Tensor rotate_images(const torch::Tensor& images, double degrees);
 
 }  // namespace strata::tasks
