@@ -1,0 +1,98 @@
+#include "adapters/lora.h"
+
+#include "adapters/inject.h"
+
+#include <cmath>
+
+namespace strata::adapters {
+
+LoRAImpl::LoRAImpl(int64_t in_features, int64_t out_features, LoRAOptions options)
+    : options_(std::move(options)), in_(in_features), out_(out_features) {
+  TORCH_CHECK(in_ > 0 && out_ > 0, "strata::adapters::LoRA(): bad shape in=", in_, " out=", out_);
+  TORCH_CHECK(options_.rank() > 0, "strata::adapters::LoRA(): rank must be positive, got ", options_.rank());
+  TORCH_CHECK(options_.dropout() >= 0.0 && options_.dropout() < 1.0, "strata::adapters::LoRA(): bad dropout ",
+              options_.dropout());
+  A = register_parameter("A", torch::empty({options_.rank(), in_}));
+  B = register_parameter("B", torch::empty({out_, options_.rank()}));
+  A_old = register_buffer("A_old", torch::zeros({0, in_}));
+  B_old = register_buffer("B_old", torch::zeros({out_, 0}));
+  reset_parameters();
+}
+
+void LoRAImpl::reset_parameters() {
+  torch::NoGradGuard no_grad;
+  torch::nn::init::kaiming_uniform_(A, std::sqrt(5.0));
+  B.zero_();
+}
+
+torch::Tensor LoRAImpl::forward(const torch::Tensor& x, const torch::Tensor& base_out) {
+  const torch::Tensor xd = (options_.dropout() > 0.0 && is_training())
+                               ? torch::dropout(x, options_.dropout(), /*train=*/true)
+                               : x;
+  // Factored: never form ΔW in the forward pass.
+  torch::Tensor h = torch::matmul(torch::matmul(xd, A.t()), B.t());
+  if (bank_rank() > 0) h = h + torch::matmul(torch::matmul(xd, A_old.t()), B_old.t());
+  return base_out + scaling() * h;
+}
+
+torch::Tensor LoRAImpl::delta_weight() const {
+  torch::Tensor d = torch::matmul(B, A);
+  if (bank_rank() > 0) d = d + torch::matmul(B_old, A_old);
+  return scaling() * d;
+}
+
+void LoRAImpl::bank_current() {
+  torch::NoGradGuard no_grad;
+  detail::assign_(A_old, torch::cat({A_old, A.detach()}, 0));
+  detail::assign_(B_old, torch::cat({B_old, B.detach()}, 1));
+  reset_parameters();
+  if (A.grad().defined()) A.mutable_grad().reset();
+  if (B.grad().defined()) B.mutable_grad().reset();
+}
+
+torch::Tensor LoRAImpl::orthogonality_penalty() const {
+  if (bank_rank() == 0) return torch::zeros({}, A.options().requires_grad(false));
+  return torch::matmul(A_old, A.t()).abs().sum();
+}
+
+torch::Tensor LoRAImpl::l2_penalty() const { return A.norm() + B.norm(); }
+
+TensorMap LoRAImpl::state() const {
+  return {{"A", A.detach().clone()}, {"B", B.detach().clone()}, {"A_old", A_old.clone()}, {"B_old", B_old.clone()}};
+}
+
+void LoRAImpl::load_state(const TensorMap& s) {
+  const auto& a = detail::require(s, "A", "LoRA");
+  const auto& b = detail::require(s, "B", "LoRA");
+  const auto& ao = detail::require(s, "A_old", "LoRA");
+  const auto& bo = detail::require(s, "B_old", "LoRA");
+  TORCH_CHECK(a.sizes() == A.sizes() && b.sizes() == B.sizes(), "strata::adapters::LoRA::load_state(): shape ",
+              a.sizes(), "/", b.sizes(), " does not match A ", A.sizes(), " B ", B.sizes());
+  TORCH_CHECK(ao.dim() == 2 && bo.dim() == 2 && ao.size(1) == in_ && bo.size(0) == out_ && ao.size(0) == bo.size(1),
+              "strata::adapters::LoRA::load_state(): bad bank shapes A_old ", ao.sizes(), " B_old ", bo.sizes());
+  detail::assign_(A, a);
+  detail::assign_(B, b);
+  detail::assign_(A_old, ao);
+  detail::assign_(B_old, bo);
+}
+
+torch::Tensor olora_penalty(const torch::nn::Module& model, double lambda1, double lambda2) {
+  torch::Tensor total;
+  for (auto& [name, a] : adapters_of<LoRAImpl>(model)) {
+    torch::Tensor t = lambda1 * a->orthogonality_penalty();
+    if (lambda2 != 0.0) t = t + lambda2 * a->l2_penalty();
+    total = total.defined() ? total + t : t;
+  }
+  return total.defined() ? total : torch::zeros({});
+}
+
+int64_t olora_end_task(const torch::nn::Module& model) {
+  int64_t n = 0;
+  for (auto& [name, a] : adapters_of<LoRAImpl>(model)) {
+    a->bank_current();
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace strata::adapters

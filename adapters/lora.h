@@ -1,0 +1,71 @@
+#pragma once
+// LoRA adapter with an optional frozen bank of earlier tasks' factors (O-LoRA, methods.md §4).
+//
+// Shapes (W [m=out, n=in]): trainable A [r, n] (Kaiming-uniform, i.e. U(-1/√n, 1/√n)), B [m, r] (zeros);
+// frozen bank A_old [R, n], B_old [m, R] (buffers, never trained; R = 0 until bank_current()).
+//   forward:  y = base + s·B·A·drop(x) + s·B_old·A_old·drop(x),   s = alpha / r
+//   ΔW = s·(B·A + B_old·A_old)
+// Plain (sequential) LoRA never uses the bank: merge it into W at task end (merge_all) and attach a
+// fresh one. O-LoRA calls bank_current() at task end and adds olora_penalty() to the loss.
+#include <torch/torch.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "adapters/stateful_adapter.h"
+
+namespace strata::adapters {
+
+struct LoRAOptions {
+  /* implicit */ LoRAOptions(int64_t rank) : rank_(rank), alpha_(static_cast<double>(rank)) {}
+  TORCH_ARG(int64_t, rank);
+  /// Scaling s = alpha / rank; defaults to alpha = rank (s = 1).
+  TORCH_ARG(double, alpha);
+  /// Dropout on the adapter's input (training only). 0 = off.
+  TORCH_ARG(double, dropout) = 0.0;
+};
+
+class LoRAImpl : public StatefulAdapter {
+ public:
+  LoRAImpl(int64_t in_features, int64_t out_features, LoRAOptions options);
+
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& base_out) override;
+  torch::Tensor delta_weight() const override;
+
+  /// A ← Kaiming-uniform(a=√5), B ← 0 (in place: the same parameter tensors stay registered).
+  void reset_parameters();
+  /// End of an O-LoRA task: A_old ← [A_old; A], B_old ← [B_old, B] (frozen), then reset_parameters().
+  /// The forward output is unchanged by this call (B is zero again and the bank carries the old update).
+  void bank_current();
+  /// Σ_ij |(A_old Aᵀ)_ij| (element-wise L1 of the cross-Gram, differentiable in A). 0 with an empty bank.
+  torch::Tensor orthogonality_penalty() const;
+  /// ‖A‖_F + ‖B‖_F (the O-LoRA λ₂ term: plain norms, not squared).
+  torch::Tensor l2_penalty() const;
+
+  double scaling() const { return options_.alpha() / static_cast<double>(options_.rank()); }
+  int64_t rank() const { return options_.rank(); }
+  int64_t bank_rank() const { return A_old.size(0); }
+  const LoRAOptions& options() const { return options_; }
+
+  /// Keys: "A", "B", "A_old", "B_old".
+  TensorMap state() const override;
+  void load_state(const TensorMap& state) override;
+
+  torch::Tensor A, B;          ///< trainable [r, n], [m, r]
+  torch::Tensor A_old, B_old;  ///< frozen bank [R, n], [m, R]
+
+ private:
+  LoRAOptions options_;
+  int64_t in_, out_;
+};
+TORCH_MODULE(LoRA);
+
+/// O-LoRA regulariser over every LoRA adapter in `model`:
+///   λ₁ Σ_layers Σ_ij |(A_old Aᵀ)_ij|  +  λ₂ Σ_layers (‖A‖_F + ‖B‖_F).
+/// Returns a 0-d tensor (0 when the model has no LoRA adapter).
+torch::Tensor olora_penalty(const torch::nn::Module& model, double lambda1 = 0.5, double lambda2 = 0.0);
+/// O-LoRA task end: bank_current() on every LoRA adapter. Returns the number of adapters banked.
+int64_t olora_end_task(const torch::nn::Module& model);
+
+}  // namespace strata::adapters
