@@ -1,0 +1,206 @@
+#include "continual/config.h"
+
+#include <fstream>
+#include <sstream>
+
+namespace po = boost::program_options;
+
+namespace strata::continual {
+
+namespace {
+
+std::vector<int64_t> parse_ints(const std::string& key, const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t pos = 0;
+      long long v = std::stoll(item, &pos);
+      TORCH_CHECK(pos == item.size(), "");
+      out.push_back(v);
+    } catch (const std::exception&) {
+      TORCH_CHECK(false, "option --", key, ": '", s, "' is not a comma-separated list of integers");
+    } catch (const c10::Error&) {
+      TORCH_CHECK(false, "option --", key, ": '", s, "' is not a comma-separated list of integers");
+    }
+  }
+  return out;
+}
+
+std::string join_ints(const std::vector<int64_t>& v) {
+  std::string s;
+  for (auto x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+  return s;
+}
+
+}  // namespace
+
+std::string RunConfig::run_dir() const {
+  return out + "/" + (name.empty() ? method.method() + "-" + stream.name() : name);
+}
+
+void RunConfig::validate() const {
+  TORCH_CHECK(threads >= 1, "option --threads: must be >= 1, got ", threads);
+  TORCH_CHECK(!out.empty(), "option --out: must not be empty");
+  TORCH_CHECK(name.find('/') == std::string::npos, "option --name: '", name, "' must not contain '/'");
+  stream.validate();
+  train.validate();
+  TORCH_CHECK(builtin_methods().has(method.method()), "unknown method '", method.method(), "' (valid: ", [] {
+    std::string s;
+    for (const auto& n : builtin_methods().names()) s += (s.empty() ? "" : ", ") + n;
+    return s;
+  }(), ")");
+}
+
+po::options_description run_options() {
+  const RunConfig d;
+  po::options_description run("Run");
+  run.add_options()
+      ("config", po::value<std::string>(), "INI file with any of these options (command line wins)")
+      ("name", po::value<std::string>()->default_value(""), "run folder name under --out (default: METHOD-STREAM)")
+      ("out", po::value<std::string>()->default_value(d.out), "parent folder of run folders")
+      ("threads", po::value<int64_t>()->default_value(d.threads), "torch intra-op threads")
+      ("seed", po::value<int64_t>()->default_value(d.train.seed()), "seed of model init, shuffles and streams")
+      ("quiet,q", po::bool_switch(), "no progress display");
+  po::options_description data("Stream");
+  data.add_options()
+      ("stream", po::value<std::string>()->default_value(d.stream.name()), "permuted-fmnist | split-fmnist | rotated-fmnist | synthetic")
+      ("tasks", po::value<int64_t>()->default_value(d.stream.num_tasks()), "number of tasks")
+      ("scenario", po::value<std::string>()->default_value(""), "task | class | domain (default: the stream's own)")
+      ("val-fraction", po::value<double>()->default_value(d.stream.val_fraction()), "held-out fraction of each task's training set")
+      ("train-limit", po::value<int64_t>()->default_value(0), "max training examples per task (0 = all)")
+      ("test-limit", po::value<int64_t>()->default_value(0), "max test examples per task (0 = all)")
+      ("rotation-step", po::value<double>()->default_value(0.0), "rotated-fmnist: degrees between tasks (0 = spread over 180)")
+      ("data-dir", po::value<std::string>()->default_value(d.stream.data_dir()), "folder of the Fashion-MNIST IDX files");
+  po::options_description model("Model");
+  model.add_options()
+      ("model", po::value<std::string>()->default_value(d.model.arch()), "mlp | cnn | vit")
+      ("hidden", po::value<std::string>()->default_value(join_ints(d.model.hidden())), "MLP hidden widths, comma-separated")
+      ("bias", po::value<bool>()->default_value(d.model.bias()), "bias in Linear layers (MLP and CNN)")
+      ("channels", po::value<std::string>()->default_value(join_ints(d.model.channels())), "CNN conv channels")
+      ("patch", po::value<int64_t>()->default_value(d.model.patch()), "ViT patch size")
+      ("dim", po::value<int64_t>()->default_value(d.model.dim()), "ViT width")
+      ("depth", po::value<int64_t>()->default_value(d.model.depth()), "ViT blocks")
+      ("heads", po::value<int64_t>()->default_value(d.model.heads()), "ViT attention heads")
+      ("mlp-ratio", po::value<int64_t>()->default_value(d.model.mlp_ratio()), "ViT MLP width / dim");
+  po::options_description train("Training");
+  train.add_options()
+      ("method", po::value<std::string>()->default_value(d.method.method()), "continual-learning method (see `strata methods`)")
+      ("optimizer", po::value<std::string>()->default_value(d.train.optimizer()), "sgd | adam | adamw")
+      ("lr", po::value<double>()->default_value(d.train.lr()), "learning rate")
+      ("momentum", po::value<double>()->default_value(d.train.momentum()), "SGD momentum")
+      ("weight-decay", po::value<double>()->default_value(d.train.weight_decay()), "weight decay")
+      ("batch-size", po::value<int64_t>()->default_value(d.train.batch_size()), "training batch size")
+      ("epochs", po::value<int64_t>()->default_value(d.train.epochs()), "epochs per task")
+      ("eval-batch-size", po::value<int64_t>()->default_value(d.train.eval_batch_size()), "evaluation batch size");
+  po::options_description methods("Method options (--METHOD.KEY, or KEY in an INI section [METHOD])");
+  for (const auto& name : builtin_methods().names())
+    for (const auto& o : builtin_methods().get(name).options)
+      methods.add_options()((name + "." + o.key).c_str(), po::value<std::string>()->default_value(o.default_value),
+                            o.help.c_str());
+  po::options_description all;
+  all.add(run).add(data).add(model).add(train).add(methods);
+  return all;
+}
+
+namespace {
+
+RunConfig from_variables(const po::variables_map& vm) {
+  RunConfig c;
+  c.name = vm["name"].as<std::string>();
+  c.out = vm["out"].as<std::string>();
+  c.threads = vm["threads"].as<int64_t>();
+  c.quiet = vm.count("quiet") && vm["quiet"].as<bool>();
+  const int64_t seed = vm["seed"].as<int64_t>();
+  c.stream.name(vm["stream"].as<std::string>())
+      .num_tasks(vm["tasks"].as<int64_t>())
+      .seed(seed)
+      .scenario(vm["scenario"].as<std::string>())
+      .val_fraction(vm["val-fraction"].as<double>())
+      .train_limit(vm["train-limit"].as<int64_t>())
+      .test_limit(vm["test-limit"].as<int64_t>())
+      .rotation_step(vm["rotation-step"].as<double>())
+      .data_dir(vm["data-dir"].as<std::string>());
+  c.model.arch(vm["model"].as<std::string>())
+      .hidden(parse_ints("hidden", vm["hidden"].as<std::string>()))
+      .bias(vm["bias"].as<bool>())
+      .channels(parse_ints("channels", vm["channels"].as<std::string>()))
+      .patch(vm["patch"].as<int64_t>())
+      .dim(vm["dim"].as<int64_t>())
+      .depth(vm["depth"].as<int64_t>())
+      .heads(vm["heads"].as<int64_t>())
+      .mlp_ratio(vm["mlp-ratio"].as<int64_t>());
+  c.train.optimizer(vm["optimizer"].as<std::string>())
+      .lr(vm["lr"].as<double>())
+      .momentum(vm["momentum"].as<double>())
+      .weight_decay(vm["weight-decay"].as<double>())
+      .batch_size(vm["batch-size"].as<int64_t>())
+      .epochs(vm["epochs"].as<int64_t>())
+      .seed(seed)
+      .eval_batch_size(vm["eval-batch-size"].as<int64_t>());
+  const std::string method = vm["method"].as<std::string>();
+  std::map<std::string, std::string> values;
+  if (builtin_methods().has(method))
+    for (const auto& o : builtin_methods().get(method).options)
+      values[o.key] = vm[method + "." + o.key].as<std::string>();
+  c.method = MethodConfig(method, values);
+  c.validate();
+  return c;
+}
+
+void parse_ini(const std::string& path, const po::options_description& desc, po::variables_map& vm) {
+  std::ifstream in(path);
+  TORCH_CHECK(in, "cannot read config file '", path, "'");
+  try {
+    po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/false), vm);
+  } catch (const po::error& e) {
+    TORCH_CHECK(false, "config file '", path, "': ", e.what());
+  }
+}
+
+}  // namespace
+
+RunConfig parse_run_config(int argc, const char* const* argv, po::variables_map* vm_out) {
+  auto desc = run_options();
+  po::variables_map vm;
+  po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+  if (vm.count("config")) parse_ini(vm["config"].as<std::string>(), desc, vm);
+  po::notify(vm);
+  if (vm_out) *vm_out = vm;
+  return from_variables(vm);
+}
+
+RunConfig read_run_config(const std::string& ini_path) {
+  auto desc = run_options();
+  po::variables_map vm;
+  parse_ini(ini_path, desc, vm);
+  po::notify(vm);
+  return from_variables(vm);
+}
+
+std::string RunConfig::to_ini() const {
+  std::ostringstream o;
+  o.precision(17);
+  o << "# strata train: resolved configuration (re-run with: strata train --config THIS_FILE)\n"
+    << "name = " << name << "\nout = " << out << "\nthreads = " << threads << "\nseed = " << train.seed() << "\n"
+    << "\n# stream\nstream = " << stream.name() << "\ntasks = " << stream.num_tasks()
+    << "\nscenario = " << stream.scenario() << "\nval-fraction = " << stream.val_fraction()
+    << "\ntrain-limit = " << stream.train_limit() << "\ntest-limit = " << stream.test_limit()
+    << "\nrotation-step = " << stream.rotation_step() << "\ndata-dir = " << stream.data_dir() << "\n"
+    << "\n# model\nmodel = " << model.arch() << "\nhidden = " << join_ints(model.hidden())
+    << "\nbias = " << (model.bias() ? 1 : 0) << "\nchannels = " << join_ints(model.channels())
+    << "\npatch = " << model.patch() << "\ndim = " << model.dim() << "\ndepth = " << model.depth()
+    << "\nheads = " << model.heads() << "\nmlp-ratio = " << model.mlp_ratio() << "\n"
+    << "\n# training\nmethod = " << method.method() << "\noptimizer = " << train.optimizer() << "\nlr = " << train.lr()
+    << "\nmomentum = " << train.momentum() << "\nweight-decay = " << train.weight_decay()
+    << "\nbatch-size = " << train.batch_size() << "\nepochs = " << train.epochs()
+    << "\neval-batch-size = " << train.eval_batch_size() << "\n";
+  if (!method.values().empty()) {
+    o << "\n[" << method.method() << "]\n";
+    for (const auto& [k, v] : method.values()) o << k << " = " << v << "\n";
+  }
+  return o.str();
+}
+
+}  // namespace strata::continual

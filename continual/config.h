@@ -1,0 +1,42 @@
+#pragma once
+// The run configuration: every option of `strata train`, settable on the command line or in an
+// INI file (Boost.Program_options). General options are top-level INI keys ("lr = 0.01");
+// a method's options live in a section named after it ("[gpm]" / "--gpm.threshold").
+#include "continual/method.h"
+#include "continual/models.h"
+#include "continual/trainer.h"
+#include "tasks/streams.h"
+
+#include <boost/program_options.hpp>
+
+#include <string>
+#include <vector>
+
+namespace strata::continual {
+
+struct RunConfig {
+  std::string name;          ///< run folder name under `out`; "" = "<method>-<stream>"
+  std::string out = "runs";  ///< parent folder of run folders
+  int64_t threads = 1;       ///< torch intra-op threads (measured: 2 threads are not faster on 2 shared cores)
+  bool quiet = false;
+  tasks::StreamOptions stream;
+  ModelOptions model;
+  TrainOptions train;
+  MethodConfig method{"naive", {}};
+
+  std::string run_dir() const;
+  /// The resolved configuration as INI text (re-runnable with --config).
+  std::string to_ini() const;
+  /// Checks every field; throws naming the option and value.
+  void validate() const;
+};
+
+/// Every option of `strata train`, with defaults (for --help and parsing).
+boost::program_options::options_description run_options();
+/// Parses argv (after the sub-command) and an optional --config INI file; command line wins.
+/// Throws c10::Error / boost::program_options::error with a one-line message.
+RunConfig parse_run_config(int argc, const char* const* argv, boost::program_options::variables_map* vm_out = nullptr);
+/// Reads a config.ini written by to_ini().
+RunConfig read_run_config(const std::string& ini_path);
+
+}  // namespace strata::continual

@@ -1,0 +1,137 @@
+#pragma once
+// The method interface: a continual-learning method is a set of hooks the Runner calls at fixed
+// points (design.md, "The method interface"). Every hook has a no-op default, so `naive` is empty.
+//
+// Per step the Runner does:
+//   logits = model(x); loss = CE(masked logits, y) + method.extra_loss(step) [+ compat loss]
+//   loss.backward(); method.after_backward(step); optimizer.step(); method.after_step(step)
+#include "continual/models.h"
+#include "tasks/task.h"
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace strata::continual {
+
+/// Method options as strings, from the CLI (`--gpm.threshold 0.97`) or an INI section ([gpm]).
+/// Typed getters fall back to the registered default and name the key and value on a bad parse.
+class MethodConfig {
+ public:
+  MethodConfig() = default;
+  MethodConfig(std::string method, std::map<std::string, std::string> values)
+      : method_(std::move(method)), values_(std::move(values)) {}
+  const std::string& method() const { return method_; }
+  bool has(const std::string& key) const { return values_.count(key) > 0; }
+  std::string get_string(const std::string& key) const;
+  double get_double(const std::string& key) const;
+  int64_t get_int(const std::string& key) const;
+  bool get_bool(const std::string& key) const;
+  /// Comma-separated list of doubles, e.g. "0.95,0.99,0.99".
+  std::vector<double> get_doubles(const std::string& key) const;
+  void set(const std::string& key, const std::string& value) { values_[key] = value; }
+  const std::map<std::string, std::string>& values() const { return values_; }
+
+ private:
+  const std::string& raw(const std::string& key) const;
+  std::string method_;
+  std::map<std::string, std::string> values_;
+};
+
+/// A method's state for a checkpoint: named tensors plus JSON scalars. Keys are flat paths
+/// ("basis/fc1", "step"); the version store writes tensors as HDF5 datasets under method/.
+struct MethodState {
+  std::map<std::string, torch::Tensor> tensors;
+  nlohmann::json meta = nlohmann::json::object();
+};
+
+struct TrainOptions;  // trainer.h
+
+/// What a method sees at task boundaries.
+struct TaskContext {
+  Model model;
+  const tasks::TaskStream* stream = nullptr;
+  int64_t task_index = 0;  ///< the task being trained (0-based)
+  const TrainOptions* train = nullptr;
+  const tasks::Task& task() const { return stream->tasks.at(task_index); }
+};
+
+/// What a method sees at every step.
+struct StepContext {
+  TaskContext* task = nullptr;
+  int64_t epoch = 0;
+  int64_t step = 0;         ///< step within the task, 0-based
+  int64_t global_step = 0;  ///< step over the whole run
+  torch::Tensor x, y;       ///< batch inputs [B,...] and labels [B]
+  torch::Tensor batch_index;  ///< [B] int64 rows of the training split (for precomputed per-example data)
+  torch::Tensor logits;     ///< [B, num_classes], masked as the scenario requires
+  torch::Tensor loss;       ///< task loss (scalar)
+};
+
+class Method {
+ public:
+  virtual ~Method() = default;
+  virtual std::string name() const = 0;
+
+  /// Once, before the first task (adapters wrap Linear layers here).
+  virtual void attach(Model& model) {}
+  virtual void on_task_start(TaskContext& ctx) {}
+  /// Parameters the optimizer trains this task. Default: every parameter that requires grad.
+  virtual std::vector<torch::Tensor> parameters(TaskContext& ctx);
+  /// The training split for this task. Default: the task's own; `joint` returns the union so far.
+  virtual tasks::Split training_data(TaskContext& ctx);
+  /// A method-owned optimizer (e.g. CoSO's projected Adam); nullptr = the Trainer builds one.
+  virtual std::unique_ptr<torch::optim::Optimizer> make_optimizer(TaskContext& ctx,
+                                                                   const std::vector<torch::Tensor>& params) {
+    return nullptr;
+  }
+  /// Added to the task loss (undefined tensor = nothing).
+  virtual torch::Tensor extra_loss(StepContext& step) { return {}; }
+  /// Between backward and optimizer step (gradient projection).
+  virtual void after_backward(StepContext& step) {}
+  /// After the optimizer step (re-projection, soft-thresholding).
+  virtual void after_step(StepContext& step) {}
+  /// After the task's last step (subspace updates, merging, pruning).
+  virtual void on_task_end(TaskContext& ctx) {}
+
+  /// All state needed to resume exactly, written with every version.
+  virtual MethodState save() const { return {}; }
+  virtual void load(const MethodState& state, Model& model) {}
+  /// Method-specific numbers for report.json (ranks, memory, atoms...), per task.
+  virtual nlohmann::json report() const { return nlohmann::json::object(); }
+};
+
+/// One registered option: key, default (as text), one-line help.
+struct MethodOption {
+  std::string key, default_value, help;
+};
+
+struct MethodInfo {
+  std::string name, summary;
+  std::vector<MethodOption> options;
+  std::function<std::unique_ptr<Method>(const MethodConfig&)> make;
+};
+
+/// Explicit registry (no static self-registration: static libraries would drop it).
+class MethodRegistry {
+ public:
+  void add(MethodInfo info);
+  bool has(const std::string& name) const;
+  const MethodInfo& get(const std::string& name) const;  ///< throws listing the valid names
+  std::vector<std::string> names() const;
+  /// Builds a method; unknown option keys are an error naming the key and the valid ones.
+  std::unique_ptr<Method> make(const MethodConfig& config) const;
+
+ private:
+  std::vector<MethodInfo> infos_;
+};
+
+/// The built-in methods: one line each in method_registry.cpp.
+const MethodRegistry& builtin_methods();
+
+}  // namespace strata::continual

@@ -1,0 +1,64 @@
+#pragma once
+// The per-task training loop and the evaluator.
+#include "continual/method.h"
+
+#include <functional>
+#include <ostream>
+
+namespace strata::continual {
+
+struct TrainOptions {
+  /// "sgd" | "adam" | "adamw"
+  TORCH_ARG(std::string, optimizer) = "sgd";
+  TORCH_ARG(double, lr) = 0.01;
+  TORCH_ARG(double, momentum) = 0.0;      ///< SGD only
+  TORCH_ARG(double, weight_decay) = 0.0;
+  TORCH_ARG(int64_t, batch_size) = 64;
+  TORCH_ARG(int64_t, epochs) = 1;
+  /// Seeds model init and every shuffle. Shuffles use a generator derived from (seed, task,
+  /// epoch), so a resumed run draws exactly what an uninterrupted one would.
+  TORCH_ARG(int64_t, seed) = 0;
+  TORCH_ARG(int64_t, eval_batch_size) = 1000;
+
+ public:
+  void validate() const;
+};
+
+/// One epoch's numbers (a metrics.csv row).
+struct EpochStats {
+  int64_t task = 0, epoch = 0, steps = 0, examples = 0;
+  double loss = 0, train_acc = 0, val_acc = -1, seconds = 0;
+  double examples_per_s() const { return seconds > 0 ? examples / seconds : 0; }
+};
+
+/// Predictions of a model on one split.
+struct EvalResult {
+  torch::Tensor pred;  ///< [N] int64 predicted class (argmax over the allowed logits)
+  torch::Tensor prob;  ///< [N] float32 softmax probability of the prediction (over allowed logits)
+  torch::Tensor correct;  ///< [N] bool
+  double accuracy() const;
+};
+
+/// Evaluates without gradients, in eval mode, in batches. `mask`: [num_classes] bool of allowed
+/// logits (undefined = all).
+EvalResult evaluate(ModelImpl& model, const tasks::Split& split, const torch::Tensor& mask,
+                    int64_t batch_size = 1000);
+
+/// Called after every epoch (progress display, metrics.csv).
+using EpochCallback = std::function<void(const EpochStats&)>;
+/// Called every `progress_every` steps with (epoch, step, steps_in_epoch, running loss).
+using StepCallback = std::function<void(int64_t, int64_t, int64_t, double)>;
+
+/// Trains the model on ctx's task with the method's hooks. Throws on a non-finite loss
+/// (naming task, epoch and step) before any optimizer step applies it.
+void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, const EpochCallback& on_epoch = {},
+                const StepCallback& on_step = {});
+
+/// Builds the optimizer the options name over `params`.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& options,
+                                                        const std::vector<torch::Tensor>& params);
+
+/// Masked logits: entries where `mask` ([B, C] or [C] bool) is false set to -inf.
+torch::Tensor mask_logits(const torch::Tensor& logits, const torch::Tensor& mask);
+
+}  // namespace strata::continual
