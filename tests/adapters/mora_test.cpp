@@ -1,0 +1,252 @@
+// mora.h: self-activated top-k routing, inference threshold, atom banking, statistics, state.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "adapters/inject.h"
+#include "adapters/mora.h"
+#include "tests/adapters/test_model.h"
+
+using namespace strata::adapters;
+using strata::adapters::testing::max_abs_diff;
+using strata::adapters::testing::Net;
+
+namespace {
+
+// A MoRA(4 → 3) with a hand-made bank of 6 atoms and no trainable atoms.
+MoRA hand_made(int64_t top_k, double tau, double delta) {
+  MoRA m(4, 3, MoRAOptions(3).top_k(top_k).temperature(tau).threshold(delta));
+  TensorMap s;
+  s["A_old"] = torch::tensor({{1.0f, 0.0f, 0.0f, 0.0f},
+                              {0.0f, 1.0f, 0.0f, 0.0f},
+                              {0.0f, 0.0f, 1.0f, 0.0f},
+                              {0.0f, 0.0f, 0.0f, 1.0f},
+                              {-3.0f, 0.0f, 0.0f, 0.0f},   // strongly negative response
+                              {0.5f, 0.5f, 0.0f, 0.0f}});
+  s["B_old"] = torch::arange(18, torch::kFloat32).reshape({3, 6}) / 10.0;
+  s["A_new"] = torch::zeros({0, 4});
+  s["B_new"] = torch::zeros({3, 0});
+  m->load_state(s);
+  return m;
+}
+
+}  // namespace
+
+TEST(AdaptersMoRA, RoutingPicksTopKOnSignedScores) {
+  auto m = hand_made(/*top_k=*/3, /*tau=*/0.5, /*delta=*/0.0);
+  auto x = torch::tensor({{0.9f, 0.4f, 0.1f, 0.2f}});
+  // z = [0.9, 0.4, 0.1, 0.2, −2.7, 0.65]; top-3 signed: atoms 0, 5, 1. Atom 4 has the largest |z| but is negative.
+  auto z = torch::matmul(x, m->A_old.t());
+  auto w = m->routing_weights(x);
+  auto nz = (w[0] > 0).nonzero().flatten();
+  EXPECT_TRUE(torch::equal(nz, torch::tensor({0, 1, 5}, torch::kLong)));
+  auto s_hat = z / z.norm();
+  auto idx = torch::tensor({0, 1, 5}, torch::kLong);
+  auto expect = torch::zeros({1, 6});
+  expect.index_put_({0, idx}, torch::softmax(s_hat[0].index_select(0, idx) / 0.5, 0));
+  EXPECT_LT(max_abs_diff(w, expect), 1e-6);
+  // Output: base + B_all (w ⊙ z).
+  auto base = torch::randn({1, 3});
+  EXPECT_LT(max_abs_diff(m->forward(x, base), base + torch::matmul(w * z, m->B_old.t())), 1e-6);
+  EXPECT_EQ(m->effective_k(), 3);
+}
+
+TEST(AdaptersMoRA, TopKPerTokenOnBatches) {
+  torch::manual_seed(0);
+  MoRA m(5, 4, MoRAOptions(4).temperature(10.0).threshold(0.0));
+  m->add_task_atoms();
+  m->add_task_atoms();  // 8 atoms, k = 4
+  auto x = torch::randn({2, 3, 5});
+  auto z = torch::matmul(x, torch::cat({m->A_old, m->A_new}, 0).t());
+  auto w = m->routing_weights(x);
+  auto kth = std::get<0>(torch::topk(z, 4, -1)).select(-1, 3).unsqueeze(-1);  // ŝ ∝ z per token
+  EXPECT_TRUE(torch::equal(w > 0, z >= kth));
+  EXPECT_LT(max_abs_diff(w.sum(-1), torch::ones({2, 3})), 1e-6);
+}
+
+TEST(AdaptersMoRA, BudgetIsMaxKTwoCappedAtBank) {
+  MoRA m(4, 3, MoRAOptions(1));
+  m->add_task_atoms();
+  EXPECT_EQ(m->effective_k(), 1);  // min(max(1, 2), R = 1)
+  m->add_task_atoms();
+  m->add_task_atoms();
+  EXPECT_EQ(m->total_atoms(), 3);
+  EXPECT_EQ(m->bank_atoms(), 2);
+  EXPECT_EQ(m->effective_k(), 2);  // max(1, 2)
+  m->set_top_k(5);
+  EXPECT_EQ(m->effective_k(), 3);  // capped
+}
+
+TEST(AdaptersMoRA, ThresholdOnlyAtInference) {
+  auto m = hand_made(/*top_k=*/4, /*tau=*/1.0, /*delta=*/0.3);
+  auto x = torch::tensor({{0.9f, 0.4f, 0.1f, 0.2f}});
+  auto z = torch::matmul(x, m->A_old.t());
+  auto s_hat = z / z.norm();  // ≈ [0.30, 0.13, 0.03, 0.07, −0.89, 0.21]
+  m->train();
+  auto w_train = m->routing_weights(x);
+  EXPECT_EQ((w_train > 0).sum().item<int64_t>(), 4);
+  m->eval();
+  auto w_eval = m->routing_weights(x);
+  EXPECT_LT(max_abs_diff(w_eval, w_train * (s_hat >= 0.3).to(torch::kFloat32)), 1e-7);
+  EXPECT_EQ((w_eval > 0).sum().item<int64_t>(), (s_hat >= 0.3).sum().item<int64_t>());
+  // Forced modes override train()/eval().
+  m->set_routing_mode(RoutingMode::Train);
+  EXPECT_TRUE(torch::equal(m->routing_weights(x), w_train));
+  m->train();
+  m->set_routing_mode(RoutingMode::Inference);
+  EXPECT_TRUE(torch::equal(m->routing_weights(x), w_eval));
+  // δ ≤ 0 disables the threshold.
+  m->set_threshold(0.0);
+  EXPECT_TRUE(torch::equal(m->routing_weights(x), w_train));
+}
+
+TEST(AdaptersMoRA, DenseLargeTemperatureIsUniformMixtureLoRA) {
+  torch::manual_seed(1);
+  MoRA m(6, 5, MoRAOptions(3).top_k(6).temperature(1e6).threshold(0.0));
+  m->add_task_atoms();
+  {
+    torch::NoGradGuard g;
+    m->B_new.normal_();
+  }
+  m->add_task_atoms();
+  {
+    torch::NoGradGuard g;
+    m->B_new.normal_();
+  }
+  auto x = torch::randn({4, 6});
+  auto base = torch::zeros({4, 5});
+  auto A_all = torch::cat({m->A_old, m->A_new}, 0);
+  auto B_all = torch::cat({m->B_old, m->B_new}, 1);
+  auto lora = torch::matmul(torch::matmul(x, A_all.t()), B_all.t()) / 6.0;
+  EXPECT_LT(max_abs_diff(m->forward(x, base), lora), 1e-4);
+}
+
+TEST(AdaptersMoRA, OldAtomsFrozenNewAtomsTrainBankingKeepsOutput) {
+  torch::manual_seed(2);
+  Net net(6, 8, 3);
+  inject(*net, "blocks.*.attn.q|blocks.*.attn.v|head", [](const std::string&, const AdaptableLinearImpl& l) {
+    return std::make_shared<MoRAImpl>(l.in_features(), l.out_features(), MoRAOptions(2).scaling(0.5));
+  });
+  freeze_base(*net);
+  EXPECT_EQ(count_parameters(*net), 0);  // no atoms yet
+  auto x = torch::randn({16, 6});
+  auto t = torch::randint(0, 3, {16});
+  auto train_task = [&](int steps) {
+    torch::optim::Adam opt(adapter_parameters(*net), torch::optim::AdamOptions(1e-2));
+    for (int i = 0; i < steps; ++i) {
+      opt.zero_grad();
+      torch::cross_entropy_loss(net->forward(x), t).backward();
+      opt.step();
+    }
+  };
+  EXPECT_EQ(mora_start_task(*net), 5);
+  EXPECT_EQ(count_parameters(*net), 4 * 2 * (8 + 8) + 2 * (8 + 3));
+  train_task(5);
+  std::vector<torch::Tensor> base_before;
+  for (auto& p : net->parameters())
+    if (!p.requires_grad()) base_before.push_back(p.detach().clone());
+
+  // Banking (with s = 0.5) leaves the output unchanged: the bank stores s·B_new.
+  net->eval();
+  auto y = net->forward(x).detach();
+  for (auto& [n, a] : adapters_of<MoRAImpl>(*net)) a->freeze_old_atoms();
+  EXPECT_LT(max_abs_diff(net->forward(x), y), 1e-6);
+  net->train();
+
+  mora_start_task(*net);
+  std::vector<torch::Tensor> bank_before;
+  for (auto& b : net->buffers()) bank_before.push_back(b.clone());
+  std::vector<torch::Tensor> new_before;
+  for (auto& p : adapter_parameters(*net)) new_before.push_back(p.detach().clone());
+  train_task(5);
+  auto bufs = net->buffers();
+  ASSERT_EQ(bufs.size(), bank_before.size());
+  for (size_t i = 0; i < bufs.size(); ++i) EXPECT_TRUE(torch::equal(bufs[i], bank_before[i]));
+  size_t i = 0;
+  for (auto& p : net->parameters())
+    if (!p.requires_grad()) EXPECT_TRUE(torch::equal(p.detach(), base_before[i++]));
+  auto now = adapter_parameters(*net);
+  int changed = 0;
+  for (size_t j = 0; j < now.size(); ++j) changed += !torch::equal(now[j].detach(), new_before[j]);
+  EXPECT_EQ(changed, 10);
+  for (auto& [n, a] : adapters_of<MoRAImpl>(*net)) {
+    EXPECT_EQ(a->bank_atoms(), 2);
+    EXPECT_EQ(a->total_atoms(), 4);
+  }
+}
+
+TEST(AdaptersMoRA, DeltaWeightOnlyWhenUpdateIsZero) {
+  torch::manual_seed(3);
+  Net net(6, 8, 3);
+  inject(*net, "fc1", [](const std::string&, const AdaptableLinearImpl& l) {
+    return std::make_shared<MoRAImpl>(l.in_features(), l.out_features(), MoRAOptions(2));
+  });
+  mora_start_task(*net);
+  auto a = adapters_of<MoRAImpl>(*net).at(0).second;
+  EXPECT_EQ(a->delta_weight().abs().sum().item<double>(), 0.0);  // fresh atoms: B_new = 0
+  {
+    torch::NoGradGuard g;
+    a->B_new.normal_();
+  }
+  EXPECT_THROW(a->delta_weight(), c10::Error);
+  EXPECT_THROW(merge_all(*net), c10::Error);
+}
+
+TEST(AdaptersMoRA, ActivationStatistics) {
+  torch::manual_seed(4);
+  Net net(6, 8, 3);
+  inject(*net, "blocks.*.mlp", [](const std::string&, const AdaptableLinearImpl& l) {
+    return std::make_shared<MoRAImpl>(l.in_features(), l.out_features(),
+                                      MoRAOptions(3).temperature(100.0).threshold(0.1));
+  });
+  mora_start_task(*net);
+  mora_start_task(*net);  // 6 atoms, k = 3
+  auto x = torch::randn({10, 6});
+  mora_record(*net, true);
+  net->train();
+  net->forward(x);
+  for (auto& [n, st] : mora_activation_report(*net)) {
+    EXPECT_EQ(st.total_atoms, 6);
+    EXPECT_EQ(st.tokens, 10);
+    EXPECT_NEAR(st.mean_active_per_token, 3.0, 1e-9) << n;  // τ large: all top-k weights > 0
+    EXPECT_NEAR(st.frequency.sum().item<double>(), 3.0, 1e-9);
+  }
+  mora_record(*net, true);  // reset
+  net->eval();
+  net->forward(x);
+  for (auto& [n, st] : mora_activation_report(*net)) {
+    EXPECT_LE(st.mean_active_per_token, 3.0);  // δ prunes some of the top-k
+    EXPECT_NEAR(st.frequency.sum().item<double>(), st.mean_active_per_token, 1e-9);
+  }
+  mora_record(*net, false, /*reset=*/false);  // stop, keep the counts
+  net->forward(x);
+  for (auto& [n, st] : mora_activation_report(*net)) EXPECT_EQ(st.tokens, 10);
+}
+
+TEST(AdaptersMoRA, StateRoundTrip) {
+  torch::manual_seed(5);
+  MoRA a(6, 4, MoRAOptions(2).threshold(0.1)), b(6, 4, MoRAOptions(2).threshold(0.1));
+  a->add_task_atoms();
+  {
+    torch::NoGradGuard g;
+    a->B_new.normal_();
+  }
+  a->add_task_atoms();
+  {
+    torch::NoGradGuard g;
+    a->B_new.normal_();
+  }
+  auto st = a->state();
+  b->load_state(st);
+  EXPECT_EQ(b->bank_atoms(), 2);
+  EXPECT_EQ(b->new_atoms(), 2);
+  auto x = torch::randn({5, 6});
+  auto base = torch::zeros({5, 4});
+  for (bool train : {true, false}) {
+    a->train(train);
+    b->train(train);
+    EXPECT_LT(max_abs_diff(a->forward(x, base), b->forward(x, base)), 1e-7);
+  }
+  for (auto& [k, t] : b->state()) EXPECT_TRUE(torch::equal(t, st[k])) << k;
+  st["A_new"] = torch::zeros({3, 6});
+  EXPECT_THROW(b->load_state(st), c10::Error);
+}
