@@ -1,0 +1,506 @@
+#include "core/h5.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+
+namespace strata::core {
+namespace {
+
+constexpr const char* kDtypeAttr = "strata_dtype";
+
+std::vector<std::string> split_path(const std::string& path) {
+  std::vector<std::string> parts;
+  std::string cur;
+  for (char c : path) {
+    if (c == '/') {
+      if (!cur.empty()) parts.push_back(cur);
+      cur.clear();
+    } else {
+      cur.push_back(c);
+    }
+  }
+  if (!cur.empty()) parts.push_back(cur);
+  return parts;
+}
+
+std::string join(const std::vector<std::string>& parts, size_t n) {
+  std::string out;
+  for (size_t i = 0; i < n; ++i) {
+    if (i) out += "/";
+    out += parts[i];
+  }
+  return out;
+}
+
+std::string file_of(const H5::H5Location& loc) {
+  try {
+    return loc.getFileName();
+  } catch (const H5::Exception&) {
+    return "<unknown file>";
+  }
+}
+
+// Innermost message of HDF5's current error stack (the most specific cause), or "".
+herr_t walk_cb(unsigned n, const H5E_error2_t* err, void* data) {
+  auto* out = static_cast<std::string*>(data);
+  if (n == 0 && err && err->desc) *out = err->desc;
+  return 0;
+}
+std::string hdf5_cause() {
+  std::string out;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, &out);
+  return out;
+}
+
+[[noreturn]] void fail_h5(const std::string& what, const std::string& file, const std::string& object,
+                          const H5::Exception& e) {
+  std::string cause = hdf5_cause();
+  TORCH_CHECK(false, "strata::core::", what, "(): HDF5 error on '", object, "' in file '", file,
+              "': ", e.getDetailMsg(), cause.empty() ? "" : " (" + cause + ")");
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+// (file type, memory type) for a tensor dtype.
+std::pair<H5::PredType, H5::PredType> h5_types(torch::ScalarType dt) {
+  switch (dt) {
+    case torch::kFloat32: return {H5::PredType::IEEE_F32LE, H5::PredType::NATIVE_FLOAT};
+    case torch::kFloat64: return {H5::PredType::IEEE_F64LE, H5::PredType::NATIVE_DOUBLE};
+    case torch::kInt64: return {H5::PredType::STD_I64LE, H5::PredType::NATIVE_INT64};
+    case torch::kInt32: return {H5::PredType::STD_I32LE, H5::PredType::NATIVE_INT32};
+    case torch::kUInt8:
+    case torch::kBool: return {H5::PredType::STD_U8LE, H5::PredType::NATIVE_UINT8};
+    default:
+      TORCH_CHECK(false, "strata::core::write_tensor(): unsupported dtype ", dt,
+                  " (supported: float32, float64, int64, int32, uint8, bool)");
+  }
+}
+
+std::vector<hsize_t> auto_chunk(const std::vector<hsize_t>& dims, size_t elem_size) {
+  constexpr size_t kMaxChunkBytes = 1 << 20;
+  std::vector<hsize_t> chunk = dims;
+  auto bytes = [&]() {
+    size_t b = elem_size;
+    for (auto d : chunk) b *= d;
+    return b;
+  };
+  size_t axis = 0;
+  while (bytes() > kMaxChunkBytes && axis < chunk.size()) {
+    if (chunk[axis] > 1) {
+      chunk[axis] = (chunk[axis] + 1) / 2;
+    } else {
+      ++axis;
+    }
+  }
+  return chunk;
+}
+
+}  // namespace
+
+void quiet_hdf5() {
+  static std::once_flag once;
+  std::call_once(once, [] { H5::Exception::dontPrint(); });
+}
+
+void h5_guard(const std::string& what, const std::string& file, const std::string& object,
+              const std::function<void()>& fn) {
+  quiet_hdf5();
+  try {
+    fn();
+  } catch (const H5::Exception& e) {
+    fail_h5(what, file, object, e);
+  }
+}
+
+H5::H5File open_file(const std::string& path, FileMode mode) {
+  quiet_hdf5();
+  if (mode == FileMode::kRead || mode == FileMode::kReadWrite) {
+    TORCH_CHECK(file_exists(path), "strata::core::open_file(): '", path, "': no such file");
+    htri_t is = H5Fis_hdf5(path.c_str());
+    TORCH_CHECK(is > 0, "strata::core::open_file(): '", path, "' is not an HDF5 file");
+    try {
+      return H5::H5File(path, mode == FileMode::kRead ? H5F_ACC_RDONLY : H5F_ACC_RDWR);
+    } catch (const H5::Exception& e) {
+      std::string cause = hdf5_cause();
+      TORCH_CHECK(false, "strata::core::open_file(): '", path,
+                  "' is corrupt or truncated (HDF5 cannot open it",
+                  cause.empty() ? "" : ": " + cause, ")");
+    }
+  }
+  if (mode == FileMode::kCreate)
+    TORCH_CHECK(!file_exists(path), "strata::core::open_file(): '", path, "' already exists");
+  try {
+    return H5::H5File(path, mode == FileMode::kCreate ? H5F_ACC_EXCL : H5F_ACC_TRUNC);
+  } catch (const H5::Exception& e) {
+    std::string cause = hdf5_cause();
+    TORCH_CHECK(false, "strata::core::open_file(): cannot create '", path, "'",
+                cause.empty() ? "" : ": " + cause);
+  }
+}
+
+bool exists(const H5::Group& loc, const std::string& path) {
+  quiet_hdf5();
+  auto parts = split_path(path);
+  for (size_t i = 1; i <= parts.size(); ++i) {
+    std::string p = join(parts, i);
+    if (H5Lexists(loc.getId(), p.c_str(), H5P_DEFAULT) <= 0) return false;
+  }
+  return true;
+}
+
+bool is_group(const H5::Group& loc, const std::string& path) {
+  if (split_path(path).empty()) return true;
+  if (!exists(loc, path)) return false;
+  bool out = false;
+  h5_guard("is_group", file_of(loc), path, [&] { out = loc.childObjType(path) == H5O_TYPE_GROUP; });
+  return out;
+}
+
+H5::Group open_group(const H5::Group& loc, const std::string& path, bool create) {
+  quiet_hdf5();
+  auto parts = split_path(path);
+  H5::Group g;
+  h5_guard("open_group", file_of(loc), path, [&] {
+    g = loc.openGroup(".");
+    for (size_t i = 0; i < parts.size(); ++i) {
+      if (H5Lexists(g.getId(), parts[i].c_str(), H5P_DEFAULT) > 0) {
+        TORCH_CHECK(g.childObjType(parts[i]) == H5O_TYPE_GROUP, "strata::core::open_group(): '",
+                    join(parts, i + 1), "' in file '", file_of(loc), "' is not a group");
+        g = g.openGroup(parts[i]);
+      } else {
+        TORCH_CHECK(create, "strata::core::open_group(): no group '", join(parts, i + 1),
+                    "' in file '", file_of(loc), "'");
+        g = g.createGroup(parts[i]);
+      }
+    }
+  });
+  return g;
+}
+
+std::vector<std::string> list_children(const H5::Group& loc, const std::string& path) {
+  H5::Group g = open_group(loc, path, false);
+  std::vector<std::string> out;
+  h5_guard("list_children", file_of(loc), path, [&] {
+    hsize_t n = g.getNumObjs();
+    for (hsize_t i = 0; i < n; ++i) out.push_back(g.getObjnameByIdx(i));
+  });
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+H5::DataSet open_dataset(const H5::Group& loc, const std::string& path) {
+  quiet_hdf5();
+  TORCH_CHECK(exists(loc, path), "strata::core::open_dataset(): no dataset '", path, "' in file '",
+              file_of(loc), "'");
+  H5::DataSet ds;
+  h5_guard("open_dataset", file_of(loc), path, [&] {
+    TORCH_CHECK(loc.childObjType(path) == H5O_TYPE_DATASET, "strata::core::open_dataset(): '", path,
+                "' in file '", file_of(loc), "' is not a dataset");
+    ds = loc.openDataSet(path);
+  });
+  return ds;
+}
+
+void write_tensor(const H5::Group& loc, const std::string& path, const torch::Tensor& t,
+                  const H5Options& options) {
+  quiet_hdf5();
+  TORCH_CHECK(t.defined(), "strata::core::write_tensor(): undefined tensor for '", path, "'");
+  auto parts = split_path(path);
+  TORCH_CHECK(!parts.empty(), "strata::core::write_tensor(): empty dataset path");
+  const std::string file = file_of(loc);
+  auto types = h5_types(t.scalar_type());
+  torch::Tensor data = t.detach().to(torch::kCPU).contiguous();
+  if (data.scalar_type() == torch::kBool) data = data.to(torch::kUInt8);
+
+  H5::Group parent = open_group(loc, join(parts, parts.size() - 1), /*create=*/true);
+  const std::string& name = parts.back();
+  h5_guard("write_tensor", file, path, [&] {
+    if (H5Lexists(parent.getId(), name.c_str(), H5P_DEFAULT) > 0) {
+      TORCH_CHECK(options.overwrite(), "strata::core::write_tensor(): '", path, "' already exists in file '",
+                  file, "' (set H5Options::overwrite to replace it)");
+      parent.unlink(name);
+    }
+    std::vector<hsize_t> dims(data.sizes().begin(), data.sizes().end());
+    H5::DataSpace space = dims.empty() ? H5::DataSpace(H5S_SCALAR)
+                                       : H5::DataSpace(static_cast<int>(dims.size()), dims.data());
+    H5::DSetCreatPropList dcpl;
+    bool want_chunks = options.chunked() || options.deflate_level() > 0 || options.fletcher32();
+    // Chunks (and so filters) need a non-scalar, non-empty dataset.
+    if (want_chunks && !dims.empty() && data.numel() > 0) {
+      std::vector<hsize_t> chunk;
+      if (options.chunk_shape().empty()) {
+        chunk = auto_chunk(dims, data.element_size());
+      } else {
+        TORCH_CHECK(options.chunk_shape().size() == dims.size(),
+                    "strata::core::write_tensor(): chunk_shape rank ", options.chunk_shape().size(),
+                    " != tensor rank ", dims.size(), " for '", path, "'");
+        for (size_t i = 0; i < dims.size(); ++i) {
+          auto c = options.chunk_shape()[i];
+          TORCH_CHECK(c > 0, "strata::core::write_tensor(): chunk_shape entries must be > 0, got ", c);
+          chunk.push_back(std::min<hsize_t>(static_cast<hsize_t>(c), dims[i]));
+        }
+      }
+      dcpl.setChunk(static_cast<int>(chunk.size()), chunk.data());
+      if (options.deflate_level() > 0) {
+        TORCH_CHECK(options.deflate_level() <= 9, "strata::core::write_tensor(): deflate_level must be 0..9, got ",
+                    options.deflate_level());
+        if (options.shuffle()) dcpl.setShuffle();
+        dcpl.setDeflate(static_cast<unsigned>(options.deflate_level()));
+      }
+      if (options.fletcher32()) dcpl.setFletcher32();
+    }
+    H5::DataSet ds = parent.createDataSet(name, types.first, space, dcpl);
+    if (data.numel() > 0) ds.write(data.data_ptr(), types.second);
+    if (t.scalar_type() == torch::kBool) set_attr(ds, kDtypeAttr, "bool");
+  });
+}
+
+torch::Tensor read_tensor(const H5::Group& loc, const std::string& path) {
+  H5::DataSet ds = open_dataset(loc, path);
+  const std::string file = file_of(loc);
+  torch::Tensor out;
+  h5_guard("read_tensor", file, path, [&] {
+    H5::DataSpace space = ds.getSpace();
+    H5S_class_t sclass = space.getSimpleExtentType();
+    TORCH_CHECK(sclass != H5S_NULL, "strata::core::read_tensor(): '", path, "' in file '", file,
+                "' has a null dataspace (no data)");
+    int nd = space.getSimpleExtentNdims();
+    std::vector<hsize_t> dims(static_cast<size_t>(nd));
+    if (nd > 0) space.getSimpleExtentDims(dims.data());
+    std::vector<int64_t> shape(dims.begin(), dims.end());
+
+    H5T_class_t tclass = ds.getTypeClass();
+    torch::ScalarType st;
+    hid_t mem_type = -1;
+    bool close_mem_type = false;
+    bool as_bool = false;
+    if (tclass == H5T_FLOAT) {
+      size_t size = ds.getFloatType().getSize();
+      st = size <= 4 ? torch::kFloat32 : torch::kFloat64;
+      mem_type = size <= 4 ? H5T_NATIVE_FLOAT : H5T_NATIVE_DOUBLE;
+    } else if (tclass == H5T_INTEGER) {
+      H5::IntType it = ds.getIntType();
+      size_t size = it.getSize();
+      bool is_signed = it.getSign() != H5T_SGN_NONE;
+      if (!is_signed && size == 1) {
+        st = torch::kUInt8;
+        mem_type = H5T_NATIVE_UINT8;
+        if (has_attr(ds, kDtypeAttr) && get_attr_string(ds, kDtypeAttr) == "bool") as_bool = true;
+      } else if ((is_signed && size <= 4) || (!is_signed && size <= 2)) {
+        st = torch::kInt32;
+        mem_type = H5T_NATIVE_INT32;
+      } else {
+        st = torch::kInt64;
+        mem_type = H5T_NATIVE_INT64;
+      }
+    } else if (tclass == H5T_ENUM) {
+      // h5py stores numpy bool as a 1-byte enum {FALSE=0, TRUE=1}: read the raw byte values.
+      H5::EnumType et = ds.getEnumType();
+      TORCH_CHECK(et.getSize() == 1, "strata::core::read_tensor(): '", path, "' in file '", file,
+                  "' is an enum of size ", et.getSize(), " (only 1-byte boolean enums are supported)");
+      mem_type = H5Tget_native_type(et.getId(), H5T_DIR_ASCEND);
+      close_mem_type = true;
+      st = torch::kUInt8;
+      as_bool = true;
+    } else {
+      TORCH_CHECK(false, "strata::core::read_tensor(): '", path, "' in file '", file,
+                  "' has an unsupported HDF5 type class ", static_cast<int>(tclass));
+    }
+    out = torch::empty(shape, torch::TensorOptions().dtype(st));
+    herr_t rc = 0;
+    if (out.numel() > 0) rc = H5Dread(ds.getId(), mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data_ptr());
+    if (close_mem_type) H5Tclose(mem_type);
+    if (rc < 0) {
+      std::string cause = hdf5_cause();
+      TORCH_CHECK(false, "strata::core::read_tensor(): cannot read '", path, "' in file '", file,
+                  "' (corrupt data or checksum mismatch", cause.empty() ? "" : ": " + cause, ")");
+    }
+    if (as_bool) out = out.to(torch::kBool);
+  });
+  return out;
+}
+
+// ---- attributes ---------------------------------------------------------------------------
+
+namespace {
+std::string obj_name(const H5::H5Object& obj) {
+  try {
+    return obj.getObjName();
+  } catch (const H5::Exception&) {
+    return "<object>";
+  }
+}
+H5::Attribute replace_attr(H5::H5Object& obj, const std::string& name, const H5::DataType& type) {
+  if (obj.attrExists(name)) obj.removeAttr(name);
+  return obj.createAttribute(name, type, H5::DataSpace(H5S_SCALAR));
+}
+H5::Attribute open_attr(const H5::H5Object& obj, const std::string& name, const char* fn) {
+  TORCH_CHECK(obj.attrExists(name), "strata::core::", fn, "(): missing attribute '", name, "' on '",
+              obj_name(obj), "' in file '", file_of(obj), "'");
+  H5::Attribute a = obj.openAttribute(name);
+  TORCH_CHECK(a.getSpace().getSimpleExtentNpoints() == 1, "strata::core::", fn, "(): attribute '", name,
+              "' on '", obj_name(obj), "' in file '", file_of(obj), "' is not a scalar");
+  return a;
+}
+}  // namespace
+
+void set_attr(H5::H5Object& obj, const std::string& name, const std::string& value) {
+  h5_guard("set_attr", file_of(obj), obj_name(obj) + "@" + name, [&] {
+    H5::StrType type(H5::PredType::C_S1, H5T_VARIABLE);
+    type.setCset(H5T_CSET_UTF8);
+    H5::Attribute a = replace_attr(obj, name, type);
+    const char* c = value.c_str();
+    a.write(type, &c);
+  });
+}
+void set_attr(H5::H5Object& obj, const std::string& name, const char* value) {
+  set_attr(obj, name, std::string(value));
+}
+void set_attr(H5::H5Object& obj, const std::string& name, int64_t value) {
+  h5_guard("set_attr", file_of(obj), obj_name(obj) + "@" + name, [&] {
+    H5::Attribute a = replace_attr(obj, name, H5::PredType::STD_I64LE);
+    a.write(H5::PredType::NATIVE_INT64, &value);
+  });
+}
+void set_attr(H5::H5Object& obj, const std::string& name, int value) {
+  set_attr(obj, name, static_cast<int64_t>(value));
+}
+void set_attr(H5::H5Object& obj, const std::string& name, double value) {
+  h5_guard("set_attr", file_of(obj), obj_name(obj) + "@" + name, [&] {
+    H5::Attribute a = replace_attr(obj, name, H5::PredType::IEEE_F64LE);
+    a.write(H5::PredType::NATIVE_DOUBLE, &value);
+  });
+}
+
+bool has_attr(const H5::H5Object& obj, const std::string& name) {
+  bool out = false;
+  h5_guard("has_attr", file_of(obj), obj_name(obj) + "@" + name, [&] { out = obj.attrExists(name); });
+  return out;
+}
+
+std::string get_attr_string(const H5::H5Object& obj, const std::string& name) {
+  std::string out;
+  h5_guard("get_attr_string", file_of(obj), obj_name(obj) + "@" + name, [&] {
+    H5::Attribute a = open_attr(obj, name, "get_attr_string");
+    TORCH_CHECK(a.getTypeClass() == H5T_STRING, "strata::core::get_attr_string(): attribute '", name,
+                "' on '", obj_name(obj), "' in file '", file_of(obj), "' is not a string");
+    a.read(a.getStrType(), out);
+    // Fixed-length strings may carry NUL padding.
+    auto nul = out.find('\0');
+    if (nul != std::string::npos) out.resize(nul);
+  });
+  return out;
+}
+
+int64_t get_attr_int(const H5::H5Object& obj, const std::string& name) {
+  int64_t out = 0;
+  h5_guard("get_attr_int", file_of(obj), obj_name(obj) + "@" + name, [&] {
+    H5::Attribute a = open_attr(obj, name, "get_attr_int");
+    TORCH_CHECK(a.getTypeClass() == H5T_INTEGER, "strata::core::get_attr_int(): attribute '", name, "' on '",
+                obj_name(obj), "' in file '", file_of(obj), "' is not an integer");
+    a.read(H5::PredType::NATIVE_INT64, &out);
+  });
+  return out;
+}
+
+double get_attr_double(const H5::H5Object& obj, const std::string& name) {
+  double out = 0;
+  h5_guard("get_attr_double", file_of(obj), obj_name(obj) + "@" + name, [&] {
+    H5::Attribute a = open_attr(obj, name, "get_attr_double");
+    auto cls = a.getTypeClass();
+    TORCH_CHECK(cls == H5T_FLOAT || cls == H5T_INTEGER, "strata::core::get_attr_double(): attribute '", name,
+                "' on '", obj_name(obj), "' in file '", file_of(obj), "' is not a number");
+    a.read(H5::PredType::NATIVE_DOUBLE, &out);
+  });
+  return out;
+}
+
+std::vector<std::string> list_attrs(const H5::H5Object& obj) {
+  std::vector<std::string> out;
+  h5_guard("list_attrs", file_of(obj), obj_name(obj), [&] {
+    int n = obj.getNumAttrs();
+    for (int i = 0; i < n; ++i) out.push_back(obj.openAttribute(static_cast<unsigned>(i)).getName());
+  });
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// ---- crash-safe writes --------------------------------------------------------------------
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  TORCH_CHECK(!path_.empty(), "strata::core::AtomicFile(): empty path");
+  tmp_path_ = path_ + ".tmp-" + std::to_string(::getpid());
+  ::unlink(tmp_path_.c_str());  // stale leftover of an earlier crashed run with the same pid
+}
+
+AtomicFile::~AtomicFile() {
+  if (!committed_) ::unlink(tmp_path_.c_str());
+}
+
+void AtomicFile::commit() {
+  TORCH_CHECK(!committed_, "strata::core::AtomicFile::commit(): '", path_, "' already committed");
+  int fd = ::open(tmp_path_.c_str(), O_RDONLY);
+  TORCH_CHECK(fd >= 0, "strata::core::AtomicFile::commit(): cannot open '", tmp_path_, "': ", std::strerror(errno));
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  TORCH_CHECK(rc == 0, "strata::core::AtomicFile::commit(): fsync of '", tmp_path_, "' failed: ", std::strerror(err));
+  TORCH_CHECK(std::rename(tmp_path_.c_str(), path_.c_str()) == 0, "strata::core::AtomicFile::commit(): rename '",
+              tmp_path_, "' -> '", path_, "' failed: ", std::strerror(errno));
+  committed_ = true;
+  // Make the rename itself durable.
+  auto slash = path_.find_last_of('/');
+  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path_.substr(0, slash));
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+void atomic_write_h5(const std::string& path, const std::function<void(H5::H5File&)>& fill) {
+  AtomicFile af(path);
+  {
+    H5::H5File f = open_file(af.tmp_path(), FileMode::kTruncate);
+    fill(f);
+    h5_guard("atomic_write_h5", af.tmp_path(), "/", [&] {
+      f.flush(H5F_SCOPE_GLOBAL);
+      f.close();
+    });
+  }
+  af.commit();
+}
+
+// ---- checksums ----------------------------------------------------------------------------
+
+uint32_t crc32_bytes(const void* data, size_t size, uint32_t crc) {
+  const auto* p = static_cast<const Bytef*>(data);
+  uLong c = crc;
+  constexpr size_t kStep = 1u << 30;
+  while (size > 0) {
+    size_t n = std::min(size, kStep);
+    c = ::crc32(c, p, static_cast<uInt>(n));
+    p += n;
+    size -= n;
+  }
+  return static_cast<uint32_t>(c);
+}
+
+uint32_t crc32_tensor(const torch::Tensor& t, uint32_t crc) {
+  TORCH_CHECK(t.defined(), "strata::core::crc32_tensor(): undefined tensor");
+  torch::Tensor c = t.detach().to(torch::kCPU).contiguous();
+  return crc32_bytes(c.data_ptr(), static_cast<size_t>(c.numel()) * c.element_size(), crc);
+}
+
+}  // namespace strata::core
