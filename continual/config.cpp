@@ -181,7 +181,7 @@ RunConfig read_run_config(const std::string& ini_path) {
 
 std::string RunConfig::to_ini() const {
   std::ostringstream o;
-  o.precision(17);
+  o.precision(15);
   o << "# strata train: resolved configuration (re-run with: strata train --config THIS_FILE)\n"
     << "name = " << name << "\nout = " << out << "\nthreads = " << threads << "\nseed = " << train.seed() << "\n"
     << "\n# stream\nstream = " << stream.name() << "\ntasks = " << stream.num_tasks()

@@ -13,7 +13,7 @@ struct TrainOptions {
   TORCH_ARG(double, lr) = 0.01;
   TORCH_ARG(double, momentum) = 0.0;      ///< SGD only
   TORCH_ARG(double, weight_decay) = 0.0;
-  TORCH_ARG(int64_t, batch_size) = 64;
+  TORCH_ARG(int64_t, batch_size) = 10;
   TORCH_ARG(int64_t, epochs) = 1;
   /// Seeds model init and every shuffle. Shuffles use a generator derived from (seed, task,
   /// epoch), so a resumed run draws exactly what an uninterrupted one would.
