@@ -124,6 +124,8 @@ std::vector<CoDyRALayerStats> codyra_end_task(const torch::nn::Module& model) {
     st.name = l.name;
     st.rank = a->options().rank();
     st.kept = a->prune();
+    st.A_gated = (a->w.detach().unsqueeze(1) * a->A.detach()).clone();
+    st.B = a->B.detach().clone();
     if (st.kept > 0) {
       torch::NoGradGuard no_grad;
       const torch::Tensor d = a->delta_weight().to(l.layer->weight.scalar_type());

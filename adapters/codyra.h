@@ -96,6 +96,9 @@ struct CoDyRALayerStats {
   int64_t rank = 0;        ///< configured rank r
   int64_t kept = 0;        ///< ranks that survived (merged into W)
   double delta_norm = 0;   ///< ‖ΔW‖_F of what was merged (0 when every rank was pruned)
+  /// The merged update in factored form, ΔW = B·A_gated (the official code's bookkeeping of old
+  /// factors): A_gated = diag(w)·A [kept, n], B [m, kept]. Empty (0 rows/cols) when kept == 0.
+  torch::Tensor A_gated, B;
 };
 
 /// Task end for every CoDyRA adapter: prune(), W += B·diag(w)·A (nothing when all ranks were pruned:

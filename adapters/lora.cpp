@@ -95,4 +95,20 @@ int64_t olora_end_task(const torch::nn::Module& model) {
   return n;
 }
 
+std::vector<std::pair<std::string, double>> lora_merge_and_reset(const torch::nn::Module& model) {
+  std::vector<std::pair<std::string, double>> out;
+  torch::NoGradGuard no_grad;
+  for (auto& l : adapted_layers(model)) {
+    auto a = std::dynamic_pointer_cast<LoRAImpl>(l.layer->adapter());
+    if (!a) continue;
+    const torch::Tensor d = a->delta_weight().to(l.layer->weight.scalar_type());
+    l.layer->weight.add_(d);
+    detail::assign_(a->A_old, a->A_old.new_zeros({0, a->A_old.size(1)}));
+    detail::assign_(a->B_old, a->B_old.new_zeros({a->B_old.size(0), 0}));
+    a->reset_parameters();
+    out.emplace_back(l.name, d.norm().item<double>());
+  }
+  return out;
+}
+
 }  // namespace strata::adapters

@@ -67,5 +67,9 @@ TORCH_MODULE(LoRA);
 torch::Tensor olora_penalty(const torch::nn::Module& model, double lambda1 = 0.5, double lambda2 = 0.0);
 /// O-LoRA task end: bank_current() on every LoRA adapter. Returns the number of adapters banked.
 int64_t olora_end_task(const torch::nn::Module& model);
+/// Sequential-LoRA task end: for every LoRA adapter, W += ΔW (bank included), empty the bank and
+/// reset_parameters(); the adapter stays attached, ready for the next task (output unchanged by the
+/// call). Returns (layer name, ‖ΔW‖_F merged) per layer, for the report.
+std::vector<std::pair<std::string, double>> lora_merge_and_reset(const torch::nn::Module& model);
 
 }  // namespace strata::adapters

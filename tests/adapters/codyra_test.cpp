@@ -141,7 +141,9 @@ TEST(AdaptersCoDyRA, TrainThresholdEndTaskMergesAndResets) {
   // Frozen base untouched by training.
   size_t i = 0;
   for (auto& p : net->parameters())
-    if (!p.requires_grad()) EXPECT_TRUE(torch::equal(p.detach(), frozen[i++]));
+    if (!p.requires_grad()) {
+      EXPECT_TRUE(torch::equal(p.detach(), frozen[i++]));
+    }
 
   int64_t active = 0;
   for (auto& [n, a] : adapters_of<CoDyRAImpl>(*net)) active += a->active_ranks();
@@ -182,6 +184,27 @@ TEST(AdaptersCoDyRA, AllRanksPrunedMergesNothing) {
   EXPECT_EQ(stats[0].kept, 0);
   EXPECT_EQ(stats[0].delta_norm, 0.0);
   EXPECT_TRUE(torch::equal(net->fc1->weight.detach(), W));
+  EXPECT_EQ(stats[0].A_gated.sizes(), (std::vector<int64_t>{0, 6}));
+}
+
+TEST(AdaptersCoDyRA, EndTaskStatsCarryMergedFactors) {
+  torch::manual_seed(6);
+  Net net(6, 8, 3);
+  inject(*net, "fc1", codyra_factory(4));
+  auto a = adapters_of<CoDyRAImpl>(*net).at(0).second;
+  {
+    torch::NoGradGuard g;
+    a->B.normal_();
+    a->w.copy_(torch::tensor({0.0f, 1.5f, -0.5f, 0.0f}));
+  }
+  auto W = net->fc1->weight.detach().clone();
+  auto stats = codyra_end_task(*net);
+  ASSERT_EQ(stats.size(), 1u);
+  EXPECT_EQ(stats[0].kept, 2);
+  EXPECT_EQ(stats[0].A_gated.sizes(), (std::vector<int64_t>{2, 6}));
+  auto dW = net->fc1->weight.detach() - W;
+  EXPECT_LT(max_abs_diff(torch::matmul(stats[0].B, stats[0].A_gated), dW), 1e-5);
+  EXPECT_NEAR(stats[0].delta_norm, dW.norm().item<double>(), 1e-4);
 }
 
 TEST(AdaptersCoDyRA, MergedAndUnmergedAgreeAfterPruning) {

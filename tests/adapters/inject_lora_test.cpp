@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <map>
 #include <set>
 
 #include "adapters/inject.h"
@@ -253,4 +254,27 @@ TEST(AdaptersLoRA, StateRoundTrip) {
   for (auto& [n, t] : adapters_state(*b)) EXPECT_TRUE(torch::equal(t, st[n])) << n;
   st["extra/A"] = torch::zeros({1});
   EXPECT_THROW(load_adapters_state(*b, st), c10::Error);
+}
+
+TEST(AdaptersLoRA, MergeAndResetKeepsOutputAndRearms) {
+  torch::manual_seed(7);
+  Net net(6, 8, 3);
+  inject(*net, "blocks.*.mlp|head", lora_factory(2, 4.0));
+  randomise_B(*net);
+  olora_end_task(*net);  // a bank too: it must be merged as well
+  randomise_B(*net);
+  auto x = torch::randn({5, 6});
+  auto y = net->forward(x).detach();
+  std::map<std::string, torch::Tensor> expect_dw;
+  for (auto& [n, a] : adapters_of<LoRAImpl>(*net)) expect_dw[n] = a->delta_weight().detach();
+  auto merged = lora_merge_and_reset(*net);
+  ASSERT_EQ(merged.size(), 3u);
+  for (auto& [n, norm] : merged) EXPECT_NEAR(norm, expect_dw[n].norm().item<double>(), 1e-5) << n;
+  EXPECT_LT(max_abs_diff(net->forward(x), y), 1e-5);
+  for (auto& [n, a] : adapters_of<LoRAImpl>(*net)) {
+    EXPECT_EQ(a->bank_rank(), 0);
+    EXPECT_EQ(a->B.abs().sum().item<double>(), 0.0);
+  }
+  unwrap(*net);
+  EXPECT_LT(max_abs_diff(net->forward(x), y), 1e-5);  // the update now lives in W
 }

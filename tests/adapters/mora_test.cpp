@@ -163,7 +163,9 @@ TEST(AdaptersMoRA, OldAtomsFrozenNewAtomsTrainBankingKeepsOutput) {
   for (size_t i = 0; i < bufs.size(); ++i) EXPECT_TRUE(torch::equal(bufs[i], bank_before[i]));
   size_t i = 0;
   for (auto& p : net->parameters())
-    if (!p.requires_grad()) EXPECT_TRUE(torch::equal(p.detach(), base_before[i++]));
+    if (!p.requires_grad()) {
+      EXPECT_TRUE(torch::equal(p.detach(), base_before[i++]));
+    }
   auto now = adapter_parameters(*net);
   int changed = 0;
   for (size_t j = 0; j < now.size(); ++j) changed += !torch::equal(now[j].detach(), new_before[j]);
