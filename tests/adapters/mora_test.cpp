@@ -252,3 +252,31 @@ TEST(AdaptersMoRA, StateRoundTrip) {
   st["A_new"] = torch::zeros({3, 6});
   EXPECT_THROW(b->load_state(st), c10::Error);
 }
+
+// methods.md §7.7 item 4: appending fresh atoms (B_new = 0) still shifts the routing of old inputs,
+// because ŝ is normalised over the whole bank and new atoms compete for the softmax / top-k. This is
+// the reference code's behaviour, kept on purpose; the test pins it down so a "fix" is a visible change.
+TEST(AdaptersMoRA, NewAtomsShiftOldRoutingAtTaskSwitch) {
+  torch::manual_seed(7);
+  MoRA m(6, 4, MoRAOptions(3).temperature(0.5).threshold(0.0));
+  m->add_task_atoms();
+  {
+    torch::NoGradGuard g;
+    m->B_new.normal_();
+  }
+  auto x = torch::randn({8, 6});
+  auto base = torch::zeros({8, 4});
+  auto w_before = m->routing_weights(x);
+  auto y_before = m->forward(x, base).detach();
+  m->add_task_atoms();  // 3 new atoms, B_new = 0: no direct contribution
+  auto w_after = m->routing_weights(x);
+  EXPECT_EQ(w_after.size(-1), 6);
+  // Old atoms' weights shrink (mass moves to the new atoms / top-k changes) ...
+  EXPECT_GT(max_abs_diff(w_after.narrow(-1, 0, 3), w_before), 1e-3);
+  // ... so the output for the same inputs changes although the new atoms' values are zero.
+  EXPECT_GT(max_abs_diff(m->forward(x, base), y_before), 1e-4);
+  // Reproduce the output from the formula with the old bank only contributing values.
+  auto z = torch::matmul(x, torch::cat({m->A_old, m->A_new}, 0).t());
+  auto expect = torch::matmul((w_after * z).narrow(-1, 0, 3), m->B_old.t());
+  EXPECT_LT(max_abs_diff(m->forward(x, base), expect), 1e-6);
+}
