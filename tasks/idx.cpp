@@ -41,7 +41,7 @@ uint64_t read_bytes(gzFile f, uint8_t* dst, uint64_t n, const std::string& path)
   while (done < n) {
     const unsigned want = static_cast<unsigned>(std::min(kChunk, n - done));
     const int got = gzread(f, dst + done, want);
-    TORCH_CHECK(got >= 0, "strata::tasks::read_idx(): ", path, ": read error", gz_error_text(f));
+    TORCH_CHECK(got >= 0, "strata::tasks::read_idx(): ", path, ": corrupt or truncated gzip stream", gz_error_text(f));
     if (got == 0) break;
     done += static_cast<uint64_t>(got);
   }

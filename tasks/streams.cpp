@@ -2,6 +2,7 @@
 #include "tasks/streams.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -89,29 +90,62 @@ Indices choose(const torch::Tensor& train_cand, const torch::Tensor& test_cand, 
   return out;
 }
 
-// uint8 [N, 784] -> float32 [N, 1, 28, 28] scaled to [0, 1] (not yet normalised).
-torch::Tensor to_unit(const torch::Tensor& u8) {
-  return u8.to(torch::kFloat32).mul_(1.0 / 255.0).view({-1, 1, 28, 28});
+// Fused gather + pixel permutation + scaling + normalisation: out[i, j] = lut[src[rows[i], perm[j]]]
+// with lut[v] = (v / 255 - mean) / std. One pass that writes each output float once; the
+// unfused tensor chain (row gather, column gather, convert, scale, shift, divide) made several
+// passes over a 170 MB task and dominated the stream build time.
+torch::Tensor gather_normalised(const torch::Tensor& src_flat, const torch::Tensor& rows, const torch::Tensor& perm) {
+  TORCH_CHECK(src_flat.scalar_type() == torch::kUInt8 && src_flat.dim() == 2 && src_flat.is_contiguous(),
+              "strata::tasks::gather_normalised(): expected contiguous uint8 [N, P], got ", src_flat.sizes());
+  const int64_t n = rows.size(0), p = src_flat.size(1), n_src = src_flat.size(0);
+  float lut[256];
+  for (int v = 0; v < 256; ++v) lut[v] = static_cast<float>((v / 255.0 - kFmnistMean) / kFmnistStd);
+  auto rows_c = rows.contiguous();
+  const int64_t* r = rows_c.data_ptr<int64_t>();
+  const int64_t min_row = n ? rows_c.min().item<int64_t>() : 0, max_row = n ? rows_c.max().item<int64_t>() : 0;
+  TORCH_CHECK(min_row >= 0 && max_row < n_src, "strata::tasks::gather_normalised(): row index out of range");
+  torch::Tensor perm_c;
+  const int64_t* pm = nullptr;
+  if (perm.defined()) {
+    perm_c = perm.contiguous();
+    TORCH_CHECK(perm_c.numel() == p, "strata::tasks::gather_normalised(): permutation has ", perm_c.numel(),
+                " entries for ", p, " pixels");
+    pm = perm_c.data_ptr<int64_t>();
+  }
+  auto out = torch::empty({n, p}, torch::kFloat32);
+  const uint8_t* src = src_flat.data_ptr<uint8_t>();
+  float* dst = out.data_ptr<float>();
+  at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const uint8_t* s = src + r[i] * p;
+      float* d = dst + i * p;
+      if (pm) {
+        for (int64_t j = 0; j < p; ++j) d[j] = lut[s[pm[j]]];
+      } else {
+        for (int64_t j = 0; j < p; ++j) d[j] = lut[s[j]];
+      }
+    }
+  });
+  return out;
 }
-torch::Tensor normalise_(torch::Tensor x) { return x.sub_(kFmnistMean).div_(kFmnistStd); }
 
-// Transforms applied to one task's gathered uint8 pixels [N, 784].
+// One task's input transform.
 struct FmnistTransform {
   torch::Tensor perm;    // defined: permute pixels
   double degrees = 0.0;  // != 0: rotate
-  torch::Tensor apply(const torch::Tensor& u8) const {
-    torch::Tensor p = perm.defined() ? u8.index_select(1, perm) : u8;
-    torch::Tensor x = to_unit(p);
-    // Rotate before normalising: zero padding then means black background, as in the raw image.
-    if (degrees != 0.0) x = rotate_images(x, degrees);
-    return normalise_(x).contiguous();
+  torch::Tensor apply(const torch::Tensor& src_flat, const torch::Tensor& rows) const {
+    if (degrees == 0.0) return gather_normalised(src_flat, rows, perm).view({-1, 1, 28, 28});
+    // Rotate in [0, 1] before normalising: zero padding then means black background, as in the
+    // raw image.
+    auto x = src_flat.index_select(0, rows).to(torch::kFloat32).mul_(1.0 / 255.0).view({-1, 1, 28, 28});
+    return rotate_images(x, degrees).sub_(kFmnistMean).div_(kFmnistStd).contiguous();
   }
 };
 
 Split fmnist_split(const torch::Tensor& images_flat, const torch::Tensor& labels, const torch::Tensor& idx,
                    int64_t task, const FmnistTransform& tf) {
   Split s;
-  s.x = tf.apply(images_flat.index_select(0, idx));
+  s.x = tf.apply(images_flat, idx);
   s.y = labels.index_select(0, idx);
   s.ids = idx.contiguous();
   s.task = torch::full({idx.size(0)}, task, torch::kInt64);
