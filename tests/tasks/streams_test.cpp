@@ -59,9 +59,13 @@ void check_stream(const TaskStream& s, const StreamOptions& o) {
     EXPECT_EQ(tr.size(), size_t(t.train.size()));  // no duplicates
     for (int64_t id : va) EXPECT_EQ(tr.count(id), 0u) << t.name << " id " << id << " in train and val";
     const int64_t n = t.train.size() + t.val.size();
-    if (o.train_limit() > 0) EXPECT_LE(n, o.train_limit());
+    if (o.train_limit() > 0) {
+      EXPECT_LE(n, o.train_limit());
+    }
     EXPECT_EQ(t.val.size(), int64_t(std::floor(o.val_fraction() * double(n))));
-    if (o.test_limit() > 0) EXPECT_LE(t.test.size(), o.test_limit());
+    if (o.test_limit() > 0) {
+      EXPECT_LE(t.test.size(), o.test_limit());
+    }
   }
 }
 
