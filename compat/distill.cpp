@@ -50,8 +50,9 @@ torch::Tensor kl_per_example(const torch::Tensor& student, const torch::Tensor& 
               teacher.size(1), " classes, more than the student's ", student.size(1));
   const int64_t k = teacher.size(1);
   // Softmax over the shared columns only: the teacher never saw the student's extra classes.
-  const torch::Tensor log_q = torch::log_softmax(student.slice(1, 0, k).to(torch::kFloat) / temperature, 1);
-  const torch::Tensor log_p = torch::log_softmax(teacher.detach().to(torch::kFloat) / temperature, 1);
+  // Teachers may be cached in half precision: compute in the student's dtype.
+  const torch::Tensor log_q = torch::log_softmax(student.slice(1, 0, k) / temperature, 1);
+  const torch::Tensor log_p = torch::log_softmax(teacher.detach().to(student.scalar_type()) / temperature, 1);
   // p·(log p − log q); terms with p underflowing to 0 contribute exactly 0 (log p stays finite).
   torch::Tensor kl = (log_p.exp() * (log_p - log_q)).sum(1);
   if (scale_by_t2) kl = kl * (temperature * temperature);
@@ -85,11 +86,11 @@ CompatLoss focal_distillation_loss(const torch::Tensor& student_logits, const to
     out.per_example = kl_per_example(student_logits, old_logits, options.resolved_temperature(), /*scale_by_t2=*/true);
   } else {
     out.per_example =
-        (student_logits.slice(1, 0, k_old).to(torch::kFloat) - old_logits.detach().to(torch::kFloat)).pow(2).mean(1);
+        (student_logits.slice(1, 0, k_old) - old_logits.detach().to(student_logits.scalar_type())).pow(2).mean(1);
   }
   // Weighted per-sample losses averaged over the kept samples (PCT's code: multiply, then average).
   const double n_keep = keep.sum().item<double>();
-  out.compat = n_keep > 0 ? (out.weights.to(out.per_example.device()) * out.per_example).sum() / n_keep
+  out.compat = n_keep > 0 ? (out.weights.to(out.per_example.options()) * out.per_example).sum() / n_keep
                           : out.per_example.sum() * 0.0;
   out.total = out.ce + options.weight() * out.compat;
   return out;

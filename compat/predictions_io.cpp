@@ -1,0 +1,88 @@
+#include "compat/predictions_io.h"
+
+#include "core/h5.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+
+namespace strata::compat {
+namespace {
+
+// "v007" -> 7, "task03" -> 3; -1 if `name` is not prefix + digits.
+int64_t parse_index(const std::string& name, const std::string& prefix) {
+  if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return -1;
+  int64_t v = 0;
+  for (size_t i = prefix.size(); i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return -1;
+    v = v * 10 + (name[i] - '0');
+  }
+  return v;
+}
+
+std::string version_group(int64_t version) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "v%03lld", static_cast<long long>(version));
+  return buf;
+}
+
+}  // namespace
+
+std::vector<int64_t> list_prediction_versions(const std::string& path) {
+  core::quiet_hdf5();
+  H5::H5File file = core::open_file(path, core::FileMode::kRead);
+  std::vector<int64_t> out;
+  for (const auto& name : core::list_children(file, "/")) {
+    const int64_t v = parse_index(name, "v");
+    if (v >= 0 && core::is_group(file, name)) out.push_back(v);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+PredictionTable read_prediction_table(const std::string& path, int64_t version) {
+  core::quiet_hdf5();
+  H5::H5File file = core::open_file(path, core::FileMode::kRead);
+  const std::string vg = version_group(version);
+  if (!core::is_group(file, vg)) {
+    std::ostringstream present;
+    for (const auto& name : core::list_children(file, "/"))
+      if (parse_index(name, "v") >= 0) present << " " << name;
+    TORCH_CHECK(false, "strata::compat::read_prediction_table(): '", path, "' has no group /", vg,
+                " (versions present:", present.str().empty() ? " none" : present.str(), ")");
+  }
+  std::vector<torch::Tensor> ids, labels, preds, probs, groups;
+  for (const auto& name : core::list_children(file, vg)) {  // sorted by name = task order (zero-padded)
+    const int64_t task = parse_index(name, "task");
+    if (task < 0) continue;
+    const std::string g = vg + "/" + name;
+    for (const char* ds : {"id", "label", "pred", "prob"})
+      TORCH_CHECK(core::exists(file, g + "/" + ds), "strata::compat::read_prediction_table(): '", path,
+                  "' group /", g, " has no dataset '", ds, "'");
+    torch::Tensor id = core::read_tensor(file, g + "/id").reshape({-1}).to(torch::kLong);
+    torch::Tensor label = core::read_tensor(file, g + "/label").reshape({-1}).to(torch::kLong);
+    torch::Tensor pred = core::read_tensor(file, g + "/pred").reshape({-1}).to(torch::kLong);
+    torch::Tensor prob = core::read_tensor(file, g + "/prob").reshape({-1}).to(torch::kFloat);
+    const int64_t n = id.size(0);
+    TORCH_CHECK(label.size(0) == n && pred.size(0) == n && prob.size(0) == n,
+                "strata::compat::read_prediction_table(): '", path, "' group /", g,
+                " datasets differ in length: id ", n, ", label ", label.size(0), ", pred ", pred.size(0), ", prob ",
+                prob.size(0));
+    ids.push_back(id);
+    labels.push_back(label);
+    preds.push_back(pred);
+    probs.push_back(prob);
+    groups.push_back(torch::full({n}, task, torch::kLong));
+  }
+  TORCH_CHECK(!ids.empty(), "strata::compat::read_prediction_table(): '", path, "' group /", vg,
+              " has no taskTT groups");
+  PredictionTable t;
+  t.ids = torch::cat(ids);
+  t.labels = torch::cat(labels);
+  t.preds = torch::cat(preds);
+  t.conf = torch::cat(probs);
+  t.groups = torch::cat(groups);
+  return t;
+}
+
+}  // namespace strata::compat

@@ -1,0 +1,255 @@
+#include "compat/report.h"
+
+#include "compat/stats.h"
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+
+namespace strata::compat {
+namespace {
+
+std::ofstream open_out(const std::string& path, const char* func) {
+  std::ofstream f(path, std::ios::out | std::ios::trunc);
+  TORCH_CHECK(f.good(), "strata::compat::", func, "(): cannot open '", path, "' for writing");
+  return f;
+}
+
+void close_out(std::ofstream& f, const std::string& path, const char* func) {
+  f.close();
+  TORCH_CHECK(!f.fail(), "strata::compat::", func, "(): writing '", path, "' failed");
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string xml_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    switch (c) {
+      case '&': o += "&amp;"; break;
+      case '<': o += "&lt;"; break;
+      case '>': o += "&gt;"; break;
+      case '"': o += "&quot;"; break;
+      default: o += c;
+    }
+  }
+  return o;
+}
+
+std::string fmt(double v, int prec) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(prec) << v;
+  return s.str();
+}
+
+// White (0) to dark red (vmax) colour ramp.
+std::string heat_colour(double v, double vmax) {
+  const double t = vmax > 0 ? std::clamp(v / vmax, 0.0, 1.0) : 0.0;
+  const int r = static_cast<int>(std::lround(255 - t * (255 - 165)));
+  const int g = static_cast<int>(std::lround(255 - t * 255));
+  const int b = static_cast<int>(std::lround(255 - t * 255));
+  std::ostringstream s;
+  s << "rgb(" << r << "," << g << "," << b << ")";
+  return s.str();
+}
+
+}  // namespace
+
+nlohmann::json GateResult::to_json() const {
+  nlohmann::json rule = {{"name", "nfr_wilson_upper"},
+                         {"threshold", max_nfr},
+                         {"observed", nfr_upper},
+                         {"point", std::isfinite(nfr) ? nlohmann::json(nfr) : nlohmann::json(nullptr)},
+                         {"nf", nf},
+                         {"n", n},
+                         {"alpha", alpha},
+                         {"method", "one-sided Wilson upper bound"},
+                         {"passed", passed}};
+  return {{"passed", passed}, {"rules", nlohmann::json::array({rule})}};
+}
+
+GateResult gate_check(const FlipReport& report, double max_nfr, double alpha) {
+  TORCH_CHECK(std::isfinite(max_nfr) && max_nfr >= 0.0, "strata::compat::gate_check(): max_nfr must be >= 0, got ",
+              max_nfr);
+  TORCH_CHECK(alpha > 0.0 && alpha < 1.0, "strata::compat::gate_check(): alpha must be in (0, 1), got ", alpha);
+  GateResult g;
+  g.max_nfr = max_nfr;
+  g.alpha = alpha;
+  g.nf = report.overall.n10;
+  g.n = report.overall.n();
+  g.nfr = report.overall.nfr();
+  g.nfr_upper = wilson_upper(g.nf, g.n, alpha);
+  g.passed = g.nfr_upper <= max_nfr;
+  return g;
+}
+
+bool gate(const FlipReport& report, double max_nfr, double alpha) { return gate_check(report, max_nfr, alpha).passed; }
+
+nlohmann::json make_report_json(const FlipReport& report, const ReportHeader& header, double alpha,
+                                const GateResult* gate) {
+  const nlohmann::json body = report.to_json(alpha);
+  const nlohmann::json& overall = body["overall"];
+  nlohmann::json j;
+  j["schema_version"] = kReportSchema;
+  j["created_at"] = utc_now();
+  j["tool"] = {{"name", "strata"}, {"module", "compat"}};
+  j["old"] = header.old_version;
+  j["new"] = header.new_version;
+  j["eval_set"] = {{"id", header.eval_set}, {"n", report.overall.n()}};
+  j["scorer"] = "exact match of the predicted class";
+  j["n"] = report.overall.n();
+  j["alpha"] = alpha;
+  j["counts"] = overall["counts"];
+  j["metrics"] = overall["metrics"];
+  j["tests"] = {{"mcnemar", overall["mcnemar"]}};
+  j["per_task"] = body["per_task"];
+  j["per_class"] = body["per_class"];
+  j["multiplicity"] = body["multiplicity"];
+  j["warnings"] = body["warnings"];
+  if (gate != nullptr) j["gate"] = gate->to_json();
+  j["artifacts"] = header.artifacts;
+  return j;
+}
+
+void write_json(const std::string& path, const nlohmann::json& doc) {
+  std::ofstream f = open_out(path, "write_json");
+  f << doc.dump(2) << "\n";
+  close_out(f, path, "write_json");
+}
+
+int64_t write_flips_csv(const std::string& path, const FlipInputs& in) {
+  check_inputs(in);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor types = flip_types(in.labels, in.old_pred, in.new_pred);
+  const torch::Tensor keep = types.eq(static_cast<int64_t>(FlipType::kNegative)) |
+                             types.eq(static_cast<int64_t>(FlipType::kPositive)) |
+                             types.eq(static_cast<int64_t>(FlipType::kWrongChanged));
+  torch::Tensor rows = keep.nonzero().reshape({-1});
+  // Order: by old confidence descending (stable), then stably by flip type NF(1) < PF(2) < WW_changed(4).
+  if (in.old_conf.defined() && rows.numel() > 0) {
+    const torch::Tensor conf = in.old_conf.to(torch::kDouble).index_select(0, rows);
+    rows = rows.index_select(0, std::get<1>(torch::sort(conf, /*stable=*/true, /*dim=*/0, /*descending=*/true)));
+  }
+  if (rows.numel() > 0)
+    rows = rows.index_select(0, std::get<1>(torch::sort(types.index_select(0, rows), /*stable=*/true, 0, false)));
+
+  auto as_long = [](const torch::Tensor& t) { return t.to(torch::kLong).contiguous(); };
+  auto as_double = [](const torch::Tensor& t) { return t.to(torch::kDouble).contiguous(); };
+  const torch::Tensor y = as_long(in.labels), a = as_long(in.old_pred), b = as_long(in.new_pred),
+                      t = types.contiguous(), r = as_long(rows);
+  const torch::Tensor ids = in.ids.defined() ? as_long(in.ids) : torch::Tensor();
+  const torch::Tensor grp = in.groups.defined() ? as_long(in.groups) : torch::Tensor();
+  const torch::Tensor oc = in.old_conf.defined() ? as_double(in.old_conf) : torch::Tensor();
+  const torch::Tensor nc = in.new_conf.defined() ? as_double(in.new_conf) : torch::Tensor();
+
+  std::ofstream f = open_out(path, "write_flips_csv");
+  f << "item_id,task_id,label,old_pred,new_pred,old_correct,new_correct,flip_type,old_conf,new_conf\n";
+  f << std::setprecision(6);
+  const int64_t* rp = r.data_ptr<int64_t>();
+  for (int64_t k = 0; k < r.numel(); ++k) {
+    const int64_t i = rp[k];
+    const int64_t yi = y.data_ptr<int64_t>()[i], ai = a.data_ptr<int64_t>()[i], bi = b.data_ptr<int64_t>()[i];
+    f << (ids.defined() ? ids.data_ptr<int64_t>()[i] : i) << ',';
+    if (grp.defined()) f << grp.data_ptr<int64_t>()[i];
+    f << ',' << yi << ',' << ai << ',' << bi << ',' << (ai == yi ? 1 : 0) << ',' << (bi == yi ? 1 : 0) << ','
+      << to_string(static_cast<FlipType>(t.data_ptr<int64_t>()[i])) << ',';
+    if (oc.defined()) f << oc.data_ptr<double>()[i];
+    f << ',';
+    if (nc.defined()) f << nc.data_ptr<double>()[i];
+    f << '\n';
+  }
+  close_out(f, path, "write_flips_csv");
+  return r.numel();
+}
+
+void write_nfr_heatmap_svg(const std::string& path, const torch::Tensor& matrix,
+                           const std::vector<std::string>& labels) {
+  TORCH_CHECK(matrix.dim() == 2 && matrix.size(0) == matrix.size(1) && matrix.size(0) > 0,
+              "strata::compat::write_nfr_heatmap_svg(): matrix must be [V, V], got ", matrix.sizes());
+  const int64_t v = matrix.size(0);
+  TORCH_CHECK(labels.empty() || static_cast<int64_t>(labels.size()) == v,
+              "strata::compat::write_nfr_heatmap_svg(): ", labels.size(), " labels for ", v, " versions");
+  const torch::Tensor m = matrix.to(torch::kDouble).contiguous();
+  const double* p = m.data_ptr<double>();
+  double vmax = 0.0;
+  for (int64_t i = 0; i < v * v; ++i)
+    if (std::isfinite(p[i])) vmax = std::max(vmax, p[i]);
+  const int cell = 48, left = 90, top = 70;
+  const int width = left + cell * static_cast<int>(v) + 20, height = top + cell * static_cast<int>(v) + 40;
+  auto name = [&](int64_t i) { return labels.empty() ? "v" + std::to_string(i) : labels[static_cast<size_t>(i)]; };
+
+  std::ofstream f = open_out(path, "write_nfr_heatmap_svg");
+  f << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+    << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
+  f << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  f << "<text x=\"" << left << "\" y=\"18\" font-size=\"13\">NFR(old row &#8594; new column), % of items</text>\n";
+  f << "<text x=\"" << left + cell * v / 2 << "\" y=\"" << top - 28 << "\" text-anchor=\"middle\">new version</text>\n";
+  f << "<text x=\"14\" y=\"" << top + cell * v / 2 << "\" transform=\"rotate(-90 14 " << top + cell * v / 2
+    << ")\" text-anchor=\"middle\">old version</text>\n";
+  for (int64_t i = 0; i < v; ++i) {
+    f << "<text x=\"" << left + cell * i + cell / 2 << "\" y=\"" << top - 8 << "\" text-anchor=\"middle\">"
+      << xml_escape(name(i)) << "</text>\n";
+    f << "<text x=\"" << left - 6 << "\" y=\"" << top + cell * i + cell / 2 + 4 << "\" text-anchor=\"end\">"
+      << xml_escape(name(i)) << "</text>\n";
+  }
+  for (int64_t i = 0; i < v; ++i)
+    for (int64_t j = 0; j < v; ++j) {
+      const double x = p[i * v + j];
+      const bool ok = std::isfinite(x);
+      const int cx = left + cell * static_cast<int>(j), cy = top + cell * static_cast<int>(i);
+      f << "<rect x=\"" << cx << "\" y=\"" << cy << "\" width=\"" << cell << "\" height=\"" << cell << "\" fill=\""
+        << (ok ? heat_colour(x, vmax) : std::string("rgb(220,220,220)")) << "\" stroke=\"#888\"/>\n";
+      const bool dark = ok && vmax > 0 && x / vmax > 0.6;
+      f << "<text x=\"" << cx + cell / 2 << "\" y=\"" << cy + cell / 2 + 4 << "\" text-anchor=\"middle\" fill=\""
+        << (dark ? "white" : "black") << "\">" << (ok ? fmt(100.0 * x, 1) : std::string("-")) << "</text>\n";
+    }
+  f << "</svg>\n";
+  close_out(f, path, "write_nfr_heatmap_svg");
+}
+
+void write_task_flips_svg(const std::string& path, const FlipReport& report) {
+  std::vector<SliceCounts> slices = report.per_group;
+  const bool overall_only = slices.empty();
+  if (overall_only) slices.push_back({0, report.overall});
+  int64_t vmax = 1;
+  for (const auto& s : slices) vmax = std::max({vmax, s.counts.n01, s.counts.n10});
+  const int bar = 28, gap = 22, left = 60, top = 40, half = 150;
+  const int width = left + static_cast<int>(slices.size()) * (bar + gap) + 20;
+  const int axis = top + half, height = top + 2 * half + 40;
+  auto h = [&](int64_t c) { return static_cast<int>(std::lround(static_cast<double>(c) / vmax * half)); };
+
+  std::ofstream f = open_out(path, "write_task_flips_svg");
+  f << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+    << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
+  f << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  f << "<text x=\"" << left << "\" y=\"18\" font-size=\"13\">Flips per task: PF up (green), NF down (red)</text>\n";
+  f << "<text x=\"" << left - 6 << "\" y=\"" << top + 4 << "\" text-anchor=\"end\">" << vmax << "</text>\n";
+  f << "<text x=\"" << left - 6 << "\" y=\"" << axis + 4 << "\" text-anchor=\"end\">0</text>\n";
+  f << "<text x=\"" << left - 6 << "\" y=\"" << axis + half + 4 << "\" text-anchor=\"end\">" << vmax << "</text>\n";
+  for (size_t k = 0; k < slices.size(); ++k) {
+    const int x = left + static_cast<int>(k) * (bar + gap) + gap / 2;
+    const int up = h(slices[k].counts.n01), down = h(slices[k].counts.n10);
+    f << "<rect x=\"" << x << "\" y=\"" << axis - up << "\" width=\"" << bar << "\" height=\"" << up
+      << "\" fill=\"#2e7d32\"><title>PF " << slices[k].counts.n01 << "</title></rect>\n";
+    f << "<rect x=\"" << x << "\" y=\"" << axis << "\" width=\"" << bar << "\" height=\"" << down
+      << "\" fill=\"#c62828\"><title>NF " << slices[k].counts.n10 << "</title></rect>\n";
+    f << "<text x=\"" << x + bar / 2 << "\" y=\"" << height - 14 << "\" text-anchor=\"middle\">"
+      << (overall_only ? std::string("all") : "t" + std::to_string(slices[k].key)) << "</text>\n";
+  }
+  f << "<line x1=\"" << left << "\" y1=\"" << axis << "\" x2=\"" << width - 10 << "\" y2=\"" << axis
+    << "\" stroke=\"black\"/>\n";
+  f << "</svg>\n";
+  close_out(f, path, "write_task_flips_svg");
+}
+
+}  // namespace strata::compat

@@ -1,0 +1,187 @@
+#include <gtest/gtest.h>
+
+#include "compat/predictions_io.h"
+#include "compat/report.h"
+#include "compat/stats.h"
+#include "core/h5.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+using namespace strata::compat;
+namespace fs = std::filesystem;
+
+namespace {
+
+torch::Tensor L(std::vector<int64_t> v) { return torch::tensor(v, torch::kLong); }
+
+fs::path temp_dir() {
+  const fs::path d = fs::temp_directory_path() / ("strata_compat_test_" + std::to_string(::getpid()));
+  fs::create_directories(d);
+  return d;
+}
+
+std::vector<std::string> read_lines(const fs::path& p) {
+  std::ifstream f(p);
+  std::vector<std::string> out;
+  for (std::string line; std::getline(f, line);) out.push_back(line);
+  return out;
+}
+
+// 100 items: old right on 97; new right on 96, NF = 3, PF = 2.
+FlipReport report_with(int64_t nf, int64_t n) {
+  FlipReport r;
+  r.overall.n10 = nf;
+  r.overall.n11 = n - nf;
+  return r;
+}
+
+}  // namespace
+
+TEST(CompatReport, GateDecision) {
+  // NF = 3 of N = 1000: one-sided 95 % Wilson upper bound 0.0074824913 (python3 decimal, see stats_test).
+  const FlipReport r = report_with(3, 1000);
+  EXPECT_TRUE(gate(r, 0.0075, 0.05));
+  EXPECT_FALSE(gate(r, 0.0074, 0.05));
+  EXPECT_FALSE(gate(r, 0.004, 0.05));  // point estimate 0.003 is under the budget, the bound is not
+  const GateResult g = gate_check(r, 0.01, 0.05);
+  EXPECT_TRUE(g.passed);
+  EXPECT_NEAR(g.nfr_upper, 0.0074824913019056905, 1e-12);
+  EXPECT_EQ(g.to_json()["rules"][0]["name"], "nfr_wilson_upper");
+  // Stricter alpha widens the bound.
+  EXPECT_GT(gate_check(r, 0.01, 0.01).nfr_upper, g.nfr_upper);
+  // Zero NF still has an upper bound z²/(n + z²).
+  EXPECT_FALSE(gate(report_with(0, 100), 0.02, 0.05));
+  EXPECT_TRUE(gate(report_with(0, 1000), 0.003, 0.05));
+  // No items: no evidence, fails.
+  EXPECT_FALSE(gate(FlipReport{}, 0.5, 0.05));
+  EXPECT_THROW(gate(r, -0.1, 0.05), c10::Error);
+}
+
+TEST(CompatReport, FlipsCsvRowsOrderAndColumns) {
+  FlipInputs in;
+  in.ids = L({100, 101, 102, 103, 104, 105, 106, 107});
+  in.labels = L({0, 0, 1, 1, 2, 2, 0, 1});
+  in.old_pred = L({0, 0, 1, 0, 1, 2, 1, 1});
+  in.new_pred = L({0, 1, 2, 1, 0, 0, 1, 1});
+  // types:        CC NF NF PF WWc NF WWs CC
+  in.old_conf = torch::tensor({0.9, 0.5, 0.8, 0.4, 0.6, 0.7, 0.3, 0.2});
+  in.new_conf = torch::tensor({0.9f, 0.6f, 0.55f, 0.7f, 0.5f, 0.4f, 0.8f, 0.9f});
+  in.groups = L({0, 0, 0, 1, 1, 1, 1, 1});
+  const fs::path p = temp_dir() / "flips.csv";
+  const int64_t rows = write_flips_csv(p.string(), in);
+  const FlipCounts c = count_flips(in.labels, in.old_pred, in.new_pred);
+  EXPECT_EQ(rows, c.n10 + c.n01 + c.n00d);  // + CC_changed, which cannot occur for classification
+  const auto lines = read_lines(p);
+  ASSERT_EQ(lines.size(), 1u + rows);
+  EXPECT_EQ(lines[0], "item_id,task_id,label,old_pred,new_pred,old_correct,new_correct,flip_type,old_conf,new_conf");
+  // NF by old confidence descending (102: 0.8, 105: 0.7, 101: 0.5), then PF, then WW_changed.
+  EXPECT_EQ(lines[1], "102,0,1,1,2,1,0,NF,0.8,0.55");
+  EXPECT_EQ(lines[2].substr(0, 4), "105,");
+  EXPECT_EQ(lines[3].substr(0, 4), "101,");
+  EXPECT_EQ(lines[4], "103,1,1,0,1,0,1,PF,0.4,0.7");
+  EXPECT_EQ(lines[5].substr(0, 4), "104,");
+  EXPECT_NE(lines[5].find("WW_changed"), std::string::npos);
+
+  // Without ids, groups and confidences: row index as id, empty fields.
+  const fs::path q = temp_dir() / "flips_min.csv";
+  EXPECT_EQ(write_flips_csv(q.string(), {in.labels, in.old_pred, in.new_pred}), rows);
+  EXPECT_EQ(read_lines(q)[1], "1,,0,0,1,1,0,NF,,");
+  EXPECT_THROW(write_flips_csv("/nonexistent_dir/x.csv", in), c10::Error);
+}
+
+TEST(CompatReport, JsonReportRoundTrip) {
+  FlipInputs in;
+  in.labels = L({0, 1, 2, 0, 1, 2, 0, 1, 2, 0});
+  in.old_pred = L({0, 1, 2, 0, 1, 0, 1, 2, 0, 0});
+  in.new_pred = L({0, 1, 2, 1, 0, 2, 2, 1, 0, 0});
+  in.groups = L({0, 0, 0, 0, 0, 1, 1, 1, 1, 1});
+  const FlipReport r = compare_predictions(in);
+  const GateResult g = gate_check(r, 0.5, 0.05);
+  ReportHeader h{"a.h5:v000", "a.h5:v001", "unit", {{"flips_csv", "flips.csv"}}};
+  const fs::path p = temp_dir() / "compat_report.json";
+  write_json(p.string(), make_report_json(r, h, 0.05, &g));
+  std::ifstream f(p);
+  const nlohmann::json j = nlohmann::json::parse(f);
+  EXPECT_EQ(j["schema_version"], kReportSchema);
+  for (const char* key : {"created_at", "old", "new", "eval_set", "counts", "metrics", "tests", "per_task", "per_class",
+                          "multiplicity", "warnings", "gate", "artifacts"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  EXPECT_EQ(j["old"], "a.h5:v000");
+  EXPECT_EQ(j["counts"]["n10"].get<int64_t>(), r.overall.n10);
+  EXPECT_EQ(j["n"].get<int64_t>(), 10);
+  for (const char* m : {"acc_old", "acc_new", "delta_acc", "nfr", "pfr", "nfi", "pfi", "btc", "conditional_nfr",
+                        "bec_new", "bec_old", "relative_nfr", "nfr_mc", "churn", "pf_nf_ratio"}) {
+    ASSERT_TRUE(j["metrics"].contains(m)) << m;
+    for (const char* field : {"value", "ci_low", "ci_high", "n", "method"})
+      EXPECT_TRUE(j["metrics"][m].contains(field)) << m << "." << field;
+  }
+  EXPECT_NEAR(j["metrics"]["bec_new"]["value"].get<double>(), r.overall.bec_new(), 1e-15);
+  EXPECT_EQ(j["tests"]["mcnemar"]["method"], "exact");
+  EXPECT_EQ(j["per_task"].size(), 2u);
+  EXPECT_EQ(j["gate"]["passed"].get<bool>(), g.passed);
+  EXPECT_EQ(j["artifacts"]["flips_csv"], "flips.csv");
+}
+
+TEST(CompatReport, SvgPlots) {
+  const torch::Tensor y = L({0, 1, 2, 3});
+  const torch::Tensor m = nfr_matrix({L({0, 1, 2, 0}), L({0, 0, 2, 3}), L({1, 1, 2, 3})}, y);
+  const fs::path p = temp_dir() / "nfr.svg";
+  write_nfr_heatmap_svg(p.string(), m, {"v000", "v001", "v<2>"});
+  std::stringstream s;
+  s << std::ifstream(p).rdbuf();
+  const std::string svg = s.str();
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  EXPECT_NE(svg.find("v&lt;2&gt;"), std::string::npos);  // escaped
+  EXPECT_NE(svg.find(">25.0<"), std::string::npos);      // NFR(v0 -> v1) = 1/4
+  EXPECT_THROW(write_nfr_heatmap_svg(p.string(), m, {"only one"}), c10::Error);
+
+  FlipInputs in{L({0, 1, 2, 0}), L({0, 1, 0, 0}), L({1, 1, 2, 0})};
+  in.groups = L({4, 4, 5, 5});
+  const fs::path q = temp_dir() / "tasks.svg";
+  write_task_flips_svg(q.string(), compare_predictions(in));
+  std::stringstream t;
+  t << std::ifstream(q).rdbuf();
+  EXPECT_NE(t.str().find(">t4<"), std::string::npos);
+  EXPECT_NE(t.str().find("<title>NF 1</title>"), std::string::npos);
+  EXPECT_NE(t.str().find("<title>PF 1</title>"), std::string::npos);
+}
+
+TEST(CompatReport, ReadPredictionTable) {
+  namespace core = strata::core;
+  const fs::path p = temp_dir() / "predictions.h5";
+  {
+    H5::H5File f = core::open_file(p.string(), core::FileMode::kTruncate);
+    for (int64_t v : {0, 2}) {
+      for (int64_t t : {0, 1}) {
+        char g[32];
+        std::snprintf(g, sizeof g, "v%03lld/task%02lld", static_cast<long long>(v), static_cast<long long>(t));
+        core::open_group(f, g, /*create=*/true);
+        core::write_tensor(f, std::string(g) + "/id", L({10 * t, 10 * t + 1}));
+        core::write_tensor(f, std::string(g) + "/label", L({t, t}));
+        core::write_tensor(f, std::string(g) + "/pred", L({t + v, t}));
+        core::write_tensor(f, std::string(g) + "/prob", torch::tensor({0.5f, 0.9f}));
+      }
+    }
+  }
+  EXPECT_EQ(list_prediction_versions(p.string()), (std::vector<int64_t>{0, 2}));
+  const PredictionTable a = read_prediction_table(p.string(), 0), b = read_prediction_table(p.string(), 2);
+  EXPECT_TRUE(a.ids.equal(L({0, 1, 10, 11})));
+  EXPECT_TRUE(a.groups.equal(L({0, 0, 1, 1})));
+  EXPECT_TRUE(b.preds.equal(L({2, 0, 3, 1})));
+  EXPECT_TRUE(a.conf.allclose(torch::tensor({0.5f, 0.9f, 0.5f, 0.9f})));
+  const FlipReport r = compare_predictions(align_by_id(a, b));
+  EXPECT_EQ(r.overall.n10, 2);
+  EXPECT_EQ(r.per_group.size(), 2u);
+  try {
+    read_prediction_table(p.string(), 1);
+    FAIL() << "expected an error for a missing version";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no group /v001 (versions present: v000 v002)"), std::string::npos)
+        << e.what();
+  }
+  fs::remove_all(temp_dir());
+}
