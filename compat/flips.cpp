@@ -287,10 +287,12 @@ FlipInputs align_by_id(const PredictionTable& old_table, const PredictionTable& 
     const torch::Tensor pos = torch::searchsorted(other, ids).clamp_max(other.size(0) - 1);
     return other.index_select(0, pos).ne(ids);
   };
-  const torch::Tensor only_old = missing_from(old_ids, new_ids);
-  const torch::Tensor only_new = missing_from(new_ids, old_ids);
-  const int64_t n_only_old = only_old.sum().item<int64_t>(), n_only_new = only_new.sum().item<int64_t>();
-  if (n_only_old > 0 || n_only_new > 0) {
+  // Fast path: identical id sets (the normal case) need no membership search.
+  const bool same_ids = old_ids.size(0) == new_ids.size(0) && old_ids.equal(new_ids);
+  if (!same_ids) {
+    const torch::Tensor only_old = missing_from(old_ids, new_ids);
+    const torch::Tensor only_new = missing_from(new_ids, old_ids);
+    const int64_t n_only_old = only_old.sum().item<int64_t>(), n_only_new = only_new.sum().item<int64_t>();
     std::string detail;
     if (n_only_old > 0)
       detail += std::to_string(n_only_old) + " ids only in OLD (first " +
