@@ -62,7 +62,8 @@ po::options_description run_options() {
       ("out", po::value<std::string>()->default_value(d.out), "parent folder of run folders")
       ("threads", po::value<int64_t>()->default_value(d.threads), "torch intra-op threads")
       ("seed", po::value<int64_t>()->default_value(d.train.seed()), "seed of model init, shuffles and streams")
-      ("quiet,q", po::bool_switch(), "no progress display");
+      ("quiet,q", po::bool_switch(), "no progress display")
+      ("resume", po::value<std::string>(), "continue the run in this folder after its last complete version (its config.ini is used)");
   po::options_description data("Stream");
   data.add_options()
       ("stream", po::value<std::string>()->default_value(d.stream.name()), "permuted-fmnist | split-fmnist | rotated-fmnist | synthetic")

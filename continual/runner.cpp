@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -13,6 +14,10 @@
 namespace fs = std::filesystem;
 
 namespace strata::continual {
+
+namespace {
+const char* const kMetricsHeader = "task,epoch,steps,examples,loss,train_acc,val_acc,seconds,examples_per_s\n";
+}  // namespace
 
 void write_file_atomic(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
@@ -48,13 +53,42 @@ Runner::Runner(RunConfig config) : config_(std::move(config)) {
   dir_ = config_.run_dir();
 }
 
+std::vector<EvalResult> evaluate_stream(ModelImpl& model, const tasks::TaskStream& stream, int64_t stage,
+                                        int64_t batch_size) {
+  const bool masked = stream.scenario != tasks::Scenario::kDomainIncremental;
+  const torch::Tensor masks = masked ? stream.logit_mask(std::max<int64_t>(stage, 0)) : torch::Tensor();
+  std::vector<EvalResult> out;
+  for (int64_t t = 0; t < stream.size(); ++t)
+    out.push_back(evaluate(model, stream.tasks[t].test, masked ? masks[t] : torch::Tensor(), batch_size));
+  return out;
+}
+
+void restore_version(const checkpoints::Version& version, Model& model, Method& method, const std::string& file) {
+  TORCH_CHECK(version.method == method.name(), "strata::continual::restore_version(): '", file,
+              "' was written by method '", version.method, "' but the run uses method '", method.name(), "'");
+  MethodState state;
+  state.tensors = version.method_tensors;
+  state.meta = version.method_meta;
+  // The method first: adapter methods re-create the modules (and names) the version holds.
+  method.load(state, model);
+  checkpoints::NamedTensors stored = version.parameters, targets;
+  stored.insert(stored.end(), version.buffers.begin(), version.buffers.end());
+  for (const auto& p : model->named_parameters()) targets.emplace_back(p.key(), p.value());
+  for (const auto& b : model->named_buffers()) targets.emplace_back(b.key(), b.value());
+  checkpoints::copy_named_tensors(stored, targets, file, "model");
+}
+
 void Runner::evaluate_all(int64_t stage, TaskResult& result) {
-  const bool masked = stream_.scenario != tasks::Scenario::kDomainIncremental;
-  const torch::Tensor masks = masked ? stream_.logit_mask(std::max<int64_t>(stage, 0)) : torch::Tensor();
-  result.evals.clear();
-  for (int64_t t = 0; t < stream_.size(); ++t)
-    result.evals.push_back(evaluate(*model_, stream_.tasks[t].test, masked ? masks[t] : torch::Tensor(),
-                                    config_.train.eval_batch_size()));
+  result.evals = evaluate_stream(*model_, stream_, stage, config_.train.eval_batch_size());
+}
+
+void Runner::log(const std::string& line) const {
+  if (on_log) {
+    on_log(line);
+    return;
+  }
+  if (config_.quiet) return;
+  std::cerr << (::isatty(2) ? "\r\033[K" : "") << line << "\n";
 }
 
 ClMetrics Runner::run() {
@@ -64,13 +98,9 @@ ClMetrics Runner::run() {
   fs::create_directories(dir_, ec);
   TORCH_CHECK(!ec, "cannot create run folder '", dir_, "': ", ec.message());
   TORCH_CHECK(::access(dir_.c_str(), W_OK) == 0, "run folder '", dir_, "' is not writable");
-  write_file_atomic(dir_ + "/config.ini", config_.to_ini());
-  write_file_atomic(dir_ + "/metrics.csv", "task,epoch,steps,examples,loss,train_acc,val_acc,seconds,examples_per_s\n");
-
-  const bool tty = ::isatty(2) && !config_.quiet;
-  auto log = [&](const std::string& line) {
-    if (!config_.quiet) std::cerr << (tty ? "\r\033[K" : "") << line << "\n";
-  };
+  config_text_ = config_.to_ini();
+  write_file_atomic(dir_ + "/config.ini", config_text_);
+  write_file_atomic(dir_ + "/metrics.csv", kMetricsHeader);
 
   method_->attach(model_);
   {
@@ -78,8 +108,146 @@ ClMetrics Runner::run() {
     evaluate_all(0, init);
     for (int64_t t = 0; t < stream_.size(); ++t) b_[t] = init.evals[t].accuracy();
   }
+  return train_tasks(0);
+}
 
-  for (int64_t t = 0; t < stream_.size(); ++t) {
+ClMetrics Runner::resume() {
+  const std::string ini = dir_ + "/config.ini";
+  TORCH_CHECK(fs::is_regular_file(ini), "cannot resume '", dir_, "': no config.ini there (not a run folder)");
+  TORCH_CHECK(::access(dir_.c_str(), W_OK) == 0, "run folder '", dir_, "' is not writable");
+  {
+    std::ifstream in(ini, std::ios::binary);
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    config_text_ = ss.str();
+  }
+  const auto scan = checkpoints::scan_versions(dir_);
+  for (const auto& p : scan.partial) log("resume: ignoring partial file '" + p + "' (left by an interrupted write)");
+  for (const auto& p : scan.other) log("resume: ignoring unexpected file '" + p + "'");
+  const int64_t T = stream_.size();
+  method_->attach(model_);
+  if (scan.versions.empty()) {
+    // Killed during the first task: start over in the same folder (same seed => same run).
+    log("resume: no complete version in '" + dir_ + "/versions'; starting again from task 1");
+    write_file_atomic(dir_ + "/metrics.csv", kMetricsHeader);
+    TaskResult init;
+    evaluate_all(0, init);
+    for (int64_t t = 0; t < T; ++t) b_[t] = init.evals[t].accuracy();
+    return train_tasks(0);
+  }
+  const int64_t last = scan.versions.back();
+  for (int64_t v = 0; v <= last; ++v)
+    TORCH_CHECK(std::binary_search(scan.versions.begin(), scan.versions.end(), v), "cannot resume '", dir_, "': '",
+                checkpoints::version_path(dir_, v), "' is missing but '", checkpoints::version_path(dir_, last),
+                "' exists");
+  TORCH_CHECK(last + 1 < T, "run '", dir_, "' is already complete: all ", T, " tasks have a version (last: '",
+              checkpoints::version_path(dir_, last), "'); nothing to resume");
+  const std::string path = checkpoints::version_path(dir_, last);
+  const auto v = checkpoints::read_version(path);
+  TORCH_CHECK(v.version == last && v.position.next_task == last + 1 && v.position.num_tasks == T, "cannot resume '",
+              dir_, "': '", path, "' holds version ", v.version, " (next task ", v.position.next_task, " of ",
+              v.position.num_tasks, "), expected version ", last, " of a ", T, "-task stream");
+  restore_version(v, model_, *method_, path);
+  R_ = v.position.accuracy_matrix.clone();
+  b_ = v.position.initial_accuracy.clone();
+  results_.clear();
+  for (const auto& tm : v.position.timings) {
+    TaskResult r;
+    r.task = tm.task;
+    r.train_seconds = tm.train_seconds;
+    r.eval_seconds = tm.eval_seconds;
+    r.examples_per_s = tm.examples_per_s;
+    r.train_steps = tm.train_steps;
+    results_.push_back(r);
+  }
+
+  // Predictions of earlier versions from predictions.h5; the resumed version's are recomputed
+  // (the file may have been written before or after the kill) and checked against its R row.
+  predictions_.clear();
+  const std::string pred_path = dir_ + "/predictions.h5";
+  if (fs::exists(pred_path)) {
+    try {
+      predictions_ = checkpoints::read_predictions(pred_path);
+    } catch (const c10::Error& e) {
+      log(std::string("resume: cannot read predictions.h5 (") + e.msg() + "); earlier versions' predictions are lost");
+    }
+  }
+  for (auto it = predictions_.begin(); it != predictions_.end();)
+    it = it->first > last ? predictions_.erase(it) : std::next(it);
+  for (int64_t u = 0; u < last; ++u)
+    if (!predictions_.count(u)) log("resume: predictions.h5 lacks version " + std::to_string(u));
+  TaskResult check;
+  evaluate_all(last, check);
+  for (int64_t j = 0; j < T; ++j)
+    if (check.evals[j].accuracy() != R_[last][j].item<double>())
+      log("resume: warning: re-evaluating version " + std::to_string(last) + " on task " + std::to_string(j) +
+          " gives accuracy " + std::to_string(check.evals[j].accuracy()) + ", the version recorded " +
+          std::to_string(R_[last][j].item<double>()) + " (different threads or hardware?)");
+  store_predictions(last, check);
+
+  // metrics.csv: drop the rows of the interrupted task.
+  {
+    std::ifstream in(dir_ + "/metrics.csv");
+    std::string line, kept = kMetricsHeader;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      const auto comma = line.find(',');
+      if (comma == std::string::npos) continue;
+      try {
+        if (std::stoll(line.substr(0, comma)) <= last) kept += line + "\n";
+      } catch (const std::exception&) {
+      }
+    }
+    write_file_atomic(dir_ + "/metrics.csv", kept);
+  }
+  // Last: the global RNG exactly as the uninterrupted run had it after writing this version.
+  checkpoints::set_cpu_rng_state(v.rng_cpu);
+  log("resume: continuing '" + dir_ + "' after version " + std::to_string(last) + " (task " +
+      std::to_string(last + 2) + " of " + std::to_string(T) + ")");
+  return train_tasks(last + 1);
+}
+
+checkpoints::Version Runner::snapshot(int64_t task) const {
+  checkpoints::Version v;
+  v.version = task;
+  v.method = method_->name();
+  v.config_ini = config_text_;
+  for (const auto& p : model_->named_parameters()) {
+    v.parameters.emplace_back(p.key(), p.value());
+    v.requires_grad.push_back(p.value().requires_grad());
+  }
+  for (const auto& b : model_->named_buffers()) v.buffers.emplace_back(b.key(), b.value());
+  const MethodState state = method_->save();
+  v.method_tensors = state.tensors;
+  v.method_meta = state.meta;
+  v.rng_cpu = checkpoints::cpu_rng_state();
+  v.position.next_task = task + 1;
+  v.position.num_tasks = stream_.size();
+  v.position.accuracy_matrix = R_;
+  v.position.initial_accuracy = b_;
+  for (const auto& r : results_)
+    v.position.timings.push_back({r.task, r.train_seconds, r.eval_seconds, r.examples_per_s, r.train_steps});
+  return v;
+}
+
+void Runner::store_predictions(int64_t version, const TaskResult& result) {
+  auto& rows = predictions_[version];
+  rows.clear();
+  for (int64_t j = 0; j < stream_.size(); ++j) {
+    const auto& test = stream_.tasks[j].test;
+    checkpoints::TaskPredictions p;
+    p.task = j;
+    p.id = test.ids;
+    p.label = test.y;
+    p.pred = result.evals[j].pred;
+    p.prob = result.evals[j].prob;
+    rows.push_back(std::move(p));
+  }
+}
+
+ClMetrics Runner::train_tasks(int64_t first) {
+  const bool tty = ::isatty(2) && !config_.quiet;
+  for (int64_t t = first; t < stream_.size(); ++t) {
     TaskContext ctx;
     ctx.model = model_;
     ctx.stream = &stream_;
@@ -122,6 +290,10 @@ ClMetrics Runner::run() {
     result.eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     for (int64_t j = 0; j < stream_.size(); ++j) R_[t][j] = result.evals[j].accuracy();
     results_.push_back(result);
+    // Version first (the resume point), then predictions, the hook, and the report.
+    checkpoints::write_version(checkpoints::version_path(dir_, t), snapshot(t));
+    store_predictions(t, result);
+    checkpoints::write_predictions(dir_ + "/predictions.h5", predictions_);
     if (on_task_done) on_task_done(result);
     write_report(t + 1);
     std::ostringstream line;

@@ -2,10 +2,34 @@
 #include "continual/runner.h"
 #include "tools/commands.h"
 
+#include <filesystem>
 #include <iostream>
 
 namespace po = boost::program_options;
 using namespace strata::continual;
+
+namespace {
+
+// `--resume DIR`: the configuration is DIR/config.ini (same seed, threads, everything); only
+// --quiet may be added. The run folder is DIR wherever it now lives.
+RunConfig resume_config(const po::variables_map& vm) {
+  namespace fs = std::filesystem;
+  std::string dir = vm["resume"].as<std::string>();
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  for (const auto& [key, value] : vm)
+    TORCH_CHECK(key == "resume" || key == "quiet" || value.defaulted(), "--resume takes every option from '", dir,
+                "/config.ini'; --", key, " cannot be combined with it");
+  TORCH_CHECK(fs::is_directory(dir), "--resume: no run folder '", dir, "'");
+  TORCH_CHECK(fs::is_regular_file(dir + "/config.ini"), "--resume: '", dir, "' has no config.ini (not a run folder)");
+  RunConfig c = read_run_config(dir + "/config.ini");
+  const fs::path p(dir);
+  c.name = p.filename().string();
+  c.out = p.has_parent_path() ? p.parent_path().string() : ".";
+  c.quiet = c.quiet || (vm.count("quiet") && vm["quiet"].as<bool>());
+  return c;
+}
+
+}  // namespace
 
 int strata_cmd_train(int argc, char** argv) {
   try {
@@ -14,15 +38,18 @@ int strata_cmd_train(int argc, char** argv) {
       const std::string a = argv[i];
       if (a == "--help" || a == "-h") {
         std::cout << "usage: strata train [options]\n\nTrains a model over a task stream with a continual-learning"
-                     " method and writes runs/NAME/ (config.ini, report.json, metrics.csv).\n"
+                     " method and writes runs/NAME/ (config.ini, report.json, metrics.csv,\n"
+                     "versions/vNNN.h5, predictions.h5). --resume runs/NAME continues an interrupted run.\n"
                   << run_options() << "\n";
         return 0;
       }
     }
     RunConfig config = parse_run_config(argc, argv, &vm);
+    const bool resume = vm.count("resume") > 0;
+    if (resume) config = resume_config(vm);
     torch::set_num_threads(static_cast<int>(config.threads));
     Runner runner(config);
-    const auto metrics = runner.run();
+    const auto metrics = resume ? runner.resume() : runner.run();
     std::cout << runner.summary();
     std::cout << "run folder: " << runner.config().run_dir() << "\n";
     (void)metrics;

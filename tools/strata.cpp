@@ -19,6 +19,9 @@ const Command kCommands[] = {
 #ifdef STRATA_HAVE_CMD_SUBSPACES
     {"subspaces", strata_cmd_subspaces, "inspect a subspaces.h5 store (ls, show, angles, export)"},
 #endif
+#ifdef STRATA_HAVE_CMD_EVAL
+    {"eval", strata_cmd_eval, "evaluate a stored model version (runs/NAME/versions/vNNN.h5) on a stream"},
+#endif
 #ifdef STRATA_HAVE_CMD_COMPARE
     {"compare", strata_cmd_compare, "compare two model versions for negative flips; gate a release"},
 #endif
