@@ -1,7 +1,11 @@
 // The explicit method registry: one line per built-in method.
+#include "continual/codyra_method.h"
 #include "continual/joint.h"
+#include "continual/lora_method.h"
 #include "continual/method.h"
+#include "continual/mora_method.h"
 #include "continual/naive.h"
+#include "continual/olora_method.h"
 
 namespace strata::continual {
 
@@ -12,6 +16,14 @@ MethodRegistry build() {
          [](const MethodConfig&) { return std::make_unique<Naive>(); }});
   r.add({"joint", "trains on the union of all tasks so far (upper bound)", {},
          [](const MethodConfig&) { return std::make_unique<Joint>(); }});
+  r.add({"lora", "sequential LoRA: a fresh adapter per task, merged into the base at task end", lora_options(),
+         [](const MethodConfig& c) { return std::make_unique<LoRAMethod>(c); }});
+  r.add({"olora", "O-LoRA: per-task LoRA banks with an orthogonality penalty on the A matrices", olora_options(),
+         [](const MethodConfig& c) { return std::make_unique<OLoRAMethod>(c); }});
+  r.add({"codyra", "CoDyRA: gated LoRA, L1 soft-threshold after a dense warm-up, prune + merge at task end",
+         codyra_options(), [](const MethodConfig& c) { return std::make_unique<CoDyRAMethod>(c); }});
+  r.add({"mora", "MoRA/MoRAM: per-task rank-1 atoms, earlier atoms frozen, self-activated top-k routing",
+         mora_options(), [](const MethodConfig& c) { return std::make_unique<MoRAMethod>(c); }});
   return r;
 }
 }  // namespace

@@ -1,0 +1,110 @@
+#include "continual/adapter_method.h"
+
+namespace strata::continual {
+
+std::vector<MethodOption> adapter_common_options() {
+  return {
+      {"target", "auto",
+       "layers to adapt: an inject glob over module paths ('blocks.*.attn.q|blocks.*.attn.v', 'fc*', '**'); "
+       "auto = the method's per-architecture default"},
+      {"train_head", "true", "keep the classification head 'head' trainable (base weights stay frozen)"},
+  };
+}
+
+AdapterMethod::AdapterMethod(const MethodConfig& config)
+    : target_option_(config.get_string("target")), train_head_(config.get_bool("train_head")) {
+  TORCH_CHECK(!target_option_.empty(), "strata::continual::AdapterMethod: option ", config.method(),
+              ".target is empty (use 'auto' or a glob)");
+}
+
+void AdapterMethod::attach(Model& model) {
+  TORCH_CHECK(model, "strata::continual::AdapterMethod::attach(): null model");
+  model_ = model;
+  target_ = target_option_ == "auto" ? default_target(model->options().arch()) : target_option_;
+  auto adapted = adapters::inject(*model, target_, [this](const std::string& name, const adapters::AdaptableLinearImpl& l) {
+    return make_adapter(name, l);
+  });
+  layers_.clear();
+  for (const auto& l : adapted) layers_.push_back(l.name);
+  adapters::freeze_base(*model);
+  if (train_head_) {
+    auto heads = adapters::find_layers(*model, "head");
+    TORCH_CHECK(!heads.empty(), "strata::continual::AdapterMethod::attach(): train_head is on but the model has no "
+                "layer named 'head'");
+    for (auto& h : heads) {
+      h.layer->weight.requires_grad_(true);
+      if (h.layer->bias.defined()) h.layer->bias.requires_grad_(true);
+    }
+  }
+}
+
+std::vector<torch::Tensor> AdapterMethod::parameters(TaskContext& ctx) {
+  TORCH_CHECK(model_, "strata::continual::AdapterMethod::parameters(): attach() was not called");
+  auto out = adapters::adapter_parameters(*model_, /*trainable_only=*/true);
+  if (train_head_)
+    for (auto& h : adapters::find_layers(*model_, "head")) {
+      out.push_back(h.layer->weight);
+      if (h.layer->bias.defined()) out.push_back(h.layer->bias);
+    }
+  return out;
+}
+
+int64_t AdapterMethod::trainable_adapter_parameters() const {
+  int64_t n = 0;
+  for (const auto& p : adapters::adapter_parameters(*model_, true)) n += p.numel();
+  return n;
+}
+
+int64_t AdapterMethod::trainable_head_parameters() const {
+  if (!train_head_) return 0;
+  int64_t n = 0;
+  for (auto& h : adapters::find_layers(*model_, "head"))
+    n += h.layer->weight.numel() + (h.layer->bias.defined() ? h.layer->bias.numel() : 0);
+  return n;
+}
+
+void AdapterMethod::on_task_start(TaskContext& ctx) {
+  start_adapter_params_ = trainable_adapter_parameters();
+  start_head_params_ = trainable_head_parameters();
+}
+
+void AdapterMethod::record_task(int64_t task, nlohmann::json entry) {
+  entry["task"] = task;
+  entry["trainable_adapter_parameters"] = start_adapter_params_;
+  entry["trainable_head_parameters"] = start_head_params_;
+  tasks_.push_back(std::move(entry));
+}
+
+MethodState AdapterMethod::save() const {
+  MethodState s;
+  TORCH_CHECK(model_, "strata::continual::AdapterMethod::save(): attach() was not called");
+  for (auto& [k, v] : adapters::adapters_state(*model_)) s.tensors["adapters/" + k] = v;
+  s.meta["target"] = target_;
+  s.meta["tasks"] = tasks_;
+  return s;
+}
+
+void AdapterMethod::load(const MethodState& state, Model& model) {
+  if (model_ != model || adapters::adapted_layers(*model).empty()) attach(model);
+  if (state.meta.contains("target"))
+    TORCH_CHECK(state.meta["target"].get<std::string>() == target_, "strata::continual::", name(),
+                "::load(): the state was saved with target '", state.meta["target"].get<std::string>(),
+                "' but the method now adapts '", target_, "'");
+  adapters::TensorMap mine;
+  const std::string prefix = "adapters/";
+  for (const auto& [k, v] : state.tensors)
+    if (k.compare(0, prefix.size(), prefix) == 0) mine[k.substr(prefix.size())] = v;
+  adapters::load_adapters_state(*model, mine);
+  tasks_ = state.meta.contains("tasks") ? state.meta["tasks"] : nlohmann::json::array();
+}
+
+nlohmann::json AdapterMethod::report() const {
+  nlohmann::json r;
+  r["target"] = target_;
+  r["layers"] = layers_;
+  r["train_head"] = train_head_;
+  r["tasks"] = tasks_;
+  return r;
+}
+
+}  // namespace strata::continual

@@ -1,0 +1,74 @@
+#pragma once
+// AdapterMethod: what the four adapter-based continual-learning methods (lora, olora, codyra, mora)
+// share — which layers get an adapter, which base parameters stay trainable, the optimizer's
+// parameter list, save/load of the adapter structure, and the per-task report.
+//
+// Layers. Option `target` is an adapters::inject glob ("blocks.*.attn.q|blocks.*.attn.v", "fc*",
+// "**"). "auto" picks a per-architecture default that each method defines (default_target()):
+//   lora, olora   vit: attention q and v of every block (PEFT default, methods.md §4)
+//                 mlp: every hidden layer (fc*);  cnn: fc1
+//   codyra, mora  vit: every attention q, k, v, o and MLP fc1, fc2 of every block ("qkvoinout",
+//                 methods.md §7.3, §8.3);  mlp: fc*;  cnn: fc1
+// The classification head ("head") is never adapted by "auto".
+//
+// Base weights. attach() freezes every base parameter (adapters::freeze_base). With `train_head`
+// (default true) the classification head's weight and bias stay trainable: Strata models have one
+// shared head over all classes and the papers' CLIP text-side classifiers have no equivalent here,
+// so with a frozen randomly initialised head task- and class-incremental runs could not learn new
+// classes at all. methods.md §7.6 notes that a trainable shared head then dominates forgetting.
+//
+// Checkpoints. save() stores every adapter's full state (adapters::adapters_state, keys
+// "adapters/<layer>/<key>") plus the per-task report in meta; load() re-creates the adapters on the
+// model (attach() if needed) and loads that state, so the adapter parameter/buffer shapes (banks,
+// pruned ranks) match the version's model tensors the Runner copies in afterwards.
+#include "adapters/inject.h"
+#include "continual/method.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace strata::continual {
+
+/// The options every adapter method registers (key, default, help), appended to its own.
+std::vector<MethodOption> adapter_common_options();
+
+class AdapterMethod : public Method {
+ public:
+  /// Reads `target` and `train_head` from `config`.
+  explicit AdapterMethod(const MethodConfig& config);
+
+  void attach(Model& model) override;
+  /// Measures the trainable parameter counts of the task (subclasses call it after adding adapters).
+  void on_task_start(TaskContext& ctx) override;
+  /// The trainable adapter factors (+ the head's weight and bias with train_head); never a frozen tensor.
+  std::vector<torch::Tensor> parameters(TaskContext& ctx) override;
+  MethodState save() const override;
+  void load(const MethodState& state, Model& model) override;
+  /// {"target": pattern, "layers": [...], "train_head": bool, "tasks": [per-task entries]}.
+  nlohmann::json report() const override;
+
+  /// The resolved layer pattern (after attach()).
+  const std::string& target() const { return target_; }
+  const std::vector<std::string>& layers() const { return layers_; }
+
+ protected:
+  virtual std::string default_target(const std::string& arch) const = 0;
+  /// A fresh adapter for one layer (called by attach()).
+  virtual std::shared_ptr<adapters::Adapter> make_adapter(const std::string& name,
+                                                          const adapters::AdaptableLinearImpl& layer) = 0;
+  /// Appends a per-task report entry; adds "task" and the counts measured by on_task_start().
+  void record_task(int64_t task, nlohmann::json entry);
+  /// Scalars parameters() counts for the optimizer (adapters only / adapters + head).
+  int64_t trainable_adapter_parameters() const;
+  int64_t trainable_head_parameters() const;
+
+  Model model_;
+  std::string target_option_, target_;
+  bool train_head_ = true;
+  std::vector<std::string> layers_;
+  nlohmann::json tasks_ = nlohmann::json::array();
+  int64_t start_adapter_params_ = 0, start_head_params_ = 0;
+};
+
+}  // namespace strata::continual

@@ -1,0 +1,92 @@
+#include "continual/codyra_method.h"
+
+#include "continual/trainer.h"
+
+#include <cmath>
+
+namespace strata::continual {
+
+std::vector<MethodOption> codyra_options() {
+  std::vector<MethodOption> o = {
+      {"rank", "16", "initial LoRA rank r per layer (pruned by the gates)"},
+      {"kappa_max", "0.005", "final soft-threshold kappa of the ramp (not scaled by the learning rate)"},
+      {"dense_fraction", "0.5", "fraction of the task's steps trained densely before shrinkage starts"},
+      {"num_kappas", "50", "number of kappa values of the linear ramp 0..kappa_max"},
+      {"shrink", "paper", "soft-threshold operator: paper (prox of kappa*|w|_1) | code-compat (zeroes |w| < 2 kappa)"},
+      {"dropout", "0", "dropout on the adapter input (training only)"},
+  };
+  for (auto& c : adapter_common_options()) o.push_back(c);
+  return o;
+}
+
+std::string all_layers_default_target(const std::string& arch) {
+  if (arch == "vit") return "blocks.*.attn.*|blocks.*.mlp.*";
+  if (arch == "cnn") return "fc1";
+  return "fc*";
+}
+
+CoDyRAMethod::CoDyRAMethod(const MethodConfig& config)
+    : AdapterMethod(config), options_(config.get_int("rank")) {
+  TORCH_CHECK(options_.rank() > 0, "strata: option codyra.rank must be > 0, got ", options_.rank());
+  const double dropout = config.get_double("dropout");
+  TORCH_CHECK(dropout >= 0 && dropout < 1, "strata: option codyra.dropout must be in [0,1), got ", dropout);
+  options_.dropout(dropout);
+  schedule_.kappa_max(config.get_double("kappa_max"))
+      .dense_fraction(config.get_double("dense_fraction"))
+      .num_kappas(config.get_int("num_kappas"));
+  TORCH_CHECK(std::isfinite(schedule_.kappa_max()) && schedule_.kappa_max() >= 0,
+              "strata: option codyra.kappa_max must be >= 0, got ", schedule_.kappa_max());
+  TORCH_CHECK(schedule_.dense_fraction() >= 0 && schedule_.dense_fraction() <= 1,
+              "strata: option codyra.dense_fraction must be in [0,1], got ", schedule_.dense_fraction());
+  TORCH_CHECK(schedule_.num_kappas() >= 1, "strata: option codyra.num_kappas must be >= 1, got ",
+              schedule_.num_kappas());
+  const auto shrink = config.get_string("shrink");
+  if (shrink == "paper")
+    mode_ = adapters::ShrinkMode::Paper;
+  else if (shrink == "code-compat")
+    mode_ = adapters::ShrinkMode::CodeCompat;
+  else
+    TORCH_CHECK(false, "strata: option codyra.shrink: '", shrink, "' is not one of paper, code-compat");
+}
+
+std::string CoDyRAMethod::default_target(const std::string& arch) const { return all_layers_default_target(arch); }
+
+std::shared_ptr<adapters::Adapter> CoDyRAMethod::make_adapter(const std::string&, const adapters::AdaptableLinearImpl& l) {
+  return std::make_shared<adapters::CoDyRAImpl>(l.in_features(), l.out_features(), options_);
+}
+
+void CoDyRAMethod::on_task_start(TaskContext& ctx) {
+  // N as train_task() will run it: epochs × ⌈n / batch⌉ over this method's training split.
+  TORCH_CHECK(ctx.train, "strata::continual::CoDyRAMethod::on_task_start(): the task context has no TrainOptions");
+  const int64_t n = training_data(ctx).size(), bs = ctx.train->batch_size();
+  schedule_.total_steps(ctx.train->epochs() * ((n + bs - 1) / bs));
+  last_kappa_ = 0;
+  AdapterMethod::on_task_start(ctx);
+}
+
+void CoDyRAMethod::after_step(StepContext& step) {
+  last_kappa_ = adapters::kappa_at(step.step, schedule_);
+  adapters::codyra_after_step(*model_, step.step, schedule_, mode_);
+}
+
+void CoDyRAMethod::on_task_end(TaskContext& ctx) {
+  nlohmann::json kept = nlohmann::json::object(), delta = nlohmann::json::object();
+  int64_t total_rank = 0, total_kept = 0;
+  for (const auto& s : adapters::codyra_end_task(*model_)) {
+    kept[s.name] = s.kept;
+    delta[s.name] = s.delta_norm;
+    total_rank += s.rank;
+    total_kept += s.kept;
+  }
+  const int64_t N = schedule_.total_steps();
+  record_task(ctx.task_index, {{"ranks_kept", kept},
+                               {"delta_norm", delta},
+                               {"rank_total", total_rank},
+                               {"kept_total", total_kept},
+                               {"pruned_fraction", total_rank ? 1.0 - double(total_kept) / double(total_rank) : 0.0},
+                               {"steps", N},
+                               {"final_kappa", last_kappa_},
+                               {"shrinkage", N > 0 && adapters::kappa_at(N - 1, schedule_) > 0}});
+}
+
+}  // namespace strata::continual

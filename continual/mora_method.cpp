@@ -1,0 +1,91 @@
+#include "continual/mora_method.h"
+
+#include "continual/codyra_method.h"
+#include "continual/trainer.h"
+
+#include <cmath>
+
+namespace strata::continual {
+
+std::vector<MethodOption> mora_options() {
+  std::vector<MethodOption> o = {
+      {"rank", "16", "new rank-1 atoms per task and layer (r)"},
+      {"top_k", "0", "activation budget k per token; 0 = rank (effective k = min(max(k,2), atoms))"},
+      {"temperature", "0.01", "softmax temperature tau of the routing"},
+      {"threshold", "0.2", "inference-only pruning threshold delta on the normalised scores (0 = off)"},
+      {"report_samples", "256", "test images per seen task routed at each task end for the activation report (0 = none)"},
+  };
+  for (auto& c : adapter_common_options()) o.push_back(c);
+  return o;
+}
+
+MoRAMethod::MoRAMethod(const MethodConfig& config)
+    : AdapterMethod(config), options_(config.get_int("rank")), report_samples_(config.get_int("report_samples")) {
+  TORCH_CHECK(options_.rank() > 0, "strata: option mora.rank must be > 0, got ", options_.rank());
+  options_.top_k(config.get_int("top_k"))
+      .temperature(config.get_double("temperature"))
+      .threshold(config.get_double("threshold"))
+      .scaling(1.0);
+  TORCH_CHECK(options_.top_k() >= 0, "strata: option mora.top_k must be >= 0, got ", options_.top_k());
+  TORCH_CHECK(std::isfinite(options_.temperature()) && options_.temperature() > 0,
+              "strata: option mora.temperature must be > 0, got ", options_.temperature());
+  TORCH_CHECK(std::isfinite(options_.threshold()), "strata: option mora.threshold must be finite, got ",
+              options_.threshold());
+  TORCH_CHECK(report_samples_ >= 0, "strata: option mora.report_samples must be >= 0, got ", report_samples_);
+}
+
+std::string MoRAMethod::default_target(const std::string& arch) const { return all_layers_default_target(arch); }
+
+std::shared_ptr<adapters::Adapter> MoRAMethod::make_adapter(const std::string&, const adapters::AdaptableLinearImpl& l) {
+  return std::make_shared<adapters::MoRAImpl>(l.in_features(), l.out_features(), options_);
+}
+
+void MoRAMethod::on_task_start(TaskContext& ctx) {
+  adapters::mora_start_task(*model_, options_.rank());
+  AdapterMethod::on_task_start(ctx);
+}
+
+void MoRAMethod::on_task_end(TaskContext& ctx) {
+  // Freeze this task's atoms now, so a version holds only the bank (the next task appends new ones).
+  for (auto& [layer, a] : adapters::adapters_of<adapters::MoRAImpl>(*model_)) a->freeze_old_atoms();
+
+  nlohmann::json layers = nlohmann::json::object();
+  for (auto& [layer, a] : adapters::adapters_of<adapters::MoRAImpl>(*model_))
+    layers[layer] = {{"atoms", a->total_atoms()}, {"k", a->effective_k()}};
+
+  nlohmann::json seen = nlohmann::json::array();
+  if (report_samples_ > 0) {
+    const int64_t r = options_.rank();
+    for (int64_t i = 0; i <= ctx.task_index; ++i) {
+      const auto& test = ctx.stream->tasks.at(i).test;
+      const int64_t n = std::min<int64_t>(report_samples_, test.size());
+      if (n == 0) continue;
+      adapters::mora_record(*model_, true, true);
+      {
+        torch::NoGradGuard no_grad;
+        const bool was_training = model_->is_training();
+        model_->eval();  // δ applies in eval mode, as at evaluation
+        const int64_t bs = ctx.train ? ctx.train->eval_batch_size() : 1000;
+        for (int64_t s = 0; s < n; s += bs) model_->forward(test.x.slice(0, s, std::min(n, s + bs)));
+        if (was_training) model_->train();
+      }
+      adapters::mora_record(*model_, false, false);
+      nlohmann::json per_layer = nlohmann::json::object();
+      for (const auto& [layer, act] : adapters::mora_activation_report(*model_)) {
+        // Share of activations on each task's group of r atoms (atoms are appended task by task).
+        const int64_t groups = act.total_atoms / r;
+        std::vector<double> share(groups, 0.0);
+        if (act.frequency.defined() && act.frequency.numel() == act.total_atoms && groups > 0) {
+          auto g = act.frequency.slice(0, 0, groups * r).view({groups, r}).sum(1);
+          const double total = g.sum().item<double>();
+          for (int64_t j = 0; j < groups; ++j) share[j] = total > 0 ? g[j].item<double>() / total : 0.0;
+        }
+        per_layer[layer] = {{"mean_active_per_token", act.mean_active_per_token}, {"task_share", share}};
+      }
+      seen.push_back({{"test_task", i}, {"images", n}, {"layers", per_layer}});
+    }
+  }
+  record_task(ctx.task_index, {{"layers", layers}, {"activation", seen}});
+}
+
+}  // namespace strata::continual

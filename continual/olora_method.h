@@ -1,0 +1,41 @@
+#pragma once
+// `olora`: O-LoRA (methods.md §4). Each task trains a fresh LoRA (A [r, n], B [m, r]) next to a frozen
+// bank of all earlier tasks' factors (A_old [R, n], B_old [m, R]; forward y = base + s·B·A·x +
+// s·B_old·A_old·x), with the loss
+//   L = L_task + λ₁ Σ_layers Σ_ij |(A_old Aᵀ)_ij| + λ₂ Σ_layers (‖A‖ + ‖B‖)
+// (extra_loss hook: adapters::olora_penalty). At task end A, B are appended to the bank and
+// re-initialised (adapters::olora_end_task); the bank is kept unmerged, as in the official code, so
+// the forward cost grows by r(m+n) per task per layer.
+//
+// Options: rank 8, alpha 32, dropout 0.1, lambda1 0.5, lambda2 0 (methods.md §4 defaults),
+// target auto (vit: attention q, v), train_head true.
+// report(): per task, the unweighted orthogonality term Σ|A_old Aᵀ| at the end of the task (before
+// banking) and the bank rank per layer after it.
+#include "adapters/lora.h"
+#include "continual/adapter_method.h"
+
+namespace strata::continual {
+
+std::vector<MethodOption> olora_options();
+
+class OLoRAMethod : public AdapterMethod {
+ public:
+  explicit OLoRAMethod(const MethodConfig& config);
+  std::string name() const override { return "olora"; }
+  torch::Tensor extra_loss(StepContext& step) override;
+  void on_task_end(TaskContext& ctx) override;
+
+  double lambda1() const { return lambda1_; }
+  double lambda2() const { return lambda2_; }
+
+ protected:
+  std::string default_target(const std::string& arch) const override;
+  std::shared_ptr<adapters::Adapter> make_adapter(const std::string& name,
+                                                  const adapters::AdaptableLinearImpl& layer) override;
+
+ private:
+  adapters::LoRAOptions options_;
+  double lambda1_, lambda2_;
+};
+
+}  // namespace strata::continual
