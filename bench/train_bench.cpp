@@ -1,0 +1,113 @@
+// Training throughput of Strata's `naive` loop (the real Trainer) with the GPM-protocol MLP
+// (784-100-100-10, no bias, SGD) at batch 10 and 256, side by side with the plain PyTorch loop
+// in bench/train_bench.py on the same data, threads and batch. Reports ratios measured in one run.
+#include "continual/method.h"
+#include "continual/naive.h"
+#include "continual/trainer.h"
+#include "tasks/streams.h"
+
+#include <boost/program_options.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+namespace po = boost::program_options;
+using namespace strata;
+
+int main(int argc, char** argv) {
+  po::options_description desc("train_bench options");
+  desc.add_options()("help,h", "this help")
+      ("threads", po::value<int>()->default_value(1), "torch threads (both loops)")
+      ("examples", po::value<int64_t>()->default_value(20000), "training examples per timed epoch")
+      ("batches", po::value<std::string>()->default_value("10,256"), "batch sizes")
+      ("python", po::value<std::string>()->default_value("/usr/bin/python3"), "python with torch ('' = skip)")
+      ("script", po::value<std::string>()->default_value(STRATA_BENCH_DIR "/train_bench.py"), "reference loop")
+      ("data-dir", po::value<std::string>()->default_value("/usr/share/datasets/fashion-mnist"), "Fashion-MNIST folder");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "train_bench: " << e.what() << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  const int threads = vm["threads"].as<int>();
+  const int64_t examples = vm["examples"].as<int64_t>();
+  torch::set_num_threads(threads);
+  std::vector<int64_t> batches;
+  {
+    std::stringstream ss(vm["batches"].as<std::string>());
+    for (std::string b; std::getline(ss, b, ',');) batches.push_back(std::stoll(b));
+  }
+
+  // Task 0 of permuted-fmnist is the unpermuted data: the same images the Python loop reads.
+  tasks::StreamOptions so;
+  so.name("permuted-fmnist").num_tasks(1).val_fraction(0).data_dir(vm["data-dir"].as<std::string>());
+  tasks::TaskStream stream = tasks::make_stream(so);
+  auto& train = stream.tasks[0].train;
+  // Keep `examples` rows in file order, like the Python loop.
+  auto order = torch::argsort(train.ids).slice(0, 0, examples);
+  train.x = train.x.index_select(0, order).contiguous();
+  train.y = train.y.index_select(0, order).contiguous();
+  train.ids = train.ids.index_select(0, order).contiguous();
+  train.task = train.task.index_select(0, order).contiguous();
+  stream.tasks[0].val = tasks::Split();
+
+  std::map<int64_t, double> cpp_rate, py_rate;
+  for (int64_t bs : batches) {
+    torch::manual_seed(0);
+    auto model = continual::make_model(continual::ModelOptions().hidden({100, 100}).bias(false));
+    continual::Naive naive;
+    continual::TaskContext ctx;
+    ctx.model = model;
+    ctx.stream = &stream;
+    continual::TrainOptions opt;
+    opt.lr(0.01).batch_size(bs).epochs(2);  // epoch 0 warms up; epoch 1 is timed
+    ctx.train = &opt;
+    double seconds = 0;
+    continual::train_task(ctx, naive, opt, [&](const continual::EpochStats& s) {
+      if (s.epoch == 1) seconds = s.seconds;
+    });
+    cpp_rate[bs] = train.size() / seconds;
+    std::cout << "strata batch=" << bs << " examples=" << train.size() << " seconds=" << seconds
+              << " examples_per_s=" << std::fixed << std::setprecision(1) << cpp_rate[bs] << std::endl;
+  }
+
+  const std::string python = vm["python"].as<std::string>();
+  if (!python.empty()) {
+    std::ostringstream cmd;
+    cmd << python << " " << vm["script"].as<std::string>() << " --threads " << threads << " --examples " << examples
+        << " --batches " << vm["batches"].as<std::string>() << " --data-dir " << vm["data-dir"].as<std::string>();
+    FILE* p = popen(cmd.str().c_str(), "r");
+    char line[512];
+    while (p && fgets(line, sizeof line, p)) {
+      std::cout << line;
+      long long bs = 0;
+      double rate = 0;
+      const char* b = std::strstr(line, "batch=");
+      const char* r = std::strstr(line, "examples_per_s=");
+      if (b && r && std::sscanf(b, "batch=%lld", &bs) == 1 && std::sscanf(r, "examples_per_s=%lf", &rate) == 1)
+        py_rate[bs] = rate;
+    }
+    if (!p || pclose(p) != 0) std::cerr << "train_bench: python reference loop failed (" << cmd.str() << ")\n";
+  }
+  std::cout << "\nthreads=" << threads << "  (ratio = strata examples/s / python examples/s, same run)\n";
+  for (int64_t bs : batches) {
+    std::cout << "batch " << std::setw(4) << bs << ": strata " << std::setw(9) << std::setprecision(0) << cpp_rate[bs]
+              << " ex/s";
+    if (py_rate.count(bs))
+      std::cout << "  python " << std::setw(9) << py_rate[bs] << " ex/s  ratio " << std::setprecision(2)
+                << cpp_rate[bs] / py_rate[bs] << "x";
+    std::cout << "\n";
+  }
+  return 0;
+}
