@@ -1,0 +1,76 @@
+// Subspace bases in factored form: complement projections, the GPM/CoSO energy rank rule, basis
+// growth, principal angles and projector distances. Notation as in methods.md §0.3:
+// a Linear weight / gradient G is [m = out, n = in]; an input-side (right, GPM) basis U is
+// [n, k]; an output-side (left, CoSO) basis M is [m, k]; both have orthonormal columns.
+//
+// Projections never form an m x m or n x n projector: G - (G U) Uᵀ costs O(m n k).
+// An undefined basis or one with k = 0 columns means "nothing to remove" (G is returned as is).
+#pragma once
+
+#include <torch/torch.h>
+
+#include "subspaces/svd.h"
+
+namespace strata::subspaces {
+
+// ---- complement projections ---------------------------------------------------------------
+
+// G - (G U) Uᵀ,  G [.., m, n], U [n, k]   (GPM: remove the protected input space).
+torch::Tensor project_out_input(const torch::Tensor& G, const torch::Tensor& U);
+// G - M (Mᵀ G),  G [.., m, n], M [m, k]   (CoSO: remove the historical output space).
+torch::Tensor project_out_output(const torch::Tensor& G, const torch::Tensor& M);
+// Both sides: G - M MᵀG - GUUᵀ + M MᵀG U Uᵀ (= (I - MMᵀ) G (I - UUᵀ)).
+torch::Tensor project_out_both(const torch::Tensor& G, const torch::Tensor& M, const torch::Tensor& U);
+// In-place variants for 2-D G (e.g. a parameter's .grad()); return G.
+torch::Tensor& project_out_input_(torch::Tensor& G, const torch::Tensor& U);
+torch::Tensor& project_out_output_(torch::Tensor& G, const torch::Tensor& M);
+
+// ---- energy rank rule ---------------------------------------------------------------------
+
+// E(σ, ε) = #{ i : (Σ_{j<=i} σ_j²) / (Σ_j σ_j²) < ε } with the strict "<" (GPM task 1, CoSO).
+// σ must be sorted descending. Returns 0 for an all-zero spectrum.
+int64_t energy_rank(const torch::Tensor& sigma, double threshold);
+
+// GPM's incremental criterion (task > 1). With τ = ‖R‖_F² the total energy of the new
+// representation and σ̂ the singular values of the residual R̂ = R - U Uᵀ R:
+//   acc = (τ - Σσ̂²) / τ;  k = 0;  while k < len(σ̂) and acc < ε: acc += σ̂_k² / τ, k += 1.
+// Returns k (can be 0: the old basis already captures ε of the energy).
+int64_t energy_rank_incremental(const torch::Tensor& sigma_residual, double total_energy, double threshold);
+
+// ---- basis growth -------------------------------------------------------------------------
+
+// [U_old, V] re-orthonormalised and capped at `dim` = U_old.size(0) columns.
+// V is first made orthogonal to U_old (one block Gram-Schmidt pass plus QR), so drift in U_old's
+// orthogonality does not accumulate; directions of V that lie (numerically, relative norm < 1e-6)
+// inside span(U_old) are dropped. U_old may be undefined (returns an orthonormal basis of V).
+torch::Tensor extend_basis(const torch::Tensor& U_old, const torch::Tensor& V);
+
+struct BasisUpdate {
+  torch::Tensor basis;     // [n, k_total] orthonormal columns (old columns first)
+  torch::Tensor spectrum;  // singular values the rank was chosen from: of R (first task) or of R̂
+  double captured_energy;  // fraction of ‖R‖_F² inside span(basis), as the rule accumulated it
+  int64_t rank;            // k_total = basis.size(1)
+  int64_t added;           // new columns this update
+  double total_energy;     // τ = ‖R‖_F²
+};
+
+// GPM memory update for one layer (methods.md §3, end of task):
+//   U_old undefined/empty: SVD of R, k = E(σ, ε), basis = U[:, :k].
+//   otherwise: residual R̂ = R - U_old U_oldᵀ R, its SVD (σ̂, Û), k by energy_rank_incremental,
+//              basis = extend_basis(U_old, Û[:, :k]) (unchanged if k = 0), capped at n columns.
+// R is the representation matrix [n, S] (one column per sample). Computed in float32 or wider.
+BasisUpdate gpm_update_basis(const torch::Tensor& U_old, const torch::Tensor& R, double threshold,
+                             const SvdOptions& svd_options = SvdOptions().method("exact"));
+
+// ---- comparing subspaces ------------------------------------------------------------------
+
+// Principal angles (radians, ascending) between span(A) and span(B), A [n, p], B [n, q]; the
+// columns need not be orthonormal (they are orthonormalised by QR). Returns min(p, q) angles.
+// Computed in float64; small angles use the sine formula (accurate near 0).
+torch::Tensor principal_angles(const torch::Tensor& A, const torch::Tensor& B);
+
+// ‖P_A - P_B‖_F for orthonormal A [n, p], B [n, q], in factored form:
+// sqrt(p + q - 2‖AᵀB‖_F²) = sqrt(‖B - A AᵀB‖_F² + ‖A - B BᵀA‖_F²) (the latter is evaluated).
+double projector_distance(const torch::Tensor& A, const torch::Tensor& B);
+
+}  // namespace strata::subspaces

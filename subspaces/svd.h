@@ -1,0 +1,70 @@
+// SVD front-end selectable by name.
+//
+//   A [m, n]  or a batch A [b, m, n]   ->   A ≈ U diag(S) Vh
+//   U [.., m, k]  (orthonormal columns, left singular vectors)
+//   S [.., k]     (descending, >= 0)
+//   Vh [.., k, n] (orthonormal rows, right singular vectors transposed)
+//
+// k = min(m, n) for the full thin SVD (rank <= 0), otherwise k = rank (top-rank truncation).
+//
+// Methods (by name):
+//   "exact"       torch::linalg_svd(full_matrices=false), then truncated to rank.
+//   "randomized"  Halko-Martinsson-Tropp range finder: Y = A Ω with Ω [n, rank+oversample]
+//                 Gaussian (seeded, drawn on the CPU so results do not depend on the device),
+//                 `power_iters` QR-stabilised power iterations (A Aᵀ)^q, then the exact SVD of the
+//                 small (rank+oversample) x n matrix Qᵀ A. Needs rank > 0.
+//   "cusolver"    cuSOLVER gesvdaStridedBatched on CUDA tensors (one call for the whole batch;
+//                 approximate top-rank SVD for a tall matrix, wide inputs are transposed). Only
+//                 available when built with STRATA_HAVE_CUDA and only for CUDA tensors. Runs on the
+//                 legacy default stream and synchronises before returning.
+//   "auto"        cusolver for CUDA tensors when compiled in; otherwise randomized when
+//                 rank > 0 and rank + oversample <= min(m, n) / 4 (measured crossover, see
+//                 bench/svd_bench.cpp); otherwise exact.
+//
+// Precision: float64 input is computed in float64; every other floating dtype in float32 (never
+// narrower). Results are on the input's device. Non-finite input (NaN/Inf) is an error.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace strata::subspaces {
+
+struct SvdOptions {
+  // "auto", "exact", "randomized" or "cusolver".
+  TORCH_ARG(std::string, method) = "auto";
+  // Number of leading singular triplets to return; <= 0 = all min(m, n).
+  TORCH_ARG(int64_t, rank) = -1;
+  // Randomized: extra sketch columns beyond rank.
+  TORCH_ARG(int64_t, oversample) = 10;
+  // Randomized: number of power iterations (each costs two passes over A).
+  TORCH_ARG(int64_t, power_iters) = 2;
+  // Randomized: seed of the Gaussian test matrix (results are reproducible for a fixed seed).
+  TORCH_ARG(uint64_t, seed) = 0;
+};
+
+struct SvdResult {
+  torch::Tensor U;   // [.., m, k]
+  torch::Tensor S;   // [.., k]
+  torch::Tensor Vh;  // [.., k, n]
+  std::string method;  // the method that actually ran (resolves "auto")
+};
+
+// Computes the (truncated) SVD of A (2-D or 3-D batch). See the file comment.
+SvdResult svd(const torch::Tensor& A, const SvdOptions& options = {});
+
+// The method "auto" would pick for this input and options.
+std::string resolve_svd_method(const torch::Tensor& A, const SvdOptions& options);
+
+// Method names usable in this build ("cusolver" only when compiled in).
+std::vector<std::string> svd_methods();
+
+// True when the cuSOLVER backend was compiled in (STRATA_HAVE_CUDA).
+bool cusolver_compiled();
+
+// Throws c10::Error naming `who` when A has NaN or Inf entries.
+void check_finite(const torch::Tensor& A, const char* who);
+
+}  // namespace strata::subspaces
