@@ -47,7 +47,7 @@ TEST(Cli, HelpListsOptionsWithDefaults) {
 
 TEST(Cli, BadValuesGiveOneLineAndNonZeroExit) {
   auto out = temp_dir("bad");
-  const std::string base = "train --quiet --out " + out.string() + " --tasks 2 ";
+  const std::string base = "train --quiet --out " + out.string() + " ";
   struct Case {
     std::string args, expect;
   } cases[] = {
