@@ -1,0 +1,292 @@
+// Version files and predictions.h5: round trips, atomic writes, and every refusal on load.
+#include "checkpoints/predictions.h"
+#include "checkpoints/version_store.h"
+#include "core/h5.h"
+
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+using namespace strata;
+using namespace strata::checkpoints;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("strata-ckpt-" + std::to_string(::getpid()) + "-" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+Version sample_version() {
+  torch::manual_seed(3);
+  Version v;
+  v.version = 1;
+  v.method = "naive";
+  v.config_ini = "stream = synthetic\nhidden = 4\n";
+  v.parameters = {{"fc1.weight", torch::randn({4, 3})}, {"fc1.bias", torch::randn({4})},
+                  {"head.weight", torch::randn({2, 4})}};
+  v.requires_grad = {true, false, true};
+  v.buffers = {{"norm.running_mean", torch::randn({4}, torch::kFloat64)}, {"mask", torch::rand({4}) > 0.5}};
+  v.method_tensors = {{"basis/fc1", torch::randn({3, 2})}, {"count", torch::tensor(int64_t{7})}};
+  v.method_meta = {{"step", 12}, {"ranks", {1, 2}}};
+  v.rng_cpu = cpu_rng_state();
+  v.position.next_task = 2;
+  v.position.num_tasks = 3;
+  v.position.accuracy_matrix = torch::zeros({3, 3}, torch::kFloat64);
+  v.position.accuracy_matrix[0][0] = 0.9;
+  v.position.accuracy_matrix[1][0] = 0.7;
+  v.position.accuracy_matrix[1][1] = 0.95;
+  v.position.initial_accuracy = torch::full({3}, 0.25, torch::kFloat64);
+  v.position.timings = {{0, 1.5, 0.1, 1000, 40}, {1, 1.25, 0.2, 1100, 40}};
+  return v;
+}
+
+std::string load_error(const std::string& path) {
+  try {
+    read_version(path);
+  } catch (const c10::Error& e) {
+    return e.msg();
+  }
+  return "";
+}
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+TEST(Checkpoints, VersionRoundTrip) {
+  TempDir dir;
+  const std::string path = version_path(dir.path.string(), 1);
+  EXPECT_EQ(path, (dir.path / "versions" / "v001.h5").string());
+  const Version v = sample_version();
+  write_version(path, v);
+  ASSERT_TRUE(fs::exists(path));
+  for (const auto& e : fs::directory_iterator(dir.path / "versions"))
+    EXPECT_EQ(e.path().filename().string(), "v001.h5") << "temporary left behind";
+
+  const Version r = read_version(path);
+  EXPECT_EQ(r.version, 1);
+  EXPECT_EQ(r.method, "naive");
+  EXPECT_EQ(r.config_ini, v.config_ini);
+  EXPECT_EQ(r.method_meta, v.method_meta);
+  ASSERT_EQ(r.parameters.size(), 3u);
+  ASSERT_EQ(r.buffers.size(), 2u);
+  std::map<std::string, torch::Tensor> got;
+  for (const auto& [n, t] : r.parameters) got[n] = t;
+  for (const auto& [n, t] : r.buffers) got[n] = t;
+  for (const auto& [n, t] : v.parameters) EXPECT_TRUE(torch::equal(got.at(n), t)) << n;
+  for (const auto& [n, t] : v.buffers) {
+    EXPECT_EQ(got.at(n).scalar_type(), t.scalar_type()) << n;
+    EXPECT_TRUE(torch::equal(got.at(n), t)) << n;
+  }
+  for (size_t i = 0; i < r.parameters.size(); ++i)
+    if (r.parameters[i].first == "fc1.bias") {
+      EXPECT_FALSE(r.requires_grad[i]);
+    }
+  ASSERT_EQ(r.method_tensors.size(), 2u);
+  EXPECT_TRUE(torch::equal(r.method_tensors.at("basis/fc1"), v.method_tensors.at("basis/fc1")));
+  EXPECT_EQ(r.method_tensors.at("count").item<int64_t>(), 7);
+  EXPECT_TRUE(torch::equal(r.rng_cpu, v.rng_cpu));
+  EXPECT_EQ(r.position.next_task, 2);
+  EXPECT_TRUE(torch::equal(r.position.accuracy_matrix, v.position.accuracy_matrix));
+  EXPECT_TRUE(torch::equal(r.position.initial_accuracy, v.position.initial_accuracy));
+  ASSERT_EQ(r.position.timings.size(), 2u);
+  EXPECT_EQ(r.position.timings[1].train_seconds, 1.25);
+  EXPECT_EQ(r.position.timings[1].train_steps, 40);
+  EXPECT_NE(r.checksum, 0u);
+
+  // The layout a PyTorch user iterates: /model/<state_dict key>, kind attributes, optimizer note.
+  auto f = core::open_file(path, core::FileMode::kRead);
+  EXPECT_EQ(core::list_children(f, "model"),
+            (std::vector<std::string>{"fc1.bias", "fc1.weight", "head.weight", "mask", "norm.running_mean"}));
+  EXPECT_EQ(core::get_attr_string(core::open_dataset(f, "/model/mask"), "kind"), "buffer");
+  EXPECT_EQ(core::get_attr_string(f, "format"), "strata-version");
+  EXPECT_EQ(core::get_attr_int(f, "format_version"), kFormatVersion);
+  EXPECT_TRUE(core::list_children(f, "optimizer").empty());
+  EXPECT_NE(core::get_attr_string(core::open_group(f, "optimizer"), "note").find("fresh optimizer"),
+            std::string::npos);
+}
+
+TEST(Checkpoints, RngStateRestores) {
+  torch::manual_seed(11);
+  const auto state = cpu_rng_state();
+  const auto a = torch::rand({5});
+  torch::rand({17});
+  set_cpu_rng_state(state);
+  EXPECT_TRUE(torch::equal(torch::rand({5}), a));
+}
+
+TEST(Checkpoints, RefusesBadFilesNamingFileAndField) {
+  TempDir dir;
+  const Version v = sample_version();
+  auto make = [&](const std::string& name, const std::function<void(H5::H5File&)>& edit) {
+    const std::string p = dir / name;
+    write_version(p, v);
+    auto f = core::open_file(p, core::FileMode::kReadWrite);
+    edit(f);
+    f.close();
+    return p;
+  };
+  auto expect = [&](const std::string& path, std::vector<std::string> parts) {
+    const std::string before = file_bytes(path);
+    const std::string msg = load_error(path);
+    ASSERT_FALSE(msg.empty()) << path << " loaded without error";
+    EXPECT_NE(msg.find(path), std::string::npos) << msg;
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+    EXPECT_EQ(file_bytes(path), before) << "a refused load changed the file";
+  };
+
+  expect(make("fmt.h5", [](H5::H5File& f) { core::set_attr(f, "format_version", int64_t{99}); }),
+         {"unknown format_version 99", "format_version 1"});
+  expect(make("notver.h5", [](H5::H5File& f) { core::set_attr(f, "format", "something-else"); }),
+         {"not a Strata version file", "'format'"});
+  expect(make("noattr.h5", [](H5::H5File& f) { f.removeAttr("checksum_crc32"); }), {"missing attribute 'checksum_crc32'"});
+  expect(make("missing.h5", [](H5::H5File& f) { f.unlink("/position/accuracy_matrix"); }),
+         {"missing dataset '/position/accuracy_matrix'"});
+  expect(make("rng.h5", [](H5::H5File& f) { f.unlink("/rng/torch_cpu"); }), {"missing dataset '/rng/torch_cpu'"});
+  // Same shape, one value changed: only the checksum can tell.
+  expect(make("crc.h5",
+              [&](H5::H5File& f) {
+                auto w = v.parameters[0].second.clone();
+                w[0][0] += 1e-3;
+                core::write_tensor(f, "/model/fc1.weight", w, core::H5Options().overwrite(true));
+              }),
+         {"checksum mismatch"});
+
+  // Truncated: the first half of a good file.
+  const std::string good = dir / "good.h5";
+  write_version(good, v);
+  const std::string trunc = dir / "trunc.h5";
+  fs::copy_file(good, trunc);
+  fs::resize_file(trunc, fs::file_size(good) / 2);
+  expect(trunc, {"cannot load version file"});
+  // Not HDF5 at all.
+  const std::string text = dir / "text.h5";
+  std::ofstream(text) << "not an hdf5 file\n";
+  expect(text, {"is not an HDF5 file"});
+  // Absent.
+  EXPECT_NE(load_error(dir / "absent.h5").find("no such file"), std::string::npos);
+  // The good file still loads.
+  EXPECT_NO_THROW(read_version(good));
+}
+
+TEST(Checkpoints, CopyNamedTensorsChecksEverythingBeforeCopying) {
+  const Version v = sample_version();
+  auto target = [] {
+    return NamedTensors{{"fc1.weight", torch::zeros({4, 3})}, {"fc1.bias", torch::zeros({4})},
+                        {"head.weight", torch::zeros({2, 4})}};
+  };
+  auto err = [&](const NamedTensors& stored, const NamedTensors& targets) {
+    try {
+      copy_named_tensors(stored, targets, "runs/x/versions/v001.h5");
+    } catch (const c10::Error& e) {
+      return std::string(e.msg());
+    }
+    return std::string();
+  };
+  auto ok = target();
+  copy_named_tensors(v.parameters, ok, "f.h5");
+  EXPECT_TRUE(torch::equal(ok[0].second, v.parameters[0].second));
+
+  // Wrong shape (another hidden width): nothing copied, message names file, dataset and shapes.
+  auto wrong = target();
+  wrong[2].second = torch::zeros({2, 5});
+  const std::string m = err(v.parameters, wrong);
+  EXPECT_NE(m.find("runs/x/versions/v001.h5"), std::string::npos) << m;
+  EXPECT_NE(m.find("'/model/head.weight' has shape [2, 4]"), std::string::npos) << m;
+  EXPECT_NE(m.find("[2, 5]"), std::string::npos) << m;
+  EXPECT_EQ(wrong[0].second.abs().sum().item<double>(), 0.0) << "copied before the check failed";
+
+  auto extra = target();
+  extra.emplace_back("lora.A", torch::zeros({2, 2}));
+  EXPECT_NE(err(v.parameters, extra).find("missing dataset '/model/lora.A'"), std::string::npos);
+  auto fewer = target();
+  fewer.pop_back();
+  EXPECT_NE(err(v.parameters, fewer).find("unexpected dataset '/model/head.weight'"), std::string::npos);
+}
+
+TEST(Checkpoints, FailedWriteKeepsTheOldFile) {
+  TempDir dir;
+  const std::string path = dir / "v000.h5";
+  Version v = sample_version();
+  write_version(path, v);
+  const std::string before = file_bytes(path);
+  Version bad = v;
+  bad.parameters.emplace_back("broken", torch::Tensor());
+  EXPECT_THROW(write_version(path, bad), c10::Error);
+  Version bad_dtype = v;
+  bad_dtype.parameters.emplace_back("half", torch::zeros({2}, torch::kFloat16));
+  EXPECT_THROW(write_version(path, bad_dtype), c10::Error);
+  EXPECT_EQ(file_bytes(path), before);
+  for (const auto& e : fs::directory_iterator(dir.path))
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
+}
+
+TEST(Checkpoints, ScanReportsPartialFiles) {
+  TempDir dir;
+  EXPECT_TRUE(scan_versions(dir.path.string()).versions.empty());
+  const Version v = sample_version();
+  write_version(version_path(dir.path.string(), 0), v);
+  write_version(version_path(dir.path.string(), 2), v);
+  std::ofstream(dir / "versions/v003.h5.tmp-4242") << "partial";
+  std::ofstream(dir / "versions/notes.txt") << "x";
+  const auto s = scan_versions(dir.path.string());
+  EXPECT_EQ(s.versions, (std::vector<int64_t>{0, 2}));
+  ASSERT_EQ(s.partial.size(), 1u);
+  EXPECT_NE(s.partial[0].find("v003.h5.tmp-4242"), std::string::npos);
+  ASSERT_EQ(s.other.size(), 1u);
+}
+
+TEST(Checkpoints, PredictionsRoundTrip) {
+  TempDir dir;
+  const std::string path = dir / "predictions.h5";
+  PredictionTable table;
+  for (int64_t v = 0; v < 2; ++v)
+    for (int64_t t = 0; t < 3; ++t) {
+      TaskPredictions p;
+      p.task = t;
+      p.id = torch::arange(5, torch::kInt64) * 3 + t;
+      p.label = torch::randint(4, {5}, torch::kInt64);
+      p.pred = torch::randint(4, {5}, torch::kInt64);
+      p.prob = torch::rand({5});
+      table[v].push_back(p);
+    }
+  write_predictions(path, table);
+  auto f = core::open_file(path, core::FileMode::kRead);
+  EXPECT_EQ(core::list_children(f, "/"), (std::vector<std::string>{"v000", "v001"}));
+  EXPECT_EQ(core::list_children(f, "v001"), (std::vector<std::string>{"task00", "task01", "task02"}));
+  EXPECT_EQ(core::list_children(f, "v001/task02"), (std::vector<std::string>{"id", "label", "pred", "prob"}));
+  EXPECT_EQ(core::read_tensor(f, "v001/task02/prob").scalar_type(), torch::kFloat32);
+  f.close();
+  const auto back = read_predictions(path);
+  ASSERT_EQ(back.size(), 2u);
+  for (const auto& [v, tasks] : table)
+    for (size_t t = 0; t < tasks.size(); ++t) {
+      EXPECT_TRUE(torch::equal(back.at(v)[t].id, tasks[t].id));
+      EXPECT_TRUE(torch::equal(back.at(v)[t].pred, tasks[t].pred));
+      EXPECT_TRUE(torch::equal(back.at(v)[t].prob, tasks[t].prob));
+    }
+  // Inconsistent lengths are refused and the file stays as it was.
+  const std::string before = file_bytes(path);
+  table[2] = {table[0][0]};
+  table[2][0].prob = torch::rand({4});
+  EXPECT_THROW(write_predictions(path, table), c10::Error);
+  EXPECT_EQ(file_bytes(path), before);
+}
