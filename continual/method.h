@@ -58,6 +58,7 @@ struct TaskContext {
   const tasks::TaskStream* stream = nullptr;
   int64_t task_index = 0;  ///< the task being trained (0-based)
   const TrainOptions* train = nullptr;
+  std::string run_dir;  ///< the run folder (subspaces.h5 lives here); "" when not running under a Runner
   const tasks::Task& task() const { return stream->tasks.at(task_index); }
 };
 

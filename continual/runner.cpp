@@ -253,6 +253,7 @@ ClMetrics Runner::train_tasks(int64_t first) {
     ctx.stream = &stream_;
     ctx.task_index = t;
     ctx.train = &config_.train;
+    ctx.run_dir = dir_;
     TaskResult result;
     result.task = t;
     const auto t0 = std::chrono::steady_clock::now();
