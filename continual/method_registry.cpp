@@ -1,5 +1,6 @@
 // The explicit method registry: one line per built-in method.
 #include "continual/codyra_method.h"
+#include "continual/gpm.h"
 #include "continual/joint.h"
 #include "continual/lora_method.h"
 #include "continual/method.h"
@@ -16,6 +17,8 @@ MethodRegistry build() {
          [](const MethodConfig&) { return std::make_unique<Naive>(); }});
   r.add({"joint", "trains on the union of all tasks so far (upper bound)", {},
          [](const MethodConfig&) { return std::make_unique<Joint>(); }});
+  r.add({"gpm", "Gradient Projection Memory: input-side projection away from stored representation bases",
+         gpm_options(), make_gpm});
   r.add({"lora", "sequential LoRA: a fresh adapter per task, merged into the base at task end", lora_options(),
          [](const MethodConfig& c) { return std::make_unique<LoRAMethod>(c); }});
   r.add({"olora", "O-LoRA: per-task LoRA banks with an orthogonality penalty on the A matrices", olora_options(),
