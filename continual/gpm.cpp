@@ -1,5 +1,6 @@
 #include "continual/gpm.h"
 
+#include "continual/trainer.h"
 #include "subspaces/basis.h"
 #include "subspaces/store.h"
 
