@@ -1,5 +1,6 @@
 // The explicit method registry: one line per built-in method.
 #include "continual/codyra_method.h"
+#include "continual/coso.h"
 #include "continual/gpm.h"
 #include "continual/joint.h"
 #include "continual/lora_method.h"
@@ -27,6 +28,8 @@ MethodRegistry build() {
          codyra_options(), [](const MethodConfig& c) { return std::make_unique<CoDyRAMethod>(c); }});
   r.add({"mora", "MoRA/MoRAM: per-task rank-1 atoms, earlier atoms frozen, self-activated top-k routing",
          mora_options(), [](const MethodConfig& c) { return std::make_unique<MoRAMethod>(c); }});
+  r.add({"coso", "CoSO: full-weight Adam in a low-rank gradient subspace orthogonal (output side) to earlier tasks' FD-sketched subspaces",
+         coso_options(), [](const MethodConfig& c) { return std::make_unique<CoSO>(c); }});
   return r;
 }
 }  // namespace

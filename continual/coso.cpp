@@ -1,0 +1,392 @@
+#include "continual/coso.h"
+
+#include "continual/trainer.h"
+#include "subspaces/basis.h"
+#include "subspaces/store.h"
+#include "subspaces/svd.h"
+
+#include <cmath>
+#include <regex>
+
+namespace strata::continual {
+
+std::vector<MethodOption> coso_options() {
+  return {
+      {"target", "", "regex (full match) of projected Linear layers; empty = vit attn.o, mlp/cnn fc layers"},
+      {"r1", "8", "projector rank r1 (Adam runs in an r1 x n space per layer)"},
+      {"r2", "32", "Frequent-Directions sketch rank r2"},
+      {"gap", "1", "projector refresh (and sketch update) every gap steps"},
+      {"threshold", "0.98", "energy threshold on the sketch spectrum for the historical basis"},
+      {"decay", "1.0", "sketch decay before each merge (db_decay)"},
+      {"lr", "4e-4", "learning rate of the projected layers"},
+      {"other_lr", "0", "learning rate of the other trained parameters (0 = lr)"},
+      {"beta1", "0.9", "Adam beta1"},
+      {"beta2", "0.999", "Adam beta2"},
+      {"eps", "1e-6", "Adam epsilon"},
+      {"schedule", "cosine", "per-task lr schedule: cosine (CoSO code) | constant"},
+      {"temperature", "3", "training logits are divided by this (CoSO code: 3)"},
+      {"others", "all", "non-projected parameters trained with Adam: all | head | none (others frozen)"},
+      {"svd", "exact", "SVD backend for the projector (subspaces::svd method)"},
+      {"store", "", "subspaces.h5 path; empty = <run folder>/subspaces.h5, none = do not write"},
+  };
+}
+
+CoSOOptions CoSOOptions::from_config(const MethodConfig& c) {
+  CoSOOptions o;
+  if (c.has("target")) o.target(c.get_string("target"));
+  if (c.has("r1")) o.r1(c.get_int("r1"));
+  if (c.has("r2")) o.r2(c.get_int("r2"));
+  if (c.has("gap")) o.gap(c.get_int("gap"));
+  if (c.has("threshold")) o.threshold(c.get_double("threshold"));
+  if (c.has("decay")) o.decay(c.get_double("decay"));
+  if (c.has("lr")) o.lr(c.get_double("lr"));
+  if (c.has("other_lr")) o.other_lr(c.get_double("other_lr"));
+  if (c.has("beta1")) o.beta1(c.get_double("beta1"));
+  if (c.has("beta2")) o.beta2(c.get_double("beta2"));
+  if (c.has("eps")) o.eps(c.get_double("eps"));
+  if (c.has("schedule")) o.schedule(c.get_string("schedule"));
+  if (c.has("temperature")) o.temperature(c.get_double("temperature"));
+  if (c.has("others")) o.others(c.get_string("others"));
+  if (c.has("svd")) o.svd(c.get_string("svd"));
+  if (c.has("store")) o.store(c.get_string("store"));
+  o.validate();
+  return o;
+}
+
+void CoSOOptions::validate() const {
+  const char* who = "strata::continual::CoSOOptions::validate():";
+  TORCH_CHECK(r1_ >= 0, who, " coso.r1 must be >= 0, got ", r1_);
+  TORCH_CHECK(r2_ > 0, who, " coso.r2 must be > 0, got ", r2_);
+  TORCH_CHECK(gap_ > 0, who, " coso.gap must be > 0, got ", gap_);
+  TORCH_CHECK(threshold_ > 0 && threshold_ <= 1, who, " coso.threshold must be in (0,1], got ", threshold_);
+  TORCH_CHECK(decay_ >= 0, who, " coso.decay must be >= 0, got ", decay_);
+  TORCH_CHECK(std::isfinite(lr_) && lr_ > 0, who, " coso.lr must be > 0, got ", lr_);
+  TORCH_CHECK(std::isfinite(other_lr_) && other_lr_ >= 0, who, " coso.other_lr must be >= 0, got ", other_lr_);
+  TORCH_CHECK(beta1_ >= 0 && beta1_ < 1, who, " coso.beta1 must be in [0,1), got ", beta1_);
+  TORCH_CHECK(beta2_ >= 0 && beta2_ < 1, who, " coso.beta2 must be in [0,1), got ", beta2_);
+  TORCH_CHECK(eps_ > 0, who, " coso.eps must be > 0, got ", eps_);
+  TORCH_CHECK(schedule_ == "cosine" || schedule_ == "constant", who, " coso.schedule must be cosine or constant, got '",
+              schedule_, "'");
+  TORCH_CHECK(temperature_ > 0, who, " coso.temperature must be > 0, got ", temperature_);
+  TORCH_CHECK(others_ == "all" || others_ == "head" || others_ == "none", who,
+              " coso.others must be all, head or none, got '", others_, "'");
+  bool known = false;
+  for (const auto& m : subspaces::svd_methods()) known = known || m == svd_ || svd_ == "auto";
+  TORCH_CHECK(known, who, " coso.svd: unknown SVD method '", svd_, "'");
+}
+
+namespace {
+
+int64_t nbytes(const torch::Tensor& t) { return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0; }
+
+// Owns nothing: the moments and projectors live in the method (so save()/load() see them); this
+// adapter lets the Trainer call zero_grad()/step() as for any optimizer.
+class CoSOOptimizer : public torch::optim::Optimizer {
+ public:
+  CoSOOptimizer(const std::vector<torch::Tensor>& params, CoSO* method, double lr)
+      : torch::optim::Optimizer({torch::optim::OptimizerParamGroup(params)},
+                                std::make_unique<torch::optim::AdamOptions>(lr)),
+        method_(method) {}
+  torch::Tensor step(LossClosure closure = nullptr) override {
+    torch::Tensor loss;
+    if (closure) {
+      torch::AutoGradMode enable(true);
+      loss = closure();
+    }
+    method_->step();
+    return loss;
+  }
+
+ private:
+  CoSO* method_;
+};
+
+}  // namespace
+
+CoSO::CoSO(const MethodConfig& config) : CoSO(CoSOOptions::from_config(config)) {}
+CoSO::CoSO(CoSOOptions options) : options_(std::move(options)) { options_.validate(); }
+
+std::unique_ptr<subspaces::FrequentDirections> CoSO::new_sketch(int64_t rows) const {
+  return std::make_unique<subspaces::FrequentDirections>(
+      rows, subspaces::SketchOptions(options_.r2()).decay(options_.decay()).svd(
+                subspaces::SvdOptions().method(options_.svd())));
+}
+
+void CoSO::attach(Model& model) {
+  model_ = model;
+  std::string pattern = options_.target();
+  if (pattern.empty()) pattern = model->options().arch() == "vit" ? "blocks\\.[0-9]+\\.attn\\.o" : "fc[0-9]+";
+  layers_.clear();
+  others_.clear();
+  for (auto& [name, layer] : model->linear_layers(pattern)) {
+    CoSOLayer l;
+    l.name = name;
+    l.weight = layer->weight;
+    l.sketch = new_sketch(layer->weight.size(0));
+    layers_.push_back(std::move(l));
+  }
+  TORCH_CHECK(!layers_.empty(), "strata::continual::CoSO::attach(): coso.target '", pattern,
+              "' matches no Linear layer of the ", model->options().arch(), " model");
+  const std::regex head("head(\\..*)?");
+  for (auto& item : model->named_parameters()) {
+    bool projected = false;
+    for (const auto& l : layers_) projected = projected || l.weight.is_same(item.value());
+    if (projected) {
+      item.value().requires_grad_(true);
+      continue;
+    }
+    const bool train = options_.others() == "all" || (options_.others() == "head" && std::regex_match(item.key(), head));
+    item.value().requires_grad_(train);
+    if (train) others_.push_back(CoSOOther{item.key(), item.value(), {}, {}, 0});
+  }
+}
+
+void CoSO::reset_task_state() {
+  for (auto& l : layers_) {
+    l.P = l.exp_avg = l.exp_avg_sq = torch::Tensor();
+    l.step = l.refreshes = 0;
+    l.sketch->reset();
+  }
+  for (auto& o : others_) {
+    o.exp_avg = o.exp_avg_sq = torch::Tensor();
+    o.step = 0;
+  }
+  lr_factor_ = 1.0;
+}
+
+void CoSO::on_task_start(TaskContext& ctx) {
+  TORCH_CHECK(model_, "strata::continual::CoSO::on_task_start(): attach() was not called");
+  reset_task_state();
+}
+
+std::vector<torch::Tensor> CoSO::parameters(TaskContext&) {
+  std::vector<torch::Tensor> out;
+  for (auto& l : layers_) out.push_back(l.weight);
+  for (auto& o : others_) out.push_back(o.param);
+  return out;
+}
+
+std::unique_ptr<torch::optim::Optimizer> CoSO::make_optimizer(TaskContext& ctx,
+                                                               const std::vector<torch::Tensor>& params) {
+  weight_decay_ = ctx.train ? ctx.train->weight_decay() : 0.0;
+  return std::make_unique<CoSOOptimizer>(params, this, options_.lr());
+}
+
+torch::Tensor CoSO::extra_loss(StepContext& s) {
+  if (options_.temperature() == 1.0 || !s.logits.defined()) return {};
+  // total = CE(z / T, y): the Trainer's CE(z, y) is cancelled exactly (same graph, same value).
+  return torch::nn::functional::cross_entropy(s.logits / options_.temperature(), s.y) - s.loss;
+}
+
+void CoSO::after_backward(StepContext& s) {
+  lr_factor_ = 1.0;
+  if (options_.schedule() == "cosine" && s.task && s.task->train) {
+    const int64_t E = s.task->train->epochs();
+    if (E > 1) lr_factor_ = std::cos(99.0 * M_PI * s.epoch / (200.0 * (E - 1)));
+  }
+}
+
+void CoSO::step() {
+  torch::NoGradGuard no_grad;
+  const double lr = options_.lr() * lr_factor_;
+  const double other_lr = (options_.other_lr() > 0 ? options_.other_lr() : options_.lr()) * lr_factor_;
+  for (auto& l : layers_) step_layer(l, lr);
+  for (auto& o : others_) step_other(o, other_lr);
+}
+
+void CoSO::step_layer(CoSOLayer& l, double lr) {
+  const torch::Tensor& grad = l.weight.grad();
+  const int64_t m = l.weight.size(0), n = l.weight.size(1);
+  // Zero budget: no projector rank, or the historical basis spans the whole output space.
+  if (!grad.defined() || options_.r1() == 0 || l.basis_rank() >= m) return;
+  torch::Tensor G = grad.to(torch::kFloat32);
+  if (l.basis_rank() > 0) G = subspaces::project_out_output(G, l.M);
+  if (!l.P.defined() || l.step % options_.gap() == 0) {
+    const int64_t want = std::min(std::max(options_.r1(), options_.r2() + 1), std::min(m, n));
+    auto s = subspaces::svd(G, subspaces::SvdOptions().method(options_.svd()).rank(want));
+    torch::Tensor P = s.U.narrow(1, 0, std::min(options_.r1(), s.U.size(1)));
+    // Deviation (safety): singular vectors of (numerically) zero singular values are arbitrary and
+    // may lie in span(M); removing M from P keeps Mᵀ ΔW = 0 and changes nothing for σ > 0 columns.
+    if (l.basis_rank() > 0) P = subspaces::project_out_output(P, l.M);
+    l.P = P.contiguous();
+    l.sketch->update_from_svd(s.U, s.S);
+    ++l.refreshes;
+    if (!l.exp_avg.defined()) {
+      l.exp_avg = torch::zeros({l.P.size(1), n}, G.options());
+      l.exp_avg_sq = torch::zeros({l.P.size(1), n}, G.options());
+    }
+  }
+  const double b1 = options_.beta1(), b2 = options_.beta2();
+  torch::Tensor R = l.P.t().mm(G);  // [r1, n]
+  l.exp_avg.mul_(b1).add_(R, 1 - b1);
+  l.exp_avg_sq.mul_(b2).addcmul_(R, R, 1 - b2);
+  ++l.step;
+  const double step_size =
+      lr * std::sqrt(1 - std::pow(b2, static_cast<double>(l.step))) / (1 - std::pow(b1, static_cast<double>(l.step)));
+  torch::Tensor N = l.exp_avg / (l.exp_avg_sq.sqrt() + options_.eps());
+  l.weight.add_(l.P.mm(N).to(l.weight.dtype()), -step_size);
+}
+
+void CoSO::step_other(CoSOOther& o, double lr) {
+  const torch::Tensor& g = o.param.grad();
+  if (!g.defined()) return;
+  if (!o.exp_avg.defined()) {
+    o.exp_avg = torch::zeros_like(o.param);
+    o.exp_avg_sq = torch::zeros_like(o.param);
+  }
+  const double b1 = options_.beta1(), b2 = options_.beta2();
+  if (weight_decay_ > 0) o.param.mul_(1 - lr * weight_decay_);
+  o.exp_avg.mul_(b1).add_(g, 1 - b1);
+  o.exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2);
+  ++o.step;
+  const double step_size =
+      lr * std::sqrt(1 - std::pow(b2, static_cast<double>(o.step))) / (1 - std::pow(b1, static_cast<double>(o.step)));
+  o.param.addcdiv_(o.exp_avg, o.exp_avg_sq.sqrt().add_(options_.eps()), -step_size);
+}
+
+CoSO::Memory CoSO::memory() const {
+  Memory mem;
+  for (const auto& l : layers_) {
+    mem.coso_bytes += nbytes(l.P) + nbytes(l.exp_avg) + nbytes(l.exp_avg_sq) + nbytes(l.M);
+    if (!l.sketch->empty())
+      mem.coso_bytes += nbytes(l.sketch->sketch()) + nbytes(l.sketch->basis()) + nbytes(l.sketch->singular_values());
+    mem.basis_bytes += nbytes(l.M);
+    mem.adamw_bytes += 2 * nbytes(l.weight);
+  }
+  for (const auto& o : others_) {
+    mem.coso_bytes += nbytes(o.exp_avg) + nbytes(o.exp_avg_sq);
+    mem.adamw_bytes += 2 * nbytes(o.param);
+  }
+  return mem;
+}
+
+void CoSO::on_task_end(TaskContext& ctx) {
+  torch::NoGradGuard no_grad;
+  const Memory mem = memory();  // at its peak: moments, projectors and sketches are still held
+  nlohmann::json rep = {{"task", ctx.task_index},
+                        {"optimizer_state_bytes", {{"coso", mem.coso_bytes}, {"coso_basis", mem.basis_bytes},
+                                                   {"adamw", mem.adamw_bytes}}},
+                        {"layers", nlohmann::json::object()}};
+  std::map<std::string, subspaces::SubspaceRecord> records;
+  for (auto& l : layers_) {
+    const int64_t before = l.basis_rank();
+    int64_t k = 0;
+    double captured = 0;
+    torch::Tensor sigma;
+    if (!l.sketch->empty()) {
+      sigma = l.sketch->singular_values().clone();
+      k = l.sketch->energy_rank(options_.threshold());
+      const double total = sigma.square().sum().item<double>();
+      captured = total > 0 ? sigma.narrow(0, 0, k).square().sum().item<double>() / total : 0.0;
+      if (k > 0) l.M = subspaces::extend_basis(l.M, l.sketch->top_directions(k));
+    }
+    rep["layers"][l.name] = {{"sketch_rank", k},
+                             {"added", l.basis_rank() - before},
+                             {"basis_rank", l.basis_rank()},
+                             {"rows", l.rows()},
+                             {"refreshes", l.refreshes},
+                             {"steps", l.step},
+                             {"captured_energy", captured}};
+    if (l.basis_rank() > 0) {
+      subspaces::SubspaceRecord r;
+      r.basis = l.M;
+      r.singular_values = sigma;
+      r.captured_energy = captured;
+      r.threshold = options_.threshold();
+      r.side = "output";
+      r.method = "coso";
+      records[l.name] = r;
+    }
+  }
+  task_reports_.push_back(rep);
+  reset_task_state();
+
+  std::string path = options_.store();
+  if (path.empty() && !ctx.run_dir.empty()) path = ctx.run_dir + "/subspaces.h5";
+  if (!path.empty() && path != "none" && !records.empty()) {
+    auto store = subspaces::SubspaceStore::open_or_create(path);
+    const std::string task = "task_" + std::to_string(ctx.task_index);
+    // A resume that repeats a task whose record was already written keeps the first record
+    // (history is append-only); the recomputed basis is the same run's.
+    if (!store.has_task(task)) store.put_task(task, records);
+  }
+}
+
+MethodState CoSO::save() const {
+  MethodState s;
+  nlohmann::json layers = nlohmann::json::object(), others = nlohmann::json::object();
+  auto put = [&](const std::string& key, const torch::Tensor& t) {
+    if (t.defined()) s.tensors[key] = t.detach().clone();
+  };
+  for (const auto& l : layers_) {
+    const std::string p = "layer/" + l.name + "/";
+    put(p + "M", l.M);
+    put(p + "P", l.P);
+    put(p + "exp_avg", l.exp_avg);
+    put(p + "exp_avg_sq", l.exp_avg_sq);
+    if (!l.sketch->empty()) {
+      put(p + "sketch_basis", l.sketch->basis());
+      put(p + "sketch_sigma", l.sketch->singular_values());
+    }
+    layers[l.name] = {{"step", l.step}, {"refreshes", l.refreshes}};
+  }
+  for (const auto& o : others_) {
+    put("other/" + o.name + "/exp_avg", o.exp_avg);
+    put("other/" + o.name + "/exp_avg_sq", o.exp_avg_sq);
+    others[o.name] = {{"step", o.step}};
+  }
+  s.meta = {{"layers", layers}, {"others", others}, {"lr_factor", lr_factor_}, {"tasks", task_reports_}};
+  return s;
+}
+
+void CoSO::load(const MethodState& s, Model& model) {
+  if (!model_ || model_ != model) attach(model);
+  auto get = [&](const std::string& key) {
+    auto it = s.tensors.find(key);
+    return it == s.tensors.end() ? torch::Tensor() : it->second.clone();
+  };
+  TORCH_CHECK(s.meta.contains("layers"), "strata::continual::CoSO::load(): state has no 'layers' entry");
+  for (auto& l : layers_) {
+    TORCH_CHECK(s.meta["layers"].contains(l.name), "strata::continual::CoSO::load(): state has no layer '", l.name,
+                "' (was it saved with another coso.target?)");
+    const std::string p = "layer/" + l.name + "/";
+    l.M = get(p + "M");
+    l.P = get(p + "P");
+    l.exp_avg = get(p + "exp_avg");
+    l.exp_avg_sq = get(p + "exp_avg_sq");
+    l.step = s.meta["layers"][l.name].at("step").get<int64_t>();
+    l.refreshes = s.meta["layers"][l.name].at("refreshes").get<int64_t>();
+    l.sketch->reset();
+    // An empty sketch fed (U_B, s) with p = r2 columns takes them unshrunk (δ = 0): B = U_B diag(s).
+    if (auto U = get(p + "sketch_basis"); U.defined()) l.sketch->update_from_svd(U, get(p + "sketch_sigma"));
+    TORCH_CHECK(!l.M.defined() || l.M.size(0) == l.rows(), "strata::continual::CoSO::load(): basis of '", l.name,
+                "' has ", l.M.size(0), " rows, the layer has ", l.rows());
+  }
+  for (auto& o : others_) {
+    o.exp_avg = get("other/" + o.name + "/exp_avg");
+    o.exp_avg_sq = get("other/" + o.name + "/exp_avg_sq");
+    o.step = s.meta.contains("others") && s.meta["others"].contains(o.name) ? s.meta["others"][o.name].at("step").get<int64_t>() : 0;
+  }
+  lr_factor_ = s.meta.value("lr_factor", 1.0);
+  task_reports_ = s.meta.value("tasks", nlohmann::json::array());
+}
+
+nlohmann::json CoSO::report() const {
+  const Memory mem = memory();
+  nlohmann::json ranks = nlohmann::json::object();
+  for (const auto& l : layers_) ranks[l.name] = {{"basis_rank", l.basis_rank()}, {"rows", l.rows()}};
+  return {{"tasks", task_reports_},
+          {"layers", ranks},
+          {"optimizer_state_bytes_now",
+           {{"coso", mem.coso_bytes}, {"coso_basis", mem.basis_bytes}, {"adamw", mem.adamw_bytes}}},
+          {"options",
+           {{"r1", options_.r1()},
+            {"r2", options_.r2()},
+            {"gap", options_.gap()},
+            {"threshold", options_.threshold()},
+            {"lr", options_.lr()},
+            {"others", options_.others()},
+            {"temperature", options_.temperature()}}}};
+}
+
+}  // namespace strata::continual

@@ -1,0 +1,138 @@
+#pragma once
+// `coso`: CoSO — Continuous Subspace Optimization for continual learning (methods.md §5, code
+// quinn-ch/CoSO). Full-weight training of the target Linear layers inside a moving low-rank
+// subspace that is kept orthogonal (output side) to the subspaces of earlier tasks.
+//
+// Per target weight W [m = out, n = in] with gradient G [m, n] (every shape, left/output side):
+//   1. G ← G - M (Mᵀ G)                      M [m, K]: historical basis (empty in task 0)
+//   2. every `gap` steps (step 0 of each task included): thin SVD G = U Σ Vᵀ,
+//        P = U[:, :r1]  (then P ← P - M MᵀP, see deviations),  FD sketch ← (U, Σ) (rank r2)
+//   3. R = Pᵀ G [r1, n];  Adam on R:  m̃ = β₁m̃ + (1-β₁)R,  ṽ = β₂ṽ + (1-β₂)R²,  t += 1
+//   4. W ← W - lr·√(1-β₂ᵗ)/(1-β₁ᵗ) · P (m̃ / (√ṽ + eps))        (no α scaling, no weight decay)
+// Every column of P lies in the complement of span(M), so Mᵀ ΔW = 0 up to round-off. Moments
+// persist across projector refreshes inside a task. Task end: k = E(s, ε) on the sketch's shrunk
+// spectrum (strict "<"), M ← orth([M, U_S[:, :k]]) (subspaces::extend_basis, capped at m columns),
+// recorded in <run_dir>/subspaces.h5 (or the `store` option) as task_<t>/<layer> (side "output");
+// then sketch, P, moments and step counters are reset.
+//
+// Every other trained parameter (head, biases, norms, non-target layers; see `others`) gets plain
+// Adam in the same optimizer with the same formula (CoSO's CoSOAdamW non-CoSO group), plus
+// decoupled weight decay from the run's --weight-decay (never applied to projected weights: it
+// would break Mᵀ ΔW = 0, methods.md §5.7 item 6).
+//
+// Options (methods.md §5.2 and §10 P2):
+//   target ""   regex (full match) of projected layers; "" = per architecture:
+//               vit `blocks\.[0-9]+\.attn\.o` (the paper: MHSA output projections),
+//               mlp `fc[0-9]+` (every hidden layer, §5.6/§10 P1 "CoSO on all hidden layers"),
+//               cnn `fc[0-9]+`.
+//   r1 8 (projector rank), r2 32 (sketch rank), gap 1, threshold 0.98, decay 1.0 (sketch decay),
+//   lr 4e-4 (projected layers), other_lr 0 (= lr), beta1 0.9, beta2 0.999, eps 1e-6,
+//   schedule cosine (per task, lr_e = lr·cos(99π e / (200 (E-1))), code's CosineSchedule) | constant,
+//   temperature 3 (training logits divided by it; the code's trick) , others all | head | none,
+//   svd exact (subspaces::svd method), store "" (override of <run_dir>/subspaces.h5; "none" = off).
+// The run's --optimizer / --lr are not used (CoSO owns its optimizer).
+#include "continual/method.h"
+#include "subspaces/sketch.h"
+
+#include <memory>
+
+namespace strata::continual {
+
+std::vector<MethodOption> coso_options();
+
+struct CoSOOptions {
+  TORCH_ARG(std::string, target) = "";
+  TORCH_ARG(int64_t, r1) = 8;
+  TORCH_ARG(int64_t, r2) = 32;
+  TORCH_ARG(int64_t, gap) = 1;
+  TORCH_ARG(double, threshold) = 0.98;
+  TORCH_ARG(double, decay) = 1.0;
+  TORCH_ARG(double, lr) = 4e-4;
+  TORCH_ARG(double, other_lr) = 0.0;
+  TORCH_ARG(double, beta1) = 0.9;
+  TORCH_ARG(double, beta2) = 0.999;
+  TORCH_ARG(double, eps) = 1e-6;
+  TORCH_ARG(std::string, schedule) = "cosine";
+  TORCH_ARG(double, temperature) = 3.0;
+  TORCH_ARG(std::string, others) = "all";
+  TORCH_ARG(std::string, svd) = "exact";
+  TORCH_ARG(std::string, store) = "";
+
+ public:
+  static CoSOOptions from_config(const MethodConfig& config);
+  void validate() const;
+};
+
+/// One projected layer's state.
+struct CoSOLayer {
+  std::string name;
+  torch::Tensor weight;       ///< the layer's weight parameter [m, n]
+  torch::Tensor M;            ///< [m, K] historical basis (undefined = K = 0)
+  torch::Tensor P;            ///< [m, r1'] projector (undefined until the first refresh of a task)
+  torch::Tensor exp_avg;      ///< [r1', n]
+  torch::Tensor exp_avg_sq;   ///< [r1', n]
+  int64_t step = 0;           ///< Adam steps this task (t_s)
+  int64_t refreshes = 0;      ///< projector refreshes (= sketch updates) this task
+  std::unique_ptr<subspaces::FrequentDirections> sketch;
+  int64_t rows() const { return weight.size(0); }
+  int64_t basis_rank() const { return M.defined() ? M.size(1) : 0; }
+};
+
+/// Plain Adam state of a non-projected parameter.
+struct CoSOOther {
+  std::string name;
+  torch::Tensor param, exp_avg, exp_avg_sq;
+  int64_t step = 0;
+};
+
+class CoSO : public Method {
+ public:
+  explicit CoSO(const MethodConfig& config);
+  explicit CoSO(CoSOOptions options);
+  std::string name() const override { return "coso"; }
+
+  void attach(Model& model) override;
+  void on_task_start(TaskContext& ctx) override;
+  std::vector<torch::Tensor> parameters(TaskContext& ctx) override;
+  std::unique_ptr<torch::optim::Optimizer> make_optimizer(TaskContext& ctx,
+                                                           const std::vector<torch::Tensor>& params) override;
+  torch::Tensor extra_loss(StepContext& step) override;
+  void after_backward(StepContext& step) override;
+  void on_task_end(TaskContext& ctx) override;
+  MethodState save() const override;
+  void load(const MethodState& state, Model& model) override;
+  nlohmann::json report() const override;
+
+  /// One optimizer step over every projected layer and other parameter (what the optimizer's
+  /// step() calls). Uses the current .grad() of each parameter; parameters without one are skipped.
+  void step();
+
+  /// Bytes of optimizer state held now: projected layers (P, moments, sketch, M) + other params'
+  /// moments; and what AdamW (two moments per trained element) would hold for the same parameters.
+  struct Memory {
+    int64_t coso_bytes = 0, basis_bytes = 0, adamw_bytes = 0;
+  };
+  Memory memory() const;
+
+  const CoSOOptions& options() const { return options_; }
+  const std::vector<CoSOLayer>& layers() const { return layers_; }
+  const std::vector<CoSOOther>& others() const { return others_; }
+  /// The learning-rate factor of the cosine schedule now (1 for "constant").
+  double lr_factor() const { return lr_factor_; }
+
+ private:
+  void reset_task_state();
+  void step_layer(CoSOLayer& l, double lr);
+  void step_other(CoSOOther& o, double lr);
+  std::unique_ptr<subspaces::FrequentDirections> new_sketch(int64_t rows) const;
+
+  CoSOOptions options_;
+  Model model_;
+  std::vector<CoSOLayer> layers_;
+  std::vector<CoSOOther> others_;
+  double weight_decay_ = 0.0;
+  double lr_factor_ = 1.0;
+  nlohmann::json task_reports_ = nlohmann::json::array();
+};
+
+}  // namespace strata::continual
