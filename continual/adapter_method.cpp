@@ -1,5 +1,9 @@
 #include "continual/adapter_method.h"
 
+#include "subspaces/store.h"
+
+#include <filesystem>
+
 namespace strata::continual {
 
 std::vector<MethodOption> adapter_common_options() {
@@ -8,11 +12,14 @@ std::vector<MethodOption> adapter_common_options() {
        "layers to adapt: an inject glob over module paths ('blocks.*.attn.q|blocks.*.attn.v', 'fc*', '**'); "
        "auto = the method's per-architecture default"},
       {"train_head", "true", "keep the classification head 'head' trainable (base weights stay frozen)"},
+      {"store_factors", "true", "append each task's adapter factors to <run folder>/subspaces.h5"},
   };
 }
 
 AdapterMethod::AdapterMethod(const MethodConfig& config)
-    : target_option_(config.get_string("target")), train_head_(config.get_bool("train_head")) {
+    : target_option_(config.get_string("target")),
+      train_head_(config.get_bool("train_head")),
+      store_factors_(config.get_bool("store_factors")) {
   TORCH_CHECK(!target_option_.empty(), "strata::continual::AdapterMethod: option ", config.method(),
               ".target is empty (use 'auto' or a glob)");
 }
@@ -73,6 +80,38 @@ void AdapterMethod::record_task(int64_t task, nlohmann::json entry) {
   entry["trainable_adapter_parameters"] = start_adapter_params_;
   entry["trainable_head_parameters"] = start_head_params_;
   tasks_.push_back(std::move(entry));
+}
+
+void AdapterMethod::store_task_factors(
+    const TaskContext& ctx, const std::vector<std::pair<std::string, std::pair<torch::Tensor, torch::Tensor>>>& factors,
+    bool delta_basis) const {
+  if (!store_factors_ || ctx.run_dir.empty()) return;
+  torch::NoGradGuard no_grad;
+  std::map<std::string, subspaces::SubspaceRecord> records;
+  for (const auto& [layer, ab] : factors) {
+    const auto A = ab.first.detach().to(torch::kFloat32).contiguous();   // [k, n]
+    const auto B = ab.second.detach().to(torch::kFloat32).contiguous();  // [m, k]
+    if (A.size(0) == 0) continue;
+    // Aᵀ = Q R  =>  B·A = (B Rᵀ) Qᵀ; SVD of the small C = B Rᵀ [m, k'] gives B·A = U S (Q V)ᵀ.
+    auto [Q, R] = torch::linalg_qr(A.t());
+    const auto C = delta_basis ? B.matmul(R.t()) : R.t();
+    auto [U, S, Vh] = torch::linalg_svd(C, /*full_matrices=*/false);
+    subspaces::SubspaceRecord rec;
+    rec.basis = Q.matmul(Vh.t()).contiguous();  // [n, k'] orthonormal
+    rec.singular_values = S.contiguous();
+    rec.captured_energy = 1.0;
+    rec.threshold = 0.0;
+    rec.side = "input";
+    rec.method = name();
+    rec.extra["A"] = A;
+    rec.extra["B"] = B;
+    records[layer] = std::move(rec);
+  }
+  if (records.empty()) return;
+  auto store = subspaces::SubspaceStore::open_or_create((std::filesystem::path(ctx.run_dir) / "subspaces.h5").string());
+  const std::string task = "task_" + std::to_string(ctx.task_index);
+  if (store.has_task(task)) return;
+  store.put_task(task, records);
 }
 
 MethodState AdapterMethod::save() const {

@@ -21,6 +21,16 @@
 // "adapters/<layer>/<key>") plus the per-task report in meta; load() re-creates the adapters on the
 // model (attach() if needed) and loads that state, so the adapter parameter/buffer shapes (banks,
 // pruned ranks) match the version's model tensors the Runner copies in afterwards.
+//
+// Subspace store. With `store_factors` (default true) and a run folder (TaskContext::run_dir), every
+// task end appends the task's adapter factors to <run_dir>/subspaces.h5 (subspaces::SubspaceStore),
+// task "task_<t>" (0-based), one record per adapted layer, side "input", method = the method name:
+//   extra/A [k, n], extra/B [m, k] with the task's update (or atom bank slice) = B·A (scale folded in B)
+//   basis [n, k]: orthonormal input-side singular vectors of B·A (lora, olora, codyra: the merged or
+//                 banked ΔW) or of A alone (mora: the span of the task's keys), singular_values [k] sorted
+//   computed in factored form (QR of Aᵀ, SVD of a k-column matrix; never an n×n or m×n SVD).
+// Layers with k = 0 (CoDyRA: every rank pruned) get no record. A task already in the store (a resumed
+// run re-training the task it was killed in) is not written again: history is append-only.
 #include "adapters/inject.h"
 #include "continual/method.h"
 
@@ -59,6 +69,10 @@ class AdapterMethod : public Method {
                                                           const adapters::AdaptableLinearImpl& layer) = 0;
   /// Appends a per-task report entry; adds "task" and the counts measured by on_task_start().
   void record_task(int64_t task, nlohmann::json entry);
+  /// Per layer: (A [k, n], B [m, k]) of this task. Writes them as described above.
+  void store_task_factors(const TaskContext& ctx,
+                          const std::vector<std::pair<std::string, std::pair<torch::Tensor, torch::Tensor>>>& factors,
+                          bool delta_basis) const;
   /// Scalars parameters() counts for the optimizer (adapters only / adapters + head).
   int64_t trainable_adapter_parameters() const;
   int64_t trainable_head_parameters() const;
@@ -66,6 +80,7 @@ class AdapterMethod : public Method {
   Model model_;
   std::string target_option_, target_;
   bool train_head_ = true;
+  bool store_factors_ = true;
   std::vector<std::string> layers_;
   nlohmann::json tasks_ = nlohmann::json::array();
   int64_t start_adapter_params_ = 0, start_head_params_ = 0;

@@ -72,12 +72,15 @@ void CoDyRAMethod::after_step(StepContext& step) {
 void CoDyRAMethod::on_task_end(TaskContext& ctx) {
   nlohmann::json kept = nlohmann::json::object(), delta = nlohmann::json::object();
   int64_t total_rank = 0, total_kept = 0;
+  std::vector<std::pair<std::string, std::pair<torch::Tensor, torch::Tensor>>> factors;
   for (const auto& s : adapters::codyra_end_task(*model_)) {
+    if (s.A_gated.defined() && s.B.defined()) factors.push_back({s.name, {s.A_gated, s.B}});
     kept[s.name] = s.kept;
     delta[s.name] = s.delta_norm;
     total_rank += s.rank;
     total_kept += s.kept;
   }
+  store_task_factors(ctx, factors, /*delta_basis=*/true);  // the kept (merged) ranks only
   const int64_t N = schedule_.total_steps();
   record_task(ctx.task_index, {{"ranks_kept", kept},
                                {"delta_norm", delta},

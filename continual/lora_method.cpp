@@ -39,6 +39,10 @@ std::shared_ptr<adapters::Adapter> LoRAMethod::make_adapter(const std::string&, 
 }
 
 void LoRAMethod::on_task_end(TaskContext& ctx) {
+  std::vector<std::pair<std::string, std::pair<torch::Tensor, torch::Tensor>>> factors;
+  for (auto& [layer, a] : adapters::adapters_of<adapters::LoRAImpl>(*model_))
+    factors.push_back({layer, {a->A.detach().clone(), a->B.detach() * a->scaling()}});
+  store_task_factors(ctx, factors, /*delta_basis=*/true);
   nlohmann::json delta = nlohmann::json::object();
   for (const auto& [layer, norm] : adapters::lora_merge_and_reset(*model_)) delta[layer] = norm;
   record_task(ctx.task_index, {{"delta_norm", delta}});

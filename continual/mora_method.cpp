@@ -46,6 +46,10 @@ void MoRAMethod::on_task_start(TaskContext& ctx) {
 }
 
 void MoRAMethod::on_task_end(TaskContext& ctx) {
+  std::vector<std::pair<std::string, std::pair<torch::Tensor, torch::Tensor>>> factors;
+  for (auto& [layer, a] : adapters::adapters_of<adapters::MoRAImpl>(*model_))
+    factors.push_back({layer, {a->A_new.detach().clone(), a->B_new.detach() * a->options().scaling()}});
+  store_task_factors(ctx, factors, /*delta_basis=*/false);  // this task's atoms (keys A, values B)
   // Freeze this task's atoms now, so a version holds only the bank (the next task appends new ones).
   for (auto& [layer, a] : adapters::adapters_of<adapters::MoRAImpl>(*model_)) a->freeze_old_atoms();
 

@@ -40,11 +40,15 @@ torch::Tensor OLoRAMethod::extra_loss(StepContext&) {
 
 void OLoRAMethod::on_task_end(TaskContext& ctx) {
   nlohmann::json ortho = nlohmann::json::object(), bank = nlohmann::json::object();
+  std::vector<std::pair<std::string, std::pair<torch::Tensor, torch::Tensor>>> factors;
   {
     torch::NoGradGuard no_grad;
-    for (auto& [layer, a] : adapters::adapters_of<adapters::LoRAImpl>(*model_))
+    for (auto& [layer, a] : adapters::adapters_of<adapters::LoRAImpl>(*model_)) {
       ortho[layer] = a->orthogonality_penalty().item<double>();
+      factors.push_back({layer, {a->A.detach().clone(), a->B.detach() * a->scaling()}});
+    }
   }
+  store_task_factors(ctx, factors, /*delta_basis=*/true);
   adapters::olora_end_task(*model_);
   int64_t total = 0;
   for (auto& [layer, a] : adapters::adapters_of<adapters::LoRAImpl>(*model_)) {

@@ -4,6 +4,7 @@
 #include "continual/method.h"
 #include "continual/runner.h"
 #include "continual/trainer.h"
+#include "subspaces/store.h"
 #include "tasks/streams.h"
 
 #include <gtest/gtest.h>
@@ -55,6 +56,31 @@ inline torch::Tensor eval_logits(ModelImpl& model, const tasks::TaskStream& s, i
   auto out = model.forward(s.tasks.at(task).test.x.slice(0, 0, 64));
   model.train();
   return out;
+}
+
+/// A fresh empty folder for a TaskContext::run_dir.
+inline std::string fresh_dir(const std::string& name) {
+  namespace fs = std::filesystem;
+  auto d = fs::temp_directory_path() / ("strata_test_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d.string();
+}
+
+/// A subspaces.h5 record of adapter factors: extra B·A equals `update` [m, n], the basis is orthonormal
+/// with `rank` columns, and (delta_basis) it spans the input side of the update.
+inline void expect_factor_record(const subspaces::SubspaceRecord& r, const torch::Tensor& update, int64_t rank,
+                                 bool delta_basis = true) {
+  ASSERT_EQ(r.side, "input");
+  ASSERT_EQ(r.rank(), rank);
+  const auto& A = r.extra.at("A");
+  const auto& B = r.extra.at("B");
+  EXPECT_LT(max_abs_diff(B.matmul(A), update), 1e-5);
+  EXPECT_LT(max_abs_diff(r.basis.t().matmul(r.basis), torch::eye(rank)), 1e-4);
+  if (delta_basis) {
+    const auto off = update - update.matmul(r.basis).matmul(r.basis.t());
+    EXPECT_LT(off.abs().max().item<double>(), 1e-4 * std::max(1.0, update.abs().max().item<double>()));
+  }
 }
 
 /// Runs on_task_start + train_task for task t (no on_task_end).

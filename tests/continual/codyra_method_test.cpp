@@ -37,6 +37,7 @@ TEST(CoDyRAMethod, PrunesExactlyZeroedRanksAndMergeKeepsOutputs) {
   const auto before = base_snapshot(*model);
   auto train = fast_train().epochs(6);
   TaskContext ctx{model, &s, 0, &train};
+  ctx.run_dir = fresh_dir("codyra_store");
   train_without_end(*m, ctx, train);
   auto* cm = dynamic_cast<CoDyRAMethod*>(m.get());
   EXPECT_EQ(cm->schedule().total_steps(), 6 * ((s.tasks[0].train.size() + 15) / 16));
@@ -64,6 +65,12 @@ TEST(CoDyRAMethod, PrunesExactlyZeroedRanksAndMergeKeepsOutputs) {
     EXPECT_LT(max_abs_diff(layer->weight, before.at(name + ".weight") + delta[name]), 1e-6) << name;
   }
   EXPECT_EQ(rep["kept_total"].get<int64_t>(), total_nonzero);
+  // Only the kept ranks are stored; a layer with every rank pruned has no record.
+  auto store = strata::subspaces::SubspaceStore::open(ctx.run_dir + "/subspaces.h5");
+  for (const auto& [name, n] : nonzero) {
+    ASSERT_EQ(store.has("task_0", name), n > 0) << name;
+    if (n > 0) expect_factor_record(store.get("task_0", name), delta[name], n);
+  }
   EXPECT_TRUE(rep["shrinkage"].get<bool>());
   EXPECT_DOUBLE_EQ(rep["final_kappa"].get<double>(), 0.03);
   // Fresh full-rank adapters for the next task.

@@ -18,6 +18,7 @@ TEST(MoRAMethod, AtomsPerTaskFrozenBankAndTopK) {
   const auto before = base_snapshot(*model);
   auto train = fast_train();
   TaskContext ctx{model, &s, 0, &train};
+  ctx.run_dir = fresh_dir("mora_store");
   train_without_end(*m, ctx, train);
   for (auto& [name, a] : ad::adapters_of<ad::MoRAImpl>(*model)) {
     EXPECT_EQ(a->new_atoms(), 4) << name;
@@ -29,6 +30,18 @@ TEST(MoRAMethod, AtomsPerTaskFrozenBankAndTopK) {
     EXPECT_EQ(a->bank_atoms(), 4) << name;
     EXPECT_EQ(a->new_atoms(), 0) << name;
     bank[name] = a->B_old.clone();
+  }
+  {
+    // Task 1's atoms are in the store: keys A [4, n], values B [m, 4]; basis = span of the keys.
+    auto store = strata::subspaces::SubspaceStore::open(ctx.run_dir + "/subspaces.h5");
+    auto q = ad::adapters_of<ad::MoRAImpl>(*model)[0].second;
+    const auto rec = store.get("task_0", "blocks.0.attn.q");
+    EXPECT_EQ(rec.method, "mora");
+    EXPECT_EQ(max_abs_diff(rec.extra.at("A"), q->A_old), 0);
+    EXPECT_EQ(max_abs_diff(rec.extra.at("B"), q->B_old), 0);
+    expect_factor_record(rec, q->B_old.matmul(q->A_old), 4, /*delta_basis=*/false);
+    const auto keys = q->A_old - q->A_old.matmul(rec.basis).matmul(rec.basis.t());
+    EXPECT_LT(keys.abs().max().item<double>(), 1e-5);
   }
   ctx.task_index = 1;
   m->on_task_start(ctx);
