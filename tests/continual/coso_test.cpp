@@ -273,3 +273,33 @@ TEST(CoSO, RunnerSyntheticLearnsAndForgetsLessThanNaive) {
   EXPECT_GT(rec.rank(), 0);
   fs::remove_all(root);
 }
+
+TEST(CoSO, ResumeAfterLastVersionLossMatchesUninterruptedRun) {
+  auto root = fs::temp_directory_path() / ("strata_test_coso_resume_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  RunConfig c;
+  c.out = root.string();
+  c.name = "full";
+  c.quiet = true;
+  c.stream.name("synthetic").num_tasks(3).seed(5);
+  c.model.hidden({32});
+  c.train.batch_size(32).epochs(1).seed(5);
+  c.method = MethodConfig("coso", {{"lr", "1e-2"}, {"r1", "4"}, {"r2", "8"}});
+  Runner full(c);
+  full.run();
+  // A crash after task 3's subspaces.h5 record but before its version: resume redoes task 3 from
+  // v001 (method state: M, counters) and keeps the existing store record.
+  fs::copy(root / "full", root / "cut", fs::copy_options::recursive);
+  fs::remove(root / "cut" / "versions" / "v002.h5");
+  RunConfig c2 = read_run_config((root / "cut" / "config.ini").string());
+  c2.out = root.string();
+  c2.name = "cut";
+  c2.quiet = true;
+  Runner cut(c2);
+  cut.resume();
+  EXPECT_TRUE(torch::equal(full.accuracy_matrix(), cut.accuracy_matrix()));
+  auto& a = dynamic_cast<CoSO&>(full.method());
+  auto& b = dynamic_cast<CoSO&>(cut.method());
+  for (size_t i = 0; i < a.layers().size(); ++i) EXPECT_TRUE(torch::equal(a.layers()[i].M, b.layers()[i].M));
+  fs::remove_all(root);
+}
