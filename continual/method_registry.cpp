@@ -8,6 +8,7 @@
 #include "continual/mora_method.h"
 #include "continual/naive.h"
 #include "continual/olora_method.h"
+#include "continual/osft.h"
 
 namespace strata::continual {
 
@@ -30,6 +31,8 @@ MethodRegistry build() {
          mora_options(), [](const MethodConfig& c) { return std::make_unique<MoRAMethod>(c); }});
   r.add({"coso", "CoSO: full-weight Adam in a low-rank gradient subspace orthogonal (output side) to earlier tasks' FD-sketched subspaces",
          coso_options(), [](const MethodConfig& c) { return std::make_unique<CoSO>(c); }});
+  r.add({"osft", "OSFT: adaptive weight SVD per task, top-k singular directions frozen, the rest trained (projected)",
+         osft_options(), [](const MethodConfig& c) { return std::make_unique<OSFTMethod>(c); }});
   return r;
 }
 }  // namespace

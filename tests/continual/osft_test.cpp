@@ -1,0 +1,239 @@
+// OSFT (methods.md §6): frozen singular directions stay fixed under AdamW, a fully frozen layer is
+// untouched, the importance rule, exact mid-task save/load, and a short Runner run that learns.
+#include "continual/osft.h"
+#include "continual/runner.h"
+#include "subspaces/store.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+namespace fs = std::filesystem;
+using namespace strata::continual;
+
+namespace {
+
+// Two tasks of random 8x8 images, 4 classes, labels from a fixed random linear teacher per task.
+strata::tasks::TaskStream tiny_stream(int64_t n = 96) {
+  strata::tasks::TaskStream s;
+  s.name = "tiny";
+  s.num_classes = 4;
+  s.input_shape = {1, 8, 8};
+  torch::manual_seed(11);
+  for (int64_t t = 0; t < 2; ++t) {
+    strata::tasks::Task task;
+    task.index = t;
+    task.name = "t" + std::to_string(t);
+    task.classes = {0, 1, 2, 3};
+    auto x = torch::randn({n, 1, 8, 8});
+    auto teacher = torch::randn({64, 4});
+    task.train.x = x;
+    task.train.y = x.flatten(1).mm(teacher).argmax(1);
+    task.train.ids = torch::arange(n);
+    task.train.task = torch::full({n}, t, torch::kInt64);
+    s.tasks.push_back(task);
+  }
+  return s;
+}
+
+Model tiny_model(uint64_t seed = 0) {
+  torch::manual_seed(seed);
+  return make_model(ModelOptions().input_shape({1, 8, 8}).hidden({24, 16}).num_classes(4));
+}
+
+std::unique_ptr<Method> make_osft(std::map<std::string, std::string> opts) {
+  opts.emplace("store", "none");
+  return builtin_methods().make(MethodConfig("osft", opts));
+}
+
+// One Trainer-style step on rows [s, s+bs) of the task's training split.
+void step(Method& m, TaskContext& ctx, torch::optim::Optimizer& opt, int64_t s, int64_t bs = 16) {
+  StepContext sc;
+  sc.task = &ctx;
+  const auto& tr = ctx.task().train;
+  sc.x = tr.x.slice(0, s, s + bs);
+  sc.y = tr.y.slice(0, s, s + bs);
+  sc.logits = ctx.model->forward(sc.x);
+  sc.loss = torch::nn::functional::cross_entropy(sc.logits, sc.y);
+  opt.zero_grad();
+  sc.loss.backward();
+  m.after_backward(sc);
+  opt.step();
+  m.after_step(sc);
+}
+
+std::vector<torch::Tensor> trainable(const Model& model) {
+  std::vector<torch::Tensor> p;
+  for (auto& t : model->parameters())
+    if (t.requires_grad()) p.push_back(t);
+  return p;
+}
+
+torch::Tensor weight_of(const Model& model, const std::string& name) {
+  for (auto& [n, l] : model->linear_layers())
+    if (n == name) return l->weight;
+  return {};
+}
+
+double rel(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.norm() / b.norm().clamp_min(1e-30)).item<double>();
+}
+
+}  // namespace
+
+TEST(OSFT, FrozenSingularDirectionsDoNotMoveUnderAdamW) {
+  auto stream = tiny_stream();
+  auto model = tiny_model();
+  auto m = make_osft({{"rank_rule", "fixed"}, {"fraction", "0.5"}});
+  TaskContext ctx;
+  ctx.model = model;
+  ctx.stream = &stream;
+  ctx.task_index = 1;
+  std::map<std::string, torch::Tensor> start;
+  for (auto& [n, l] : model->linear_layers()) start[n] = l->weight.detach().clone();
+  m->on_task_start(ctx);
+  auto opt = torch::optim::AdamW(trainable(model), torch::optim::AdamWOptions(1e-2).weight_decay(0.1));
+  for (int i = 0; i < 6; ++i) step(*m, ctx, opt, 16 * i);
+
+  for (const char* name : {"fc1", "fc2"}) {
+    const auto W0 = start[name];
+    const auto W1 = weight_of(model, name).detach();
+    const int64_t R = std::min(W0.size(0), W0.size(1)), k = R / 2;
+    // Independent SVD of the start weight (not the method's bases).
+    auto [U, S, Vh] = torch::linalg_svd(W0.to(torch::kFloat64), false);
+    auto Uk = U.slice(1, 0, k), Vk = Vh.slice(0, 0, k).t();
+    const auto dW = (W1 - W0).to(torch::kFloat64);
+    ASSERT_GT(dW.norm().item<double>(), 1e-3) << name << " did not train";
+    EXPECT_LT(rel(Uk.t().mm(dW), dW), 1e-4) << name;
+    EXPECT_LT(rel(dW.mm(Vk), dW), 1e-4) << name;
+    // The frozen triplets stay singular triplets of W: Uₖᵀ W Vₖ = diag(σₖ) before and after (the
+    // trainable part may grow past σₖ, so "the top-k of W" is not the invariant).
+    const auto D1 = Uk.t().mm(W1.to(torch::kFloat64)).mm(Vk);
+    EXPECT_LT(rel(D1 - torch::diag(S.slice(0, 0, k)), S.slice(0, 0, k)), 1e-5) << name;
+    EXPECT_EQ(m->report()["tasks"][0]["layers"][name]["k"].get<int64_t>(), k);
+  }
+  // The head is not decomposed and trains freely.
+  EXPECT_GT((weight_of(model, "head") - start["head"]).norm().item<double>(), 1e-3);
+}
+
+TEST(OSFT, FullyFrozenLayerIsUntouched) {
+  auto stream = tiny_stream();
+  auto model = tiny_model(1);
+  // fc1 [24, 64] fully frozen (k = R = 24); fc2 trains without constraint in this run.
+  auto m = make_osft({{"rank_rule", "fixed"}, {"fraction", "1"}, {"target", "fc1"}});
+  TaskContext ctx;
+  ctx.model = model;
+  ctx.stream = &stream;
+  ctx.task_index = 1;
+  const auto W0 = weight_of(model, "fc1").detach().clone();
+  const auto F0 = weight_of(model, "fc2").detach().clone();
+  m->on_task_start(ctx);
+  EXPECT_EQ(m->report()["tasks"][0]["layers"]["fc1"]["k"].get<int64_t>(), 24);
+  auto opt = torch::optim::AdamW(trainable(model), torch::optim::AdamWOptions(1e-2).weight_decay(0.1));
+  for (int i = 0; i < 4; ++i) step(*m, ctx, opt, 16 * i);
+  EXPECT_LT(rel(weight_of(model, "fc1").detach() - W0, W0), 1e-5);
+  // fc2 is not a target here and task 1 is not the first task: frozen as a non-target parameter.
+  EXPECT_TRUE(torch::equal(weight_of(model, "fc2").detach(), F0));
+}
+
+TEST(OSFT, ImportanceRuleOnHandMadeActivations) {
+  auto x = torch::rand({50, 6});
+  EXPECT_NEAR(osft_layer_importance(x, torch::eye(6)), 1.0, 1e-6);
+  EXPECT_NEAR(osft_layer_importance(x, -torch::eye(6)), -1.0, 1e-6);
+  torch::manual_seed(2);
+  EXPECT_LT(osft_layer_importance(x, torch::randn({6, 6})), 0.9);
+  // Non-square: the first min(m, n) coordinates; W = [I 0] passes them through unchanged.
+  EXPECT_NEAR(osft_layer_importance(x, torch::eye(6).slice(0, 0, 4)), 1.0, 1e-6);
+
+  // I = {1.0, 0.5}: mean 0.75, I_n = {4/3, 2/3}; r = 0.1 + I_n * 0.7 = {1.033, 0.567}; R = 10.
+  auto k = osft_importance_ranks({1.0, 0.5}, {10, 10}, 0.1, 0.8);
+  EXPECT_EQ(k, (std::vector<int64_t>{9, 5}));  // 10.33 clamps to R - 1 = 9
+  // Equal importance = every layer at trr.
+  EXPECT_EQ(osft_importance_ranks({0.3, 0.3}, {10, 20}, 0.1, 0.8), (std::vector<int64_t>{8, 16}));
+  // No usable signal (mean <= 0): average layer.
+  EXPECT_EQ(osft_importance_ranks({-0.2, 0.1}, {10, 10}, 0.1, 0.5), (std::vector<int64_t>{5, 5}));
+
+  // Through the method: fc2 = identity (a pass-through layer on non-negative ReLU inputs) is
+  // protected more than a random fc1.
+  auto stream = tiny_stream();
+  auto model = make_model(ModelOptions().input_shape({1, 8, 8}).hidden({16, 16}).num_classes(4));
+  {
+    torch::NoGradGuard g;
+    weight_of(model, "fc2").copy_(torch::eye(16));
+  }
+  auto m = make_osft({});
+  TaskContext ctx;
+  ctx.model = model;
+  ctx.stream = &stream;
+  ctx.task_index = 1;
+  m->on_task_start(ctx);
+  auto rep = m->report()["tasks"][0]["layers"];
+  EXPECT_NEAR(rep["fc2"]["importance"].get<double>(), 1.0, 1e-5);
+  EXPECT_LT(rep["fc1"]["importance"].get<double>(), 0.9);
+  EXPECT_GT(rep["fc2"]["k"].get<int64_t>(), rep["fc1"]["k"].get<int64_t>());
+  // Task 0 is plain full fine-tuning.
+  ctx.task_index = 0;
+  m->on_task_start(ctx);
+  EXPECT_EQ(m->report()["tasks"][1]["layers"]["fc2"]["k"].get<int64_t>(), 0);
+}
+
+TEST(OSFT, SaveLoadMidTaskReproducesTheNextStep) {
+  auto stream = tiny_stream();
+  auto a = tiny_model(3);
+  auto ma = make_osft({{"rank_rule", "importance"}});
+  TaskContext ca;
+  ca.model = a;
+  ca.stream = &stream;
+  ca.task_index = 1;
+  ma->on_task_start(ca);
+  torch::optim::SGD opt_a(trainable(a), torch::optim::SGDOptions(0.1));
+  for (int i = 0; i < 3; ++i) step(*ma, ca, opt_a, 16 * i);
+
+  // Fresh model (different init) and fresh method; copy the parameters, load the method state.
+  auto b = tiny_model(99);
+  {
+    torch::NoGradGuard g;
+    auto pa = a->named_parameters(), pb = b->named_parameters();
+    for (const auto& p : pa) pb[p.key()].copy_(p.value());
+  }
+  auto mb = make_osft({{"rank_rule", "importance"}});
+  mb->load(ma->save(), b);
+  TaskContext cb = ca;
+  cb.model = b;
+  torch::optim::SGD opt_b(trainable(b), torch::optim::SGDOptions(0.1));
+  ASSERT_EQ(trainable(a).size(), trainable(b).size());
+  step(*ma, ca, opt_a, 48);
+  step(*mb, cb, opt_b, 48);
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  for (const auto& p : pa) EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
+  EXPECT_EQ(ma->report(), mb->report());
+}
+
+TEST(OSFT, RunnerOnSyntheticLearnsAndStoresBases) {
+  auto dir = fs::temp_directory_path() / ("strata_test_osft_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  RunConfig c;
+  c.out = dir.string();
+  c.name = "run";
+  c.quiet = true;
+  c.stream.name("synthetic").num_tasks(3).seed(3);
+  c.model.hidden({32});
+  c.train.lr(0.05).batch_size(16).epochs(4).seed(7);
+  c.method = MethodConfig("osft", {{"rank_rule", "importance"}});
+  Runner runner(c);
+  auto m = runner.run();
+  const auto& R = runner.accuracy_matrix();
+  // Chance is 0.25. Later tasks train only the unprotected directions (k = 0.8 R of the single
+  // target layer here), so they learn less than naive fine-tuning would (≈ 0.8).
+  EXPECT_GT(R[0][0].item<double>(), 0.6);
+  for (int64_t t = 1; t < 3; ++t) EXPECT_GT(R[t][t].item<double>(), 0.45) << "task " << t;
+  EXPECT_GT(m.acc, 0.3);
+  auto store = strata::subspaces::SubspaceStore::open((dir / "run" / "subspaces.h5").string());
+  EXPECT_EQ(store.tasks(), (std::vector<std::string>{"task_1", "task_2"}));
+  auto rec = store.get("task_1", "fc1");
+  EXPECT_EQ(rec.method, "osft");
+  EXPECT_EQ(rec.basis.size(1), rec.extra.at("U_h").size(1));
+  EXPECT_LT((rec.basis.t().mm(rec.basis) - torch::eye(rec.rank())).abs().max().item<double>(), 1e-4);
+  fs::remove_all(dir);
+}
