@@ -9,6 +9,7 @@
 
 namespace fs = std::filesystem;
 using namespace strata::continual;
+namespace tasks = strata::tasks;
 
 namespace {
 
