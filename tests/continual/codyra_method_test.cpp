@@ -76,6 +76,7 @@ TEST(CoDyRAMethod, PrunesExactlyZeroedRanksAndMergeKeepsOutputs) {
   // Fresh full-rank adapters for the next task.
   for (auto& [name, a] : ad::adapters_of<ad::CoDyRAImpl>(*model)) EXPECT_EQ(a->rank(), 8);
   expect_round_trip("codyra", opts, *m, model, s, false);
+  std::filesystem::remove_all(ctx.run_dir);
 }
 
 TEST(CoDyRAMethod, ShortTaskHasNoShrinkage) {

@@ -85,6 +85,7 @@ TEST(LoRAMethod, BaseFrozenDuringTaskAndMergeKeepsOutputs) {
   ASSERT_EQ(rep["tasks"].size(), 1u);
   EXPECT_NEAR(rep["tasks"][0]["delta_norm"]["fc1"].get<double>(), delta.norm().item<double>(), 1e-4);
   expect_round_trip("lora", {{"rank", "4"}, {"dropout", "0"}}, *m, model, s, false);
+  std::filesystem::remove_all(ctx.run_dir);
 }
 
 TEST(LoRAMethod, RunnerLearnsSyntheticStream) {

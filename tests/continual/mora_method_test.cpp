@@ -87,6 +87,7 @@ TEST(MoRAMethod, AtomsPerTaskFrozenBankAndTopK) {
   ASSERT_EQ(act["task_share"].size(), 2u);
   EXPECT_NEAR(act["task_share"][0].get<double>() + act["task_share"][1].get<double>(), 1.0, 1e-9);
   expect_round_trip("mora", opts, *m, model, s, true);
+  std::filesystem::remove_all(ctx.run_dir);
 }
 
 TEST(MoRAMethod, RunnerLearnsSyntheticStream) {
