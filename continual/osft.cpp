@@ -1,5 +1,7 @@
 #include "continual/osft.h"
 
+#include "continual/trainer.h"
+
 #include "subspaces/basis.h"
 #include "subspaces/store.h"
 #include "subspaces/svd.h"
@@ -238,7 +240,12 @@ void OSFTMethod::write_store(const TaskContext& ctx) const {
   store.put_task(task, records);
 }
 
-void OSFTMethod::after_backward(StepContext&) {
+void OSFTMethod::after_backward(StepContext& sc) {
+  // With stateless plain SGD the step is linear in G and after_step re-projects W, so projecting
+  // G first gives the same weights (P is linear and idempotent); skip the O(mnk) work. Stateful
+  // optimizers (momentum, Adam moments) need the projected gradient in their state.
+  const TrainOptions* o = sc.task ? sc.task->train : nullptr;
+  if (o && o->optimizer() == "sgd" && o->momentum() == 0) return;
   torch::NoGradGuard no_grad;
   for (auto& l : layers_) {
     if (l.k == 0) continue;
@@ -254,8 +261,14 @@ void OSFTMethod::after_step(StepContext&) {
     if (l.k == 0) continue;
     auto& W = l.layer->weight;
     // W_start + P(W − W_start) = P(W) + U_h diag(σ_h) V_hᵀ, since W_start − P(W_start) is exactly
-    // the frozen top-k part of W_start's SVD.
-    W.copy_(subspaces::project_out_both(W, l.U, l.V).addmm_(l.U * l.S, l.V.t()));
+    // the frozen top-k part of W_start's SVD. With A = U_hᵀW, B = W V_h, C = A V_h:
+    //   P(W) + U_h σ_h V_hᵀ = W − U_h A − (B − U_h (C + diag σ_h)) V_hᵀ   (four O(mnk) products).
+    const auto A = torch::mm(l.U.t(), W);
+    auto B = torch::mm(W, l.V);
+    auto C = torch::mm(A, l.V);
+    C.diagonal().add_(l.S);
+    B.sub_(torch::mm(l.U, C));
+    W.sub_(torch::mm(l.U, A)).sub_(torch::mm(B, l.V.t()));
   }
 }
 

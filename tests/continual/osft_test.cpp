@@ -237,3 +237,26 @@ TEST(OSFT, RunnerOnSyntheticLearnsAndStoresBases) {
   EXPECT_LT((rec.basis.t().mm(rec.basis) - torch::eye(rec.rank())).abs().max().item<double>(), 1e-4);
   fs::remove_all(dir);
 }
+
+TEST(OSFT, PlainSgdSkipsTheRedundantGradientProjection) {
+  // ctx.train = plain SGD: after_backward skips the projection; the re-projection after the step
+  // must give the same weights as projecting the gradient too (no TrainOptions = always project).
+  auto stream = tiny_stream();
+  TrainOptions sgd;
+  sgd.optimizer("sgd").momentum(0).weight_decay(0.01);
+  Model models[2] = {tiny_model(5), tiny_model(5)};
+  for (int v = 0; v < 2; ++v) {
+    auto m = make_osft({{"rank_rule", "fixed"}, {"fraction", "0.5"}});
+    TaskContext ctx;
+    ctx.model = models[v];
+    ctx.stream = &stream;
+    ctx.task_index = 1;
+    ctx.train = v == 0 ? &sgd : nullptr;
+    m->on_task_start(ctx);
+    torch::optim::SGD opt(trainable(models[v]), torch::optim::SGDOptions(0.1).weight_decay(0.01));
+    for (int i = 0; i < 4; ++i) step(*m, ctx, opt, 16 * i);
+  }
+  auto a = weight_of(models[0], "fc1"), b = weight_of(models[1], "fc1");
+  EXPECT_LT(rel(a - b, b), 1e-5);
+  EXPECT_FALSE(torch::equal(a, weight_of(tiny_model(5), "fc1")));
+}
