@@ -46,6 +46,7 @@ void RunConfig::validate() const {
   TORCH_CHECK(name.find('/') == std::string::npos, "option --name: '", name, "' must not contain '/'");
   stream.validate();
   train.validate();
+  compat.validate();
   TORCH_CHECK(builtin_methods().has(method.method()), "unknown method '", method.method(), "' (valid: ", [] {
     std::string s;
     for (const auto& n : builtin_methods().names()) s += (s.empty() ? "" : ", ") + n;
@@ -95,13 +96,23 @@ po::options_description run_options() {
       ("batch-size", po::value<int64_t>()->default_value(d.train.batch_size()), "training batch size")
       ("epochs", po::value<int64_t>()->default_value(d.train.epochs()), "epochs per task")
       ("eval-batch-size", po::value<int64_t>()->default_value(d.train.eval_batch_size()), "evaluation batch size");
+  po::options_description compat_opts("Compatibility-aware training against the previous version (compat.md 6.6)");
+  compat_opts.add_options()
+      ("compat", po::value<std::string>()->default_value("none"), "none | focal | muscle (works with any --method)")
+      ("compat-alpha", po::value<double>()->default_value(d.compat.loss().alpha()), "focal: weight of every sample")
+      ("compat-beta", po::value<double>()->default_value(d.compat.loss().beta()), "focal: extra weight where the old version is right (0 = plain KD)")
+      ("compat-temperature", po::value<double>()->default_value(d.compat.loss().temperature()), "softmax temperature (0 = mode default: focal 100, muscle 2)")
+      ("compat-weight", po::value<double>()->default_value(d.compat.loss().weight()), "lambda: focal CE + lambda*FD; muscle lambda*L_mcomp + (1-lambda)*CE")
+      ("compat-distance", po::value<std::string>()->default_value("kl"), "focal distance: kl | l2")
+      ("compat-drop-new-classes", po::value<bool>()->default_value(d.compat.loss().drop_new_class_samples()), "focal: drop samples whose class the old version never saw (else weight alpha on the old columns)")
+      ("compat-epochs", po::value<int64_t>()->default_value(d.compat.stage2_epochs()), "muscle: stage-2 epochs (0 = --epochs)");
   po::options_description methods("Method options (--METHOD.KEY, or KEY in an INI section [METHOD])");
   for (const auto& name : builtin_methods().names())
     for (const auto& o : builtin_methods().get(name).options)
       methods.add_options()((name + "." + o.key).c_str(), po::value<std::string>()->default_value(o.default_value),
                             o.help.c_str());
   po::options_description all;
-  all.add(run).add(data).add(model).add(train).add(methods);
+  all.add(run).add(data).add(model).add(train).add(compat_opts).add(methods);
   return all;
 }
 
@@ -140,6 +151,19 @@ RunConfig from_variables(const po::variables_map& vm) {
       .epochs(vm["epochs"].as<int64_t>())
       .seed(seed)
       .eval_batch_size(vm["eval-batch-size"].as<int64_t>());
+  {
+    const std::string dist = vm["compat-distance"].as<std::string>();
+    TORCH_CHECK(dist == "kl" || dist == "l2", "option --compat-distance: '", dist, "' (valid: kl, l2)");
+    c.compat.loss(compat::CompatTrainOptions()
+                      .mode(compat::compat_mode_from_string(vm["compat"].as<std::string>()))
+                      .alpha(vm["compat-alpha"].as<double>())
+                      .beta(vm["compat-beta"].as<double>())
+                      .temperature(vm["compat-temperature"].as<double>())
+                      .weight(vm["compat-weight"].as<double>())
+                      .distance(dist == "kl" ? compat::DistillDistance::kKL : compat::DistillDistance::kL2)
+                      .drop_new_class_samples(vm["compat-drop-new-classes"].as<bool>()));
+    c.compat.stage2_epochs(vm["compat-epochs"].as<int64_t>());
+  }
   const std::string method = vm["method"].as<std::string>();
   std::map<std::string, std::string> values;
   if (builtin_methods().has(method))
@@ -197,6 +221,15 @@ std::string RunConfig::to_ini() const {
     << "\nmomentum = " << train.momentum() << "\nweight-decay = " << train.weight_decay()
     << "\nbatch-size = " << train.batch_size() << "\nepochs = " << train.epochs()
     << "\neval-batch-size = " << train.eval_batch_size() << "\n";
+  {
+    const auto& l = compat.loss();
+    o << "\n# compatibility-aware training\ncompat = " << compat::to_string(l.mode()) << "\ncompat-alpha = " << l.alpha()
+      << "\ncompat-beta = " << l.beta() << "\ncompat-temperature = " << l.temperature()
+      << "\ncompat-weight = " << l.weight()
+      << "\ncompat-distance = " << (l.distance() == compat::DistillDistance::kKL ? "kl" : "l2")
+      << "\ncompat-drop-new-classes = " << (l.drop_new_class_samples() ? 1 : 0)
+      << "\ncompat-epochs = " << compat.stage2_epochs() << "\n";
+  }
   if (!method.values().empty()) {
     o << "\n[" << method.method() << "]\n";
     for (const auto& [k, v] : method.values()) o << k << " = " << v << "\n";

@@ -2,6 +2,7 @@
 // The run configuration: every option of `strata train`, settable on the command line or in an
 // INI file (Boost.Program_options). General options are top-level INI keys ("lr = 0.01");
 // a method's options live in a section named after it ("[gpm]" / "--gpm.threshold").
+#include "continual/compat_training.h"
 #include "continual/method.h"
 #include "continual/models.h"
 #include "continual/trainer.h"
@@ -22,6 +23,8 @@ struct RunConfig {
   tasks::StreamOptions stream;
   ModelOptions model;
   TrainOptions train;
+  /// --compat none|focal|muscle and its --compat-* options (compat_training.h).
+  CompatTrainingOptions compat;
   MethodConfig method{"naive", {}};
 
   std::string run_dir() const;

@@ -1,5 +1,7 @@
 #include "continual/runner.h"
 
+#include "continual/compat_metrics.h"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -46,7 +48,8 @@ Runner::Runner(RunConfig config) : config_(std::move(config)) {
   stream_ = tasks::make_stream(config_.stream);
   config_.model.input_shape(stream_.input_shape).num_classes(stream_.num_classes);
   model_ = make_model(config_.model);
-  method_ = builtin_methods().make(config_.method);
+  // --compat wraps the method (every hook forwarded), so any method can train compatibly.
+  method_ = with_compat_training(builtin_methods().make(config_.method), config_.compat);
   const int64_t T = stream_.size();
   R_ = torch::zeros({T, T}, torch::kFloat64);
   b_ = torch::zeros({T}, torch::kFloat64);
@@ -257,6 +260,14 @@ ClMetrics Runner::train_tasks(int64_t first) {
     TaskResult result;
     result.task = t;
     const auto t0 = std::chrono::steady_clock::now();
+    if (auto* cm = dynamic_cast<CompatMethod*>(method_.get()))
+      cm->on_stage2_epoch = [&](const EpochStats& s) {  // MUSCLE stage 2: more rows of the same task
+        append_metrics_csv(s);
+        std::ostringstream line;
+        line << std::fixed << std::setprecision(4) << "task " << t + 1 << "/" << stream_.size()
+             << " compat stage 2, epoch " << s.epoch + 1 << "  loss " << s.loss;
+        log(line.str());
+      };
     method_->on_task_start(ctx);
     auto last_print = std::chrono::steady_clock::now();
     int64_t examples = 0;
@@ -295,6 +306,7 @@ ClMetrics Runner::train_tasks(int64_t first) {
     checkpoints::write_version(checkpoints::version_path(dir_, t), snapshot(t));
     store_predictions(t, result);
     checkpoints::write_predictions(dir_ + "/predictions.h5", predictions_);
+    write_compat_plots(dir_, predictions_);
     if (on_task_done) on_task_done(result);
     write_report(t + 1);
     std::ostringstream line;
@@ -363,6 +375,12 @@ void Runner::write_report(int64_t stages_done) const {
   }
   r["model"] = {{"arch", config_.model.arch()}, {"parameters", n_params}, {"trainable_parameters", n_trainable}};
   r["method_report"] = method_->report();
+  // Flips between consecutive versions and the version x version NFR matrix (conventions inside).
+  r["compat"] = compat_section(predictions_);
+  r["compat"]["training"] = config_.compat.loss().mode() == compat::CompatMode::kNone
+                                ? nlohmann::json("none")
+                                : method_->report().value("compat_training", nlohmann::json());
+  r["compat"]["plots"] = {{"nfr_heatmap", "plots/nfr_heatmap.svg"}, {"flips_per_task", "plots/flips_per_task_vNNN.svg (NNN = new version; tasks 0..NNN)"}};
   write_file_atomic(dir_ + "/report.json", r.dump(2) + "\n");
 }
 

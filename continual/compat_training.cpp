@@ -1,0 +1,197 @@
+#include "continual/compat_training.h"
+
+#include <cmath>
+
+namespace strata::continual {
+
+void CompatTrainingOptions::validate() const {
+  const auto& l = loss_;
+  TORCH_CHECK(std::isfinite(l.alpha()) && l.alpha() >= 0, "option --compat-alpha: must be >= 0, got ", l.alpha());
+  TORCH_CHECK(std::isfinite(l.beta()) && l.beta() >= 0, "option --compat-beta: must be >= 0, got ", l.beta());
+  TORCH_CHECK(std::isfinite(l.temperature()), "option --compat-temperature: must be finite, got ", l.temperature());
+  TORCH_CHECK(std::isfinite(l.weight()) && l.weight() >= 0, "option --compat-weight: must be >= 0, got ", l.weight());
+  TORCH_CHECK(l.mode() != compat::CompatMode::kMuscle || l.weight() <= 1.0,
+              "option --compat-weight: MUSCLE's lambda must be in [0, 1], got ", l.weight());
+  TORCH_CHECK(stage2_epochs_ >= 0, "option --compat-epochs: must be >= 0, got ", stage2_epochs_);
+}
+
+torch::Tensor model_logits(ModelImpl& model, const torch::Tensor& x, int64_t batch_size) {
+  TORCH_CHECK(batch_size > 0, "strata::continual::model_logits(): batch_size must be > 0, got ", batch_size);
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  std::vector<torch::Tensor> parts;
+  for (int64_t s = 0; s < x.size(0); s += batch_size)
+    parts.push_back(model.forward(x.slice(0, s, std::min(x.size(0), s + batch_size))).to(torch::kFloat32));
+  if (was_training) model.train();
+  return parts.empty() ? torch::empty({0, 0}) : torch::cat(parts).contiguous();
+}
+
+CompatMethod::CompatMethod(std::unique_ptr<Method> inner, CompatTrainingOptions options)
+    : inner_(std::move(inner)), options_(std::move(options)) {
+  TORCH_CHECK(inner_, "strata::continual::CompatMethod: no inner method");
+  options_.validate();
+}
+
+namespace {
+int64_t eval_batch(const TaskContext& ctx) { return ctx.train ? ctx.train->eval_batch_size() : 1000; }
+}  // namespace
+
+void CompatMethod::on_task_start(TaskContext& ctx) {
+  ref_logits_ = new_logits_ = known_columns_ = data_ids_ = torch::Tensor();
+  stage2_ = false;
+  compat_sum_ = 0;
+  compat_steps_ = 0;
+  current_ = {{"task", ctx.task_index}};
+  const auto mode = options_.loss().mode();
+  if (mode != compat::CompatMode::kNone && ctx.task_index >= 1) {
+    // Before the inner hook: the model is exactly the stored previous version here (adapter methods
+    // may add or merge modules in on_task_start).
+    const tasks::Split data = inner_->training_data(ctx);
+    ref_logits_ = model_logits(*ctx.model, data.x, eval_batch(ctx));
+    data_ids_ = data.ids;
+    const auto& stream = *ctx.stream;
+    // Columns the reference was trained on: the union of the allowed logits of tasks 0..t-1 at stage t-1.
+    const torch::Tensor known = stream.logit_mask(ctx.task_index - 1).slice(0, 0, ctx.task_index).any(0);
+    known_columns_ = known.nonzero().flatten().to(torch::kInt64);
+    const torch::Tensor ref_pred = known_columns_.index_select(0, ref_logits_.index_select(1, known_columns_).argmax(1));
+    current_["reference_train_acc"] = ref_pred.eq(data.y).to(torch::kFloat64).mean().item<double>();
+    current_["known_classes"] = known_columns_.size(0);
+    current_["known_label_fraction"] = known.index_select(0, data.y).to(torch::kFloat64).mean().item<double>();
+  }
+  inner_->on_task_start(ctx);
+  if (ref_logits_.defined()) {
+    const tasks::Split data = inner_->training_data(ctx);
+    TORCH_CHECK(data.size() == data_ids_.size(0) && torch::equal(data.ids, data_ids_),
+                "strata::continual::CompatMethod::on_task_start(): method '", name(),
+                "' changed its training data in on_task_start; the cached reference logits would not match");
+  }
+}
+
+torch::Tensor CompatMethod::focal_term(StepContext& step) {
+  const int64_t k_old = known_columns_.size(0);
+  torch::Tensor student = step.logits.index_select(1, known_columns_);
+  // Task-IL masks the old tasks' columns to -inf for current-task examples: the distillation needs
+  // the raw logits there, so the student is evaluated again (train mode, with grad).
+  if (torch::isinf(student).any().item<bool>()) student = step.task->model->forward(step.x).index_select(1, known_columns_);
+  const torch::Tensor teacher = ref_logits_.index_select(0, step.batch_index).index_select(1, known_columns_);
+  // Labels as positions among the known columns; unknown labels -> k_old. A constant dummy student
+  // column k_old keeps them valid for the (unused) CE inside focal_distillation_loss; its KL and focal
+  // weights use only the first k_old columns, and labels >= k_old are the "new class" samples.
+  torch::Tensor pos = torch::full({step.logits.size(1)}, k_old, torch::kInt64);
+  pos.index_put_({known_columns_}, torch::arange(k_old, torch::kInt64));
+  const torch::Tensor y_local = pos.index_select(0, step.y);
+  const torch::Tensor student_ext = torch::cat({student, torch::zeros({student.size(0), 1}, student.options())}, 1);
+  const auto l = compat::focal_distillation_loss(student_ext, teacher, y_local, options_.loss());
+  compat_sum_ += l.compat.item<double>();
+  ++compat_steps_;
+  return options_.loss().weight() * l.compat;
+}
+
+torch::Tensor CompatMethod::muscle_term(StepContext& step) {
+  const auto& stream = *step.task->stream;
+  const torch::Tensor rows = step.batch_index;
+  torch::Tensor student = step.logits, ref = ref_logits_.index_select(0, rows), neu = new_logits_.index_select(0, rows);
+  if (stream.scenario != tasks::Scenario::kDomainIncremental) {
+    // The trainer's per-example mask, applied to all three; -1e9 (not -inf) keeps 0·log 0 terms finite.
+    const torch::Tensor task_of = step.task->stream->logit_mask(step.task->task_index)
+                                      .index_select(0, data_task_.index_select(0, rows))
+                                      .logical_not();
+    student = student.masked_fill(task_of, -1e9);
+    ref = ref.masked_fill(task_of, -1e9);
+    neu = neu.masked_fill(task_of, -1e9);
+  }
+  const auto l = compat::muscle_loss(student, ref, neu, step.y, options_.loss());
+  compat_sum_ += l.compat.item<double>();
+  ++compat_steps_;
+  const double lambda = options_.loss().weight();
+  return lambda * l.compat - lambda * step.loss;
+}
+
+torch::Tensor CompatMethod::extra_loss(StepContext& step) {
+  torch::Tensor extra = inner_->extra_loss(step), term;
+  if (ref_logits_.defined()) {
+    if (options_.loss().mode() == compat::CompatMode::kFocal) term = focal_term(step);
+    if (options_.loss().mode() == compat::CompatMode::kMuscle && stage2_) term = muscle_term(step);
+  }
+  if (!term.defined()) return extra;
+  return extra.defined() ? extra + term : term;
+}
+
+void CompatMethod::on_task_end(TaskContext& ctx) {
+  if (options_.loss().mode() == compat::CompatMode::kFocal && ref_logits_.defined())
+    current_["mean_focal_term"] = compat_steps_ ? compat_sum_ / compat_steps_ : 0.0;
+  if (options_.loss().mode() == compat::CompatMode::kMuscle && ref_logits_.defined()) {
+    TORCH_CHECK(ctx.train, "strata::continual::CompatMethod::on_task_end(): MUSCLE stage 2 needs the TrainOptions");
+    const tasks::Split data = inner_->training_data(ctx);
+    new_logits_ = model_logits(*ctx.model, data.x, eval_batch(ctx));
+    data_task_ = data.task;
+    current_["plain_train_acc"] = new_logits_.argmax(1).eq(data.y).to(torch::kFloat64).mean().item<double>();
+    TrainOptions o = *ctx.train;
+    o.epochs(options_.stage2_epochs() > 0 ? options_.stage2_epochs() : ctx.train->epochs());
+    o.seed(ctx.train->seed() + 1000003);
+    const int64_t offset = ctx.train->epochs();
+    stage2_ = true;
+    compat_sum_ = 0;
+    compat_steps_ = 0;
+    try {
+      train_task(ctx, *this, o, [&](const EpochStats& s) {
+        if (!on_stage2_epoch) return;
+        EpochStats shifted = s;
+        shifted.epoch += offset;
+        on_stage2_epoch(shifted);
+      });
+    } catch (...) {
+      stage2_ = false;
+      throw;
+    }
+    stage2_ = false;
+    current_["stage2_epochs"] = o.epochs();
+    current_["mean_l_mcomp"] = compat_steps_ ? compat_sum_ / compat_steps_ : 0.0;
+    new_logits_ = torch::Tensor();  // not needed past the task; keeps memory at one cache
+  }
+  if (current_.size() > 1) stats_.push_back(current_);
+  inner_->on_task_end(ctx);
+}
+
+MethodState CompatMethod::save() const {
+  MethodState s = inner_->save();
+  if (!s.meta.is_object()) s.meta = nlohmann::json::object();
+  s.meta["compat_training"] = stats_;
+  return s;
+}
+
+void CompatMethod::load(const MethodState& state, Model& model) {
+  MethodState inner_state = state;
+  stats_ = nlohmann::json::array();
+  if (inner_state.meta.is_object() && inner_state.meta.contains("compat_training")) {
+    stats_ = inner_state.meta["compat_training"];
+    inner_state.meta.erase("compat_training");
+  }
+  inner_->load(inner_state, model);
+}
+
+nlohmann::json CompatMethod::report() const {
+  nlohmann::json r = inner_->report();
+  if (!r.is_object()) r = {{"inner", r}};
+  const auto& l = options_.loss();
+  r["compat_training"] = {
+      {"mode", compat::to_string(l.mode())},
+      {"alpha", l.alpha()},
+      {"beta", l.beta()},
+      {"temperature", l.resolved_temperature()},
+      {"weight", l.weight()},
+      {"distance", l.distance() == compat::DistillDistance::kKL ? "kl" : "l2"},
+      {"drop_new_class_samples", l.drop_new_class_samples()},
+      {"stage2_epochs", options_.stage2_epochs()},
+      {"reference", "previous version v_{t-1} (the model at task start)"},
+      {"tasks", stats_}};
+  return r;
+}
+
+std::unique_ptr<Method> with_compat_training(std::unique_ptr<Method> inner, const CompatTrainingOptions& options) {
+  if (options.loss().mode() == compat::CompatMode::kNone) return inner;
+  return std::make_unique<CompatMethod>(std::move(inner), options);
+}
+
+}  // namespace strata::continual

@@ -1,0 +1,108 @@
+#pragma once
+// Compatibility-aware training for ANY method (compat.md §6.6): `CompatMethod` wraps the run's method,
+// forwards every hook to it unchanged (projections, optimizers, state, report) and adds a compatibility
+// loss against the previous version M_{t-1}. The Runner uses it when `--compat` is not `none`.
+//
+// focal (PCT focal distillation, §6.6.2). At task start (t ≥ 1) the model IS M_{t-1} (the stored
+// version v_{t-1}); its raw logits z^old [N, C] on this task's training data (the inner method's
+// training_data()) are cached once (eval mode, no grad, batched). Each step adds
+//     weight · (1/|S|) Σ_{i∈S} w_i · T²·KL(σ(z_i^old/T) ‖ σ(z_i/T)),   w_i = α + β·1[argmax z_i^old = y_i]
+// over the logit columns the reference knows ("known" = the classes of tasks 0..t-1 under the
+// scenario's masks; all columns in domain-IL), so softmaxes are renormalised over those columns.
+// S = samples whose label is a known class (drop_new_class_samples, PCT's default), or every sample
+// with new-class samples weighted α only. In a stream without replay and with disjoint classes
+// (split-fmnist) the default therefore drops every sample: use --compat-drop-new-classes false there
+// (then the term is LwF-style KD on the old heads, β having no effect).
+//
+// muscle (MUSCLE, two stages, §6.6.3, Echterhoff et al. 2024; our interpretation of Eq. 1). The Runner's
+// training of task t is stage 1 (plain M_t^plain, inner hooks only). In on_task_end the wrapper caches
+// M_t^plain's logits z^new on the training data and runs stage 2: `train_task` again (same inner hooks,
+// so e.g. GPM's projection still applies; a fresh optimizer) for `stage2_epochs` epochs with
+//     L = λ·L_mcomp + (1 − λ)·CE,  L_mcomp = mean_i [m_i·KL(ref_i‖student_i) + (1 − m_i)·KL(new_i‖student_i)],
+// m_i = 1[student argmax ≠ y_i], T = 2, ref = M_{t-1}'s cached logits. Then it forwards on_task_end to
+// the inner method (subspace updates see the final model). All three logit sets use the per-example
+// logit mask the trainer applies at stage t. Stage-2 shuffles use seed + 1000003 so they differ from
+// stage 1's.
+//
+// Loss bookkeeping: the Trainer always adds CE(masked logits, y). extra_loss returns, for muscle
+// stage 2, λ·L_mcomp − λ·CE (with the very CE tensor the Trainer computed), so the total is exactly
+// λ·L_mcomp + (1 − λ)·CE; for λ = 1 the CE gradients cancel exactly (same values subtracted).
+//
+// Resume: the caches are recomputed from the restored model at task start, and stage 2 runs inside a
+// task (versions are written after on_task_end), so a resumed run equals an uninterrupted one.
+// name() is the inner method's: versions stay loadable by the bare method (`strata eval`); save()
+// adds one meta key, "compat_training" (per-task statistics), which inner loads ignore.
+#include "compat/distill.h"
+#include "continual/trainer.h"
+
+#include <memory>
+
+namespace strata::continual {
+
+struct CompatTrainingOptions {
+  /// Mode, α, β, T (≤ 0: the mode's default: 100 focal, 2 MUSCLE), weight λ, distance, class-IL rule.
+  TORCH_ARG(compat::CompatTrainOptions, loss) = compat::CompatTrainOptions();
+  /// MUSCLE stage-2 epochs; 0 = the run's --epochs.
+  TORCH_ARG(int64_t, stage2_epochs) = 0;
+
+ public:
+  void validate() const;
+};
+
+class CompatMethod : public Method {
+ public:
+  CompatMethod(std::unique_ptr<Method> inner, CompatTrainingOptions options);
+
+  std::string name() const override { return inner_->name(); }
+  void attach(Model& model) override { inner_->attach(model); }
+  void on_task_start(TaskContext& ctx) override;
+  std::vector<torch::Tensor> parameters(TaskContext& ctx) override { return inner_->parameters(ctx); }
+  tasks::Split training_data(TaskContext& ctx) override { return inner_->training_data(ctx); }
+  std::unique_ptr<torch::optim::Optimizer> make_optimizer(TaskContext& ctx,
+                                                          const std::vector<torch::Tensor>& params) override {
+    return inner_->make_optimizer(ctx, params);
+  }
+  torch::Tensor extra_loss(StepContext& step) override;
+  void after_backward(StepContext& step) override { inner_->after_backward(step); }
+  void after_step(StepContext& step) override { inner_->after_step(step); }
+  void on_task_end(TaskContext& ctx) override;
+  MethodState save() const override;
+  void load(const MethodState& state, Model& model) override;
+  /// The inner report (object) plus "compat_training": {settings, per-task statistics}.
+  nlohmann::json report() const override;
+
+  Method& inner() { return *inner_; }
+  const CompatTrainingOptions& options() const { return options_; }
+  /// The reference (M_{t-1}) logits cached at the current task's start: [N, C] float32 in the
+  /// training split's row order; undefined on task 0 or when the mode is none.
+  const torch::Tensor& reference_logits() const { return ref_logits_; }
+  /// MUSCLE: M_t^plain's logits cached before stage 2 (undefined otherwise).
+  const torch::Tensor& plain_logits() const { return new_logits_; }
+  /// Stage-2 epochs are reported here (the Runner appends them to metrics.csv, epoch numbers after stage 1's).
+  EpochCallback on_stage2_epoch;
+
+ private:
+  torch::Tensor focal_term(StepContext& step);
+  torch::Tensor muscle_term(StepContext& step);
+
+  std::unique_ptr<Method> inner_;
+  CompatTrainingOptions options_;
+  torch::Tensor ref_logits_, new_logits_;
+  torch::Tensor known_columns_;  ///< [K_old] int64: the logit columns the reference was trained on
+  torch::Tensor data_ids_;       ///< ids of the cached rows (checked against the trainer's data)
+  torch::Tensor data_task_;      ///< MUSCLE: task of each training row (for the per-example logit masks)
+  bool stage2_ = false;
+  // Per-task statistics (sums over steps, for report()).
+  double compat_sum_ = 0;
+  int64_t compat_steps_ = 0;
+  nlohmann::json stats_ = nlohmann::json::array();
+  nlohmann::json current_ = nlohmann::json::object();
+};
+
+/// Raw (unmasked) logits of `model` on x [N, ...] in eval mode without gradients, in batches: [N, C] float32.
+torch::Tensor model_logits(ModelImpl& model, const torch::Tensor& x, int64_t batch_size);
+
+/// Wraps `inner` when options.loss().mode() != none; returns it unchanged otherwise.
+std::unique_ptr<Method> with_compat_training(std::unique_ptr<Method> inner, const CompatTrainingOptions& options);
+
+}  // namespace strata::continual

@@ -1,0 +1,250 @@
+// Compatibility-aware training (CompatMethod) and the Runner's "compat" report section.
+#include "continual/compat_metrics.h"
+#include "continual/compat_training.h"
+#include "continual/gpm.h"
+#include "continual/naive.h"
+#include "continual/runner.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace fs = std::filesystem;
+using namespace strata::continual;
+namespace tasks = strata::tasks;
+namespace compat = strata::compat;
+
+namespace {
+
+struct Fixture {
+  tasks::TaskStream stream;
+  Model model;
+  TrainOptions train;
+  Fixture() {
+    torch::manual_seed(0);
+    stream = tasks::make_stream(tasks::StreamOptions().name("synthetic").num_tasks(2).seed(1));
+    model = make_model(ModelOptions().input_shape(stream.input_shape).num_classes(stream.num_classes).hidden({16}));
+    train.lr(0.05).batch_size(16).epochs(1);
+  }
+  TaskContext ctx(int64_t t) {
+    TaskContext c;
+    c.model = model;
+    c.stream = &stream;
+    c.task_index = t;
+    c.train = &train;
+    return c;
+  }
+};
+
+CompatTrainingOptions focal() {
+  return CompatTrainingOptions().loss(compat::CompatTrainOptions().mode(compat::CompatMode::kFocal));
+}
+
+fs::path temp_root(const std::string& name) {
+  auto d = fs::temp_directory_path() / ("strata_compat_train_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  return d;
+}
+
+RunConfig synthetic(const fs::path& root, const std::string& name, const std::string& mode, int64_t tasks = 3) {
+  RunConfig c;
+  c.out = root.string();
+  c.name = name;
+  c.quiet = true;
+  c.stream.name("synthetic").num_tasks(tasks).seed(7);  // config.ini keeps one seed for stream and training
+  c.model.hidden({32});
+  c.train.lr(0.05).batch_size(16).epochs(2).seed(7);
+  c.method = MethodConfig("naive", {});
+  c.compat.loss(compat::CompatTrainOptions().mode(compat::compat_mode_from_string(mode)));
+  return c;
+}
+
+nlohmann::json read_json(const fs::path& p) {
+  std::ifstream f(p);
+  return nlohmann::json::parse(f);
+}
+
+}  // namespace
+
+TEST(CompatTraining, FocalCachesThePreviousModelsLogitsAndGpmProjectionStillApplies) {
+  Fixture f;
+  CompatMethod cm(std::make_unique<Gpm>(GpmOptions().thresholds({0.8}).samples(100)), focal());
+  EXPECT_EQ(cm.name(), "gpm");
+  cm.attach(f.model);
+  auto c0 = f.ctx(0);
+  cm.on_task_start(c0);
+  EXPECT_FALSE(cm.reference_logits().defined());  // no previous version on task 0
+  train_task(c0, cm, f.train);
+  cm.on_task_end(c0);
+  auto& gpm = dynamic_cast<Gpm&>(cm.inner());
+  const torch::Tensor M = gpm.basis("fc1").clone();  // forwarded on_task_end built the memory
+  ASSERT_GT(M.size(1), 0);
+
+  // The cache is the previous model's logits on the task's training data, row for row.
+  torch::Tensor expected;
+  {
+    torch::NoGradGuard g;
+    f.model->eval();
+    expected = f.model->forward(f.stream.tasks[1].train.x);
+    f.model->train();
+  }
+  const torch::Tensor w_before = f.model->linear_layers()[0].second->weight.detach().clone();
+  auto c1 = f.ctx(1);
+  cm.on_task_start(c1);
+  ASSERT_TRUE(cm.reference_logits().defined());
+  EXPECT_TRUE(torch::allclose(cm.reference_logits(), expected, 1e-5, 1e-5));
+  train_task(c1, cm, f.train);
+  cm.on_task_end(c1);
+  // GPM (plain SGD) keeps fc1's update orthogonal to the old input space: dW·M = 0.
+  const torch::Tensor dw = f.model->linear_layers()[0].second->weight.detach() - w_before;
+  ASSERT_GT(dw.norm().item<double>(), 1e-4);
+  EXPECT_LT(dw.matmul(M).norm().item<double>(), 1e-4 * dw.norm().item<double>() + 1e-6);
+  // The focal term was active, and the report carries the inner report plus the settings.
+  const auto r = cm.report();
+  EXPECT_TRUE(r.contains("compat_training"));
+  EXPECT_EQ(r["compat_training"]["mode"], "focal");
+  EXPECT_EQ(r["compat_training"]["temperature"], 100.0);
+  ASSERT_EQ(r["compat_training"]["tasks"].size(), 1u);
+  EXPECT_GT(r["compat_training"]["tasks"][0]["mean_focal_term"].get<double>(), 0.0);
+  // save/load forward to the inner method; the statistics travel in one extra meta key.
+  auto state = cm.save();
+  EXPECT_TRUE(state.meta.contains("compat_training"));
+  CompatMethod other(std::make_unique<Gpm>(GpmOptions().thresholds({0.8}).samples(100)), focal());
+  other.attach(f.model);
+  other.load(state, f.model);
+  EXPECT_TRUE(torch::equal(dynamic_cast<Gpm&>(other.inner()).basis("fc1"), gpm.basis("fc1")));
+  EXPECT_EQ(other.report()["compat_training"]["tasks"], r["compat_training"]["tasks"]);
+}
+
+TEST(CompatTraining, FocalTermIsZeroWhenTheStudentIsTheReference) {
+  // At the first step of task 1 the student equals the reference, so KL = 0 and the extra loss is 0.
+  Fixture f;
+  CompatMethod cm(std::make_unique<Naive>(), focal());
+  cm.attach(f.model);
+  auto c0 = f.ctx(0);
+  train_task(c0, cm, f.train);
+  auto c1 = f.ctx(1);
+  cm.on_task_start(c1);
+  const auto data = cm.training_data(c1);
+  StepContext sc;
+  sc.task = &c1;
+  sc.batch_index = torch::arange(8, torch::kInt64);
+  sc.x = data.x.index_select(0, sc.batch_index);
+  sc.y = data.y.index_select(0, sc.batch_index);
+  sc.logits = f.model->forward(sc.x);
+  sc.loss = torch::nn::functional::cross_entropy(sc.logits, sc.y);
+  EXPECT_NEAR(cm.extra_loss(sc).item<double>(), 0.0, 1e-4);
+  // A perturbed student is penalised.
+  sc.logits = sc.logits + torch::randn_like(sc.logits);
+  EXPECT_GT(cm.extra_loss(sc).item<double>(), 1e-2);
+}
+
+TEST(CompatTraining, ConfigRoundTripAndValidation) {
+  auto root = temp_root("cfg");
+  RunConfig c = synthetic(root, "x", "muscle");
+  c.compat.loss(c.compat.loss().weight(0.5).alpha(2).beta(3).temperature(4).drop_new_class_samples(false));
+  c.compat.stage2_epochs(3);
+  fs::create_directories(root);
+  std::ofstream(root / "c.ini") << c.to_ini();
+  const RunConfig back = read_run_config((root / "c.ini").string());
+  EXPECT_EQ(back.compat.loss().mode(), compat::CompatMode::kMuscle);
+  EXPECT_EQ(back.compat.loss().weight(), 0.5);
+  EXPECT_EQ(back.compat.loss().alpha(), 2);
+  EXPECT_EQ(back.compat.loss().beta(), 3);
+  EXPECT_EQ(back.compat.loss().temperature(), 4);
+  EXPECT_FALSE(back.compat.loss().drop_new_class_samples());
+  EXPECT_EQ(back.compat.stage2_epochs(), 3);
+  c.compat.loss(c.compat.loss().weight(1.5));  // MUSCLE's lambda must be in [0, 1]
+  EXPECT_THROW(c.validate(), c10::Error);
+  fs::remove_all(root);
+}
+
+TEST(CompatTraining, RunnerReportsConsistentFlipCountsAndFocalReducesNegativeFlips) {
+  auto root = temp_root("runner");
+  Runner plain(synthetic(root, "plain", "none")), fd(synthetic(root, "fd", "focal"));
+  plain.run();
+  fd.run();
+  int64_t nf_total[2] = {0, 0};
+  for (int which = 0; which < 2; ++which) {
+    const fs::path dir = root / (which ? "fd" : "plain");
+    const auto& stream = which ? fd.stream() : plain.stream();
+    const auto r = read_json(dir / "report.json");
+    ASSERT_TRUE(r.contains("compat"));
+    const auto& c = r["compat"];
+    ASSERT_EQ(c["pairs"].size(), 2u);
+    for (const auto& p : c["pairs"]) {
+      const int64_t v = p["new"].get<int64_t>();
+      EXPECT_EQ(p["old"].get<int64_t>(), v - 1);
+      int64_t n_seen = 0;
+      ASSERT_EQ(p["seen_tasks"]["per_task"].size(), static_cast<size_t>(v));
+      for (const auto& e : p["seen_tasks"]["per_task"]) {
+        const auto& k = e["counts"];
+        const int64_t n = stream.tasks[e["task"].get<int64_t>()].test.size();
+        // NF + PF + both-correct + both-wrong = N per task.
+        EXPECT_EQ(k["n10"].get<int64_t>() + k["n01"].get<int64_t>() + k["n11"].get<int64_t>() + k["n00"].get<int64_t>(), n);
+        EXPECT_EQ(e["n"].get<int64_t>(), n);
+        EXPECT_GE(e["nfr_wilson_upper"].get<double>(), e["metrics"]["nfr"]["value"].get<double>());
+        n_seen += n;
+      }
+      const auto& o = p["seen_tasks"]["overall"];
+      EXPECT_EQ(o["n"].get<int64_t>(), n_seen);
+      nf_total[which] += o["counts"]["n10"].get<int64_t>();
+      EXPECT_EQ(p["current_task"]["n"].get<int64_t>(), stream.tasks[v].test.size());
+      // The matrix cell (v-1, v) is the same comparison as seen_tasks.
+      const double cell = c["nfr_matrix"]["matrix"][v - 1][v].get<double>();
+      EXPECT_NEAR(cell, o["counts"]["n10"].get<double>() / n_seen, 1e-12);
+      EXPECT_EQ(c["nfr_matrix"]["n"][v - 1][v].get<int64_t>(), n_seen);
+      // The accuracies in the counts are the Runner's accuracy-matrix entries.
+      const auto& R = which ? fd.accuracy_matrix() : plain.accuracy_matrix();
+      const auto& cur = p["current_task"]["counts"];
+      EXPECT_NEAR((cur["n11"].get<double>() + cur["n01"].get<double>()) / stream.tasks[v].test.size(),
+                  R[v][v].item<double>(), 1e-12);
+    }
+    EXPECT_TRUE(fs::exists(dir / "plots" / "nfr_heatmap.svg"));
+    EXPECT_TRUE(fs::exists(dir / "plots" / "flips_per_task_v002.svg"));
+  }
+  EXPECT_EQ(read_json(root / "plain" / "report.json")["compat"]["training"], "none");
+  EXPECT_EQ(read_json(root / "fd" / "report.json")["compat"]["training"]["mode"], "focal");
+  // Measured on this stream: fewer negative flips on the seen tasks with focal distillation.
+  EXPECT_LT(nf_total[1], nf_total[0]) << "focal NF " << nf_total[1] << " vs plain " << nf_total[0];
+
+  // Resume after losing the last version equals the uninterrupted focal run (caches are recomputed).
+  fs::copy(root / "fd", root / "cut", fs::copy_options::recursive);
+  fs::remove(root / "cut" / "versions" / "v002.h5");
+  RunConfig c2 = read_run_config((root / "cut" / "config.ini").string());
+  c2.out = root.string();
+  c2.name = "cut";
+  c2.quiet = true;
+  EXPECT_EQ(c2.compat.loss().mode(), compat::CompatMode::kFocal);
+  Runner cut(c2);
+  cut.resume();
+  EXPECT_TRUE(torch::equal(fd.accuracy_matrix(), cut.accuracy_matrix()));
+  EXPECT_EQ(read_json(root / "cut" / "report.json")["compat"]["pairs"],
+            read_json(root / "fd" / "report.json")["compat"]["pairs"]);
+  fs::remove_all(root);
+}
+
+TEST(CompatTraining, MuscleRunsSecondStageAndLogsItsEpochs) {
+  auto root = temp_root("muscle");
+  RunConfig c = synthetic(root, "m", "muscle", 2);
+  c.compat.stage2_epochs(1);
+  Runner r(c);
+  r.run();
+  const auto rep = read_json(root / "m" / "report.json");
+  const auto& t = rep["method_report"]["compat_training"]["tasks"];
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_EQ(t[0]["task"], 1);
+  EXPECT_EQ(t[0]["stage2_epochs"], 1);
+  EXPECT_TRUE(std::isfinite(t[0]["mean_l_mcomp"].get<double>()));
+  EXPECT_GE(t[0]["mean_l_mcomp"].get<double>(), 0.0);
+  // metrics.csv: task 0 has epochs 0,1; task 1 has 0,1 (stage 1) and 2 (stage 2).
+  std::ifstream csv(root / "m" / "metrics.csv");
+  std::string line;
+  std::vector<std::string> rows;
+  std::getline(csv, line);
+  while (std::getline(csv, line)) rows.push_back(line.substr(0, line.find(',', line.find(',') + 1)));
+  EXPECT_EQ(rows, (std::vector<std::string>{"0,0", "0,1", "1,0", "1,1", "1,2"}));
+  EXPECT_GT(r.accuracy_matrix()[1][1].item<double>(), 0.5);
+  fs::remove_all(root);
+}
