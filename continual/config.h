@@ -25,7 +25,7 @@ struct RunConfig {
   TrainOptions train;
   /// --compat none|focal|muscle and its --compat-* options (compat_training.h).
   CompatTrainingOptions compat;
-  MethodConfig method{"naive", {}};
+  MethodConfig method{"gpm", {}};
 
   std::string run_dir() const;
   /// The resolved configuration as INI text (re-runnable with --config).
