@@ -12,6 +12,7 @@
 //   * nfr_matrix M[a][b] = #{a right, b wrong}/N over the test splits of tasks 0..min(a, b)
 //     (row = old, column = new; M[b][a] is then PFR(a → b) on the same items; diagonal 0).
 #include "checkpoints/predictions.h"
+#include "compat/flips.h"
 
 #include <nlohmann/json.hpp>
 
@@ -28,5 +29,14 @@ nlohmann::json compat_section(const checkpoints::PredictionTable& table, double 
 /// newest version v ≥ 1, <run_dir>/plots/flips_per_task_vNNN.svg (PF up / NF down per task, tasks 0..v,
 /// v-1 → v). Returns the paths written, relative to run_dir.
 std::vector<std::string> write_compat_plots(const std::string& run_dir, const checkpoints::PredictionTable& table);
+
+/// A stored version (runs/X/versions/vNNN.h5) re-evaluated on its run's stream, rebuilt from the
+/// config.ini stored in the version: predictions on the test splits of tasks 0..last_task (groups =
+/// task; conf = probability of the prediction; ids = task·2^32 + example id, since permuted and rotated
+/// streams reuse the same images in every task), as `strata compare` consumes them. *version_out gets
+/// the version number. Throws naming the file when it cannot be read or restored.
+compat::PredictionTable evaluate_version_file(const std::string& path, int64_t last_task, int64_t* version_out = nullptr);
+/// The version number stored in a version file (cheap header read is not available: reads the file).
+int64_t version_file_number(const std::string& path);
 
 }  // namespace strata::continual

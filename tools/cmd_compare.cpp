@@ -4,6 +4,7 @@
 #include "compat/predictions_io.h"
 #include "compat/report.h"
 #include "compat/stats.h"
+#include "continual/compat_metrics.h"
 #include "tools/commands.h"
 
 #include <cmath>
@@ -19,12 +20,16 @@ namespace {
 
 void usage(std::ostream& o) {
   o << "usage: strata compare OLD NEW [options]\n"
-       "       strata compare PREDICTIONS.h5 --old-version N --new-version M [options]\n\n"
+       "       strata compare PREDICTIONS.h5 --old-version N --new-version M [options]\n"
+       "       strata compare runs/X/versions/vNNN.h5 runs/X/versions/vMMM.h5 [options]\n\n"
        "Compares two model versions on the same labelled items, read from predictions.h5 files\n"
        "(groups /vNNN/taskTT with datasets id, label, pred, prob). Items are joined by id; missing,\n"
        "duplicate or relabelled ids are errors. Prints NF/PF and the flip metrics per task and overall.\n\n"
        "OLD, NEW    PATH:vNNN (e.g. runs/a/predictions.h5:v003; 'PATH:3' also works), or PATH with\n"
        "            --old-version / --new-version (NEW defaults to OLD's file when only one path is given)\n"
+       "VERSION FILES  two versions/vNNN.h5 files: both are restored and re-evaluated on the stream of the\n"
+       "            config stored in them, on the test splits of tasks 0..min(N, M) (the tasks the older one\n"
+       "            was trained on); item ids are task*2^32 + example id\n"
        "options:\n"
        "  --old-version N, --new-version M   version numbers when OLD/NEW have no ':vNNN' suffix\n"
        "  --json PATH        write compat_report.json (schema strata-compat-report/1)\n"
@@ -95,6 +100,14 @@ void print_row(const std::string& name, const FlipCounts& c) {
             << "\n";
 }
 
+// versions/vNNN.h5 (a stored model version, not a predictions.h5).
+bool is_version_file(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  return base.size() > 4 && base.compare(base.size() - 3, 3, ".h5") == 0 && base != "predictions.h5" &&
+         parse_version(base.substr(0, base.size() - 3)).has_value();
+}
+
 std::string describe(const Source& s) {
   char buf[32];
   std::snprintf(buf, sizeof buf, ":v%03lld", static_cast<long long>(*s.version));
@@ -163,11 +176,29 @@ int strata_cmd_compare(int argc, char** argv) {
                                     std::to_string(*new_version));
       new_src.version = new_version;
     }
+    // Two stored model versions: re-evaluate both on their stream (tasks 0..min of the two versions).
+    const bool version_files = positional.size() == 2 && !old_src.version && !new_src.version &&
+                               is_version_file(old_src.path) && is_version_file(new_src.path);
+    PredictionTable old_table, new_table;
+    std::string eval_set = "test splits in predictions.h5";
+    if (version_files) {
+      if (!heatmap.empty()) throw std::invalid_argument("--heatmap needs a predictions.h5, not version files");
+      const int64_t a = strata::continual::version_file_number(old_src.path);
+      const int64_t b = strata::continual::version_file_number(new_src.path);
+      old_src.version = a;
+      new_src.version = b;
+      const int64_t last = std::min(a, b);
+      old_table = strata::continual::evaluate_version_file(old_src.path, last);
+      new_table = strata::continual::evaluate_version_file(new_src.path, last);
+      eval_set = "test splits of tasks 0.." + std::to_string(last) + " (re-evaluated from the version files)";
+    }
     if (!old_src.version) throw std::invalid_argument("no version for OLD: use PATH:vNNN or --old-version N");
     if (!new_src.version) throw std::invalid_argument("no version for NEW: use PATH:vNNN or --new-version M");
 
-    const PredictionTable old_table = read_prediction_table(old_src.path, *old_src.version);
-    const PredictionTable new_table = read_prediction_table(new_src.path, *new_src.version);
+    if (!version_files) {
+      old_table = read_prediction_table(old_src.path, *old_src.version);
+      new_table = read_prediction_table(new_src.path, *new_src.version);
+    }
     const FlipInputs in = align_by_id(old_table, new_table);
     const FlipReport report = compare_predictions(in);
 
@@ -206,7 +237,7 @@ int strata_cmd_compare(int argc, char** argv) {
                 << pct(*max_nfr) << "%: " << (g->passed ? "PASS" : "FAIL") << "\n";
     }
 
-    ReportHeader header{describe(old_src), describe(new_src), "test splits in predictions.h5", {}};
+    ReportHeader header{describe(old_src), describe(new_src), eval_set, {}};
     if (!csv_path.empty()) {
       const int64_t rows = write_flips_csv(csv_path, in);
       header.artifacts["flips_csv"] = csv_path;

@@ -209,6 +209,21 @@ TEST(CompatTraining, RunnerReportsConsistentFlipCountsAndFocalReducesNegativeFli
   // Measured on this stream: fewer negative flips on the seen tasks with focal distillation.
   EXPECT_LT(nf_total[1], nf_total[0]) << "focal NF " << nf_total[1] << " vs plain " << nf_total[0];
 
+  // `strata compare vNNN.h5 vMMM.h5`: re-evaluating the stored versions reproduces the report's pair.
+  {
+    int64_t va = -1;
+    const auto a = evaluate_version_file((root / "fd" / "versions" / "v001.h5").string(), 1, &va);
+    const auto b = evaluate_version_file((root / "fd" / "versions" / "v002.h5").string(), 1);
+    EXPECT_EQ(va, 1);
+    const auto rep = compat::compare_predictions(compat::align_by_id(a, b));
+    const auto fd_report = read_json(root / "fd" / "report.json");
+    const auto& o = fd_report["compat"]["pairs"][1]["seen_tasks"]["overall"]["counts"];
+    EXPECT_EQ(rep.overall.n10, o["n10"].get<int64_t>());
+    EXPECT_EQ(rep.overall.n01, o["n01"].get<int64_t>());
+    EXPECT_EQ(rep.overall.n11, o["n11"].get<int64_t>());
+    EXPECT_EQ(rep.per_group.size(), 2u);
+  }
+
   // Resume after losing the last version equals the uninterrupted focal run (caches are recomputed).
   fs::copy(root / "fd", root / "cut", fs::copy_options::recursive);
   fs::remove(root / "cut" / "versions" / "v002.h5");
