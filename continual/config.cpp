@@ -1,5 +1,9 @@
 #include "continual/config.h"
 
+#include "continual/pretrain.h"
+
+#include <filesystem>
+
 #include <fstream>
 #include <sstream>
 
@@ -47,6 +51,9 @@ void RunConfig::validate() const {
   stream.validate();
   train.validate();
   compat.validate();
+  if (!pretrain.empty()) PretrainSpec::parse(pretrain);
+  TORCH_CHECK(pretrain_epochs >= 1, "option --pretrain-epochs: must be >= 1, got ", pretrain_epochs);
+  TORCH_CHECK(init.empty() || std::filesystem::is_regular_file(init), "option --init: no file '", init, "'");
   TORCH_CHECK(builtin_methods().has(method.method()), "unknown method '", method.method(), "' (valid: ", [] {
     std::string s;
     for (const auto& n : builtin_methods().names()) s += (s.empty() ? "" : ", ") + n;
@@ -85,7 +92,10 @@ po::options_description run_options() {
       ("dim", po::value<int64_t>()->default_value(d.model.dim()), "ViT width")
       ("depth", po::value<int64_t>()->default_value(d.model.depth()), "ViT blocks")
       ("heads", po::value<int64_t>()->default_value(d.model.heads()), "ViT attention heads")
-      ("mlp-ratio", po::value<int64_t>()->default_value(d.model.mlp_ratio()), "ViT MLP width / dim");
+      ("mlp-ratio", po::value<int64_t>()->default_value(d.model.mlp_ratio()), "ViT MLP width / dim")
+      ("init", po::value<std::string>()->default_value(""), "start from this version file's weights (runs/X/versions/vNNN.h5)")
+      ("pretrain", po::value<std::string>()->default_value(""), "first train the whole model on task:N (a task of the stream) or split:K (split-fmnist classes 0..2K-1)")
+      ("pretrain-epochs", po::value<int64_t>()->default_value(d.pretrain_epochs), "epochs of the pre-training stage");
   po::options_description train("Training");
   train.add_options()
       ("method", po::value<std::string>()->default_value(d.method.method()), "continual-learning method (see `strata methods`)")
@@ -143,6 +153,9 @@ RunConfig from_variables(const po::variables_map& vm) {
       .depth(vm["depth"].as<int64_t>())
       .heads(vm["heads"].as<int64_t>())
       .mlp_ratio(vm["mlp-ratio"].as<int64_t>());
+  c.init = vm["init"].as<std::string>();
+  c.pretrain = vm["pretrain"].as<std::string>();
+  c.pretrain_epochs = vm["pretrain-epochs"].as<int64_t>();
   c.train.optimizer(vm["optimizer"].as<std::string>())
       .lr(vm["lr"].as<double>())
       .momentum(vm["momentum"].as<double>())
@@ -216,7 +229,8 @@ std::string RunConfig::to_ini() const {
     << "\n# model\nmodel = " << model.arch() << "\nhidden = " << join_ints(model.hidden())
     << "\nbias = " << (model.bias() ? 1 : 0) << "\nchannels = " << join_ints(model.channels())
     << "\npatch = " << model.patch() << "\ndim = " << model.dim() << "\ndepth = " << model.depth()
-    << "\nheads = " << model.heads() << "\nmlp-ratio = " << model.mlp_ratio() << "\n"
+    << "\nheads = " << model.heads() << "\nmlp-ratio = " << model.mlp_ratio() << "\ninit = " << init
+    << "\npretrain = " << pretrain << "\npretrain-epochs = " << pretrain_epochs << "\n"
     << "\n# training\nmethod = " << method.method() << "\noptimizer = " << train.optimizer() << "\nlr = " << train.lr()
     << "\nmomentum = " << train.momentum() << "\nweight-decay = " << train.weight_decay()
     << "\nbatch-size = " << train.batch_size() << "\nepochs = " << train.epochs()

@@ -22,6 +22,11 @@ struct RunConfig {
   bool quiet = false;
   tasks::StreamOptions stream;
   ModelOptions model;
+  /// Start from a stored version's weights (--init runs/X/versions/vNNN.h5); "" = fresh init.
+  std::string init;
+  /// Train the whole model first on "task:N" or "split:K" (pretrain.h); "" = no pre-training.
+  std::string pretrain;
+  int64_t pretrain_epochs = 1;
   TrainOptions train;
   /// --compat none|focal|muscle and its --compat-* options (compat_training.h).
   CompatTrainingOptions compat;

@@ -104,8 +104,7 @@ void Gpm::on_task_end(TaskContext& ctx) {
   if (was_training) model.train();
   history_.push_back(row);
   if (!ctx.run_dir.empty()) {
-    char key[32];
-    std::snprintf(key, sizeof key, "task%02lld", static_cast<long long>(ctx.task_index));
+    const std::string key = "task_" + std::to_string(ctx.task_index);  // as every method names tasks
     auto store = subspaces::SubspaceStore::open_or_create(ctx.run_dir + "/subspaces.h5");
     // A resumed run recomputes the same record for a task whose store entry was written just
     // before the process died; the store is append-only, so the existing entry stands.

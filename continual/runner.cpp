@@ -1,5 +1,7 @@
 #include "continual/runner.h"
 
+#include "continual/pretrain.h"
+
 #include "continual/compat_metrics.h"
 
 #include <unistd.h>
@@ -94,6 +96,22 @@ void Runner::log(const std::string& line) const {
   std::cerr << (::isatty(2) ? "\r\033[K" : "") << line << "\n";
 }
 
+void Runner::prepare_start() {
+  if (!config_.init.empty()) {
+    init_from_version(*model_, config_.init);
+    log("init: weights from '" + config_.init + "'");
+  }
+  if (!config_.pretrain.empty()) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int64_t n = pretrain(model_, config_.pretrain, config_.pretrain_epochs, config_.train, stream_, config_.stream);
+    std::ostringstream line;
+    line << "pretrain " << config_.pretrain << ": " << config_.pretrain_epochs << " epoch(s) on " << n << " examples in "
+         << std::fixed << std::setprecision(2)
+         << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s";
+    log(line.str());
+  }
+}
+
 ClMetrics Runner::run() {
   std::error_code ec;
   TORCH_CHECK(!fs::exists(fs::path(dir_) / "config.ini"), "run folder '", dir_,
@@ -105,6 +123,7 @@ ClMetrics Runner::run() {
   write_file_atomic(dir_ + "/config.ini", config_text_);
   write_file_atomic(dir_ + "/metrics.csv", kMetricsHeader);
 
+  prepare_start();
   method_->attach(model_);
   {
     TaskResult init;
@@ -128,6 +147,7 @@ ClMetrics Runner::resume() {
   for (const auto& p : scan.partial) log("resume: ignoring partial file '" + p + "' (left by an interrupted write)");
   for (const auto& p : scan.other) log("resume: ignoring unexpected file '" + p + "'");
   const int64_t T = stream_.size();
+  if (scan.versions.empty()) prepare_start();  // the fresh model needs its starting point again
   method_->attach(model_);
   if (scan.versions.empty()) {
     // Killed during the first task: start over in the same folder (same seed => same run).

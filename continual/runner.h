@@ -59,6 +59,8 @@ class Runner {
 
  private:
   void evaluate_all(int64_t stage, TaskResult& result);
+  /// --init and --pretrain: the model the stream starts from (before Method::attach).
+  void prepare_start();
   void write_report(int64_t stages_done) const;
   void append_metrics_csv(const EpochStats& s) const;
   ClMetrics train_tasks(int64_t first);

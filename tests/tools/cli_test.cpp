@@ -59,6 +59,8 @@ TEST(Cli, BadValuesGiveOneLineAndNonZeroExit) {
       {"--stream synthetic --model resnet", "resnet"},
       {"--data-dir /nonexistent --stream permuted-fmnist", "/nonexistent"},
       {"--stream synthetic --no-such-option 1", "no-such-option"},
+      {"--stream synthetic --pretrain split:9", "--pretrain"},
+      {"--stream synthetic --init /nonexistent/v000.h5", "/nonexistent/v000.h5"},
   };
   for (const auto& c : cases) {
     auto r = run(base + c.args);
