@@ -68,7 +68,9 @@ PredictionTable read_prediction_table(const std::string& path, int64_t version) 
                 "strata::compat::read_prediction_table(): '", path, "' group /", g,
                 " datasets differ in length: id ", n, ", label ", label.size(0), ", pred ", pred.size(0), ", prob ",
                 prob.size(0));
-    ids.push_back(id);
+    // The same example (same source index) appears in every task of permuted/rotated streams:
+    // an item is (task, example), encoded as task·2^32 + example id like the version-file mode.
+    ids.push_back(id + task * (int64_t{1} << 32));
     labels.push_back(label);
     preds.push_back(pred);
     probs.push_back(prob);

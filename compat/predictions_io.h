@@ -13,7 +13,8 @@ namespace strata::compat {
 /// Version numbers present in the file (from the /vNNN group names), ascending.
 std::vector<int64_t> list_prediction_versions(const std::string& path);
 
-/// Every task of version `version`, concatenated in task order: ids, labels, preds, conf = prob,
+/// Every task of version `version`, concatenated in task order: ids (item = task·2^32 + example id,
+/// since permuted/rotated streams reuse an example in every task), labels, preds, conf = prob,
 /// groups = task index (from the taskTT name). Throws naming the file and group when the version is
 /// missing (listing the versions present) or a dataset is missing or has the wrong length.
 PredictionTable read_prediction_table(const std::string& path, int64_t version);
