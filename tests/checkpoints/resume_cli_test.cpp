@@ -69,7 +69,7 @@ struct CliRuns : ::testing::Test {
   void TearDown() override { fs::remove_all(root); }
   std::vector<std::string> train_args(const std::string& name) const {
     // 3 synthetic tasks; 15 epochs x 90 steps per task makes task 2 last long enough to be killed in.
-    return {"train",        "--stream", "synthetic", "--tasks",      "3",   "--epochs", "15",
+    return {"train",        "--method", "naive",     "--stream", "synthetic", "--tasks", "3", "--epochs", "15",
             "--batch-size", "4",        "--hidden",  "32,32",        "--lr", "0.05",    "--seed",
             "7",            "--threads", "1",        "--quiet",      "--out", root.string(), "--name", name};
   }
