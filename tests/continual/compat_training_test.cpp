@@ -5,6 +5,8 @@
 #include "continual/naive.h"
 #include "continual/runner.h"
 
+#include "synthetic_fixture.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -17,25 +19,7 @@ namespace compat = strata::compat;
 
 namespace {
 
-struct Fixture {
-  tasks::TaskStream stream;
-  Model model;
-  TrainOptions train;
-  Fixture() {
-    torch::manual_seed(0);
-    stream = tasks::make_stream(tasks::StreamOptions().name("synthetic").num_tasks(2).seed(1));
-    model = make_model(ModelOptions().input_shape(stream.input_shape).num_classes(stream.num_classes).hidden({16}));
-    train.lr(0.05).batch_size(16).epochs(1);
-  }
-  TaskContext ctx(int64_t t) {
-    TaskContext c;
-    c.model = model;
-    c.stream = &stream;
-    c.task_index = t;
-    c.train = &train;
-    return c;
-  }
-};
+using Fixture = strata::continual::testing::SyntheticFixture;
 
 CompatTrainingOptions focal() {
   return CompatTrainingOptions().loss(compat::CompatTrainOptions().mode(compat::CompatMode::kFocal));
