@@ -1,6 +1,7 @@
 #include "checkpoints/predictions.h"
 
 #include "core/h5.h"
+#include "core/names.h"
 
 #include <cstdio>
 
@@ -8,20 +9,7 @@ namespace strata::checkpoints {
 namespace {
 
 std::string group_name(int64_t version, int64_t task) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "v%03lld/task%02lld", static_cast<long long>(version), static_cast<long long>(task));
-  return buf;
-}
-
-// "v012" -> 12, "task03" -> 3; -1 when `name` is not prefix + digits.
-int64_t parse_index(const std::string& name, const std::string& prefix) {
-  if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return -1;
-  int64_t v = 0;
-  for (size_t i = prefix.size(); i < name.size(); ++i) {
-    if (name[i] < '0' || name[i] > '9') return -1;
-    v = v * 10 + (name[i] - '0');
-  }
-  return v;
+  return core::indexed_name("v", version, 3) + "/" + core::indexed_name("task", task, 2);
 }
 
 }  // namespace
@@ -66,12 +54,12 @@ PredictionTable read_predictions(const std::string& path) {
   PredictionTable table;
   H5::H5File f = core::open_file(path, core::FileMode::kRead);
   for (const auto& vname : core::list_children(f, "/")) {
-    const int64_t version = parse_index(vname, "v");
+    const int64_t version = core::parse_indexed_name(vname, "v");
     TORCH_CHECK(version >= 0 && core::is_group(f, vname), "strata::checkpoints::read_predictions(): '", path,
                 "': unexpected object '/", vname, "' (expected groups vNNN)");
     auto& tasks = table[version];
     for (const auto& tname : core::list_children(f, vname)) {
-      const int64_t task = parse_index(tname, "task");
+      const int64_t task = core::parse_indexed_name(tname, "task");
       const std::string g = vname + "/" + tname;
       TORCH_CHECK(task >= 0 && core::is_group(f, g), "strata::checkpoints::read_predictions(): '", path,
                   "': unexpected object '/", g, "' (expected groups taskTT)");

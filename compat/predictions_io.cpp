@@ -1,6 +1,7 @@
 #include "compat/predictions_io.h"
 
 #include "core/h5.h"
+#include "core/names.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -9,22 +10,7 @@
 namespace strata::compat {
 namespace {
 
-// "v007" -> 7, "task03" -> 3; -1 if `name` is not prefix + digits.
-int64_t parse_index(const std::string& name, const std::string& prefix) {
-  if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return -1;
-  int64_t v = 0;
-  for (size_t i = prefix.size(); i < name.size(); ++i) {
-    if (name[i] < '0' || name[i] > '9') return -1;
-    v = v * 10 + (name[i] - '0');
-  }
-  return v;
-}
-
-std::string version_group(int64_t version) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "v%03lld", static_cast<long long>(version));
-  return buf;
-}
+std::string version_group(int64_t version) { return core::indexed_name("v", version, 3); }
 
 }  // namespace
 
@@ -33,7 +19,7 @@ std::vector<int64_t> list_prediction_versions(const std::string& path) {
   H5::H5File file = core::open_file(path, core::FileMode::kRead);
   std::vector<int64_t> out;
   for (const auto& name : core::list_children(file, "/")) {
-    const int64_t v = parse_index(name, "v");
+    const int64_t v = core::parse_indexed_name(name, "v");
     if (v >= 0 && core::is_group(file, name)) out.push_back(v);
   }
   std::sort(out.begin(), out.end());
@@ -47,13 +33,13 @@ PredictionTable read_prediction_table(const std::string& path, int64_t version) 
   if (!core::is_group(file, vg)) {
     std::ostringstream present;
     for (const auto& name : core::list_children(file, "/"))
-      if (parse_index(name, "v") >= 0) present << " " << name;
+      if (core::parse_indexed_name(name, "v") >= 0) present << " " << name;
     TORCH_CHECK(false, "strata::compat::read_prediction_table(): '", path, "' has no group /", vg,
                 " (versions present:", present.str().empty() ? " none" : present.str(), ")");
   }
   std::vector<torch::Tensor> ids, labels, preds, probs, groups;
   for (const auto& name : core::list_children(file, vg)) {  // sorted by name = task order (zero-padded)
-    const int64_t task = parse_index(name, "task");
+    const int64_t task = core::parse_indexed_name(name, "task");
     if (task < 0) continue;
     const std::string g = vg + "/" + name;
     for (const char* ds : {"id", "label", "pred", "prob"})
