@@ -1,8 +1,65 @@
 #include "adapters/adaptable_linear.h"
 
+#include "subspaces/basis.h"
+
 #include <cmath>
 
 namespace strata::adapters {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// y = x Wᵀ (+ b) whose backward writes the input-side projected weight gradient. x and W are
+// saved exactly as autograd's own linear saves them, so this costs no extra memory; the bases
+// ride in saved_data (they never need a gradient, and an undefined tensor cannot be an input).
+torch::Tensor projected_forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                                const torch::Tensor& bias, const torch::Tensor& U, const torch::Tensor& U_perp) {
+  ctx->save_for_backward({x, weight});
+  ctx->saved_data["U"] = U;
+  ctx->saved_data["U_perp"] = U_perp;
+  auto x2 = x.reshape({-1, x.size(-1)});
+  auto y = bias.defined() ? torch::addmm(bias, x2, weight.t()) : x2.mm(weight.t());
+  if (x.dim() == 2) return y;
+  auto shape = x.sizes().vec();
+  shape.back() = weight.size(0);
+  return y.view(shape);
+}
+
+variable_list projected_backward(AutogradContext* ctx, const variable_list& grad_out, bool with_bias) {
+  auto saved = ctx->get_saved_variables();
+  const auto &x = saved[0], &weight = saved[1];
+  auto d2 = grad_out[0].reshape({-1, weight.size(0)});
+  variable_list out(with_bias ? 5 : 4);  // one per forward argument, the basis pointers included
+  if (ctx->needs_input_grad(0)) out[0] = d2.mm(weight).view(x.sizes());
+  if (ctx->needs_input_grad(1))
+    out[1] = subspaces::project_out_input_outer(d2, x.reshape({-1, x.size(-1)}), ctx->saved_data["U"].toTensor(),
+                                                ctx->saved_data["U_perp"].toTensor());
+  if (with_bias && ctx->needs_input_grad(2)) out[2] = d2.sum(0);
+  return out;
+}
+
+struct ProjectedLinear : public torch::autograd::Function<ProjectedLinear> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& bias, const torch::Tensor* U, const torch::Tensor* U_perp) {
+    return projected_forward(ctx, x, weight, bias, *U, *U_perp);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    return projected_backward(ctx, grad_out, true);
+  }
+};
+
+struct ProjectedLinearNoBias : public torch::autograd::Function<ProjectedLinearNoBias> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor* U, const torch::Tensor* U_perp) {
+    return projected_forward(ctx, x, weight, torch::Tensor(), *U, *U_perp);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    return projected_backward(ctx, grad_out, false);
+  }
+};
+
+}  // namespace
 
 AdaptableLinearImpl::AdaptableLinearImpl(int64_t in_features, int64_t out_features, bool with_bias) {
   TORCH_CHECK(in_features > 0 && out_features > 0, "strata::adapters::AdaptableLinear(): bad shape in=",
@@ -19,9 +76,29 @@ AdaptableLinearImpl::AdaptableLinearImpl(int64_t in_features, int64_t out_featur
 
 torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
   if (recording_) last_input_ = x.detach();
-  torch::Tensor y = torch::nn::functional::linear(x, weight, bias);
+  torch::Tensor y;
+  if (proj_U_.defined() && weight.requires_grad() && torch::GradMode::is_enabled())
+    y = bias.defined() ? ProjectedLinear::apply(x, weight, bias, &proj_U_, &proj_U_perp_)
+                       : ProjectedLinearNoBias::apply(x, weight, &proj_U_, &proj_U_perp_);
+  else
+    y = torch::nn::functional::linear(x, weight, bias);
   if (adapter_) y = adapter_->forward(x, y);
   return y;
+}
+
+void AdaptableLinearImpl::set_input_projection(torch::Tensor U, torch::Tensor U_perp) {
+  if (!U.defined() || U.dim() != 2 || U.size(1) == 0) {
+    proj_U_ = proj_U_perp_ = torch::Tensor();
+    return;
+  }
+  TORCH_CHECK(U.size(0) == in_features(), "strata::adapters::AdaptableLinear::set_input_projection(): basis has ",
+              U.size(0), " rows, the layer has ", in_features(), " inputs");
+  TORCH_CHECK(!U_perp.defined() || (U_perp.dim() == 2 && U_perp.size(0) == in_features() &&
+                                    U_perp.size(1) == in_features() - U.size(1)),
+              "strata::adapters::AdaptableLinear::set_input_projection(): complement of shape ",
+              U_perp.defined() ? U_perp.sizes() : torch::IntArrayRef{}, " does not match basis ", U.sizes());
+  proj_U_ = U.detach().to(weight.dtype()).contiguous();
+  proj_U_perp_ = U_perp.defined() ? U_perp.detach().to(weight.dtype()).contiguous() : torch::Tensor();
 }
 
 void AdaptableLinearImpl::set_adapter(std::shared_ptr<Adapter> adapter) {

@@ -44,6 +44,15 @@ class AdaptableLinearImpl : public torch::nn::Module {
   /// Last recorded input [..., in]; undefined when recording is off or before a forward.
   const torch::Tensor& last_input() const { return last_input_; }
 
+  /// Input-side weight-gradient projection (GPM): while set, backward through this layer writes
+  /// weight.grad = G (I − U Uᵀ) for G = δᵀX instead of G, computed from the factors δ [r, out] and
+  /// X [r, in] in the cheapest form for the batch (subspaces::project_out_input_outer): the
+  /// projection acts on the r input rows when r < out, and on the complement U_perp [in, in − k]
+  /// when one is given and k > in − k. The input and bias gradients are the plain ones. An
+  /// undefined or empty U clears it.
+  void set_input_projection(torch::Tensor U, torch::Tensor U_perp = {});
+  const torch::Tensor& input_projection() const { return proj_U_; }
+
   int64_t in_features() const { return weight.size(1); }
   int64_t out_features() const { return weight.size(0); }
   bool has_bias() const { return bias.defined(); }
@@ -54,6 +63,7 @@ class AdaptableLinearImpl : public torch::nn::Module {
  private:
   std::shared_ptr<Adapter> adapter_;
   bool recording_ = false;
+  torch::Tensor proj_U_, proj_U_perp_;
   torch::Tensor last_input_;
 };
 TORCH_MODULE(AdaptableLinear);

@@ -5,6 +5,8 @@
 #include "subspaces/store.h"
 #include "subspaces/svd.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <cmath>
 #include <regex>
 
@@ -26,7 +28,9 @@ std::vector<MethodOption> coso_options() {
       {"schedule", "cosine", "per-task lr schedule: cosine (CoSO code) | constant"},
       {"temperature", "3", "training logits are divided by this (CoSO code: 3)"},
       {"others", "all", "non-projected parameters trained with Adam: all | head | none (others frozen)"},
-      {"svd", "exact", "SVD backend for the projector (subspaces::svd method)"},
+      {"svd", "exact", "SVD backend for the exact projector refresh and the sketch merges (subspaces::svd method)"},
+      {"refresh", "power", "projector refresh: power (warm-started subspace iteration, r1 vectors) | exact (thin SVD)"},
+      {"power_iters", "1", "subspace iterations per power refresh"},
       {"store", "", "subspaces.h5 path; empty = <run folder>/subspaces.h5, none = do not write"},
   };
 }
@@ -48,6 +52,8 @@ CoSOOptions CoSOOptions::from_config(const MethodConfig& c) {
   if (c.has("temperature")) o.temperature(c.get_double("temperature"));
   if (c.has("others")) o.others(c.get_string("others"));
   if (c.has("svd")) o.svd(c.get_string("svd"));
+  if (c.has("refresh")) o.refresh(c.get_string("refresh"));
+  if (c.has("power_iters")) o.power_iters(c.get_int("power_iters"));
   if (c.has("store")) o.store(c.get_string("store"));
   o.validate();
   return o;
@@ -70,6 +76,9 @@ void CoSOOptions::validate() const {
   TORCH_CHECK(temperature_ > 0, who, " coso.temperature must be > 0, got ", temperature_);
   TORCH_CHECK(others_ == "all" || others_ == "head" || others_ == "none", who,
               " coso.others must be all, head or none, got '", others_, "'");
+  TORCH_CHECK(refresh_ == "power" || refresh_ == "exact", who, " coso.refresh must be power or exact, got '", refresh_,
+              "'");
+  TORCH_CHECK(power_iters_ >= 1, who, " coso.power_iters must be >= 1, got ", power_iters_);
   bool known = false;
   for (const auto& m : subspaces::svd_methods()) known = known || m == svd_ || svd_ == "auto";
   TORCH_CHECK(known, who, " coso.svd: unknown SVD method '", svd_, "'");
@@ -108,8 +117,36 @@ CoSO::CoSO(CoSOOptions options) : options_(std::move(options)) { options_.valida
 
 std::unique_ptr<subspaces::FrequentDirections> CoSO::new_sketch(int64_t rows) const {
   return std::make_unique<subspaces::FrequentDirections>(
-      rows, subspaces::SketchOptions(options_.r2()).decay(options_.decay()).svd(
-                subspaces::SvdOptions().method(options_.svd())));
+      rows, subspaces::SketchOptions(options_.r2())
+                .decay(options_.decay())
+                .svd(subspaces::SvdOptions().method(options_.svd()))
+                .buffer(std::max(options_.r2(), rows)));
+}
+
+namespace {
+
+// Orthonormal Q of Y = Q R with diag(R) >= 0: the unique QR, so a converged iteration returns the
+// same columns with the same signs step after step.
+torch::Tensor positive_qr(const torch::Tensor& Y) {
+  auto [Q, R] = torch::linalg_qr(Y, "reduced");
+  // sign(0) = 0 would zero a column; such columns (rank-deficient Y) keep Householder's sign.
+  return Q.mul_(R.diagonal().sign().add_(R.diagonal().eq(0)));
+}
+
+}  // namespace
+
+torch::Tensor CoSO::refresh_power(CoSOLayer& l, const torch::Tensor& G) const {
+  const int64_t r = std::min(options_.r1(), std::min(G.size(0), G.size(1)));
+  torch::Tensor P = l.P;
+  int64_t iters = options_.power_iters();
+  if (!P.defined() || P.size(1) != r) {
+    // Randomized range finder, seeded by the layer's shape so resumed runs draw the same.
+    auto gen = at::detail::createCPUGenerator(0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(l.rows() * 131 + G.size(1)));
+    P = positive_qr(G.mm(torch::randn({G.size(1), r}, gen, G.options())));
+    ++iters;
+  }
+  for (int64_t i = 0; i < iters; ++i) P = positive_qr(G.mm(G.t().mm(P)));
+  return P;
 }
 
 void CoSO::attach(Model& model) {
@@ -199,9 +236,20 @@ void CoSO::step_layer(CoSOLayer& l, double lr) {
   const int64_t m = l.weight.size(0), n = l.weight.size(1);
   // Zero budget: no projector rank, or the historical basis spans the whole output space.
   if (!grad.defined() || options_.r1() == 0 || l.basis_rank() >= m) return;
-  torch::Tensor G = grad.to(torch::kFloat32);
+  torch::Tensor G = grad.scalar_type() == torch::kFloat32 ? grad : grad.to(torch::kFloat32);
   if (l.basis_rank() > 0) G = subspaces::project_out_output(G, l.M);
-  if (!l.P.defined() || l.step % options_.gap() == 0) {
+  const bool power = options_.refresh() == "power";
+  const bool refresh = !l.P.defined() || l.step % options_.gap() == 0;
+  if (power && refresh) {
+    torch::Tensor P = refresh_power(l, G);
+    if (l.basis_rank() > 0) P = subspaces::project_out_output(P, l.M);
+    l.P = P;
+    ++l.refreshes;
+    if (!l.exp_avg.defined()) {
+      l.exp_avg = torch::zeros({l.P.size(1), n}, G.options());
+      l.exp_avg_sq = torch::zeros({l.P.size(1), n}, G.options());
+    }
+  } else if (refresh) {
     const int64_t want = std::min(std::max(options_.r1(), options_.r2() + 1), std::min(m, n));
     auto s = subspaces::svd(G, subspaces::SvdOptions().method(options_.svd()).rank(want));
     torch::Tensor P = s.U.narrow(1, 0, std::min(options_.r1(), s.U.size(1)));
@@ -218,13 +266,18 @@ void CoSO::step_layer(CoSOLayer& l, double lr) {
   }
   const double b1 = options_.beta1(), b2 = options_.beta2();
   torch::Tensor R = l.P.t().mm(G);  // [r1, n]
-  l.exp_avg.mul_(b1).add_(R, 1 - b1);
+  // The captured part P R of G, as P diag(row norms of R) (exact for converged singular vectors).
+  if (power && refresh) l.sketch->push(l.P * R.norm(2, {1}).unsqueeze(0));
+  l.exp_avg.lerp_(R, 1 - b1);
   l.exp_avg_sq.mul_(b2).addcmul_(R, R, 1 - b2);
   ++l.step;
   const double step_size =
       lr * std::sqrt(1 - std::pow(b2, static_cast<double>(l.step))) / (1 - std::pow(b1, static_cast<double>(l.step)));
-  torch::Tensor N = l.exp_avg / (l.exp_avg_sq.sqrt() + options_.eps());
-  l.weight.add_(l.P.mm(N).to(l.weight.dtype()), -step_size);
+  torch::Tensor N = l.exp_avg / l.exp_avg_sq.sqrt().add_(options_.eps());
+  if (l.weight.scalar_type() == N.scalar_type())
+    l.weight.addmm_(l.P, N, /*beta=*/1, /*alpha=*/-step_size);
+  else
+    l.weight.add_(l.P.mm(N).to(l.weight.dtype()), -step_size);
 }
 
 void CoSO::step_other(CoSOOther& o, double lr) {
@@ -250,6 +303,7 @@ CoSO::Memory CoSO::memory() const {
     mem.coso_bytes += nbytes(l.P) + nbytes(l.exp_avg) + nbytes(l.exp_avg_sq) + nbytes(l.M);
     if (!l.sketch->empty())
       mem.coso_bytes += nbytes(l.sketch->sketch()) + nbytes(l.sketch->basis()) + nbytes(l.sketch->singular_values());
+    if (options_.refresh() == "power") mem.coso_bytes += l.rows() * std::max(options_.r2(), l.rows()) * 4;  // buffer
     mem.basis_bytes += nbytes(l.M);
     mem.adamw_bytes += 2 * nbytes(l.weight);
   }
@@ -269,6 +323,7 @@ void CoSO::on_task_end(TaskContext& ctx) {
                         {"layers", nlohmann::json::object()}};
   std::map<std::string, subspaces::SubspaceRecord> records;
   for (auto& l : layers_) {
+    l.sketch->flush();
     const int64_t before = l.basis_rank();
     int64_t k = 0;
     double captured = 0;
@@ -324,9 +379,12 @@ MethodState CoSO::save() const {
     put(p + "P", l.P);
     put(p + "exp_avg", l.exp_avg);
     put(p + "exp_avg_sq", l.exp_avg_sq);
-    if (!l.sketch->empty()) {
-      put(p + "sketch_basis", l.sketch->basis());
-      put(p + "sketch_sigma", l.sketch->singular_values());
+    // Pending columns are merged into a copy (a resumed run merges them one buffer earlier).
+    subspaces::FrequentDirections sketch = *l.sketch;
+    sketch.flush();
+    if (!sketch.empty()) {
+      put(p + "sketch_basis", sketch.basis());
+      put(p + "sketch_sigma", sketch.singular_values());
     }
     layers[l.name] = {{"step", l.step}, {"refreshes", l.refreshes}};
   }
@@ -386,6 +444,7 @@ nlohmann::json CoSO::report() const {
             {"threshold", options_.threshold()},
             {"lr", options_.lr()},
             {"others", options_.others()},
+            {"refresh", options_.refresh()},
             {"temperature", options_.temperature()}}}};
 }
 

@@ -5,8 +5,15 @@
 //
 // Per target weight W [m = out, n = in] with gradient G [m, n] (every shape, left/output side):
 //   1. G ← G - M (Mᵀ G)                      M [m, K]: historical basis (empty in task 0)
-//   2. every `gap` steps (step 0 of each task included): thin SVD G = U Σ Vᵀ,
+//   2. every `gap` steps (step 0 of each task included), refresh = exact: thin SVD G = U Σ Vᵀ,
 //        P = U[:, :r1]  (then P ← P - M MᵀP, see deviations),  FD sketch ← (U, Σ) (rank r2)
+//      refresh = power (default; the exact SVD of every gradient at every step was the whole
+//      cost of the method): subspace iteration warm-started from the previous P,
+//        P ← qr(G (Gᵀ P)) (`power_iters` times; diag(R) > 0 so columns keep their sign and the
+//        Adam moments stay aligned), at the first refresh of a task P = qr(G Ω), Ω [n, r1]
+//        seeded Gaussian, then power_iters + 1 iterations; P ← P - M MᵀP as above.
+//        Only the r1 vectors are computed (no Vᵀ). The sketch is fed the captured part
+//        P diag(‖(PᵀG)_i‖) and merges it in a buffer of max(r2, m) columns (one SVD per merge).
 //   3. R = Pᵀ G [r1, n];  Adam on R:  m̃ = β₁m̃ + (1-β₁)R,  ṽ = β₂ṽ + (1-β₂)R²,  t += 1
 //   4. W ← W - lr·√(1-β₂ᵗ)/(1-β₁ᵗ) · P (m̃ / (√ṽ + eps))        (no α scaling, no weight decay)
 // Every column of P lies in the complement of span(M), so Mᵀ ΔW = 0 up to round-off. Moments
@@ -29,7 +36,8 @@
 //   lr 4e-4 (projected layers), other_lr 0 (= lr), beta1 0.9, beta2 0.999, eps 1e-6,
 //   schedule cosine (per task, lr_e = lr·cos(99π e / (200 (E-1))), code's CosineSchedule) | constant,
 //   temperature 3 (training logits divided by it; the code's trick) , others all | head | none,
-//   svd exact (subspaces::svd method), store "" (override of <run_dir>/subspaces.h5; "none" = off).
+//   svd exact (subspaces::svd method, exact refresh and sketch merges), refresh power | exact,
+//   power_iters 1, store "" (override of <run_dir>/subspaces.h5; "none" = off).
 // The run's --optimizer / --lr are not used (CoSO owns its optimizer).
 #include "continual/method.h"
 #include "subspaces/sketch.h"
@@ -56,6 +64,8 @@ struct CoSOOptions {
   TORCH_ARG(double, temperature) = 3.0;
   TORCH_ARG(std::string, others) = "all";
   TORCH_ARG(std::string, svd) = "exact";
+  TORCH_ARG(std::string, refresh) = "power";
+  TORCH_ARG(int64_t, power_iters) = 1;
   TORCH_ARG(std::string, store) = "";
 
  public:
@@ -123,6 +133,7 @@ class CoSO : public Method {
  private:
   void reset_task_state();
   void step_layer(CoSOLayer& l, double lr);
+  torch::Tensor refresh_power(CoSOLayer& l, const torch::Tensor& G) const;
   void step_other(CoSOOther& o, double lr);
   std::unique_ptr<subspaces::FrequentDirections> new_sketch(int64_t rows) const;
 

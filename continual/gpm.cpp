@@ -42,6 +42,15 @@ std::unique_ptr<Method> make_gpm(const MethodConfig& c) {
 
 Gpm::Gpm(GpmOptions options) : options_(std::move(options)) { options_.validate(); }
 
+Gpm::~Gpm() {
+  // Leave the layers as attach() found them, unless another method has installed its own since.
+  for (auto& [name, layer] : layers_) {
+    auto it = bases_.find(name);
+    const auto& P = layer->input_projection();
+    if (it != bases_.end() && P.defined() && P.data_ptr() == it->second.data_ptr()) layer->set_input_projection({});
+  }
+}
+
 void Gpm::attach(Model& model) {
   layers_ = model->linear_layers(options_.layers());
   TORCH_CHECK(!layers_.empty(), "strata::continual::Gpm: gpm.layers '", options_.layers(), "' matches no Linear layer");
@@ -53,12 +62,16 @@ const torch::Tensor& Gpm::basis(const std::string& layer) const {
   return it == bases_.end() ? none : it->second;
 }
 
-void Gpm::after_backward(StepContext& step) {
+void Gpm::install_projections() {
   for (auto& [name, layer] : layers_) {
     auto it = bases_.find(name);
-    if (it == bases_.end() || !layer->weight.grad().defined()) continue;
-    auto g = layer->weight.mutable_grad();
-    subspaces::project_out_input_(g, it->second);
+    if (it == bases_.end()) {
+      layer->set_input_projection({});
+      continue;
+    }
+    const auto& U = it->second;
+    // The complement only pays when it is the narrower factor.
+    layer->set_input_projection(U, 2 * U.size(1) > U.size(0) ? subspaces::complement_basis(U) : torch::Tensor());
   }
 }
 
@@ -102,6 +115,7 @@ void Gpm::on_task_end(TaskContext& ctx) {
   }
   model.set_recording(false);
   if (was_training) model.train();
+  install_projections();
   history_.push_back(row);
   if (!ctx.run_dir.empty()) {
     const std::string key = "task_" + std::to_string(ctx.task_index);  // as every method names tasks
@@ -133,6 +147,7 @@ void Gpm::load(const MethodState& state, Model& model) {
     bases_[layer] = t.to(torch::kFloat32).contiguous();
   }
   history_ = state.meta.value("history", nlohmann::json::array());
+  install_projections();
 }
 
 nlohmann::json Gpm::report() const { return {{"ranks_per_task", history_}}; }

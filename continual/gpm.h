@@ -34,9 +34,9 @@ struct GpmOptions {
 class Gpm : public Method {
  public:
   explicit Gpm(GpmOptions options);
+  ~Gpm() override;
   std::string name() const override { return "gpm"; }
   void attach(Model& model) override;
-  void after_backward(StepContext& step) override;
   void on_task_end(TaskContext& ctx) override;
   MethodState save() const override;
   void load(const MethodState& state, Model& model) override;
@@ -46,6 +46,8 @@ class Gpm : public Method {
   const torch::Tensor& basis(const std::string& layer) const;
 
  private:
+  void install_projections();
+
   GpmOptions options_;
   std::vector<std::pair<std::string, adapters::AdaptableLinear>> layers_;
   std::map<std::string, torch::Tensor> bases_;

@@ -196,6 +196,7 @@ void OSFTMethod::on_task_start(TaskContext& ctx) {
       const auto e = r.S.to(torch::kFloat64).square();
       const double tot = e.sum().item<double>();
       l.energy = tot > 0 ? e.slice(0, 0, l.k).sum().item<double>() / tot : 0.0;
+      prepare(l);
     }
     frozen += l.k;
     total += l.rank;
@@ -249,9 +250,9 @@ void OSFTMethod::after_backward(StepContext& sc) {
   torch::NoGradGuard no_grad;
   for (auto& l : layers_) {
     if (l.k == 0) continue;
-    auto g = l.layer->weight.grad();
+    auto g = l.layer->weight.mutable_grad();
     if (!g.defined()) continue;
-    g.copy_(subspaces::project_out_both(g, l.U, l.V));
+    subspaces::project_out_both_(g, l.U, l.V, l.U_perp, l.V_perp);
   }
 }
 
@@ -261,15 +262,16 @@ void OSFTMethod::after_step(StepContext&) {
     if (l.k == 0) continue;
     auto& W = l.layer->weight;
     // W_start + P(W − W_start) = P(W) + U_h diag(σ_h) V_hᵀ, since W_start − P(W_start) is exactly
-    // the frozen top-k part of W_start's SVD. With A = U_hᵀW, B = W V_h, C = A V_h:
-    //   P(W) + U_h σ_h V_hᵀ = W − U_h A − (B − U_h (C + diag σ_h)) V_hᵀ   (four O(mnk) products).
-    const auto A = torch::mm(l.U.t(), W);
-    auto B = torch::mm(W, l.V);
-    auto C = torch::mm(A, l.V);
-    C.diagonal().add_(l.S);
-    B.sub_(torch::mm(l.U, C));
-    W.sub_(torch::mm(l.U, A)).sub_(torch::mm(B, l.V.t()));
+    // the frozen top-k part of W_start's SVD.
+    subspaces::project_out_both_(W, l.U, l.V, l.U_perp, l.V_perp).add_(l.frozen);
   }
+}
+
+void OSFTMethod::prepare(Layer& l) {
+  const int64_t m = l.U.size(0), n = l.V.size(0);
+  l.U_perp = 2 * l.k > m ? subspaces::complement_basis(l.U) : torch::Tensor();
+  l.V_perp = 2 * l.k > n ? subspaces::complement_basis(l.V) : torch::Tensor();
+  l.frozen = (l.U * l.S.unsqueeze(0)).mm(l.V.t()).contiguous();
 }
 
 void OSFTMethod::on_task_end(TaskContext&) {}
@@ -326,6 +328,7 @@ void OSFTMethod::load(const MethodState& state, Model& model) {
       TORCH_CHECK(l.U.size(0) == l.layer->out_features() && l.V.size(0) == l.layer->in_features() &&
                       l.U.size(1) == l.k && l.V.size(1) == l.k && l.S.numel() == l.k,
                   "strata::continual::OSFTMethod::load(): bases of '", l.name, "' do not match the layer");
+      prepare(l);
     }
     layers_.push_back(std::move(l));
   }

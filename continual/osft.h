@@ -12,6 +12,11 @@
 //                    the top-k singular triplets of W stay fixed within the task (mini_trainer's
 //                    project_parameter_to_orthogonal_space, without storing W_start).
 //   task end     nothing to merge: the next task re-decomposes the current W.
+// Cost: both projections run in place through subspaces::project_out_both_; a side with
+// k > dim/2 goes through its complement basis (U_h⊥ [m, m − k], V_h⊥ [n, n − k], from the task-start
+// SVD), so a step costs O(mn·min(k, m − k) + ...) rather than O(mnk); after_step adds the frozen part
+// W_h = U_h diag(σ_h) V_hᵀ, kept once per task ([m, n], one extra weight copy per decomposed layer).
+// Layers with k = 0 cost nothing.
 // Deviation from the factored form (U_l, s_l, V_l trainable): the constraint set is the same, the
 // optimizer geometry differs (stock optimizer on W), as methods.md §6.4 recommends for the toolkit.
 //
@@ -77,6 +82,8 @@ class OSFTMethod : public Method {
     torch::Tensor U;  ///< U_h [m, k] (undefined when k = 0)
     torch::Tensor S;  ///< σ_h [k]
     torch::Tensor V;  ///< V_h [n, k]
+    torch::Tensor U_perp, V_perp;  ///< complements, only where k > m/2 (resp. n/2)
+    torch::Tensor frozen;          ///< U_h diag(σ_h) V_hᵀ [m, n]
     int64_t k = 0, rank = 0;
     double importance = 0;  ///< raw I_l (NaN when the rule does not use it)
     double energy = 0;      ///< Σσ_h² / Σσ² at task start
@@ -89,6 +96,7 @@ class OSFTMethod : public Method {
   std::vector<double> importances(TaskContext& ctx, const std::vector<Layer>& layers) const;
   void set_trainable(Model& model, int64_t task) const;
   void write_store(const TaskContext& ctx) const;
+  static void prepare(Layer& l);
 
   std::string target_, head_, rule_, importance_data_, store_;
   double mrr_, trr_, fraction_;

@@ -57,6 +57,83 @@ torch::Tensor& project_out_output_(torch::Tensor& G, const torch::Tensor& M) {
   return G;
 }
 
+OuterProjection choose_outer_projection(int64_t rows, int64_t out, int64_t k, int64_t k_perp) {
+  // Input side: 2·r·in·kb for the projection; gradient side: 2·out·in·kb. δᵀ(·) is common.
+  const bool complement = k_perp >= 0 && k_perp < k;
+  if (rows < out) return complement ? OuterProjection::kInputComplement : OuterProjection::kInput;
+  return complement ? OuterProjection::kGradientComplement : OuterProjection::kGradient;
+}
+
+torch::Tensor complement_basis(const torch::Tensor& U) {
+  torch::NoGradGuard no_grad;
+  TORCH_CHECK(U.defined() && U.dim() == 2 && U.size(1) <= U.size(0),
+              "strata::subspaces::complement_basis(): U must be 2-D [n, k] with k <= n, got ",
+              U.defined() ? U.sizes() : torch::IntArrayRef{});
+  const int64_t n = U.size(0), k = U.size(1);
+  if (k == 0) return torch::eye(n, U.options());
+  auto Q = std::get<0>(torch::linalg_qr(U.to(torch::kFloat64), "complete"));  // [n, n]
+  return Q.narrow(1, k, n - k).to(U.scalar_type()).contiguous();
+}
+
+torch::Tensor project_out_input_outer(const torch::Tensor& delta, const torch::Tensor& X, const torch::Tensor& U,
+                                      const torch::Tensor& U_perp, OuterProjection form) {
+  TORCH_CHECK(delta.dim() == 2 && X.dim() == 2 && delta.size(0) == X.size(0),
+              "strata::subspaces::project_out_input_outer(): expected delta [r, out] and X [r, in], got ",
+              delta.sizes(), " and ", X.sizes());
+  const auto dt = delta.t();
+  if (empty_basis(U)) return dt.mm(X);
+  check_basis(U, X.size(1), "project_out_input_outer", "U");
+  const int64_t k = U.size(1);
+  if (U_perp.defined()) check_basis(U_perp, X.size(1), "project_out_input_outer", "U_perp");
+  if (form == OuterProjection::kAuto)
+    form = choose_outer_projection(X.size(0), delta.size(1), k, U_perp.defined() ? U_perp.size(1) : -1);
+  const bool complement = form == OuterProjection::kInputComplement || form == OuterProjection::kGradientComplement;
+  TORCH_CHECK(!complement || U_perp.defined(),
+              "strata::subspaces::project_out_input_outer(): a complement form needs U_perp");
+  if (complement && U_perp.size(1) == 0) return torch::zeros({delta.size(1), X.size(1)}, X.options());
+  switch (form) {
+    case OuterProjection::kInput: {
+      auto Xp = X.addmm(X.mm(U), U.t(), /*beta=*/1, /*alpha=*/-1);
+      return dt.mm(Xp);
+    }
+    case OuterProjection::kInputComplement:
+      return dt.mm(X.mm(U_perp).mm(U_perp.t()));
+    case OuterProjection::kGradient: {
+      auto G = dt.mm(X);
+      G.addmm_(G.mm(U), U.t(), /*beta=*/1, /*alpha=*/-1);
+      return G;
+    }
+    case OuterProjection::kGradientComplement:
+      return dt.mm(X).mm(U_perp).mm(U_perp.t());
+    case OuterProjection::kAuto:
+      break;
+  }
+  TORCH_INTERNAL_ASSERT(false, "unreachable projection form");
+}
+
+torch::Tensor& project_out_both_(torch::Tensor& G, const torch::Tensor& M, const torch::Tensor& U,
+                                 const torch::Tensor& M_perp, const torch::Tensor& U_perp) {
+  TORCH_CHECK(G.dim() == 2, "strata::subspaces::project_out_both_(): G must be 2-D, got shape ", G.sizes());
+  auto right = [&](torch::Tensor& T) -> torch::Tensor& {
+    if (U_perp.defined()) {
+      check_basis(U_perp, T.size(1), "project_out_both_", "U_perp");
+      if (U_perp.size(1) == 0) return T.zero_();
+      auto TU = T.mm(U_perp);
+      return torch::mm_out(T, TU, U_perp.t());
+    }
+    return project_out_input_(T, U);
+  };
+  if (M_perp.defined()) {
+    check_basis(M_perp, G.size(0), "project_out_both_", "M_perp");
+    if (M_perp.size(1) == 0) return G.zero_();
+    auto T = M_perp.t().mm(G);  // [m − k, n]
+    right(T);
+    return torch::mm_out(G, M_perp, T);
+  }
+  project_out_output_(G, M);
+  return right(G);
+}
+
 int64_t energy_rank(const torch::Tensor& sigma, double threshold) {
   TORCH_CHECK(sigma.dim() == 1, "strata::subspaces::energy_rank(): sigma must be 1-D, got shape ", sigma.sizes());
   auto e = sigma.to(torch::kFloat64).square();

@@ -24,6 +24,39 @@ torch::Tensor project_out_both(const torch::Tensor& G, const torch::Tensor& M, c
 // In-place variants for 2-D G (e.g. a parameter's .grad()); return G.
 torch::Tensor& project_out_input_(torch::Tensor& G, const torch::Tensor& U);
 torch::Tensor& project_out_output_(torch::Tensor& G, const torch::Tensor& M);
+// (I − MMᵀ) G (I − UUᵀ) written into 2-D G, M [m, k_m], U [n, k_n]. A side given its complement
+// (M_perp [m, m − k_m] or U_perp [n, n − k_n]) is applied as M⊥M⊥ᵀ (resp. U⊥U⊥ᵀ), which costs
+// O(·(dim − k)) instead of O(·k); through M⊥ the right side then acts on the small M⊥ᵀG.
+torch::Tensor& project_out_both_(torch::Tensor& G, const torch::Tensor& M, const torch::Tensor& U,
+                                 const torch::Tensor& M_perp = {}, const torch::Tensor& U_perp = {});
+
+// ---- a Linear weight gradient projected from its factors ----------------------------------
+// A Linear layer's weight gradient is G = δᵀX (δ [r, out] the output gradient, X [r, in] the
+// input, r = examples·tokens). Its input-side projection G (I − UUᵀ) equals δᵀ(X − (XU)Uᵀ), so
+// the projection can act on the r input rows, O(r·in·k), instead of the out gradient rows,
+// O(out·in·k). With a complement basis U⊥ [in, in − k] (orthonormal, spanning span(U)^⊥),
+// I − UUᵀ = U⊥U⊥ᵀ, which is cheaper when k > in/2. Each form costs one δᵀ(·) product on top.
+enum class OuterProjection {
+  kAuto,                // the cheapest of the four below for these shapes
+  kInput,               // δᵀ (X − (X U) Uᵀ)
+  kInputComplement,     // δᵀ ((X U⊥) U⊥ᵀ)
+  kGradient,            // G − (G U) Uᵀ           (today's form: G materialised first)
+  kGradientComplement,  // (G U⊥) U⊥ᵀ
+};
+
+// The form kAuto picks: the smaller of r and out for the side, the smaller of k and in − k for the
+// basis (k_perp < 0 = no complement available).
+OuterProjection choose_outer_projection(int64_t rows, int64_t out, int64_t k, int64_t k_perp);
+
+// Orthonormal basis [n, n − k] of span(U)^⊥ for U [n, k] with orthonormal columns (from the
+// complete QR of U, in float64, returned in U's dtype).
+torch::Tensor complement_basis(const torch::Tensor& U);
+
+// G (I − UUᵀ) for G = δᵀX, δ [r, out], X [r, in], U [in, k], U_perp [in, in − k] or undefined.
+// Returns [out, in]. An undefined/empty U returns δᵀX. The complement forms need U_perp.
+torch::Tensor project_out_input_outer(const torch::Tensor& delta, const torch::Tensor& X, const torch::Tensor& U,
+                                      const torch::Tensor& U_perp = {},
+                                      OuterProjection form = OuterProjection::kAuto);
 
 // ---- energy rank rule ---------------------------------------------------------------------
 

@@ -30,6 +30,9 @@ struct SketchOptions {
   TORCH_ARG(double, decay) = 1.0;
   // SVD backend for both SVDs (rank is set internally; method/oversample/seed are used).
   TORCH_ARG(SvdOptions, svd) = SvdOptions().method("exact");
+  // Columns push() collects before one merge (FD with a larger buffer: one SVD of
+  // [m, r + buffer] per `buffer` columns instead of one per update). 0 = rank.
+  TORCH_ARG(int64_t, buffer) = 0;
 };
 
 class FrequentDirections {
@@ -44,6 +47,16 @@ class FrequentDirections {
   // Feeds a precomputed thin SVD of G (U [m, p] descending σ [p]); CoSO reuses the SVD it computes
   // for the optimisation projector. p may be <= r (then δ = 0).
   void update_from_svd(const torch::Tensor& U, const torch::Tensor& sigma);
+
+  // Buffered feed: appends the columns of Z [m, p] (already weighted, e.g. U diag(σ)) to a pending
+  // buffer, merged by one FD shrink when it holds `buffer` columns or at flush(). Between merges
+  // the pending columns are not in sketch(); call flush() before reading it. With decay d the
+  // sketch is scaled by d once per push, as per update.
+  void push(const torch::Tensor& Z);
+  // Merges the pending columns (no-op when there are none).
+  void flush();
+  // Pending columns [m, p] (p = 0 when none).
+  torch::Tensor pending() const;
 
   bool empty() const { return !sketch_.defined(); }
   int64_t dim() const { return dim_; }
@@ -67,6 +80,9 @@ class FrequentDirections {
   int64_t dim_;
   SketchOptions options_;
   torch::Tensor sketch_, basis_, sigma_;
+  torch::Tensor buffer_;     // [m, capacity]; the first used_ columns are pending
+  int64_t used_ = 0;
+  double pending_decay_ = 1.0;  // decay the sketch owes for the pushes since the last merge
 };
 
 }  // namespace strata::subspaces

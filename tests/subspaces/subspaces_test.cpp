@@ -278,3 +278,48 @@ TEST(Sketch, FirstUpdateShrinksIncomingBlockAndHandlesLowRank) {
   EXPECT_NEAR(fd2.singular_values()[2].item<double>(), 0.0, 1e-6);
   EXPECT_NE(error_of([&] { fd2.update_columns(torch::randn({m + 1, 3})); }).find("expected"), std::string::npos);
 }
+
+// Every factored form of the input-side projection of G = δᵀX equals G (I − UUᵀ) computed from
+// the materialised G, for wide and narrow batches, small and large k.
+TEST(Basis, OuterProjectionFormsMatchProjectedGradient) {
+  auto g = at::detail::createCPUGenerator(7);
+  for (int64_t rows : {3, 40}) {
+    for (int64_t k : {2, 17}) {
+      const int64_t out = 12, in = 20;
+      auto delta = torch::randn({rows, out}, g, torch::kFloat32);
+      auto X = torch::randn({rows, in}, g, torch::kFloat32);
+      auto U = orthonormal(in, k, 100 + k).to(torch::kFloat32);
+      auto Up = ss::complement_basis(U);
+      ASSERT_EQ(Up.size(1), in - k);
+      // [U, U⊥] is orthogonal: U⊥ spans exactly the complement.
+      auto full = torch::cat({U, Up}, 1).to(torch::kFloat64);
+      EXPECT_LT(max_abs(full.t().mm(full) - torch::eye(in, torch::kFloat64)), 1e-5);
+      auto ref = (delta.t().to(torch::kFloat64).mm(X.to(torch::kFloat64)));
+      auto Ud = U.to(torch::kFloat64);
+      ref = ref - ref.mm(Ud).mm(Ud.t());
+      const double scale = max_abs(ref);
+      for (auto form : {ss::OuterProjection::kAuto, ss::OuterProjection::kInput, ss::OuterProjection::kInputComplement,
+                        ss::OuterProjection::kGradient, ss::OuterProjection::kGradientComplement}) {
+        auto G = ss::project_out_input_outer(delta, X, U, Up, form);
+        ASSERT_EQ(G.sizes(), (torch::IntArrayRef{out, in}));
+        EXPECT_LT(max_abs(G.to(torch::kFloat64) - ref), 1e-5 * scale)
+            << "rows " << rows << " k " << k << " form " << static_cast<int>(form);
+      }
+      // Without a complement the automatic form still projects; complement forms refuse.
+      EXPECT_LT(max_abs(ss::project_out_input_outer(delta, X, U).to(torch::kFloat64) - ref), 1e-5 * scale);
+      EXPECT_THROW(ss::project_out_input_outer(delta, X, U, {}, ss::OuterProjection::kInputComplement), c10::Error);
+    }
+  }
+  // The choice: input side for narrow batches, complement for k > in/2.
+  EXPECT_EQ(ss::choose_outer_projection(10, 100, 50, 734), ss::OuterProjection::kInput);
+  EXPECT_EQ(ss::choose_outer_projection(10, 100, 500, 284), ss::OuterProjection::kInputComplement);
+  EXPECT_EQ(ss::choose_outer_projection(256, 100, 50, 734), ss::OuterProjection::kGradient);
+  EXPECT_EQ(ss::choose_outer_projection(256, 100, 500, 284), ss::OuterProjection::kGradientComplement);
+  EXPECT_EQ(ss::choose_outer_projection(256, 100, 500, -1), ss::OuterProjection::kGradient);
+  // A full basis leaves nothing: the complement is empty and the gradient zero.
+  auto U = orthonormal(6, 6, 3).to(torch::kFloat32);
+  auto Up = ss::complement_basis(U);
+  EXPECT_EQ(Up.size(1), 0);
+  auto G = ss::project_out_input_outer(torch::randn({4, 5}), torch::randn({4, 6}), U, Up);
+  EXPECT_EQ(max_abs(G), 0.0);
+}

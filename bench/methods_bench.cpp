@@ -1,0 +1,185 @@
+// Training cost of every registered method against `naive` on the same data in one run: the real
+// Trainer and method hooks (attach, on_task_start, train_task, on_task_end) on the first tasks of
+// permuted Fashion-MNIST, MLP 784-100-100-10 (or the small ViT), per batch size. Each task runs
+// `epochs` epochs; epoch 0 warms up and the later ones are timed (EpochStats::seconds, training
+// steps only). Methods run in turn, `repeats` rounds, each keeping its best time per task, so all
+// of them see the same background load. Prints ms/step per task and the mean's ratio to naive.
+#include "continual/method.h"
+#include "continual/trainer.h"
+#include "tasks/streams.h"
+
+#include <boost/program_options.hpp>
+
+#include <algorithm>
+#include <iomanip>
+#include <iostream>
+#include <limits>
+#include <map>
+#include <sstream>
+
+namespace po = boost::program_options;
+using namespace strata;
+
+namespace {
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string x; std::getline(ss, x, ',');)
+    if (!x.empty()) out.push_back(x);
+  return out;
+}
+
+// ms/step per task of one method run; empty when the method failed (message in `error`).
+std::vector<double> run_method(const std::string& method_name, tasks::TaskStream& stream,
+                               const continual::ModelOptions& mo, int64_t bs, int64_t epochs, std::string& error) {
+  torch::manual_seed(0);
+  auto model = continual::make_model(mo);
+  std::unique_ptr<continual::Method> method;
+  try {
+    // "coso:refresh=exact:gap=2" = method coso with those options.
+    auto parts = method_name;
+    std::map<std::string, std::string> values;
+    const auto colon = parts.find(':');
+    const std::string name = parts.substr(0, colon);
+    if (colon != std::string::npos) {
+      std::stringstream ss(parts.substr(colon + 1));
+      for (std::string kv; std::getline(ss, kv, ':');) {
+        const auto eq = kv.find('=');
+        values[kv.substr(0, eq)] = eq == std::string::npos ? "" : kv.substr(eq + 1);
+      }
+    }
+    method = continual::builtin_methods().make(continual::MethodConfig(name, values));
+  } catch (const std::exception& e) {
+    error = e.what();
+    return {};
+  }
+  continual::TrainOptions opt;
+  opt.lr(0.01).batch_size(bs).epochs(epochs).seed(1);
+  std::vector<double> ms;
+  try {
+    method->attach(model);
+    for (int64_t t = 0; t < stream.size(); ++t) {
+      continual::TaskContext ctx;
+      ctx.model = model;
+      ctx.stream = &stream;
+      ctx.task_index = t;
+      ctx.train = &opt;
+      method->on_task_start(ctx);
+      double seconds = 0;
+      int64_t steps = 0;
+      continual::train_task(ctx, *method, opt, [&](const continual::EpochStats& s) {
+        if (s.epoch == 0) return;
+        seconds += s.seconds;
+        steps += s.steps;
+      });
+      method->on_task_end(ctx);
+      ms.push_back(1e3 * seconds / std::max<int64_t>(1, steps));
+    }
+  } catch (const std::exception& e) {
+    error = e.what();
+    error = error.substr(0, error.find('\n'));
+    return {};
+  }
+  return ms;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  po::options_description desc("methods_bench options");
+  desc.add_options()("help,h", "this help")
+      ("threads", po::value<int>()->default_value(1), "torch threads")
+      ("arch", po::value<std::string>()->default_value("mlp"), "model: mlp (784-100-100-10, no bias) | vit")
+      ("methods", po::value<std::string>()->default_value(""),
+       "comma-separated methods ('' = every registered one); name:key=value:... sets options")
+      ("batches", po::value<std::string>()->default_value("10,256"), "batch sizes")
+      ("tasks", po::value<int64_t>()->default_value(3), "tasks of the stream")
+      ("examples", po::value<int64_t>()->default_value(3000), "training examples per task")
+      ("epochs", po::value<int64_t>()->default_value(2), "epochs per task (epoch 0 is not timed)")
+      ("repeats", po::value<int>()->default_value(1), "rounds over all methods; each keeps its best")
+      ("data-dir", po::value<std::string>()->default_value("/usr/share/datasets/fashion-mnist"), "Fashion-MNIST folder");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "methods_bench: " << e.what() << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  torch::set_num_threads(vm["threads"].as<int>());
+  const int64_t epochs = vm["epochs"].as<int64_t>();
+  if (epochs < 2) {
+    std::cerr << "methods_bench: --epochs must be >= 2 (epoch 0 is the warm-up), got " << epochs << "\n";
+    return 2;
+  }
+  std::vector<std::string> methods = split(vm["methods"].as<std::string>());
+  if (methods.empty()) methods = continual::builtin_methods().names();
+  methods.erase(std::remove(methods.begin(), methods.end(), "naive"), methods.end());
+  methods.insert(methods.begin(), "naive");
+
+  tasks::StreamOptions so;
+  so.name("permuted-fmnist")
+      .num_tasks(vm["tasks"].as<int64_t>())
+      .val_fraction(0)
+      .train_limit(vm["examples"].as<int64_t>())
+      .seed(2)
+      .data_dir(vm["data-dir"].as<std::string>());
+  tasks::TaskStream stream = tasks::make_stream(so);
+  const std::string arch = vm["arch"].as<std::string>();
+  continual::ModelOptions mo;
+  mo.arch(arch).input_shape(stream.input_shape).num_classes(stream.num_classes);
+  if (arch == "mlp") mo.hidden({100, 100}).bias(false);
+
+  const int64_t T = stream.size();
+  for (int64_t bs : [&] {
+         std::vector<int64_t> b;
+         for (const auto& s : split(vm["batches"].as<std::string>())) b.push_back(std::stoll(s));
+         return b;
+       }()) {
+    std::map<std::string, std::vector<double>> best;
+    std::map<std::string, std::string> errors;
+    for (int rep = 0; rep < vm["repeats"].as<int>(); ++rep) {
+      for (const auto& m : methods) {
+        std::string error;
+        auto ms = run_method(m, stream, mo, bs, epochs, error);
+        if (ms.empty()) {
+          errors[m] = error;
+          continue;
+        }
+        auto& b = best[m];
+        if (b.empty()) b.assign(T, std::numeric_limits<double>::infinity());
+        for (int64_t t = 0; t < T; ++t) b[t] = std::min(b[t], ms[t]);
+        std::cerr << "methods_bench: " << arch << " batch " << bs << " " << m << " done\n";
+      }
+    }
+    auto mean = [](const std::vector<double>& v) {
+      double s = 0;
+      for (double x : v) s += x;
+      return v.empty() ? 0.0 : s / v.size();
+    };
+    const double naive = best.count("naive") ? mean(best["naive"]) : 0.0;
+    std::cout << "\n" << arch << ", batch " << bs << ", " << so.train_limit() << " examples/task, threads "
+              << vm["threads"].as<int>() << " (ms/step; best of " << vm["repeats"].as<int>() << ")\n\n";
+    std::cout << "| method |";
+    for (int64_t t = 0; t < T; ++t) std::cout << " task " << t + 1 << " |";
+    std::cout << " mean | x naive |\n|---|";
+    for (int64_t t = 0; t <= T + 1; ++t) std::cout << "---:|";
+    std::cout << "\n" << std::fixed;
+    for (const auto& m : methods) {
+      std::cout << "| " << m << " |";
+      if (!best.count(m)) {
+        std::cout << " failed: " << errors[m] << " |\n";
+        continue;
+      }
+      for (double v : best[m]) std::cout << " " << std::setprecision(3) << v << " |";
+      std::cout << " " << std::setprecision(3) << mean(best[m]) << " | " << std::setprecision(2)
+                << (naive > 0 ? mean(best[m]) / naive : 0.0) << " |\n";
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,49 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "adapters/adaptable_linear.h"
+#include "subspaces/basis.h"
+
+using strata::adapters::AdaptableLinear;
+
+namespace {
+torch::Tensor orthonormal(int64_t n, int64_t k) { return std::get<0>(torch::linalg_qr(torch::randn({n, k}))); }
+}  // namespace
+
+// A layer with an input projection: the same output, the same input and bias gradients as a plain
+// layer, and weight.grad = G (I − UUᵀ) of the plain layer's G; for 2-D and 3-D (token) inputs,
+// with and without the complement basis, for batches narrower and wider than the output.
+TEST(AdaptableLinear, InputProjectionProjectsOnlyTheWeightGradient) {
+  torch::manual_seed(3);
+  for (bool complement : {false, true}) {
+    for (auto shape : {std::vector<int64_t>{4, 9}, std::vector<int64_t>{30, 9}, std::vector<int64_t>{2, 5, 9}}) {
+      AdaptableLinear plain(9, 7), projected(9, 7);
+      {
+        torch::NoGradGuard ng;
+        projected->weight.copy_(plain->weight);
+        projected->bias.copy_(plain->bias);
+      }
+      auto U = orthonormal(9, 6);
+      projected->set_input_projection(U, complement ? strata::subspaces::complement_basis(U) : torch::Tensor());
+      auto x = torch::randn(shape);
+      auto xa = x.clone().requires_grad_(true), xb = x.clone().requires_grad_(true);
+      auto ya = plain(xa), yb = projected(xb);
+      EXPECT_TRUE(torch::allclose(ya, yb, 1e-6, 1e-6));
+      auto w = torch::randn(ya.sizes());
+      (ya * w).sum().backward();
+      (yb * w).sum().backward();
+      auto G = plain->weight.grad();
+      auto ref = G - G.mm(U).mm(U.t());
+      EXPECT_TRUE(torch::allclose(projected->weight.grad(), ref, 1e-5, 1e-5)) << "complement " << complement;
+      EXPECT_TRUE(torch::allclose(xa.grad(), xb.grad(), 1e-6, 1e-6));
+      EXPECT_TRUE(torch::allclose(plain->bias.grad(), projected->bias.grad(), 1e-6, 1e-6));
+      EXPECT_LT(projected->weight.grad().mm(U).abs().max().item<double>(), 1e-5);
+    }
+  }
+  // Clearing restores the plain gradient; eval (no grad) never takes the projected path.
+  AdaptableLinear l(5, 3);
+  l->set_input_projection(orthonormal(5, 2));
+  l->set_input_projection({});
+  EXPECT_FALSE(l->input_projection().defined());
+  EXPECT_THROW(l->set_input_projection(orthonormal(4, 2)), c10::Error);
+}
