@@ -379,14 +379,13 @@ MethodState CoSO::save() const {
     put(p + "P", l.P);
     put(p + "exp_avg", l.exp_avg);
     put(p + "exp_avg_sq", l.exp_avg_sq);
-    // Pending columns are merged into a copy (a resumed run merges them one buffer earlier).
-    subspaces::FrequentDirections sketch = *l.sketch;
-    sketch.flush();
-    if (!sketch.empty()) {
-      put(p + "sketch_basis", sketch.basis());
-      put(p + "sketch_sigma", sketch.singular_values());
+    if (!l.sketch->empty()) {
+      put(p + "sketch_basis", l.sketch->basis());
+      put(p + "sketch_sigma", l.sketch->singular_values());
     }
-    layers[l.name] = {{"step", l.step}, {"refreshes", l.refreshes}};
+    const auto pending = l.sketch->pending();
+    if (pending.size(1) > 0) put(p + "sketch_pending", pending);
+    layers[l.name] = {{"step", l.step}, {"refreshes", l.refreshes}, {"sketch_pending_decay", l.sketch->pending_decay()}};
   }
   for (const auto& o : others_) {
     put("other/" + o.name + "/exp_avg", o.exp_avg);
@@ -417,6 +416,8 @@ void CoSO::load(const MethodState& s, Model& model) {
     l.sketch->reset();
     // An empty sketch fed (U_B, s) with p = r2 columns takes them unshrunk (δ = 0): B = U_B diag(s).
     if (auto U = get(p + "sketch_basis"); U.defined()) l.sketch->update_from_svd(U, get(p + "sketch_sigma"));
+    if (auto Z = get(p + "sketch_pending"); Z.defined())
+      l.sketch->set_pending(Z, s.meta["layers"][l.name].value("sketch_pending_decay", 1.0));
     TORCH_CHECK(!l.M.defined() || l.M.size(0) == l.rows(), "strata::continual::CoSO::load(): basis of '", l.name,
                 "' has ", l.M.size(0), " rows, the layer has ", l.rows());
   }

@@ -108,6 +108,19 @@ torch::Tensor FrequentDirections::pending() const {
   return buffer_.narrow(1, 0, used_).clone();
 }
 
+void FrequentDirections::set_pending(const torch::Tensor& Z, double pending_decay) {
+  TORCH_CHECK(Z.dim() == 2 && Z.size(0) == dim_, "strata::subspaces::FrequentDirections::set_pending(): expected [",
+              dim_, ", p], got ", Z.sizes());
+  used_ = 0;
+  pending_decay_ = 1.0;
+  if (Z.size(1) == 0) return;
+  const int64_t cap = std::max(options_.buffer() > 0 ? options_.buffer() : options_.rank(), Z.size(1));
+  buffer_ = torch::zeros({dim_, cap}, torch::kFloat32);
+  buffer_.narrow(1, 0, Z.size(1)).copy_(Z);
+  used_ = Z.size(1);
+  pending_decay_ = pending_decay;
+}
+
 torch::Tensor FrequentDirections::top_directions(int64_t k) const {
   TORCH_CHECK(!empty(), "strata::subspaces::FrequentDirections::top_directions(): sketch is empty");
   TORCH_CHECK(k >= 0 && k <= rank(), "strata::subspaces::FrequentDirections::top_directions(): k must be in [0, ",

@@ -55,8 +55,11 @@ class FrequentDirections {
   void push(const torch::Tensor& Z);
   // Merges the pending columns (no-op when there are none).
   void flush();
-  // Pending columns [m, p] (p = 0 when none).
+  // Pending columns [m, p] (p = 0 when none) and the decay the sketch owes for them.
   torch::Tensor pending() const;
+  double pending_decay() const { return pending_decay_; }
+  // Restores pending columns saved with pending() (a resumed run then merges at the same step).
+  void set_pending(const torch::Tensor& Z, double pending_decay);
 
   bool empty() const { return !sketch_.defined(); }
   int64_t dim() const { return dim_; }
