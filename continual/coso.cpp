@@ -5,8 +5,6 @@
 #include "subspaces/store.h"
 #include "subspaces/svd.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include <cmath>
 #include <regex>
 
@@ -123,30 +121,11 @@ std::unique_ptr<subspaces::FrequentDirections> CoSO::new_sketch(int64_t rows) co
                 .buffer(std::max(options_.r2(), rows)));
 }
 
-namespace {
-
-// Orthonormal Q of Y = Q R with diag(R) >= 0: the unique QR, so a converged iteration returns the
-// same columns with the same signs step after step.
-torch::Tensor positive_qr(const torch::Tensor& Y) {
-  auto [Q, R] = torch::linalg_qr(Y, "reduced");
-  // sign(0) = 0 would zero a column; such columns (rank-deficient Y) keep Householder's sign.
-  return Q.mul_(R.diagonal().sign().add_(R.diagonal().eq(0)));
-}
-
-}  // namespace
-
 torch::Tensor CoSO::refresh_power(CoSOLayer& l, const torch::Tensor& G) const {
   const int64_t r = std::min(options_.r1(), std::min(G.size(0), G.size(1)));
-  torch::Tensor P = l.P;
-  int64_t iters = options_.power_iters();
-  if (!P.defined() || P.size(1) != r) {
-    // Randomized range finder, seeded by the layer's shape so resumed runs draw the same.
-    auto gen = at::detail::createCPUGenerator(0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(l.rows() * 131 + G.size(1)));
-    P = positive_qr(G.mm(torch::randn({G.size(1), r}, gen, G.options())));
-    ++iters;
-  }
-  for (int64_t i = 0; i < iters; ++i) P = positive_qr(G.mm(G.t().mm(P)));
-  return P;
+  // The range finder's seed is fixed by the layer's shape so resumed runs draw the same.
+  return subspaces::subspace_iteration(G, r, l.P, options_.power_iters(),
+                                       0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(l.rows() * 131 + G.size(1)));
 }
 
 void CoSO::attach(Model& model) {

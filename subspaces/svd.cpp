@@ -73,6 +73,34 @@ void check_finite(const torch::Tensor& A, const char* who) {
               "(): input has NaN or Inf entries (shape ", A.sizes(), ")");
 }
 
+namespace {
+
+torch::Tensor positive_qr(const torch::Tensor& Y) {
+  auto [Q, R] = torch::linalg_qr(Y, "reduced");
+  // sign(0) = 0 would zero a column; such columns (rank-deficient Y) keep Householder's sign.
+  auto d = R.diagonal();
+  return Q.mul_(d.sign().add_(d.eq(0)));
+}
+
+}  // namespace
+
+torch::Tensor subspace_iteration(const torch::Tensor& G, int64_t r, const torch::Tensor& warm, int64_t iters,
+                                 uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  TORCH_CHECK(G.dim() == 2 && r > 0 && r <= std::min(G.size(0), G.size(1)),
+              "strata::subspaces::subspace_iteration(): need G [m, n] and 0 < r <= min(m, n), got ", G.sizes(),
+              " and r = ", r);
+  TORCH_CHECK(iters >= 1, "strata::subspaces::subspace_iteration(): iters must be >= 1, got ", iters);
+  torch::Tensor P = warm;
+  if (!P.defined() || P.size(0) != G.size(0) || P.size(1) != r) {
+    auto gen = at::detail::createCPUGenerator(seed);
+    P = positive_qr(G.mm(torch::randn({G.size(1), r}, gen, G.options().device(torch::kCPU)).to(G.device())));
+    ++iters;
+  }
+  for (int64_t i = 0; i < iters; ++i) P = positive_qr(G.mm(G.t().mm(P)));
+  return P;
+}
+
 std::string resolve_svd_method(const torch::Tensor& A, const SvdOptions& o) {
   if (o.method() != "auto") return o.method();
   if (A.is_cuda() && cusolver_compiled()) return "cusolver";

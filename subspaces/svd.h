@@ -64,6 +64,16 @@ std::vector<std::string> svd_methods();
 // True when the cuSOLVER backend was compiled in (STRATA_HAVE_CUDA).
 bool cusolver_compiled();
 
+// Orthonormal basis P [m, r] of the dominant r-dimensional left singular subspace of G [m, n] by
+// subspace iteration: P ← qr(G (Gᵀ P)), `iters` times, each costing two passes over G (O(mnr)).
+// `warm` [m, r] (e.g. the previous step's P) starts the iteration; undefined = randomized range
+// finder qr(G Ω), Ω [n, r] Gaussian from `seed`, followed by iters + 1 iterations. The QR is the
+// one with diag(R) >= 0, so a converged iteration keeps its columns and their signs. Computes no
+// singular values, no Vᵀ, and does no finiteness check (callers on a hot path own that).
+// Convergence per iteration is (σ_{r+1}/σ_r)²; columns are ordered by the iteration, not sorted.
+torch::Tensor subspace_iteration(const torch::Tensor& G, int64_t r, const torch::Tensor& warm = {}, int64_t iters = 1,
+                                 uint64_t seed = 0);
+
 // Throws c10::Error naming `who` when A has NaN or Inf entries.
 void check_finite(const torch::Tensor& A, const char* who);
 

@@ -323,3 +323,32 @@ TEST(Basis, OuterProjectionFormsMatchProjectedGradient) {
   auto G = ss::project_out_input_outer(torch::randn({4, 5}), torch::randn({4, 6}), U, Up);
   EXPECT_EQ(max_abs(G), 0.0);
 }
+
+// CoSO's power refresh: from the range finder, and warm-started step after step on a slowly
+// drifting gradient, the iteration spans the exact top-r left singular subspace (compared by
+// projector distance and principal angles; the columns themselves are not singular vectors).
+TEST(Svd, SubspaceIterationTracksTheTopSubspace) {
+  const int64_t m = 40, n = 120, r = 4;
+  // A spectral gap after r (σ_r / σ_{r+1} = 5), as a gradient's dominant directions have.
+  auto s = torch::tensor({10.0, 8.0, 6.0, 5.0, 1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1}, torch::kFloat64);
+  auto A = ((orthonormal(m, 12, 11) * s.unsqueeze(0)).mm(orthonormal(n, 12, 12).t())).to(torch::kFloat32);
+  auto top = [&](const torch::Tensor& G) { return std::get<0>(torch::linalg_svd(G, false)).narrow(1, 0, r); };
+  auto P = ss::subspace_iteration(A, r, {}, 2, 5);
+  ASSERT_EQ(P.sizes(), (torch::IntArrayRef{m, r}));
+  EXPECT_LT(max_abs(P.t().mm(P) - torch::eye(r)), 1e-5);
+  EXPECT_LT(ss::projector_distance(P, top(A)), 0.01);
+  auto g = at::detail::createCPUGenerator(9);
+  for (int step = 0; step < 30; ++step) {
+    A = A + 0.02 * torch::randn({m, n}, g, torch::kFloat32) * A.abs().mean();
+    auto Pn = ss::subspace_iteration(A, r, P, 1);
+    // Warm start keeps the columns' order and signs: the new P is near the old one column by column.
+    EXPECT_GT((Pn * P).sum(0).min().item<double>(), 0.9) << "step " << step;
+    P = Pn;
+  }
+  EXPECT_LT(ss::projector_distance(P, top(A)), 0.02);
+  EXPECT_LT(ss::principal_angles(P, top(A)).max().item<double>(), 0.02);
+  // A random r-subspace is far: the check can fail.
+  auto Q = orthonormal(m, r, 99).to(torch::kFloat32);
+  EXPECT_GT(ss::projector_distance(Q, top(A)), 1.0);
+  EXPECT_THROW(ss::subspace_iteration(A, m + 1), c10::Error);
+}
