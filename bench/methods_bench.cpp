@@ -4,6 +4,7 @@
 // `epochs` epochs; epoch 0 warms up and the later ones are timed (EpochStats::seconds, training
 // steps only). Methods run in turn, `repeats` rounds, each keeping its best time per task, so all
 // of them see the same background load. Prints ms/step per task and the mean's ratio to naive.
+#include "bench/bench_common.h"
 #include "continual/method.h"
 #include "continual/trainer.h"
 #include "tasks/streams.h"
@@ -111,7 +112,7 @@ int main(int argc, char** argv) {
     std::cout << desc << "\n";
     return 0;
   }
-  torch::set_num_threads(vm["threads"].as<int>());
+  bench::set_blas_threads(vm["threads"].as<int>());
   const int64_t epochs = vm["epochs"].as<int64_t>();
   if (epochs < 2) {
     std::cerr << "methods_bench: --epochs must be >= 2 (epoch 0 is the warm-up), got " << epochs << "\n";

@@ -1,6 +1,7 @@
 // Training throughput of Strata's `naive` loop (the real Trainer) with the GPM-protocol MLP
 // (784-100-100-10, no bias, SGD) at batch 10 and 256, side by side with the plain PyTorch loop
 // in bench/train_bench.py on the same data, threads and batch. Reports ratios measured in one run.
+#include "bench/bench_common.h"
 #include "continual/method.h"
 #include "continual/naive.h"
 #include "continual/trainer.h"
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
   const int threads = vm["threads"].as<int>();
   const int64_t examples = vm["examples"].as<int64_t>();
   torch::set_num_threads(threads);
+  bench::set_blas_threads(threads);
   std::vector<int64_t> batches;
   {
     std::stringstream ss(vm["batches"].as<std::string>());
@@ -91,15 +93,9 @@ int main(int argc, char** argv) {
       std::ostringstream cmd;
       cmd << python << " " << vm["script"].as<std::string>() << " --threads " << threads << " --examples " << examples
           << " --batches " << bs << " --data-dir " << vm["data-dir"].as<std::string>();
-      FILE* p = popen(cmd.str().c_str(), "r");
-      char line[512];
-      while (p && fgets(line, sizeof line, p)) {
-        std::cout << line;
-        double r = 0;
-        const char* at = std::strstr(line, "examples_per_s=");
-        if (at && std::sscanf(at, "examples_per_s=%lf", &r) == 1) py_rate[bs] = std::max(py_rate[bs], r);
-      }
-      if (!p || pclose(p) != 0) std::cerr << "train_bench: python reference loop failed (" << cmd.str() << ")\n";
+      bench::run_reference(cmd.str(), threads, [&](const std::map<std::string, double>& f) {
+        if (f.count("examples_per_s")) py_rate[bs] = std::max(py_rate[bs], f.at("examples_per_s"));
+      });
     }
   }
   std::cout << "\nthreads=" << threads << "  (best of each side over alternating rounds; ratio = strata / python examples/s)\n";

@@ -117,8 +117,12 @@ std::unique_ptr<subspaces::FrequentDirections> CoSO::new_sketch(int64_t rows) co
   return std::make_unique<subspaces::FrequentDirections>(
       rows, subspaces::SketchOptions(options_.r2())
                 .decay(options_.decay())
-                .svd(subspaces::SvdOptions().method(options_.svd()))
-                .buffer(std::max(options_.r2(), rows)));
+                .svd(subspaces::SvdOptions().method(options_.svd())));
+}
+
+void CoSO::set_basis(CoSOLayer& l, torch::Tensor M) const {
+  l.M = std::move(M);
+  l.M_perp = l.M.defined() && 2 * l.M.size(1) > l.rows() ? subspaces::complement_basis(l.M) : torch::Tensor();
 }
 
 torch::Tensor CoSO::refresh_power(CoSOLayer& l, const torch::Tensor& G) const {
@@ -159,7 +163,7 @@ void CoSO::attach(Model& model) {
 
 void CoSO::reset_task_state() {
   for (auto& l : layers_) {
-    l.P = l.exp_avg = l.exp_avg_sq = torch::Tensor();
+    l.P = l.exp_avg = l.exp_avg_sq = l.cov = torch::Tensor();
     l.step = l.refreshes = 0;
     l.sketch->reset();
   }
@@ -216,7 +220,10 @@ void CoSO::step_layer(CoSOLayer& l, double lr) {
   // Zero budget: no projector rank, or the historical basis spans the whole output space.
   if (!grad.defined() || options_.r1() == 0 || l.basis_rank() >= m) return;
   torch::Tensor G = grad.scalar_type() == torch::kFloat32 ? grad : grad.to(torch::kFloat32);
-  if (l.basis_rank() > 0) G = subspaces::project_out_output(G, l.M);
+  if (l.M_perp.defined())
+    G = l.M_perp.mm(l.M_perp.t().mm(G));  // = G − M MᵀG, through the narrower complement
+  else if (l.basis_rank() > 0)
+    G = subspaces::project_out_output(G, l.M);
   const bool power = options_.refresh() == "power";
   const bool refresh = !l.P.defined() || l.step % options_.gap() == 0;
   if (power && refresh) {
@@ -246,7 +253,13 @@ void CoSO::step_layer(CoSOLayer& l, double lr) {
   const double b1 = options_.beta1(), b2 = options_.beta2();
   torch::Tensor R = l.P.t().mm(G);  // [r1, n]
   // The captured part P R of G, as P diag(row norms of R) (exact for converged singular vectors).
-  if (power && refresh) l.sketch->push(l.P * R.norm(2, {1}).unsqueeze(0));
+  if (power && refresh) {
+    auto PS = l.P.mm(R.mm(R.t()));  // P (R Rᵀ)
+    if (!l.cov.defined())
+      l.cov = PS.mm(l.P.t());
+    else
+      l.cov.mul_(options_.decay()).addmm_(PS, l.P.t());
+  }
   l.exp_avg.lerp_(R, 1 - b1);
   l.exp_avg_sq.mul_(b2).addcmul_(R, R, 1 - b2);
   ++l.step;
@@ -282,7 +295,7 @@ CoSO::Memory CoSO::memory() const {
     mem.coso_bytes += nbytes(l.P) + nbytes(l.exp_avg) + nbytes(l.exp_avg_sq) + nbytes(l.M);
     if (!l.sketch->empty())
       mem.coso_bytes += nbytes(l.sketch->sketch()) + nbytes(l.sketch->basis()) + nbytes(l.sketch->singular_values());
-    if (options_.refresh() == "power") mem.coso_bytes += l.rows() * std::max(options_.r2(), l.rows()) * 4;  // buffer
+    mem.coso_bytes += nbytes(l.cov) + nbytes(l.M_perp);
     mem.basis_bytes += nbytes(l.M);
     mem.adamw_bytes += 2 * nbytes(l.weight);
   }
@@ -302,7 +315,13 @@ void CoSO::on_task_end(TaskContext& ctx) {
                         {"layers", nlohmann::json::object()}};
   std::map<std::string, subspaces::SubspaceRecord> records;
   for (auto& l : layers_) {
-    l.sketch->flush();
+    if (l.cov.defined()) {
+      // Top r2 + 1 eigenpairs of the accumulated covariance, as one FD update (shrunk by λ_{r2+1}).
+      auto [evals, evecs] = torch::linalg_eigh(l.cov.to(torch::kFloat64));
+      const int64_t p = std::min(options_.r2() + 1, l.rows());
+      auto lam = evals.flip(0).narrow(0, 0, p).clamp_min(0);
+      l.sketch->update_from_svd(evecs.flip(1).narrow(1, 0, p).contiguous(), lam.sqrt().contiguous());
+    }
     const int64_t before = l.basis_rank();
     int64_t k = 0;
     double captured = 0;
@@ -312,7 +331,7 @@ void CoSO::on_task_end(TaskContext& ctx) {
       k = l.sketch->energy_rank(options_.threshold());
       const double total = sigma.square().sum().item<double>();
       captured = total > 0 ? sigma.narrow(0, 0, k).square().sum().item<double>() / total : 0.0;
-      if (k > 0) l.M = subspaces::extend_basis(l.M, l.sketch->top_directions(k));
+      if (k > 0) set_basis(l, subspaces::extend_basis(l.M, l.sketch->top_directions(k)));
     }
     rep["layers"][l.name] = {{"sketch_rank", k},
                              {"added", l.basis_rank() - before},
@@ -362,9 +381,8 @@ MethodState CoSO::save() const {
       put(p + "sketch_basis", l.sketch->basis());
       put(p + "sketch_sigma", l.sketch->singular_values());
     }
-    const auto pending = l.sketch->pending();
-    if (pending.size(1) > 0) put(p + "sketch_pending", pending);
-    layers[l.name] = {{"step", l.step}, {"refreshes", l.refreshes}, {"sketch_pending_decay", l.sketch->pending_decay()}};
+    put(p + "cov", l.cov);
+    layers[l.name] = {{"step", l.step}, {"refreshes", l.refreshes}};
   }
   for (const auto& o : others_) {
     put("other/" + o.name + "/exp_avg", o.exp_avg);
@@ -395,8 +413,8 @@ void CoSO::load(const MethodState& s, Model& model) {
     l.sketch->reset();
     // An empty sketch fed (U_B, s) with p = r2 columns takes them unshrunk (δ = 0): B = U_B diag(s).
     if (auto U = get(p + "sketch_basis"); U.defined()) l.sketch->update_from_svd(U, get(p + "sketch_sigma"));
-    if (auto Z = get(p + "sketch_pending"); Z.defined())
-      l.sketch->set_pending(Z, s.meta["layers"][l.name].value("sketch_pending_decay", 1.0));
+    l.cov = get(p + "cov");
+    set_basis(l, l.M);
     TORCH_CHECK(!l.M.defined() || l.M.size(0) == l.rows(), "strata::continual::CoSO::load(): basis of '", l.name,
                 "' has ", l.M.size(0), " rows, the layer has ", l.rows());
   }

@@ -12,8 +12,12 @@
 //        P ← qr(G (Gᵀ P)) (`power_iters` times; diag(R) > 0 so columns keep their sign and the
 //        Adam moments stay aligned), at the first refresh of a task P = qr(G Ω), Ω [n, r1]
 //        seeded Gaussian, then power_iters + 1 iterations; P ← P - M MᵀP as above.
-//        Only the r1 vectors are computed (no Vᵀ). The sketch is fed the captured part
-//        P diag(‖(PᵀG)_i‖) and merges it in a buffer of max(r2, m) columns (one SVD per merge).
+//        Only the r1 vectors are computed (no Vᵀ, no SVD per step). Instead of an FD merge per
+//        step, the captured part PR (R = PᵀG) is accumulated as C += P (R Rᵀ) Pᵀ [m, m] (O(m²r1 +
+//        r1²n)); at task end the sketch takes the top r2 + 1 eigenpairs of C (one FD update: the
+//        incoming block is shrunk by λ_{r2+1}), i.e. the best rank-r2 FD summary of the stream
+//        Σ PR (PR)ᵀ. Memory: m² floats per layer instead of the sketch's 2·m·r2.
+//      With K > m/2 the historical projection runs through the complement M⊥ [m, m − K].
 //   3. R = Pᵀ G [r1, n];  Adam on R:  m̃ = β₁m̃ + (1-β₁)R,  ṽ = β₂ṽ + (1-β₂)R²,  t += 1
 //   4. W ← W - lr·√(1-β₂ᵗ)/(1-β₁ᵗ) · P (m̃ / (√ṽ + eps))        (no α scaling, no weight decay)
 // Every column of P lies in the complement of span(M), so Mᵀ ΔW = 0 up to round-off. Moments
@@ -84,6 +88,8 @@ struct CoSOLayer {
   int64_t step = 0;           ///< Adam steps this task (t_s)
   int64_t refreshes = 0;      ///< projector refreshes (= sketch updates) this task
   std::unique_ptr<subspaces::FrequentDirections> sketch;
+  torch::Tensor cov;          ///< [m, m] power refresh: Σ (PR)(PR)ᵀ this task (undefined until fed)
+  torch::Tensor M_perp;       ///< [m, m − K] complement of M, only when K > m/2
   int64_t rows() const { return weight.size(0); }
   int64_t basis_rank() const { return M.defined() ? M.size(1) : 0; }
 };
@@ -132,6 +138,7 @@ class CoSO : public Method {
 
  private:
   void reset_task_state();
+  void set_basis(CoSOLayer& l, torch::Tensor M) const;
   void step_layer(CoSOLayer& l, double lr);
   torch::Tensor refresh_power(CoSOLayer& l, const torch::Tensor& G) const;
   void step_other(CoSOOther& o, double lr);

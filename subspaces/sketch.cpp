@@ -67,60 +67,6 @@ void FrequentDirections::merge(const torch::Tensor& U, const torch::Tensor& s) {
   sketch_ = Ub * sb.unsqueeze(0);
 }
 
-void FrequentDirections::push(const torch::Tensor& Z) {
-  torch::NoGradGuard no_grad;
-  TORCH_CHECK(Z.dim() == 2 && Z.size(0) == dim_, "strata::subspaces::FrequentDirections::push(): expected [", dim_,
-              ", p], got ", Z.sizes());
-  const int64_t cap = std::max(options_.buffer() > 0 ? options_.buffer() : options_.rank(), Z.size(1));
-  if (!buffer_.defined() || buffer_.size(1) < cap) {
-    auto grown = torch::zeros({dim_, cap}, Z.options().dtype(torch::kFloat32));
-    if (used_ > 0) grown.narrow(1, 0, used_).copy_(buffer_.narrow(1, 0, used_));
-    buffer_ = grown;
-  }
-  if (used_ + Z.size(1) > buffer_.size(1)) flush();
-  if (options_.decay() != 1.0) {
-    if (used_ > 0) buffer_.narrow(1, 0, used_).mul_(options_.decay());
-    pending_decay_ *= options_.decay();
-  }
-  buffer_.narrow(1, used_, Z.size(1)).copy_(Z);
-  used_ += Z.size(1);
-  if (used_ >= buffer_.size(1)) flush();
-}
-
-void FrequentDirections::flush() {
-  torch::NoGradGuard no_grad;
-  if (used_ == 0) return;
-  const int64_t r = options_.rank();
-  torch::Tensor P = buffer_.narrow(1, 0, used_);
-  torch::Tensor C = sketch_.defined() ? torch::cat({sketch_ * pending_decay_, P}, 1) : P.clone();
-  used_ = 0;
-  pending_decay_ = 1.0;
-  const int64_t want = std::min(r + 1, std::min(C.size(0), C.size(1)));
-  auto d = svd(C, SvdOptions(options_.svd()).rank(want));
-  auto [Ub, sb] = shrink(d.U, d.S, r);
-  basis_ = Ub;
-  sigma_ = sb;
-  sketch_ = Ub * sb.unsqueeze(0);
-}
-
-torch::Tensor FrequentDirections::pending() const {
-  if (used_ == 0) return torch::zeros({dim_, 0});
-  return buffer_.narrow(1, 0, used_).clone();
-}
-
-void FrequentDirections::set_pending(const torch::Tensor& Z, double pending_decay) {
-  TORCH_CHECK(Z.dim() == 2 && Z.size(0) == dim_, "strata::subspaces::FrequentDirections::set_pending(): expected [",
-              dim_, ", p], got ", Z.sizes());
-  used_ = 0;
-  pending_decay_ = 1.0;
-  if (Z.size(1) == 0) return;
-  const int64_t cap = std::max(options_.buffer() > 0 ? options_.buffer() : options_.rank(), Z.size(1));
-  buffer_ = torch::zeros({dim_, cap}, torch::kFloat32);
-  buffer_.narrow(1, 0, Z.size(1)).copy_(Z);
-  used_ = Z.size(1);
-  pending_decay_ = pending_decay;
-}
-
 torch::Tensor FrequentDirections::top_directions(int64_t k) const {
   TORCH_CHECK(!empty(), "strata::subspaces::FrequentDirections::top_directions(): sketch is empty");
   TORCH_CHECK(k >= 0 && k <= rank(), "strata::subspaces::FrequentDirections::top_directions(): k must be in [0, ",
@@ -134,8 +80,6 @@ int64_t FrequentDirections::energy_rank(double threshold) const {
 }
 
 void FrequentDirections::reset() {
-  used_ = 0;
-  pending_decay_ = 1.0;
   sketch_ = torch::Tensor();
   basis_ = torch::Tensor();
   sigma_ = torch::Tensor();

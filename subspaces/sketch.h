@@ -30,9 +30,6 @@ struct SketchOptions {
   TORCH_ARG(double, decay) = 1.0;
   // SVD backend for both SVDs (rank is set internally; method/oversample/seed are used).
   TORCH_ARG(SvdOptions, svd) = SvdOptions().method("exact");
-  // Columns push() collects before one merge (FD with a larger buffer: one SVD of
-  // [m, r + buffer] per `buffer` columns instead of one per update). 0 = rank.
-  TORCH_ARG(int64_t, buffer) = 0;
 };
 
 class FrequentDirections {
@@ -47,19 +44,6 @@ class FrequentDirections {
   // Feeds a precomputed thin SVD of G (U [m, p] descending σ [p]); CoSO reuses the SVD it computes
   // for the optimisation projector. p may be <= r (then δ = 0).
   void update_from_svd(const torch::Tensor& U, const torch::Tensor& sigma);
-
-  // Buffered feed: appends the columns of Z [m, p] (already weighted, e.g. U diag(σ)) to a pending
-  // buffer, merged by one FD shrink when it holds `buffer` columns or at flush(). Between merges
-  // the pending columns are not in sketch(); call flush() before reading it. With decay d the
-  // sketch is scaled by d once per push, as per update.
-  void push(const torch::Tensor& Z);
-  // Merges the pending columns (no-op when there are none).
-  void flush();
-  // Pending columns [m, p] (p = 0 when none) and the decay the sketch owes for them.
-  torch::Tensor pending() const;
-  double pending_decay() const { return pending_decay_; }
-  // Restores pending columns saved with pending() (a resumed run then merges at the same step).
-  void set_pending(const torch::Tensor& Z, double pending_decay);
 
   bool empty() const { return !sketch_.defined(); }
   int64_t dim() const { return dim_; }
@@ -83,9 +67,6 @@ class FrequentDirections {
   int64_t dim_;
   SketchOptions options_;
   torch::Tensor sketch_, basis_, sigma_;
-  torch::Tensor buffer_;     // [m, capacity]; the first used_ columns are pending
-  int64_t used_ = 0;
-  double pending_decay_ = 1.0;  // decay the sketch owes for the pushes since the last merge
 };
 
 }  // namespace strata::subspaces

@@ -1,6 +1,7 @@
 // strata eval: evaluates a stored model version (runs/NAME/versions/vNNN.h5) on a task stream.
 // The model, method and stream come from the config stored in the file; stream options (and
 // --threads, --eval-batch-size) can be overridden on the command line.
+#include "core/threads.h"
 #include "checkpoints/version_store.h"
 #include "continual/runner.h"
 #include "tools/commands.h"
@@ -102,7 +103,7 @@ int strata_cmd_eval(int argc, char** argv) {
     std::remove(tmp.c_str());
     tmp.clear();
 
-    torch::set_num_threads(static_cast<int>(config.threads));
+    core::set_num_threads(static_cast<int>(config.threads));
     auto stream = tasks::make_stream(config.stream);
     config.model.input_shape(stream.input_shape).num_classes(stream.num_classes);
     torch::manual_seed(config.train.seed());

@@ -1,4 +1,5 @@
 // strata train: runs a method over a task stream and writes a run folder.
+#include "core/threads.h"
 #include "continual/runner.h"
 #include "tools/commands.h"
 
@@ -47,7 +48,7 @@ int strata_cmd_train(int argc, char** argv) {
     RunConfig config = parse_run_config(argc, argv, &vm);
     const bool resume = vm.count("resume") > 0;
     if (resume) config = resume_config(vm);
-    torch::set_num_threads(static_cast<int>(config.threads));
+    strata::core::set_num_threads(static_cast<int>(config.threads));
     Runner runner(config);
     const auto metrics = resume ? runner.resume() : runner.run();
     std::cout << runner.summary();

@@ -192,13 +192,15 @@ TEST(CoSO, MemoryAccountingMatchesTheTensors) {
   // fc1 [24, 64], fc2 [16, 24]; r1 = 4, r2 = 6; float32.
   const int64_t K1 = h.method.layers()[0].basis_rank(), K2 = h.method.layers()[1].basis_rank();
   auto layer_floats = [&](int64_t m, int64_t n, int64_t K) {
-    // P, moments, sketch B and U_B, s (once merged: the power refresh buffers 3 steps unmerged), M
+    // P, moments, sketch B and U_B, s (the power refresh fills its sketch at task end), M
     const bool merged = refresh == "exact";
     return m * 4 + 2 * 4 * n + (merged ? 2 * m * 6 + 6 : 0) + m * K;
   };
   for (const auto& l : h.method.layers()) EXPECT_EQ(l.sketch->empty(), refresh == "power") << l.name;
-  // The power refresh's sketch buffer: max(r2, m) columns.
-  const int64_t buffers = refresh == "power" ? 24 * 24 + 16 * 16 : 0;
+  // The power refresh's covariance [m, m]; complements where K > m/2.
+  int64_t buffers = refresh == "power" ? 24 * 24 + 16 * 16 : 0;
+  for (const auto& l : h.method.layers())
+    if (2 * l.basis_rank() > l.rows()) buffers += l.rows() * (l.rows() - l.basis_rank());
   const int64_t other_numel = 24 + 16 + (4 * 16 + 4);  // fc1/fc2 biases, head weight + bias
   const auto mem = h.method.memory();
   EXPECT_EQ(mem.coso_bytes, 4 * (layer_floats(24, 64, K1) + layer_floats(16, 24, K2) + 2 * other_numel + buffers))

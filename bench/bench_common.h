@@ -1,0 +1,51 @@
+#pragma once
+// Shared by the benchmark programs: one-thread BLAS, and running a Python reference loop whose
+// output lines carry "key=value" fields, so C++ and Python rounds can alternate in one run.
+#include "core/threads.h"
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+
+namespace strata::bench {
+
+// One thread for LibTorch and OpenBLAS alike (core/threads.h says why).
+inline bool set_blas_threads(int threads) { return core::set_num_threads(threads); }
+
+// The numeric "key=value" fields of one output line ("python batch=10 seconds=1.2" -> {batch: 10,
+// seconds: 1.2}); non-numeric fields are skipped.
+inline std::map<std::string, double> parse_fields(const std::string& line) {
+  std::map<std::string, double> out;
+  std::istringstream ss(line);
+  for (std::string tok; ss >> tok;) {
+    const auto eq = tok.find('=');
+    if (eq == std::string::npos) continue;
+    try {
+      size_t used = 0;
+      const double v = std::stod(tok.substr(eq + 1), &used);
+      if (used == tok.size() - eq - 1) out[tok.substr(0, eq)] = v;
+    } catch (const std::exception&) {
+    }
+  }
+  return out;
+}
+
+// Runs `command` (OPENBLAS_NUM_THREADS set to `threads` for it, as set_blas_threads does here),
+// echoes its output, and calls on_line(fields) for every line. Returns false when it failed.
+template <typename OnLine>
+bool run_reference(const std::string& command, int threads, OnLine on_line) {
+  const std::string cmd = "OPENBLAS_NUM_THREADS=" + std::to_string(threads) + " " + command;
+  FILE* p = popen(cmd.c_str(), "r");
+  char line[1024];
+  while (p && fgets(line, sizeof line, p)) {
+    std::cout << line << std::flush;
+    on_line(parse_fields(line));
+  }
+  const bool ok = p && pclose(p) == 0;
+  if (!ok) std::cerr << "bench: reference loop failed (" << cmd << ")\n";
+  return ok;
+}
+
+}  // namespace strata::bench
