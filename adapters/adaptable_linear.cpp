@@ -13,11 +13,17 @@ using torch::autograd::variable_list;
 // y = x Wᵀ (+ b) whose backward writes the input-side projected weight gradient. x and W are
 // saved exactly as autograd's own linear saves them, so this costs no extra memory; the bases
 // ride in saved_data (they never need a gradient, and an undefined tensor cannot be an input).
+struct Bases {
+  const torch::Tensor *U, *U_perp, *M, *M_perp;
+};
+
 torch::Tensor projected_forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                                const torch::Tensor& bias, const torch::Tensor& U, const torch::Tensor& U_perp) {
+                                const torch::Tensor& bias, const Bases* b) {
   ctx->save_for_backward({x, weight});
-  ctx->saved_data["U"] = U;
-  ctx->saved_data["U_perp"] = U_perp;
+  ctx->saved_data["U"] = *b->U;
+  ctx->saved_data["U_perp"] = *b->U_perp;
+  ctx->saved_data["M"] = *b->M;
+  ctx->saved_data["M_perp"] = *b->M_perp;
   auto x2 = x.reshape({-1, x.size(-1)});
   auto y = bias.defined() ? torch::addmm(bias, x2, weight.t()) : x2.mm(weight.t());
   if (x.dim() == 2) return y;
@@ -30,19 +36,27 @@ variable_list projected_backward(AutogradContext* ctx, const variable_list& grad
   auto saved = ctx->get_saved_variables();
   const auto &x = saved[0], &weight = saved[1];
   auto d2 = grad_out[0].reshape({-1, weight.size(0)});
-  variable_list out(with_bias ? 5 : 4);  // one per forward argument, the basis pointers included
+  variable_list out(with_bias ? 4 : 3);  // one per forward argument, the bases pointer included
   if (ctx->needs_input_grad(0)) out[0] = d2.mm(weight).view(x.sizes());
-  if (ctx->needs_input_grad(1))
-    out[1] = subspaces::project_out_input_outer(d2, x.reshape({-1, x.size(-1)}), ctx->saved_data["U"].toTensor(),
+  if (ctx->needs_input_grad(1)) {
+    // (I − MMᵀ) δᵀ = (δ − (δM)Mᵀ)ᵀ: the output side acts on the r rows of δ.
+    torch::Tensor d = d2;
+    const auto M = ctx->saved_data["M"].toTensor(), M_perp = ctx->saved_data["M_perp"].toTensor();
+    if (M_perp.defined())
+      d = d2.mm(M_perp).mm(M_perp.t());
+    else if (M.defined())
+      d = d2.addmm(d2.mm(M), M.t(), /*beta=*/1, /*alpha=*/-1);
+    out[1] = subspaces::project_out_input_outer(d, x.reshape({-1, x.size(-1)}), ctx->saved_data["U"].toTensor(),
                                                 ctx->saved_data["U_perp"].toTensor());
+  }
   if (with_bias && ctx->needs_input_grad(2)) out[2] = d2.sum(0);
   return out;
 }
 
 struct ProjectedLinear : public torch::autograd::Function<ProjectedLinear> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor& bias, const torch::Tensor* U, const torch::Tensor* U_perp) {
-    return projected_forward(ctx, x, weight, bias, *U, *U_perp);
+                               const torch::Tensor& bias, const Bases* b) {
+    return projected_forward(ctx, x, weight, bias, b);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     return projected_backward(ctx, grad_out, true);
@@ -51,8 +65,8 @@ struct ProjectedLinear : public torch::autograd::Function<ProjectedLinear> {
 
 struct ProjectedLinearNoBias : public torch::autograd::Function<ProjectedLinearNoBias> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor* U, const torch::Tensor* U_perp) {
-    return projected_forward(ctx, x, weight, torch::Tensor(), *U, *U_perp);
+                               const Bases* b) {
+    return projected_forward(ctx, x, weight, torch::Tensor(), b);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     return projected_backward(ctx, grad_out, false);
@@ -77,9 +91,10 @@ AdaptableLinearImpl::AdaptableLinearImpl(int64_t in_features, int64_t out_featur
 torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
   if (recording_) last_input_ = x.detach();
   torch::Tensor y;
-  if (proj_U_.defined() && weight.requires_grad() && torch::GradMode::is_enabled())
-    y = bias.defined() ? ProjectedLinear::apply(x, weight, bias, &proj_U_, &proj_U_perp_)
-                       : ProjectedLinearNoBias::apply(x, weight, &proj_U_, &proj_U_perp_);
+  if ((proj_U_.defined() || proj_M_.defined()) && weight.requires_grad() && torch::GradMode::is_enabled()) {
+    const Bases b{&proj_U_, &proj_U_perp_, &proj_M_, &proj_M_perp_};
+    y = bias.defined() ? ProjectedLinear::apply(x, weight, bias, &b) : ProjectedLinearNoBias::apply(x, weight, &b);
+  }
   else
     y = torch::nn::functional::linear(x, weight, bias);
   if (adapter_) y = adapter_->forward(x, y);
@@ -99,6 +114,21 @@ void AdaptableLinearImpl::set_input_projection(torch::Tensor U, torch::Tensor U_
               U_perp.defined() ? U_perp.sizes() : torch::IntArrayRef{}, " does not match basis ", U.sizes());
   proj_U_ = U.detach().to(weight.dtype()).contiguous();
   proj_U_perp_ = U_perp.defined() ? U_perp.detach().to(weight.dtype()).contiguous() : torch::Tensor();
+}
+
+void AdaptableLinearImpl::set_output_projection(torch::Tensor M, torch::Tensor M_perp) {
+  if (!M.defined() || M.dim() != 2 || M.size(1) == 0) {
+    proj_M_ = proj_M_perp_ = torch::Tensor();
+    return;
+  }
+  TORCH_CHECK(M.size(0) == out_features(), "strata::adapters::AdaptableLinear::set_output_projection(): basis has ",
+              M.size(0), " rows, the layer has ", out_features(), " outputs");
+  TORCH_CHECK(!M_perp.defined() || (M_perp.dim() == 2 && M_perp.size(0) == out_features() &&
+                                    M_perp.size(1) == out_features() - M.size(1)),
+              "strata::adapters::AdaptableLinear::set_output_projection(): complement of shape ",
+              M_perp.defined() ? M_perp.sizes() : torch::IntArrayRef{}, " does not match basis ", M.sizes());
+  proj_M_ = M.detach().to(weight.dtype()).contiguous();
+  proj_M_perp_ = M_perp.defined() ? M_perp.detach().to(weight.dtype()).contiguous() : torch::Tensor();
 }
 
 void AdaptableLinearImpl::set_adapter(std::shared_ptr<Adapter> adapter) {

@@ -52,6 +52,10 @@ class AdaptableLinearImpl : public torch::nn::Module {
   /// undefined or empty U clears it.
   void set_input_projection(torch::Tensor U, torch::Tensor U_perp = {});
   const torch::Tensor& input_projection() const { return proj_U_; }
+  /// Output-side counterpart (OSFT): weight.grad = (I − M Mᵀ) G, from δ − (δ M) Mᵀ (O(r·out·k));
+  /// M [out, k], M_perp [out, out − k] optional. Combines with the input projection (both sides).
+  void set_output_projection(torch::Tensor M, torch::Tensor M_perp = {});
+  const torch::Tensor& output_projection() const { return proj_M_; }
 
   int64_t in_features() const { return weight.size(1); }
   int64_t out_features() const { return weight.size(0); }
@@ -63,7 +67,7 @@ class AdaptableLinearImpl : public torch::nn::Module {
  private:
   std::shared_ptr<Adapter> adapter_;
   bool recording_ = false;
-  torch::Tensor proj_U_, proj_U_perp_;
+  torch::Tensor proj_U_, proj_U_perp_, proj_M_, proj_M_perp_;
   torch::Tensor last_input_;
 };
 TORCH_MODULE(AdaptableLinear);

@@ -146,7 +146,11 @@ void OSFTMethod::on_task_start(TaskContext& ctx) {
   torch::NoGradGuard no_grad;
   const int64_t t = ctx.task_index, T = ctx.stream->size();
   task_ = t;
+  clear_projections();
   layers_.clear();
+  const TrainOptions* o = ctx.train;
+  factored_ = o && o->optimizer() == "sgd" && o->momentum() == 0 && o->weight_decay() == 0;
+  steps_ = 0;
   const std::string pattern = target_pattern(ctx.model);
   for (auto& [name, layer] : ctx.model->linear_layers(pattern)) {
     if (full_match(head_, name)) continue;
@@ -209,6 +213,12 @@ void OSFTMethod::on_task_start(TaskContext& ctx) {
   entry["frozen_rank_fraction"] = total > 0 ? static_cast<double>(frozen) / total : 0.0;
   history_.push_back(entry);
   set_trainable(ctx.model, t);
+  if (factored_)
+    for (auto& l : layers_) {
+      if (l.k == 0) continue;
+      l.layer->set_output_projection(l.U, l.U_perp);
+      l.layer->set_input_projection(l.V, l.V_perp);
+    }
   write_store(ctx);
 }
 
@@ -241,7 +251,18 @@ void OSFTMethod::write_store(const TaskContext& ctx) const {
   store.put_task(task, records);
 }
 
+OSFTMethod::~OSFTMethod() { clear_projections(); }
+
+void OSFTMethod::clear_projections() {
+  for (auto& l : layers_) {
+    if (!l.layer || !factored_) continue;
+    l.layer->set_input_projection({});
+    l.layer->set_output_projection({});
+  }
+}
+
 void OSFTMethod::after_backward(StepContext& sc) {
+  if (factored_) return;  // the layers' backward already wrote P(G)
   // With stateless plain SGD the step is linear in G and after_step re-projects W, so projecting
   // G first gives the same weights (P is linear and idempotent); skip the O(mnk) work. Stateful
   // optimizers (momentum, Adam moments) need the projected gradient in their state.
@@ -258,6 +279,8 @@ void OSFTMethod::after_backward(StepContext& sc) {
 
 void OSFTMethod::after_step(StepContext&) {
   torch::NoGradGuard no_grad;
+  // Plain SGD adds P(G), which keeps the constraint up to round-off: clear that now and then.
+  if (factored_ && ++steps_ % 256 != 0) return;
   for (auto& l : layers_) {
     if (l.k == 0) continue;
     auto& W = l.layer->weight;
@@ -303,6 +326,8 @@ void OSFTMethod::load(const MethodState& state, Model& model) {
               state.meta.value("rank_rule", std::string()), "', this method uses '", rule_, "'");
   task_ = state.meta["task"].get<int64_t>();
   history_ = state.meta.value("history", nlohmann::json::array());
+  clear_projections();
+  factored_ = false;  // a loaded method re-projects every step until the next task start
   layers_.clear();
   auto all = model->linear_layers();
   for (const auto& j : state.meta.value("layers", nlohmann::json::array())) {

@@ -16,7 +16,11 @@
 // k > dim/2 goes through its complement basis (U_h⊥ [m, m − k], V_h⊥ [n, n − k], from the task-start
 // SVD), so a step costs O(mn·min(k, m − k) + ...) rather than O(mnk); after_step adds the frozen part
 // W_h = U_h diag(σ_h) V_hᵀ, kept once per task ([m, n], one extra weight copy per decomposed layer).
-// Layers with k = 0 cost nothing.
+// Layers with k = 0 cost nothing. With plain SGD (no momentum, no weight decay) the step is
+// W ← W − lr·P(G) with W already satisfying the constraint, so the layer's backward writes P(G)
+// directly from its factors (AdaptableLinear output and input projections: (δ − δU_hU_hᵀ)ᵀ and
+// X − XV_hV_hᵀ, O(r·(m + n)·k) for r batch rows instead of O(mnk)), and after_step re-projects
+// only every 256 steps to clear round-off drift.
 // Deviation from the factored form (U_l, s_l, V_l trainable): the constraint set is the same, the
 // optimizer geometry differs (stock optimizer on W), as methods.md §6.4 recommends for the toolkit.
 //
@@ -64,6 +68,7 @@ std::vector<int64_t> osft_importance_ranks(const std::vector<double>& importance
 class OSFTMethod : public Method {
  public:
   explicit OSFTMethod(const MethodConfig& config);
+  ~OSFTMethod() override;
   std::string name() const override { return "osft"; }
 
   void on_task_start(TaskContext& ctx) override;
@@ -103,7 +108,11 @@ class OSFTMethod : public Method {
   int64_t importance_samples_;
   bool train_other_;
 
+  void clear_projections();
+
   int64_t task_ = -1;
+  bool factored_ = false;   // plain SGD this task: P(G) in the layers' backward
+  int64_t steps_ = 0;       // after_step calls this task
   std::vector<Layer> layers_;
   nlohmann::json history_ = nlohmann::json::array();
 };

@@ -47,3 +47,30 @@ TEST(AdaptableLinear, InputProjectionProjectsOnlyTheWeightGradient) {
   EXPECT_FALSE(l->input_projection().defined());
   EXPECT_THROW(l->set_input_projection(orthonormal(4, 2)), c10::Error);
 }
+
+// Output and input projections together: weight.grad = (I − MMᵀ) G (I − UUᵀ), with and without
+// complements; the input gradient stays the plain one.
+TEST(AdaptableLinear, OutputAndInputProjectionsGiveTheTwoSidedGradient) {
+  torch::manual_seed(4);
+  for (bool complement : {false, true}) {
+    AdaptableLinear plain(9, 7), projected(9, 7);
+    {
+      torch::NoGradGuard ng;
+      projected->weight.copy_(plain->weight);
+      projected->bias.copy_(plain->bias);
+    }
+    auto U = orthonormal(9, 3), M = orthonormal(7, 5);
+    projected->set_input_projection(U, complement ? strata::subspaces::complement_basis(U) : torch::Tensor());
+    projected->set_output_projection(M, complement ? strata::subspaces::complement_basis(M) : torch::Tensor());
+    auto x = torch::randn({6, 9});
+    auto xa = x.clone().requires_grad_(true), xb = x.clone().requires_grad_(true);
+    auto w = torch::randn({6, 7});
+    (plain(xa) * w).sum().backward();
+    (projected(xb) * w).sum().backward();
+    auto G = plain->weight.grad();
+    auto ref = strata::subspaces::project_out_both(G, M, U);
+    EXPECT_TRUE(torch::allclose(projected->weight.grad(), ref, 1e-5, 1e-5)) << "complement " << complement;
+    EXPECT_TRUE(torch::allclose(xa.grad(), xb.grad(), 1e-6, 1e-6));
+    EXPECT_TRUE(torch::allclose(plain->bias.grad(), projected->bias.grad(), 1e-6, 1e-6));
+  }
+}
