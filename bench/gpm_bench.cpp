@@ -4,8 +4,8 @@
 // Reports seconds, ACC and the time ratio. Defaults are the full protocol (10 tasks x 5 epochs,
 // 270 000 steps); --tasks / --train-limit give a shorter one.
 #include "bench/bench_common.h"
-#include "continual/config.h"
-#include "continual/runner.h"
+#include "run/config.h"
+#include "run/runner.h"
 
 #include <boost/program_options.hpp>
 
@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
       for (const auto& a : args) argv2.push_back(a.c_str());
       try {
         const auto t0 = std::chrono::steady_clock::now();
-        continual::Runner runner(continual::parse_run_config(static_cast<int>(argv2.size()), argv2.data()));
+        run::Runner runner(run::parse_run_config(static_cast<int>(argv2.size()), argv2.data()));
         const auto m = runner.run();
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         cpp_best = std::min(cpp_best, s);

@@ -7,6 +7,7 @@
 #include "bench/bench_common.h"
 #include "continual/method.h"
 #include "continual/trainer.h"
+#include "models/models.h"
 #include "tasks/streams.h"
 
 #include <boost/program_options.hpp>
@@ -33,9 +34,9 @@ std::vector<std::string> split(const std::string& s) {
 
 // ms/step per task of one method run; empty when the method failed (message in `error`).
 std::vector<double> run_method(const std::string& method_name, tasks::TaskStream& stream,
-                               const continual::ModelOptions& mo, int64_t bs, int64_t epochs, std::string& error) {
+                               const models::ModelOptions& mo, int64_t bs, int64_t epochs, std::string& error) {
   torch::manual_seed(0);
-  auto model = continual::make_model(mo);
+  auto model = models::make_model(mo);
   std::unique_ptr<continual::Method> method;
   try {
     // "coso:refresh=exact:gap=2" = method coso with those options.
@@ -132,7 +133,7 @@ int main(int argc, char** argv) {
       .data_dir(vm["data-dir"].as<std::string>());
   tasks::TaskStream stream = tasks::make_stream(so);
   const std::string arch = vm["arch"].as<std::string>();
-  continual::ModelOptions mo;
+  models::ModelOptions mo;
   mo.arch(arch).input_shape(stream.input_shape).num_classes(stream.num_classes);
   if (arch == "mlp") mo.hidden({100, 100}).bias(false);
 

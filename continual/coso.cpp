@@ -29,7 +29,6 @@ std::vector<MethodOption> coso_options() {
       {"svd", "exact", "SVD backend for the exact projector refresh and the sketch merges (subspaces::svd method)"},
       {"refresh", "power", "projector refresh: power (warm-started subspace iteration, r1 vectors) | exact (thin SVD)"},
       {"power_iters", "1", "subspace iterations per power refresh"},
-      {"store", "", "subspaces.h5 path; empty = <run folder>/subspaces.h5, none = do not write"},
   };
 }
 
@@ -52,7 +51,6 @@ CoSOOptions CoSOOptions::from_config(const MethodConfig& c) {
   if (c.has("svd")) o.svd(c.get_string("svd"));
   if (c.has("refresh")) o.refresh(c.get_string("refresh"));
   if (c.has("power_iters")) o.power_iters(c.get_int("power_iters"));
-  if (c.has("store")) o.store(c.get_string("store"));
   o.validate();
   return o;
 }
@@ -132,7 +130,7 @@ torch::Tensor CoSO::refresh_power(CoSOLayer& l, const torch::Tensor& G) const {
                                        0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(l.rows() * 131 + G.size(1)));
 }
 
-void CoSO::attach(Model& model) {
+void CoSO::attach(models::Model& model) {
   model_ = model;
   std::string pattern = options_.target();
   if (pattern.empty()) pattern = model->options().arch() == "vit" ? "blocks\\.[0-9]+\\.attn\\.o" : "fc[0-9]+";
@@ -354,15 +352,7 @@ void CoSO::on_task_end(TaskContext& ctx) {
   task_reports_.push_back(rep);
   reset_task_state();
 
-  std::string path = options_.store();
-  if (path.empty() && !ctx.run_dir.empty()) path = ctx.run_dir + "/subspaces.h5";
-  if (!path.empty() && path != "none" && !records.empty()) {
-    auto store = subspaces::SubspaceStore::open_or_create(path);
-    const std::string task = "task_" + std::to_string(ctx.task_index);
-    // A resume that repeats a task whose record was already written keeps the first record
-    // (history is append-only); the recomputed basis is the same run's.
-    if (!store.has_task(task)) store.put_task(task, records);
-  }
+  if (ctx.recorder) ctx.recorder->record(ctx.task_index, records);
 }
 
 MethodState CoSO::save() const {
@@ -393,7 +383,7 @@ MethodState CoSO::save() const {
   return s;
 }
 
-void CoSO::load(const MethodState& s, Model& model) {
+void CoSO::load(const MethodState& s, models::Model& model) {
   if (!model_ || model_ != model) attach(model);
   auto get = [&](const std::string& key) {
     auto it = s.tensors.find(key);

@@ -23,7 +23,7 @@
 // Every column of P lies in the complement of span(M), so Mᵀ ΔW = 0 up to round-off. Moments
 // persist across projector refreshes inside a task. Task end: k = E(s, ε) on the sketch's shrunk
 // spectrum (strict "<"), M ← orth([M, U_S[:, :k]]) (subspaces::extend_basis, capped at m columns),
-// recorded in <run_dir>/subspaces.h5 (or the `store` option) as task_<t>/<layer> (side "output");
+// handed to the run's recorder (TaskContext::recorder) as taskTT/<layer> (side "output");
 // then sketch, P, moments and step counters are reset.
 //
 // Every other trained parameter (head, biases, norms, non-target layers; see `others`) gets plain
@@ -41,7 +41,7 @@
 //   schedule cosine (per task, lr_e = lr·cos(99π e / (200 (E-1))), code's CosineSchedule) | constant,
 //   temperature 3 (training logits divided by it; the code's trick) , others all | head | none,
 //   svd exact (subspaces::svd method, exact refresh and sketch merges), refresh power | exact,
-//   power_iters 1, store "" (override of <run_dir>/subspaces.h5; "none" = off).
+//   power_iters 1.
 // The run's --optimizer / --lr are not used (CoSO owns its optimizer).
 #include "continual/method.h"
 #include "subspaces/sketch.h"
@@ -70,7 +70,6 @@ struct CoSOOptions {
   TORCH_ARG(std::string, svd) = "exact";
   TORCH_ARG(std::string, refresh) = "power";
   TORCH_ARG(int64_t, power_iters) = 1;
-  TORCH_ARG(std::string, store) = "";
 
  public:
   static CoSOOptions from_config(const MethodConfig& config);
@@ -107,7 +106,7 @@ class CoSO : public Method {
   explicit CoSO(CoSOOptions options);
   std::string name() const override { return "coso"; }
 
-  void attach(Model& model) override;
+  void attach(models::Model& model) override;
   void on_task_start(TaskContext& ctx) override;
   std::vector<torch::Tensor> parameters(TaskContext& ctx) override;
   std::unique_ptr<torch::optim::Optimizer> make_optimizer(TaskContext& ctx,
@@ -116,7 +115,7 @@ class CoSO : public Method {
   void after_backward(StepContext& step) override;
   void on_task_end(TaskContext& ctx) override;
   MethodState save() const override;
-  void load(const MethodState& state, Model& model) override;
+  void load(const MethodState& state, models::Model& model) override;
   nlohmann::json report() const override;
 
   /// One optimizer step over every projected layer and other parameter (what the optimizer's
@@ -145,7 +144,7 @@ class CoSO : public Method {
   std::unique_ptr<subspaces::FrequentDirections> new_sketch(int64_t rows) const;
 
   CoSOOptions options_;
-  Model model_;
+  models::Model model_;
   std::vector<CoSOLayer> layers_;
   std::vector<CoSOOther> others_;
   double weight_decay_ = 0.0;

@@ -36,10 +36,10 @@ class Gpm : public Method {
   explicit Gpm(GpmOptions options);
   ~Gpm() override;
   std::string name() const override { return "gpm"; }
-  void attach(Model& model) override;
+  void attach(models::Model& model) override;
   void on_task_end(TaskContext& ctx) override;
   MethodState save() const override;
-  void load(const MethodState& state, Model& model) override;
+  void load(const MethodState& state, models::Model& model) override;
   nlohmann::json report() const override;
 
   /// Current basis of a layer ([n, k]; undefined before the first task ends).
