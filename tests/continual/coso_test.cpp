@@ -280,9 +280,8 @@ TEST(CoSO, RunnerSyntheticLearnsAndForgetsLessThanNaive) {
   const double fc = Rc[0][0].item<double>() - Rc[2][0].item<double>();
   EXPECT_LT(fc, fn);
   {
-    // Power refresh, same config (measured: a00 90.0, a20 63.0, a22 52.0): it learns task 0 better
-    // than the exact refresh, so its drop is not smaller than naive's, but it keeps more of task 0
-    // than naive does (63.0 vs 53.0).
+    // Power refresh, same config: it learns task 0 better than the exact refresh, so its drop is
+    // not reliably smaller than naive's; the check is that it keeps more of task 0 than naive.
     auto cp = config("coso", {{"lr", "1e-2"}, {"target", "fc1|head"}, {"temperature", "1"}, {"schedule", "constant"}});
     cp.name = "coso-power";
     Runner power(cp);
