@@ -34,8 +34,6 @@ MoRAMethod::MoRAMethod(const MethodConfig& config)
   TORCH_CHECK(report_samples_ >= 0, "strata: option mora.report_samples must be >= 0, got ", report_samples_);
 }
 
-std::string MoRAMethod::default_target(const std::string& arch) const { return all_layers_default_target(arch); }
-
 std::shared_ptr<adapters::Adapter> MoRAMethod::make_adapter(const std::string&, const adapters::AdaptableLinearImpl& l) {
   return std::make_shared<adapters::MoRAImpl>(l.in_features(), l.out_features(), options_);
 }

@@ -2,6 +2,7 @@
 #include "checkpoints/predictions.h"
 #include "checkpoints/version_store.h"
 #include "core/h5.h"
+#include "tests/support.h"
 
 #include <gtest/gtest.h>
 
@@ -17,17 +18,7 @@ using namespace strata::checkpoints;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("strata-ckpt-" + std::to_string(::getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using strata::testing::TempDir;
 
 Version sample_version() {
   torch::manual_seed(3);

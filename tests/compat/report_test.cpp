@@ -4,6 +4,7 @@
 #include "compat/report.h"
 #include "compat/stats.h"
 #include "core/h5.h"
+#include "tests/support.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -17,11 +18,7 @@ namespace {
 
 torch::Tensor L(std::vector<int64_t> v) { return torch::tensor(v, torch::kLong); }
 
-fs::path temp_dir() {
-  const fs::path d = fs::temp_directory_path() / ("strata_compat_test_" + std::to_string(::getpid()));
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir() { return strata::testing::fresh_dir("compat_test"); }
 
 std::vector<std::string> read_lines(const fs::path& p) {
   std::ifstream f(p);

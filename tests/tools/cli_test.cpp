@@ -1,6 +1,8 @@
 // The CLI end to end: bad input gives one clear line and a non-zero exit, never a crash.
 #include <gtest/gtest.h>
 
+#include "tests/support.h"
+
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -26,12 +28,8 @@ Result run(const std::string& args) {
   return r;
 }
 
-fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("strata_cli_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+using strata::testing::fresh_dir;
+fs::path temp_dir(const std::string& name) { return fresh_dir("cli_" + name); }
 
 }  // namespace
 
