@@ -105,7 +105,11 @@ Split lazy_split(const std::shared_ptr<const InputSource>& source, const torch::
   Split s;
   s.ids = idx.contiguous();
   s.x = Inputs(source, s.ids, tf);
-  s.y = labels.index_select(0, s.ids);
+  // A split of every source example in order (the test split of permuted/rotated tasks) shares
+  // the label tensor instead of copying it per task.
+  const bool all_rows = s.ids.size(0) == labels.size(0) && s.ids.size(0) > 0 &&
+                        torch::equal(s.ids, torch::arange(labels.size(0), torch::kInt64));
+  s.y = all_rows ? labels : labels.index_select(0, s.ids);
   s.task = torch::full({1}, task, torch::kInt64).expand({s.ids.size(0)});
   return s;
 }
