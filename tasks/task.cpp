@@ -45,26 +45,40 @@ void check_rows(const torch::Tensor& rows, int64_t n, const char* fn) {
 
 }  // namespace
 
+namespace {
+
+// lut[c * 256 + v] = (v / 255 - mean[c]) / std[c] (or v / 255 without normalisation), computed in
+// double and rounded once, so every batch equals the tensor the stream used to materialise.
+std::vector<float> make_lut(const InputSource& src) {
+  const bool normalise = !src.mean.empty();
+  const int64_t channels = normalise ? static_cast<int64_t>(src.mean.size()) : 1;
+  std::vector<float> lut(static_cast<size_t>(256 * channels));
+  for (int64_t c = 0; c < channels; ++c)
+    for (int v = 0; v < 256; ++v)
+      lut[c * 256 + v] = normalise ? static_cast<float>((v / 255.0 - src.mean[c]) / src.std[c])
+                                   : static_cast<float>(v / 255.0);
+  return lut;
+}
+
+// Example i is source row (base ? base[rows[i]] : rows[i]); rows are already checked.
 // Fused gather + permutation + scaling + normalisation for uint8 sources:
-// out[i, j] = lut[channel(perm[j])][src[rows[i], perm[j]]] with lut[c][v] = (v / 255 - mean[c]) / std[c]
-// computed in double and rounded once, so every batch equals the tensor the stream used to
-// materialise. One pass writing each output float once; the unfused chain (row gather, column
-// gather, convert, scale, shift, divide) made several passes over the data. Float sources are
-// copied (and permuted) as they are. Rotations scale first, rotate the batch with one
-// affine_grid + grid_sample, then normalise: zero padding is then black background, as in the
-// raw image.
-torch::Tensor gather_source(const InputSource& src, const torch::Tensor& rows_in, const InputTransform& tf,
-                            float* out_ptr) {
-  const int64_t n_src = src.size(), p = src.data.size(1);
-  check_rows(rows_in, n_src, "gather_source");
-  const auto rows = rows_in.contiguous();
-  const int64_t n = rows.size(0);
+// out[i, j] = lut[channel(perm[j])][src[row_i, perm[j]]]. One pass writing each output float once;
+// the unfused chain (row gather, column gather, convert, scale, shift, divide) made several passes
+// over the data. Float sources are copied (and permuted) as they are. Rotations scale first,
+// rotate the batch with one affine_grid + grid_sample, then normalise: zero padding is then black
+// background, as in the raw image.
+torch::Tensor gather_kernel(const InputSource& src, const int64_t* base, const int64_t* r, int64_t n,
+                            const InputTransform& tf, const float* l, float* out_ptr) {
+  const int64_t p = src.data.size(1);
   std::vector<int64_t> batch_shape = {n};
   batch_shape.insert(batch_shape.end(), src.shape.begin(), src.shape.end());
   const bool is_u8 = src.data.scalar_type() == torch::kUInt8;
   const bool normalise = is_u8 && !src.mean.empty();
+  auto row = [&](int64_t i) { return base ? base[r[i]] : r[i]; };
   if (tf.degrees != 0.0) {
     TORCH_INTERNAL_ASSERT(!tf.perm.defined(), "a task is either permuted or rotated");
+    auto rows = torch::empty({n}, torch::kInt64);
+    for (int64_t i = 0; i < n; ++i) rows.data_ptr<int64_t>()[i] = row(i);
     auto x = src.data.index_select(0, rows);
     x = is_u8 ? x.to(torch::kFloat32).mul_(1.0 / 255.0) : x;
     x = rotate_images(x.view(batch_shape), tf.degrees);
@@ -94,16 +108,9 @@ torch::Tensor gather_source(const InputSource& src, const torch::Tensor& rows_in
   torch::Tensor out = out_ptr ? torch::from_blob(out_ptr, batch_shape, torch::kFloat32)
                               : torch::empty(batch_shape, torch::kFloat32);
   float* dst = out.data_ptr<float>();
-  const int64_t* r = rows.data_ptr<int64_t>();
   if (is_u8) {
     const int64_t channels = normalise ? static_cast<int64_t>(src.mean.size()) : 1;
-    std::vector<float> lut(static_cast<size_t>(256 * channels));
-    for (int64_t c = 0; c < channels; ++c)
-      for (int v = 0; v < 256; ++v)
-        lut[c * 256 + v] = normalise ? static_cast<float>((v / 255.0 - src.mean[c]) / src.std[c])
-                                     : static_cast<float>(v / 255.0);
     const uint8_t* s0 = src.data.data_ptr<uint8_t>();
-    const float* l = lut.data();
     // Per output element, the offset of its channel's table (the channel of the SOURCE element).
     std::vector<int32_t> lut_off;
     if (channels > 1) {
@@ -114,7 +121,7 @@ torch::Tensor gather_source(const InputSource& src, const torch::Tensor& rows_in
     const int32_t* lo = lut_off.empty() ? nullptr : lut_off.data();
     at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        const uint8_t* s = s0 + r[i] * p;
+        const uint8_t* s = s0 + row(i) * p;
         float* d = dst + i * p;
         if (lo) {
           if (pm) {
@@ -133,7 +140,7 @@ torch::Tensor gather_source(const InputSource& src, const torch::Tensor& rows_in
     const float* s0 = src.data.data_ptr<float>();
     at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        const float* s = s0 + r[i] * p;
+        const float* s = s0 + row(i) * p;
         float* d = dst + i * p;
         if (pm) {
           for (int64_t j = 0; j < p; ++j) d[j] = s[pm[j]];
@@ -144,6 +151,16 @@ torch::Tensor gather_source(const InputSource& src, const torch::Tensor& rows_in
     });
   }
   return out;
+}
+
+}  // namespace
+
+torch::Tensor gather_source(const InputSource& src, const torch::Tensor& rows_in, const InputTransform& tf,
+                            float* out_ptr) {
+  check_rows(rows_in, src.size(), "gather_source");
+  const auto rows = rows_in.contiguous();
+  const std::vector<float> lut = src.data.scalar_type() == torch::kUInt8 ? make_lut(src) : std::vector<float>{};
+  return gather_kernel(src, nullptr, rows.data_ptr<int64_t>(), rows.size(0), tf, lut.data(), out_ptr);
 }
 
 Inputs::Inputs(torch::Tensor x) {
@@ -159,8 +176,10 @@ Inputs::Inputs(std::shared_ptr<const InputSource> source, torch::Tensor rows, In
   source->validate("strata::tasks::Inputs()");
   check_rows(rows, source->size(), "Inputs");
   Part part;
+  if (source->data.scalar_type() == torch::kUInt8)
+    part.lut = std::make_shared<const std::vector<float>>(make_lut(*source));
   part.source = std::move(source);
-  part.rows = std::move(rows);
+  part.rows = rows.contiguous();
   part.transform = std::move(transform);
   add(std::move(part));
 }
@@ -215,7 +234,9 @@ bool Inputs::is_lazy() const {
 
 torch::Tensor Inputs::Part::gather(const torch::Tensor& local, float* out) const {
   if (tensor.defined()) return tensor.index_select(0, local);
-  return gather_source(*source, rows.index_select(0, local), transform, out);
+  const auto lc = local.contiguous();  // checked against size() by the caller
+  return gather_kernel(*source, rows.data_ptr<int64_t>(), lc.data_ptr<int64_t>(), lc.size(0), transform,
+                       lut ? lut->data() : nullptr, out);
 }
 
 torch::Tensor Inputs::gather_impl(const torch::Tensor& rows, torch::Tensor* buffer) const {

@@ -88,8 +88,9 @@ class Inputs {
   struct Part {
     torch::Tensor tensor;                        // explicit part, or
     std::shared_ptr<const InputSource> source;   // lazy part: source rows under transform
-    torch::Tensor rows;
+    torch::Tensor rows;                          // int64 [n], contiguous
     InputTransform transform;
+    std::shared_ptr<const std::vector<float>> lut;  // uint8 sources: value -> float, per channel
     int64_t size() const { return tensor.defined() ? tensor.size(0) : rows.size(0); }
     torch::Tensor gather(const torch::Tensor& rows, float* out) const;
   };
