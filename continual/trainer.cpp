@@ -29,7 +29,7 @@ torch::Tensor mask_logits(const torch::Tensor& logits, const torch::Tensor& mask
   return logits.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
 }
 
-EvalResult evaluate(ModelImpl& model, const tasks::Split& split, const torch::Tensor& mask, int64_t batch_size) {
+EvalResult evaluate(models::ModelImpl& model, const tasks::Split& split, const torch::Tensor& mask, int64_t batch_size) {
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
@@ -40,7 +40,7 @@ EvalResult evaluate(ModelImpl& model, const tasks::Split& split, const torch::Te
   torch::Tensor buffer;  // each batch is dropped before the next is made: reuse its memory
   for (int64_t s = 0; s < n; s += batch_size) {
     const int64_t e = std::min(n, s + batch_size);
-    auto logits = mask_logits(model.forward(split.x.slice(s, e, buffer)), mask);
+    auto logits = mask_logits(model.forward(split.slice(s, e, buffer)), mask);
     auto [p, idx] = torch::softmax(logits, 1).max(1);
     r.pred.slice(0, s, e).copy_(idx);
     r.prob.slice(0, s, e).copy_(p);

@@ -127,6 +127,8 @@ struct Split {
   torch::Tensor gather(const torch::Tensor& rows) const { return x.gather(rows); }
   /// Inputs of examples [begin, end).
   torch::Tensor slice(int64_t begin, int64_t end) const { return x.slice(begin, end); }
+  /// As slice(), written into `buffer` (see Inputs::gather with a buffer): for evaluation loops.
+  torch::Tensor slice(int64_t begin, int64_t end, torch::Tensor& buffer) const { return x.slice(begin, end, buffer); }
 };
 
 /// Concatenate splits (e.g. joint training on the union of tasks seen so far).

@@ -5,9 +5,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "continual/config.h"
+#include "run/config.h"
 
-using namespace strata::continual;
+using namespace strata::run;
 namespace fs = std::filesystem;
 
 namespace {
