@@ -15,14 +15,16 @@ void CompatTrainingOptions::validate() const {
   TORCH_CHECK(stage2_epochs_ >= 0, "option --compat-epochs: must be >= 0, got ", stage2_epochs_);
 }
 
-torch::Tensor model_logits(models::ModelImpl& model, const torch::Tensor& x, int64_t batch_size) {
+torch::Tensor model_logits(models::ModelImpl& model, const tasks::Inputs& x, int64_t batch_size) {
   TORCH_CHECK(batch_size > 0, "strata::continual::model_logits(): batch_size must be > 0, got ", batch_size);
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
   std::vector<torch::Tensor> parts;
+  if (!x.defined()) return torch::empty({0, 0});
+  torch::Tensor buffer;  // each batch's logits are copied out before the next batch is made
   for (int64_t s = 0; s < x.size(0); s += batch_size)
-    parts.push_back(model.forward(x.slice(0, s, std::min(x.size(0), s + batch_size))).to(torch::kFloat32));
+    parts.push_back(model.forward(x.slice(s, std::min(x.size(0), s + batch_size), buffer)).to(torch::kFloat32));
   if (was_training) model.train();
   return parts.empty() ? torch::empty({0, 0}) : torch::cat(parts).contiguous();
 }

@@ -102,7 +102,7 @@ class CompatMethod : public Method {
 };
 
 /// Raw (unmasked) logits of `model` on x [N, ...] in eval mode without gradients, in batches: [N, C] float32.
-torch::Tensor model_logits(models::ModelImpl& model, const torch::Tensor& x, int64_t batch_size);
+torch::Tensor model_logits(models::ModelImpl& model, const tasks::Inputs& x, int64_t batch_size);
 
 /// Wraps `inner` when options.loss().mode() != none; returns it unchanged otherwise.
 std::unique_ptr<Method> with_compat_training(std::unique_ptr<Method> inner, const CompatTrainingOptions& options);

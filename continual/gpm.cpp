@@ -74,7 +74,7 @@ void Gpm::on_task_end(TaskContext& ctx) {
   const bool was_training = model.is_training();
   model.eval();
   model.set_recording(true);
-  model.forward(train.x.index_select(0, idx));
+  model.forward(train.gather(idx));
   const subspaces::SvdOptions svd = subspaces::SvdOptions().method(options_.svd());
   nlohmann::json row = nlohmann::json::object();
   std::map<std::string, subspaces::SubspaceRecord> records;

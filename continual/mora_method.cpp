@@ -68,7 +68,8 @@ void MoRAMethod::on_task_end(TaskContext& ctx) {
         const bool was_training = model_->is_training();
         model_->eval();  // δ applies in eval mode, as at evaluation
         const int64_t bs = ctx.train ? ctx.train->eval_batch_size() : 1000;
-        for (int64_t s = 0; s < n; s += bs) model_->forward(test.x.slice(0, s, std::min(n, s + bs)));
+        torch::Tensor buffer;
+        for (int64_t s = 0; s < n; s += bs) model_->forward(test.slice(s, std::min(n, s + bs), buffer));
         if (was_training) model_->train();
       }
       adapters::mora_record(*model_, false, false);

@@ -108,7 +108,7 @@ std::vector<double> OSFTMethod::importances(TaskContext& ctx, const std::vector<
   const bool was_training = model.is_training();
   model.eval();
   model.set_recording(true);
-  model.forward(split.x.slice(0, 0, std::min(importance_samples_, split.size())));
+  model.forward(split.slice(0, std::min(importance_samples_, split.size())));
   std::vector<double> out;
   for (const auto& l : layers) out.push_back(osft_layer_importance(l.layer->last_input(), l.layer->weight));
   model.set_recording(false);
