@@ -32,6 +32,15 @@ const DtypeName kDtypes[] = {
     {"U8", torch::kUInt8},    {"BOOL", torch::kBool},
 };
 
+// The reference writer's dtype order for laying out data (its dtype enum, descending).
+int dtype_rank(torch::Dtype d) {
+  static const torch::Dtype order[] = {torch::kInt64, torch::kFloat64, torch::kFloat32, torch::kInt32, torch::kBFloat16,
+                                       torch::kFloat16, torch::kInt16, torch::kInt8, torch::kUInt8, torch::kBool};
+  for (int i = 0; i < 10; ++i)
+    if (order[i] == d) return i;
+  return 10;
+}
+
 const char* kValidDtypes = "F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL";
 
 std::string where(const std::string& fn, const std::string& path) {
@@ -216,22 +225,26 @@ void write_safetensors(const std::string& path, const NamedTensorList& tensors,
     (void)safetensors_dtype_name(t.scalar_type());
     items.push_back({name, t.detach().to(torch::kCPU).contiguous()});
   }
-  // Largest element first so every tensor starts at a multiple of its element size.
+  // The reference writer's order: dtype rank (largest elements first, so every tensor starts at a
+  // multiple of its element size), then name. The header lists __metadata__ first, then the
+  // tensors in that same order, fields in the order dtype, shape, data_offsets: for files of one
+  // dtype the bytes are the reference writer's exactly.
   std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
-    const auto ea = a.t.element_size(), eb = b.t.element_size();
-    return ea != eb ? ea > eb : a.name < b.name;
+    const auto ra = dtype_rank(a.t.scalar_type()), rb = dtype_rank(b.t.scalar_type());
+    return ra != rb ? ra < rb : a.name < b.name;
   });
-  json header = json::object();
+  std::string text = "{";
+  if (!metadata.empty()) text += "\"__metadata__\":" + json(metadata).dump();
   uint64_t pos = 0;
   for (const auto& it : items) {
     const uint64_t nbytes = static_cast<uint64_t>(it.t.numel()) * it.t.element_size();
-    header[it.name] = {{"dtype", safetensors_dtype_name(it.t.scalar_type())},
-                       {"shape", it.t.sizes().vec()},
-                       {"data_offsets", {pos, pos + nbytes}}};
+    if (text.size() > 1) text += ",";
+    text += json(it.name).dump() + ":{\"dtype\":\"" + safetensors_dtype_name(it.t.scalar_type()) +
+            "\",\"shape\":" + json(it.t.sizes().vec()).dump() + ",\"data_offsets\":[" + std::to_string(pos) + "," +
+            std::to_string(pos + nbytes) + "]}";
     pos += nbytes;
   }
-  if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::string text = header.dump();
+  text += "}";
   text.append((8 - text.size() % 8) % 8, ' ');
   TORCH_CHECK(text.size() <= kSafetensorsMaxHeader, w, "header of ", text.size(), " bytes exceeds the ",
               kSafetensorsMaxHeader, "-byte limit readers accept");

@@ -21,10 +21,12 @@
 // tile the data section exactly (overlaps, gaps, ranges past its end, or bytes after the last
 // tensor), duplicate names, and non-string metadata values.
 //
-// Writing follows the reference writer: header keys sorted, header padded with spaces to a
-// multiple of 8 bytes so the data section starts 8-byte aligned, tensors laid out largest element
-// size first (then by name) so every tensor starts at a multiple of its element size, and the
-// file replaced atomically (core::AtomicFile: nothing half-written on failure).
+// Writing follows the reference writer (byte for byte when all tensors share one dtype): tensors
+// sorted by name within each dtype, dtypes with larger elements first (I64 F64 F32 I32 BF16 F16 I16
+// I8 U8 BOOL) so every tensor starts at a multiple of its element size; the header lists
+// "__metadata__" first, then the tensors in that order; it is padded with spaces to a multiple of
+// 8 bytes so the data section starts 8-byte aligned; the file is replaced atomically
+// (core::AtomicFile: nothing half-written on failure).
 #pragma once
 
 #include <torch/torch.h>

@@ -102,26 +102,31 @@ TEST(Safetensors, LayoutFollowsTheReferenceWriter) {
   EXPECT_EQ(j["a"]["dtype"], "F16");
   EXPECT_EQ(j["a"]["shape"], nlohmann::json::array({3}));
   EXPECT_FALSE(j.contains("__metadata__")) << "no metadata written when there is none";
-  // Keys sorted in the header text.
-  EXPECT_LT(header.find("\"a\""), header.find("\"b\""));
-  EXPECT_LT(header.find("\"b\""), header.find("\"c\""));
+  // The header lists tensors in data order.
+  EXPECT_LT(header.find("\"c\""), header.find("\"b\""));
+  EXPECT_LT(header.find("\"b\""), header.find("\"a\""));
   EXPECT_EQ(bytes.size(), 8 + n + 34);
   std::remove(path.c_str());
 }
 
 TEST(Safetensors, ExactBytesOfAHandBuiltFile) {
-  // What the reference writer produces for {"w": float32 [[1,2]]}: header `{"w":{...}}` padded.
-  const std::string header = R"({"w":{"dtype":"F32","shape":[1,2],"data_offsets":[0,8]}})";
+  // What the reference writer (safetensors.torch.save_file) produces for
+  // {"w": float32 [[1, 2]], "b": float32 [3]} with metadata {"format": "pt"}.
+  const std::string header =
+      R"({"__metadata__":{"format":"pt"},"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+      R"("w":{"dtype":"F32","shape":[1,2],"data_offsets":[4,12]}})";
   std::string padded = header + std::string((8 - header.size() % 8) % 8, ' ');
-  float vals[2] = {1.f, 2.f};
+  float vals[3] = {3.f, 1.f, 2.f};
   const auto path = tmp_file("hand.safetensors");
-  write_all(path, le64(padded.size()) + padded + std::string(reinterpret_cast<char*>(vals), 8));
+  write_all(path, le64(padded.size()) + padded + std::string(reinterpret_cast<char*>(vals), 12));
   auto r = sc::read_safetensors(path);
-  ASSERT_EQ(r.tensors.size(), 1u);
-  EXPECT_TRUE(torch::equal(r.tensors[0].second, torch::tensor({{1.f, 2.f}})));
+  ASSERT_EQ(r.tensors.size(), 2u);
+  EXPECT_EQ(r.tensors[0].first, "b");
+  EXPECT_TRUE(torch::equal(r.tensors[1].second, torch::tensor({{1.f, 2.f}})));
+  EXPECT_EQ(r.metadata.at("format"), "pt");
   // And writing it back gives the same bytes.
   const auto path2 = tmp_file("hand2.safetensors");
-  sc::write_safetensors(path2, r.tensors);
+  sc::write_safetensors(path2, {r.tensors[1], r.tensors[0]}, r.metadata);
   EXPECT_EQ(read_all(path2), read_all(path));
   std::remove(path.c_str());
   std::remove(path2.c_str());
@@ -217,4 +222,18 @@ TEST(Safetensors, EmptyAndZeroSizedTensors) {
   const auto r = sc::read_safetensors(path);
   ASSERT_EQ(r.tensors.size(), 3u);
   std::remove(path.c_str());
+}
+
+TEST(Safetensors, RewritingThePythonFixtureGivesTheSameBytes) {
+  // tests/fixtures/make_vit_fixture.py writes these with a Python writer that follows the
+  // reference layout; reading and writing them back must reproduce every byte.
+  for (const char* name : {"vit_torchvision.safetensors", "vit_timm.safetensors", "vit_io.safetensors"}) {
+    const std::string path = std::string(STRATA_SOURCE_DIR) + "/tests/fixtures/" + name;
+    const auto r = sc::read_safetensors(path);
+    ASSERT_FALSE(r.tensors.empty()) << name;
+    const auto out = tmp_file(std::string("rewrite_") + name);
+    sc::write_safetensors(out, r.tensors, r.metadata);
+    EXPECT_EQ(read_all(out), read_all(path)) << name;
+    std::remove(out.c_str());
+  }
 }
