@@ -4,7 +4,7 @@
 #include "compat/predictions_io.h"
 #include "compat/report.h"
 #include "compat/stats.h"
-#include "continual/compat_metrics.h"
+#include "run/compat_metrics.h"
 #include "tools/commands.h"
 
 #include <cmath>
@@ -183,13 +183,13 @@ int strata_cmd_compare(int argc, char** argv) {
     std::string eval_set = "test splits in predictions.h5";
     if (version_files) {
       if (!heatmap.empty()) throw std::invalid_argument("--heatmap needs a predictions.h5, not version files");
-      const int64_t a = strata::continual::version_file_number(old_src.path);
-      const int64_t b = strata::continual::version_file_number(new_src.path);
+      const int64_t a = strata::run::version_file_number(old_src.path);
+      const int64_t b = strata::run::version_file_number(new_src.path);
       old_src.version = a;
       new_src.version = b;
       const int64_t last = std::min(a, b);
-      old_table = strata::continual::evaluate_version_file(old_src.path, last);
-      new_table = strata::continual::evaluate_version_file(new_src.path, last);
+      old_table = strata::run::evaluate_version_file(old_src.path, last);
+      new_table = strata::run::evaluate_version_file(new_src.path, last);
       eval_set = "test splits of tasks 0.." + std::to_string(last) + " (re-evaluated from the version files)";
     }
     if (!old_src.version) throw std::invalid_argument("no version for OLD: use PATH:vNNN or --old-version N");
