@@ -58,22 +58,16 @@ int strata_cmd_export(int argc, char** argv) {
     TORCH_CHECK(format == "safetensors" || format == "h5", "option --format: '", format, "' (valid: safetensors, h5)");
     const auto names = models::weight_names_from_string(vm["names"].as<std::string>());
 
-    const checkpoints::Version v = checkpoints::read_version(file);
-    run::RunConfig config = run::config_from_ini_text(v.config_ini, file);
-    if (vm.count("data-dir")) config.stream.data_dir(vm["data-dir"].as<std::string>());
-    auto stream = tasks::make_stream(config.stream);
-    config.model.input_shape(stream.input_shape).num_classes(stream.num_classes);
-    torch::manual_seed(config.train.seed());
-    models::Model model = models::make_model(config.model);
-    auto method = continual::builtin_methods().make(config.method);
-    method->attach(model);
-    run::restore_version(v, model, *method, file);
-    const int64_t merged = adapters::merge_all(*model);
-    models::save_weights(*model, out, format, names,
+    run::LoadVersionOptions lo;
+    if (vm.count("data-dir")) lo.overrides = {"--data-dir", vm["data-dir"].as<std::string>()};
+    run::LoadedVersion lv = run::load_version(file, lo);
+    const checkpoints::Version& v = lv.version;
+    const int64_t merged = adapters::merge_all(*lv.model);
+    models::save_weights(*lv.model, out, format, names,
                          {{"strata_version_file", file}, {"strata_method", v.method},
                           {"strata_version", std::to_string(v.version)}});
     std::cout << "exported version " << v.version << " (" << file << ", method " << v.method << ", model "
-              << config.model.arch() << (merged ? ", " + std::to_string(merged) + " adapters merged" : std::string())
+              << lv.config.model.arch() << (merged ? ", " + std::to_string(merged) + " adapters merged" : std::string())
               << ") to " << out << " (" << format << ", " << models::to_string(names) << " names)\n";
     return 0;
   } catch (const c10::Error& e) {

@@ -59,7 +59,7 @@ TEST(WeightsCli, ExportThenEvalTheWeightFileGivesTheVersionsAccuracy) {
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string model = "--model vit --patch 4 --dim 16 --depth 1 --heads 2 --mlp-dim 24";
-  const std::string stream = "--stream synthetic --tasks 2";
+  const std::string stream = "--stream synthetic --tasks 2 --scenario class";
   auto t = run("train --quiet --out " + dir.string() + " --name vit " + stream + " " + model +
                " --method lora --epochs 1 --test-limit 64");
   ASSERT_EQ(t.code, 0) << t.output;
@@ -101,8 +101,20 @@ TEST(WeightsCli, ExportThenEvalTheWeightFileGivesTheVersionsAccuracy) {
     EXPECT_EQ(same_pred, static_cast<int>(rows.size()) - 1);
   }
 
-  // Clear errors: wrong model for the file, unknown names, torchvision names for an MLP.
+  // strata train --init from the export: strict by default (3 tasks = 6 classes, the file has 4),
+  // --init-head reset keeps the fresh classifier.
   const auto tv = (dir / "w_torchvision.safetensors").string();
+  const std::string train3 = "train --out " + dir.string() + " --stream synthetic --tasks 3 --scenario class " + model +
+                             " --method naive --epochs 1 --test-limit 16 --train-limit 32 --init " + tv;
+  auto strict = run(train3 + " --name strict");
+  EXPECT_NE(strict.code, 0);
+  EXPECT_NE(strict.output.find("heads.head.weight: file [4, 16], model [6, 16]"), std::string::npos) << strict.output;
+  auto reset = run(train3 + " --name reset --init-head reset");
+  EXPECT_EQ(reset.code, 0) << reset.output;
+  EXPECT_NE(reset.output.find("safetensors, torchvision names); classifier kept fresh"), std::string::npos)
+      << reset.output;
+
+  // Clear errors: wrong model for the file, unknown names, torchvision names for an MLP.
   auto bad = run("eval " + tv + " --model vit --patch 4 --dim 16 --depth 2 --heads 2 --mlp-dim 24 " + stream);
   EXPECT_NE(bad.code, 0);
   EXPECT_NE(bad.output.find("missing keys (12)"), std::string::npos) << bad.output;
