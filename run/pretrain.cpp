@@ -1,6 +1,7 @@
 #include "run/pretrain.h"
 
 #include "checkpoints/version_store.h"
+#include "models/weights.h"
 #include "continual/naive.h"
 #include "tasks/streams.h"
 
@@ -9,15 +10,8 @@ namespace strata::run {
 using namespace strata::continual;
 
 void init_from_version(models::ModelImpl& model, const std::string& path) {
-  const auto v = checkpoints::read_version(path);
-  checkpoints::NamedTensors params, buffers;
-  for (const auto& item : model.named_parameters()) params.emplace_back(item.key(), item.value());
-  for (const auto& item : model.named_buffers()) buffers.emplace_back(item.key(), item.value());
-  // Check both groups before touching either, so a refused init leaves the model as it was.
-  checkpoints::NamedTensors all = params, stored = v.parameters;
-  all.insert(all.end(), buffers.begin(), buffers.end());
-  stored.insert(stored.end(), v.buffers.begin(), v.buffers.end());
-  checkpoints::copy_named_tensors(stored, all, path, "model");
+  // Strict and all-or-nothing (models/weights.h): a refused init leaves the model as it was.
+  models::load_weights(model, path, models::LoadOptions().names("strata"));
 }
 
 PretrainSpec PretrainSpec::parse(const std::string& text) {

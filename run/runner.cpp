@@ -1,6 +1,7 @@
 #include "run/runner.h"
 
 #include "run/compat_metrics.h"
+#include "models/weights.h"
 #include "run/pretrain.h"
 
 #include <chrono>
@@ -70,8 +71,11 @@ void Runner::log(const std::string& line) const {
 
 void Runner::prepare_start() {
   if (!config_.init.empty()) {
-    init_from_version(*model_, config_.init);
-    log("init: weights from '" + config_.init + "'");
+    const auto r = models::load_weights(
+        *model_, config_.init,
+        models::LoadOptions().names(config_.weights_names == "auto" ? "" : config_.weights_names).init_head(config_.init_head));
+    log("init: " + std::to_string(r.tensors) + " tensors from '" + config_.init + "' (" + r.format + ", " +
+        models::to_string(r.names) + " names)" + (r.head_kept ? "; classifier kept fresh: " + r.head_reason : ""));
   }
   if (!config_.pretrain.empty()) {
     const auto t0 = std::chrono::steady_clock::now();
