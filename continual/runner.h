@@ -1,12 +1,12 @@
 #pragma once
 // The Runner: trains a model over a task stream with one method, evaluates after every task on
 // every task's test set, and writes the run folder (config.ini, metrics.csv, report.json,
-// versions/vNNN.h5, predictions.h5; formats in checkpoints/version_store.h and predictions.h).
+// versions/vNNN.h5, predictions.h5; formats in checkpoints/version_store.h and compat/predictions.h).
 //
 // Run folder files are written to a temporary name and renamed into place. After each task the
 // order is: versions/vNNN.h5, predictions.h5, on_task_done, report.json — so the newest complete
 // version is always the point a resume continues from.
-#include "checkpoints/predictions.h"
+#include "compat/predictions.h"
 #include "checkpoints/version_store.h"
 #include "continual/config.h"
 #include "continual/metrics.h"
@@ -76,7 +76,7 @@ class Runner {
   std::vector<TaskResult> results_;
   std::string dir_;
   std::string config_text_;  ///< config.ini as written (stored in every version)
-  checkpoints::PredictionTable predictions_;
+  compat::PredictionVersions predictions_;
 };
 
 /// Accuracy of `model` on every task's test set after training task `stage`, with the scenario's

@@ -303,6 +303,7 @@ int strata_cmd_compare(int argc, char** argv) {
     const FlipInputs in = align_by_id(old_table, new_table, "OLD '" + describe(old_src) + "'", "NEW '" + describe(new_src) + "'");
     if (in.labels.size(0) == 0) throw std::invalid_argument("no items to score");
     const FlipReport report = compare_predictions(in);
+    const GateResult gate = evaluate_gate(report, gate_options);  // before any output: bad gate input is exit 2
     const FlipCounts& c = report.overall;
     const std::vector<int64_t> scored_tasks = in.groups.defined() ? table_tasks({in.ids, in.labels, in.old_pred, {}, in.groups})
                                                                   : std::vector<int64_t>{};
@@ -338,7 +339,6 @@ int strata_cmd_compare(int argc, char** argv) {
               << pval(mc.p_two_sided) << "\n";
     for (const auto& w : report.warnings()) std::cout << "warning: " << w << "\n";
 
-    const GateResult gate = evaluate_gate(report, gate_options);
     std::cout << "\n";
     for (const auto& r : gate.rules)
       std::cout << "gate " << r.name << ": " << (r.passed ? "PASS" : "FAIL") << ": " << r.reason << "\n";
