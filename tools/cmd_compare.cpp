@@ -273,7 +273,7 @@ int strata_cmd_compare(int argc, char** argv) {
       const int64_t last = *std::max_element(tasks.begin(), tasks.end());
       old_table = select_tasks(strata::continual::evaluate_version_file(old_src.path, last), tasks);
       new_table = select_tasks(strata::continual::evaluate_version_file(new_src.path, last), tasks);
-      rule += " (re-evaluated from the version files)";
+      rule += "; re-evaluated from the version files";
     } else {
       old_table = old_ledger ? read_ledger_file(old_src.path) : read_predictions(old_src.path, *old_src.version);
       new_table = new_ledger ? read_ledger_file(new_src.path) : read_predictions(new_src.path, *new_src.version);
