@@ -108,10 +108,10 @@ TEST(CompatGate, NfiBudget) {
 
 TEST(CompatGate, ProtectedSlicesHaveTheirOwnBudget) {
   const FlipReport r = hand_report();
-  // Task 0: NF 25 of 425, upper 8.0535 %; task 1: 5 of 555, upper 1.8390 %; class 7: 2 of 40, 14.033 %.
+  // Task 0: NF 25 of 425, upper 8.0535 %; task 1: 5 of 575, upper 1.7754 %; class 7: 2 of 40, 14.033 %.
   GateResult g = evaluate_gate(r, GateOptions().allow_regressions(true).protect_tasks({1}).protected_max_nfr(0.02));
   EXPECT_TRUE(g.passed);
-  EXPECT_NEAR(rule(g, "protected_task_1").observed, 0.018389780978273417, 1e-12);
+  EXPECT_NEAR(rule(g, "protected_task_1").observed, 0.017754071903619097, 1e-12);
   g = evaluate_gate(r, GateOptions().allow_regressions(true).protect_tasks({0, 1}).protected_max_nfr(0.02));
   EXPECT_EQ(g.failed(), std::vector<std::string>{"protected_task_0"});
   EXPECT_NEAR(rule(g, "protected_task_0").observed, 0.080535198586458478, 1e-12);

@@ -138,6 +138,8 @@ TEST(CompatStats, DeltaAccWald) {
 TEST(CompatStats, TangoPairedDifference) {
   // References: restricted MLE by direct numeric maximisation of the multinomial likelihood (ternary
   // search, not the closed-form root used here), score by its definition, bounds by bisection (python3).
+  // The ternary search is good to a few 1e-9 where the likelihood is flat; the closed form agrees with
+  // the values below to 1e-12 where they differ.
   struct Case {
     int64_t b, c, n;
     double upper95, low975, high975;
@@ -150,10 +152,10 @@ TEST(CompatStats, TangoPairedDifference) {
       {20, 20, 500, 0.021382363217066196, -0.025757083693435334, 0.025757083426909647},
   };
   for (const auto& c : cases) {
-    EXPECT_NEAR(tango_upper(c.b, c.c, c.n, 0.05), c.upper95, 1e-9) << c.b << "," << c.c << "/" << c.n;
+    EXPECT_NEAR(tango_upper(c.b, c.c, c.n, 0.05), c.upper95, 5e-9) << c.b << "," << c.c << "/" << c.n;
     const Interval ci = tango_interval(c.b, c.c, c.n, kZ975);
-    EXPECT_NEAR(ci.low, c.low975, 1e-9) << c.b << "," << c.c << "/" << c.n;
-    EXPECT_NEAR(ci.high, c.high975, 1e-9) << c.b << "," << c.c << "/" << c.n;
+    EXPECT_NEAR(ci.low, c.low975, 5e-9) << c.b << "," << c.c << "/" << c.n;
+    EXPECT_NEAR(ci.high, c.high975, 5e-9) << c.b << "," << c.c << "/" << c.n;
   }
   // No discordant pairs: the bound is z²/(n + z²), where the paired Wald interval has zero width.
   EXPECT_NEAR(tango_upper(0, 0, 100, 0.05), kZ95 * kZ95 / (100 + kZ95 * kZ95), 1e-10);

@@ -52,7 +52,6 @@ struct CompareCli : ::testing::Test {
   }
 };
 
-torch::Tensor L(std::vector<int64_t> v) { return torch::tensor(v, torch::kLong); }
 
 // 1000 items, label = id % 5. OLD is right except on ids 900..999; NEW gets ids 0..29 wrong (NF 30,
 // 6 per class), ids 900..949 right (PF 50) and repeats OLD's wrong answer on 950..999 (n00s 50).
