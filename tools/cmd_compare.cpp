@@ -160,21 +160,21 @@ int strata_cmd_compare(int argc, char** argv) {
     // clang-format off
     opts.add_options()
       ("help,h", "print this help")
-      ("old-version", po::value<std::string>(), "version of OLD when it has no ':vNNN' suffix")
-      ("new-version", po::value<std::string>(), "version of NEW when it has no ':vNNN' suffix")
-      ("tasks", po::value<std::string>(), "tasks to score, e.g. 0,1 or 0-2, or 'all' (default: the tasks the older version was trained on)")
-      ("alpha", po::value<double>()->default_value(0.05, "0.05"), "level of every interval, bound and test, and the gate's error rate")
-      ("max-nfr", po::value<double>(), "gate: fail if the one-sided (1-alpha) Wilson upper bound of NF/N exceeds this")
+      ("old-version", po::value<std::string>()->value_name("N"), "version of OLD when it has no ':vNNN' suffix")
+      ("new-version", po::value<std::string>()->value_name("M"), "version of NEW when it has no ':vNNN' suffix")
+      ("tasks", po::value<std::string>()->value_name("LIST"), "tasks to score, e.g. 0,1 or 0-2, or 'all' (default: the tasks the older version was trained on)")
+      ("alpha", po::value<double>()->default_value(0.05, "0.05")->value_name("A"), "level of every interval, bound and test, and the gate's error rate")
+      ("max-nfr", po::value<double>()->value_name("X"), "gate: fail if the one-sided (1-alpha) Wilson upper bound of NF/N exceeds this")
       ("allow-regressions", po::bool_switch(), "gate: do not fail on per-task/per-class regression alarms (Holm-adjusted one-sided exact McNemar); they fail the gate by default")
-      ("max-acc-drop", po::value<double>(), "gate: fail if the one-sided (1-alpha) upper bound of acc_old - acc_new (Tango's paired score interval) exceeds this")
-      ("max-nfi", po::value<double>(), "gate: fail if the one-sided Wilson upper bound of NF/(new model's errors) exceeds this")
-      ("protect-tasks", po::value<std::string>(), "gate: tasks with their own NFR budget (--protected-max-nfr), e.g. 0,1")
-      ("protect-classes", po::value<std::string>(), "gate: classes with their own NFR budget (--protected-max-nfr)")
-      ("protected-max-nfr", po::value<double>(), "gate: NFR budget (Wilson upper bound of NF/N within the slice) of each protected task/class")
-      ("json", po::value<std::string>(), "write compat_report.json (schema strata-compat-report/1)")
-      ("csv", po::value<std::string>(), "write the flipped items (NF, PF, wrong->other wrong), confident NF first")
-      ("task-svg", po::value<std::string>(), "write a per-task PF/NF bar chart (SVG)")
-      ("heatmap", po::value<std::string>(), "write the version x version NFR heatmap of every version in OLD's predictions.h5 (SVG)");
+      ("max-acc-drop", po::value<double>()->value_name("X"), "gate: fail if the one-sided (1-alpha) upper bound of acc_old - acc_new (Tango's paired score interval) exceeds this")
+      ("max-nfi", po::value<double>()->value_name("X"), "gate: fail if the one-sided Wilson upper bound of NF/(new model's errors) exceeds this")
+      ("protect-tasks", po::value<std::string>()->value_name("LIST"), "gate: tasks with their own NFR budget (--protected-max-nfr), e.g. 0,1")
+      ("protect-classes", po::value<std::string>()->value_name("LIST"), "gate: classes with their own NFR budget (--protected-max-nfr)")
+      ("protected-max-nfr", po::value<double>()->value_name("X"), "gate: NFR budget (Wilson upper bound of NF/N within the slice) of each protected task/class")
+      ("json", po::value<std::string>()->value_name("PATH"), "write compat_report.json (schema strata-compat-report/1)")
+      ("csv", po::value<std::string>()->value_name("PATH"), "write the flipped items (NF, PF, wrong->other wrong), confident NF first")
+      ("task-svg", po::value<std::string>()->value_name("PATH"), "write a per-task PF/NF bar chart (SVG)")
+      ("heatmap", po::value<std::string>()->value_name("PATH"), "write the version x version NFR heatmap of every version in OLD's predictions.h5 (SVG)");
     // clang-format on
     po::options_description all;
     all.add(opts).add_options()("inputs", po::value<std::vector<std::string>>(), "OLD NEW");
