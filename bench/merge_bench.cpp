@@ -3,7 +3,7 @@
 // so it should run as fast as the base. Rounds alternate and each variant keeps its best time.
 #include "adapters/inject.h"
 #include "adapters/lora.h"
-#include "continual/models.h"
+#include "models/models.h"
 
 #include <algorithm>
 #include <chrono>
@@ -14,7 +14,7 @@
 using namespace strata;
 
 namespace {
-double best_forward_ms(continual::ModelImpl& model, const torch::Tensor& x, int reps) {
+double best_forward_ms(strata::models::ModelImpl& model, const torch::Tensor& x, int reps) {
   torch::NoGradGuard no_grad;
   model.eval();
   model.forward(x);  // warm-up
@@ -33,10 +33,10 @@ int main(int argc, char** argv) {
   const int64_t batch = argc > 2 ? std::atoll(argv[2]) : 256;
   torch::set_num_threads(threads);
   torch::manual_seed(0);
-  const auto opts = continual::ModelOptions().arch("vit");
-  auto base = continual::make_model(opts);
-  auto adapted = continual::make_model(opts);
-  auto merged = continual::make_model(opts);
+  const auto opts = strata::models::ModelOptions().arch("vit");
+  auto base = strata::models::make_model(opts);
+  auto adapted = strata::models::make_model(opts);
+  auto merged = strata::models::make_model(opts);
   for (auto* m : {&adapted, &merged}) {
     adapters::inject(**m, "blocks.*.attn.q|blocks.*.attn.v", [](const std::string&, const adapters::AdaptableLinearImpl& l) {
       auto a = adapters::LoRA(l.in_features(), l.out_features(), adapters::LoRAOptions(8));

@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
   for (int rep = 0; rep < vm["repeats"].as<int>(); ++rep) {
     for (int64_t bs : batches) {
       torch::manual_seed(0);
-      auto model = continual::make_model(continual::ModelOptions().hidden({100, 100}).bias(false));
+      auto model = strata::models::make_model(strata::models::ModelOptions().hidden({100, 100}).bias(false));
       continual::Naive naive;
       continual::TaskContext ctx;
       ctx.model = model;

@@ -2,21 +2,23 @@
 
 function(strata_common_flags target)
   target_compile_features(${target} PUBLIC cxx_std_17)
-  target_compile_options(${target} PRIVATE ${TORCH_CXX_FLAGS_LIST} -Wall -Wno-unused-parameter)
-  target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
-  if(STRATA_HAVE_CUDA)
-    target_compile_definitions(${target} PUBLIC STRATA_HAVE_CUDA=1)
-  endif()
+  target_compile_options(${target} PRIVATE -Wall -Wno-unused-parameter)
+  # Sources include "folder/file.h" from the repository root; installed headers live in include/strata.
+  target_include_directories(${target} PUBLIC $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}>
+                                              $<INSTALL_INTERFACE:include/strata>)
 endfunction()
 
 # strata_add_library(NAME SOURCES a.cpp b.cpp DEPS other_lib ...)
-# One folder = one namespace = one static library, named strata_<folder>.
+# One folder = one namespace = one static library, strata_<folder>, exported as strata::<folder>.
 function(strata_add_library name)
   cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
   add_library(strata_${name} STATIC ${ARG_SOURCES})
+  add_library(strata::${name} ALIAS strata_${name})
+  set_target_properties(strata_${name} PROPERTIES EXPORT_NAME ${name} POSITION_INDEPENDENT_CODE ON)
   strata_common_flags(strata_${name})
   target_link_libraries(strata_${name} PUBLIC ${ARG_DEPS} ${TORCH_LIBRARIES})
   target_precompile_headers(strata_${name} REUSE_FROM strata_pch)
+  set_property(GLOBAL APPEND PROPERTY STRATA_INSTALLED_LIBRARIES strata_${name})
 endfunction()
 
 function(strata_add_executable name)

@@ -12,19 +12,17 @@ std::vector<MethodOption> adapter_common_options() {
        "layers to adapt: an inject glob over module paths ('blocks.*.attn.q|blocks.*.attn.v', 'fc*', '**'); "
        "auto = the method's per-architecture default"},
       {"train_head", "true", "keep the classification head 'head' trainable (base weights stay frozen)"},
-      {"store_factors", "true", "append each task's adapter factors to <run folder>/subspaces.h5"},
   };
 }
 
 AdapterMethod::AdapterMethod(const MethodConfig& config)
     : target_option_(config.get_string("target")),
-      train_head_(config.get_bool("train_head")),
-      store_factors_(config.get_bool("store_factors")) {
+      train_head_(config.get_bool("train_head")) {
   TORCH_CHECK(!target_option_.empty(), "strata::continual::AdapterMethod: option ", config.method(),
               ".target is empty (use 'auto' or a glob)");
 }
 
-void AdapterMethod::attach(Model& model) {
+void AdapterMethod::attach(models::Model& model) {
   TORCH_CHECK(model, "strata::continual::AdapterMethod::attach(): null model");
   model_ = model;
   target_ = target_option_ == "auto" ? default_target(model->options().arch()) : target_option_;
@@ -85,7 +83,7 @@ void AdapterMethod::record_task(int64_t task, nlohmann::json entry) {
 void AdapterMethod::store_task_factors(
     const TaskContext& ctx, const std::vector<std::pair<std::string, std::pair<torch::Tensor, torch::Tensor>>>& factors,
     bool delta_basis) const {
-  if (!store_factors_ || ctx.run_dir.empty()) return;
+  if (!ctx.recorder) return;
   torch::NoGradGuard no_grad;
   std::map<std::string, subspaces::SubspaceRecord> records;
   for (const auto& [layer, ab] : factors) {
@@ -107,11 +105,7 @@ void AdapterMethod::store_task_factors(
     rec.extra["B"] = B;
     records[layer] = std::move(rec);
   }
-  if (records.empty()) return;
-  auto store = subspaces::SubspaceStore::open_or_create((std::filesystem::path(ctx.run_dir) / "subspaces.h5").string());
-  const std::string task = "task_" + std::to_string(ctx.task_index);
-  if (store.has_task(task)) return;
-  store.put_task(task, records);
+  ctx.recorder->record(ctx.task_index, records);
 }
 
 MethodState AdapterMethod::save() const {
@@ -123,7 +117,7 @@ MethodState AdapterMethod::save() const {
   return s;
 }
 
-void AdapterMethod::load(const MethodState& state, Model& model) {
+void AdapterMethod::load(const MethodState& state, models::Model& model) {
   if (model_ != model || adapters::adapted_layers(*model).empty()) attach(model);
   if (state.meta.contains("target"))
     TORCH_CHECK(state.meta["target"].get<std::string>() == target_, "strata::continual::", name(),

@@ -22,9 +22,9 @@
 // model (attach() if needed) and loads that state, so the adapter parameter/buffer shapes (banks,
 // pruned ranks) match the version's model tensors the Runner copies in afterwards.
 //
-// Subspace store. With `store_factors` (default true) and a run folder (TaskContext::run_dir), every
-// task end appends the task's adapter factors to <run_dir>/subspaces.h5 (subspaces::SubspaceStore),
-// task "task_<t>" (0-based), one record per adapted layer, side "input", method = the method name:
+// Subspace store. With a recorder (TaskContext::recorder, the run's subspaces.h5), every task end
+// records the task's adapter factors, task "taskTT" (0-based), one record per adapted layer, side
+// "input", method = the method name:
 //   extra/A [k, n], extra/B [m, k] with the task's update (or atom bank slice) = B·A (scale folded in B)
 //   basis [n, k]: orthonormal input-side singular vectors of B·A (lora, olora, codyra: the merged or
 //                 banked ΔW) or of A alone (mora: the span of the task's keys), singular_values [k] sorted
@@ -48,13 +48,13 @@ class AdapterMethod : public Method {
   /// Reads `target` and `train_head` from `config`.
   explicit AdapterMethod(const MethodConfig& config);
 
-  void attach(Model& model) override;
+  void attach(models::Model& model) override;
   /// Measures the trainable parameter counts of the task (subclasses call it after adding adapters).
   void on_task_start(TaskContext& ctx) override;
   /// The trainable adapter factors (+ the head's weight and bias with train_head); never a frozen tensor.
   std::vector<torch::Tensor> parameters(TaskContext& ctx) override;
   MethodState save() const override;
-  void load(const MethodState& state, Model& model) override;
+  void load(const MethodState& state, models::Model& model) override;
   /// {"target": pattern, "layers": [...], "train_head": bool, "tasks": [per-task entries]}.
   nlohmann::json report() const override;
 
@@ -77,10 +77,9 @@ class AdapterMethod : public Method {
   int64_t trainable_adapter_parameters() const;
   int64_t trainable_head_parameters() const;
 
-  Model model_;
+  models::Model model_;
   std::string target_option_, target_;
   bool train_head_ = true;
-  bool store_factors_ = true;
   std::vector<std::string> layers_;
   nlohmann::json tasks_ = nlohmann::json::array();
   int64_t start_adapter_params_ = 0, start_head_params_ = 0;

@@ -15,7 +15,7 @@ void CompatTrainingOptions::validate() const {
   TORCH_CHECK(stage2_epochs_ >= 0, "option --compat-epochs: must be >= 0, got ", stage2_epochs_);
 }
 
-torch::Tensor model_logits(ModelImpl& model, const torch::Tensor& x, int64_t batch_size) {
+torch::Tensor model_logits(models::ModelImpl& model, const torch::Tensor& x, int64_t batch_size) {
   TORCH_CHECK(batch_size > 0, "strata::continual::model_logits(): batch_size must be > 0, got ", batch_size);
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
@@ -143,38 +143,37 @@ torch::Tensor CompatMethod::extra_loss(StepContext& step) {
   return extra.defined() ? extra + term : term;
 }
 
-void CompatMethod::on_task_end(TaskContext& ctx) {
-  if (options_.loss().mode() == compat::CompatMode::kFocal && ref_logits_.defined())
-    current_["mean_focal_term"] = compat_steps_ ? compat_sum_ / compat_steps_ : 0.0;
-  if (options_.loss().mode() == compat::CompatMode::kMuscle && ref_logits_.defined()) {
-    TORCH_CHECK(ctx.train, "strata::continual::CompatMethod::on_task_end(): MUSCLE stage 2 needs the TrainOptions");
+std::optional<TrainOptions> CompatMethod::next_stage(TaskContext& ctx, int64_t stage) {
+  if (options_.loss().mode() != compat::CompatMode::kMuscle || !ref_logits_.defined()) return std::nullopt;
+  TORCH_INTERNAL_ASSERT(ctx.train, "strata::continual::CompatMethod::next_stage(): the Runner passes no TrainOptions");
+  if (stage == 1) {
     const tasks::Split data = inner_->training_data(ctx);
     new_logits_ = model_logits(*ctx.model, data.x, eval_batch(ctx));
     data_task_ = data.task;
     current_["plain_train_acc"] = new_logits_.argmax(1).eq(data.y).to(torch::kFloat64).mean().item<double>();
     TrainOptions o = *ctx.train;
     o.epochs(options_.stage2_epochs() > 0 ? options_.stage2_epochs() : ctx.train->epochs());
+    // Stage-2 shuffles differ from stage 1's.
     o.seed(ctx.train->seed() + 1000003);
-    const int64_t offset = ctx.train->epochs();
     stage2_ = true;
     compat_sum_ = 0;
     compat_steps_ = 0;
-    try {
-      train_task(ctx, *this, o, [&](const EpochStats& s) {
-        if (!on_stage2_epoch) return;
-        EpochStats shifted = s;
-        shifted.epoch += offset;
-        on_stage2_epoch(shifted);
-      });
-    } catch (...) {
-      stage2_ = false;
-      throw;
-    }
-    stage2_ = false;
     current_["stage2_epochs"] = o.epochs();
+    return o;
+  }
+  if (stage2_) {
+    stage2_ = false;
     current_["mean_l_mcomp"] = compat_steps_ ? compat_sum_ / compat_steps_ : 0.0;
     new_logits_ = torch::Tensor();  // not needed past the task; keeps memory at one cache
   }
+  return std::nullopt;
+}
+
+void CompatMethod::on_task_end(TaskContext& ctx) {
+  if (options_.loss().mode() == compat::CompatMode::kFocal && ref_logits_.defined())
+    current_["mean_focal_term"] = compat_steps_ ? compat_sum_ / compat_steps_ : 0.0;
+  // A stage 2 cut short by an exception leaves the flag set; the next task must start in stage 1.
+  stage2_ = false;
   if (current_.size() > 1) stats_.push_back(current_);
   inner_->on_task_end(ctx);
 }
@@ -186,7 +185,7 @@ MethodState CompatMethod::save() const {
   return s;
 }
 
-void CompatMethod::load(const MethodState& state, Model& model) {
+void CompatMethod::load(const MethodState& state, models::Model& model) {
   MethodState inner_state = state;
   stats_ = nlohmann::json::array();
   if (inner_state.meta.is_object() && inner_state.meta.contains("compat_training")) {

@@ -15,14 +15,15 @@
 // task 0, before any training, naming --compat-drop-new-classes false (then the term is LwF-style KD on
 // the old heads, β having no effect).
 //
-// muscle (MUSCLE, two stages, §6.6.3, Echterhoff et al. 2024; our interpretation of Eq. 1). The Runner's
-// training of task t is stage 1 (plain M_t^plain, inner hooks only). In on_task_end the wrapper caches
-// M_t^plain's logits z^new on the training data and runs stage 2: `train_task` again (same inner hooks,
-// so e.g. GPM's projection still applies; a fresh optimizer) for `stage2_epochs` epochs with
+// muscle (MUSCLE, two stages, Echterhoff et al. 2024; our interpretation of Eq. 1). The Runner's
+// training of task t is stage 1 (plain M_t^plain, inner hooks only). next_stage(ctx, 1) caches
+// M_t^plain's logits z^new on the training data and asks the Runner for stage 2: the task trained again
+// (same inner hooks, so e.g. GPM's projection still applies; a fresh optimizer) for `stage2_epochs` epochs with
 //     L = λ·L_mcomp + (1 − λ)·CE,  L_mcomp = mean_i [m_i·KL(ref_i‖student_i) + (1 − m_i)·KL(new_i‖student_i)],
 // m_i = 1[student argmax ≠ y_i], T = 2, ref = M_{t-1}'s cached logits; KL(ref‖student) is taken over
-// the classes M_{t-1} was trained on only (its other head rows are untrained), as focal does. Then it forwards on_task_end to
-// the inner method (subspace updates see the final model). All three logit sets use the per-example
+// the classes M_{t-1} was trained on only (its other head rows are untrained), as focal does. Then it
+// forwards on_task_end to the inner method (subspace updates see the final model: on_task_end comes
+// after every stage). All three logit sets use the per-example
 // logit mask the trainer applies at stage t. Stage-2 shuffles use seed + 1000003 so they differ from
 // stage 1's.
 //
@@ -56,7 +57,7 @@ class CompatMethod : public Method {
   CompatMethod(std::unique_ptr<Method> inner, CompatTrainingOptions options);
 
   std::string name() const override { return inner_->name(); }
-  void attach(Model& model) override { inner_->attach(model); }
+  void attach(models::Model& model) override { inner_->attach(model); }
   void on_task_start(TaskContext& ctx) override;
   std::vector<torch::Tensor> parameters(TaskContext& ctx) override { return inner_->parameters(ctx); }
   tasks::Split training_data(TaskContext& ctx) override { return inner_->training_data(ctx); }
@@ -67,9 +68,13 @@ class CompatMethod : public Method {
   torch::Tensor extra_loss(StepContext& step) override;
   void after_backward(StepContext& step) override { inner_->after_backward(step); }
   void after_step(StepContext& step) override { inner_->after_step(step); }
+  /// MUSCLE: stage 1 = the task's own training; next_stage(ctx, 1) caches M_t^plain's logits and
+  /// returns stage 2's options; next_stage(ctx, 2) closes stage 2. Stages of the inner method are not
+  /// forwarded (no built-in method has any).
+  std::optional<TrainOptions> next_stage(TaskContext& ctx, int64_t stage) override;
   void on_task_end(TaskContext& ctx) override;
   MethodState save() const override;
-  void load(const MethodState& state, Model& model) override;
+  void load(const MethodState& state, models::Model& model) override;
   /// The inner report (object) plus "compat_training": {settings, per-task statistics}.
   nlohmann::json report() const override;
 
@@ -80,8 +85,6 @@ class CompatMethod : public Method {
   const torch::Tensor& reference_logits() const { return ref_logits_; }
   /// MUSCLE: M_t^plain's logits cached before stage 2 (undefined otherwise).
   const torch::Tensor& plain_logits() const { return new_logits_; }
-  /// Stage-2 epochs are reported here (the Runner appends them to metrics.csv, epoch numbers after stage 1's).
-  EpochCallback on_stage2_epoch;
 
  private:
   torch::Tensor focal_term(StepContext& step);
@@ -102,7 +105,7 @@ class CompatMethod : public Method {
 };
 
 /// Raw (unmasked) logits of `model` on x [N, ...] in eval mode without gradients, in batches: [N, C] float32.
-torch::Tensor model_logits(ModelImpl& model, const torch::Tensor& x, int64_t batch_size);
+torch::Tensor model_logits(models::ModelImpl& model, const torch::Tensor& x, int64_t batch_size);
 
 /// Wraps `inner` when options.loss().mode() != none; returns it unchanged otherwise.
 std::unique_ptr<Method> with_compat_training(std::unique_ptr<Method> inner, const CompatTrainingOptions& options);

@@ -27,7 +27,6 @@ std::vector<MethodOption> coso_options() {
       {"temperature", "3", "training logits are divided by this (CoSO code: 3)"},
       {"others", "all", "non-projected parameters trained with Adam: all | head | none (others frozen)"},
       {"svd", "exact", "SVD backend for the projector (subspaces::svd method)"},
-      {"store", "", "subspaces.h5 path; empty = <run folder>/subspaces.h5, none = do not write"},
   };
 }
 
@@ -48,7 +47,6 @@ CoSOOptions CoSOOptions::from_config(const MethodConfig& c) {
   if (c.has("temperature")) o.temperature(c.get_double("temperature"));
   if (c.has("others")) o.others(c.get_string("others"));
   if (c.has("svd")) o.svd(c.get_string("svd"));
-  if (c.has("store")) o.store(c.get_string("store"));
   o.validate();
   return o;
 }
@@ -112,7 +110,7 @@ std::unique_ptr<subspaces::FrequentDirections> CoSO::new_sketch(int64_t rows) co
                 subspaces::SvdOptions().method(options_.svd())));
 }
 
-void CoSO::attach(Model& model) {
+void CoSO::attach(models::Model& model) {
   model_ = model;
   std::string pattern = options_.target();
   if (pattern.empty()) pattern = model->options().arch() == "vit" ? "blocks\\.[0-9]+\\.attn\\.o" : "fc[0-9]+";
@@ -301,15 +299,7 @@ void CoSO::on_task_end(TaskContext& ctx) {
   task_reports_.push_back(rep);
   reset_task_state();
 
-  std::string path = options_.store();
-  if (path.empty() && !ctx.run_dir.empty()) path = ctx.run_dir + "/subspaces.h5";
-  if (!path.empty() && path != "none" && !records.empty()) {
-    auto store = subspaces::SubspaceStore::open_or_create(path);
-    const std::string task = "task_" + std::to_string(ctx.task_index);
-    // A resume that repeats a task whose record was already written keeps the first record
-    // (history is append-only); the recomputed basis is the same run's.
-    if (!store.has_task(task)) store.put_task(task, records);
-  }
+  if (ctx.recorder) ctx.recorder->record(ctx.task_index, records);
 }
 
 MethodState CoSO::save() const {
@@ -339,7 +329,7 @@ MethodState CoSO::save() const {
   return s;
 }
 
-void CoSO::load(const MethodState& s, Model& model) {
+void CoSO::load(const MethodState& s, models::Model& model) {
   if (!model_ || model_ != model) attach(model);
   auto get = [&](const std::string& key) {
     auto it = s.tensors.find(key);

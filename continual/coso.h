@@ -12,7 +12,7 @@
 // Every column of P lies in the complement of span(M), so Mᵀ ΔW = 0 up to round-off. Moments
 // persist across projector refreshes inside a task. Task end: k = E(s, ε) on the sketch's shrunk
 // spectrum (strict "<"), M ← orth([M, U_S[:, :k]]) (subspaces::extend_basis, capped at m columns),
-// recorded in <run_dir>/subspaces.h5 (or the `store` option) as task_<t>/<layer> (side "output");
+// handed to the run's recorder (TaskContext::recorder) as taskTT/<layer> (side "output");
 // then sketch, P, moments and step counters are reset.
 //
 // Every other trained parameter (head, biases, norms, non-target layers; see `others`) gets plain
@@ -29,7 +29,7 @@
 //   lr 4e-4 (projected layers), other_lr 0 (= lr), beta1 0.9, beta2 0.999, eps 1e-6,
 //   schedule cosine (per task, lr_e = lr·cos(99π e / (200 (E-1))), code's CosineSchedule) | constant,
 //   temperature 3 (training logits divided by it; the code's trick) , others all | head | none,
-//   svd exact (subspaces::svd method), store "" (override of <run_dir>/subspaces.h5; "none" = off).
+//   svd exact (subspaces::svd method).
 // The run's --optimizer / --lr are not used (CoSO owns its optimizer).
 #include "continual/method.h"
 #include "subspaces/sketch.h"
@@ -56,7 +56,6 @@ struct CoSOOptions {
   TORCH_ARG(double, temperature) = 3.0;
   TORCH_ARG(std::string, others) = "all";
   TORCH_ARG(std::string, svd) = "exact";
-  TORCH_ARG(std::string, store) = "";
 
  public:
   static CoSOOptions from_config(const MethodConfig& config);
@@ -91,7 +90,7 @@ class CoSO : public Method {
   explicit CoSO(CoSOOptions options);
   std::string name() const override { return "coso"; }
 
-  void attach(Model& model) override;
+  void attach(models::Model& model) override;
   void on_task_start(TaskContext& ctx) override;
   std::vector<torch::Tensor> parameters(TaskContext& ctx) override;
   std::unique_ptr<torch::optim::Optimizer> make_optimizer(TaskContext& ctx,
@@ -100,7 +99,7 @@ class CoSO : public Method {
   void after_backward(StepContext& step) override;
   void on_task_end(TaskContext& ctx) override;
   MethodState save() const override;
-  void load(const MethodState& state, Model& model) override;
+  void load(const MethodState& state, models::Model& model) override;
   nlohmann::json report() const override;
 
   /// One optimizer step over every projected layer and other parameter (what the optimizer's
@@ -127,7 +126,7 @@ class CoSO : public Method {
   std::unique_ptr<subspaces::FrequentDirections> new_sketch(int64_t rows) const;
 
   CoSOOptions options_;
-  Model model_;
+  models::Model model_;
   std::vector<CoSOLayer> layers_;
   std::vector<CoSOOther> others_;
   double weight_decay_ = 0.0;

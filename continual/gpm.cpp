@@ -42,7 +42,7 @@ std::unique_ptr<Method> make_gpm(const MethodConfig& c) {
 
 Gpm::Gpm(GpmOptions options) : options_(std::move(options)) { options_.validate(); }
 
-void Gpm::attach(Model& model) {
+void Gpm::attach(models::Model& model) {
   layers_ = model->linear_layers(options_.layers());
   TORCH_CHECK(!layers_.empty(), "strata::continual::Gpm: gpm.layers '", options_.layers(), "' matches no Linear layer");
 }
@@ -103,14 +103,7 @@ void Gpm::on_task_end(TaskContext& ctx) {
   model.set_recording(false);
   if (was_training) model.train();
   history_.push_back(row);
-  if (!ctx.run_dir.empty()) {
-    const std::string key = "task_" + std::to_string(ctx.task_index);  // as every method names tasks
-    auto store = subspaces::SubspaceStore::open_or_create(ctx.run_dir + "/subspaces.h5");
-    // A resumed run recomputes the same record for a task whose store entry was written just
-    // before the process died; the store is append-only, so the existing entry stands.
-    const auto existing = store.tasks();
-    if (std::find(existing.begin(), existing.end(), key) == existing.end()) store.put_task(key, records);
-  }
+  if (ctx.recorder) ctx.recorder->record(ctx.task_index, records);
 }
 
 MethodState Gpm::save() const {
@@ -120,7 +113,7 @@ MethodState Gpm::save() const {
   return s;
 }
 
-void Gpm::load(const MethodState& state, Model& model) {
+void Gpm::load(const MethodState& state, models::Model& model) {
   attach(model);
   bases_.clear();
   for (const auto& [key, t] : state.tensors) {

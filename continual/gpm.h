@@ -35,11 +35,11 @@ class Gpm : public Method {
  public:
   explicit Gpm(GpmOptions options);
   std::string name() const override { return "gpm"; }
-  void attach(Model& model) override;
+  void attach(models::Model& model) override;
   void after_backward(StepContext& step) override;
   void on_task_end(TaskContext& ctx) override;
   MethodState save() const override;
-  void load(const MethodState& state, Model& model) override;
+  void load(const MethodState& state, models::Model& model) override;
   nlohmann::json report() const override;
 
   /// Current basis of a layer ([n, k]; undefined before the first task ends).

@@ -1,5 +1,7 @@
 #include "continual/method.h"
 
+#include "continual/trainer.h"
+
 #include <sstream>
 
 namespace strata::continual {
@@ -60,6 +62,8 @@ std::vector<double> MethodConfig::get_doubles(const std::string& key) const {
   TORCH_CHECK(!out.empty(), "strata: option ", method_, ".", key, " is empty");
   return out;
 }
+
+std::optional<TrainOptions> Method::next_stage(TaskContext& ctx, int64_t stage) { return std::nullopt; }
 
 std::vector<torch::Tensor> Method::parameters(TaskContext& ctx) {
   std::vector<torch::Tensor> out;

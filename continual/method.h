@@ -5,7 +5,8 @@
 // Per step the Runner does:
 //   logits = model(x); loss = CE(masked logits, y) + method.extra_loss(step) [+ compat loss]
 //   loss.backward(); method.after_backward(step); optimizer.step(); method.after_step(step)
-#include "continual/models.h"
+#include "models/models.h"
+#include "subspaces/store.h"
 #include "tasks/task.h"
 
 #include <nlohmann/json.hpp>
@@ -14,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,11 +56,15 @@ struct TrainOptions;  // trainer.h
 
 /// What a method sees at task boundaries.
 struct TaskContext {
-  Model model;
+  models::Model model;
   const tasks::TaskStream* stream = nullptr;
   int64_t task_index = 0;  ///< the task being trained (0-based)
   const TrainOptions* train = nullptr;
-  std::string run_dir;  ///< the run folder (subspaces.h5 lives here); "" when not running under a Runner
+  /// Where task-end subspaces go (the run's subspaces.h5); null = not recorded. Methods never open files.
+  subspaces::SubspaceRecorder* recorder = nullptr;
+  /// Training stage of the task: 0 = the task's own training, k >= 1 = the k-th extra stage a method
+  /// asked for through Method::next_stage (e.g. MUSCLE's compatibility stage).
+  int64_t stage = 0;
   const tasks::Task& task() const { return stream->tasks.at(task_index); }
 };
 
@@ -80,7 +86,7 @@ class Method {
   virtual std::string name() const = 0;
 
   /// Once, before the first task (adapters wrap Linear layers here).
-  virtual void attach(Model& model) {}
+  virtual void attach(models::Model& model) {}
   virtual void on_task_start(TaskContext& ctx) {}
   /// Parameters the optimizer trains this task. Default: every parameter that requires grad.
   virtual std::vector<torch::Tensor> parameters(TaskContext& ctx);
@@ -93,6 +99,11 @@ class Method {
   }
   /// Added to the task loss (undefined tensor = nothing).
   virtual torch::Tensor extra_loss(StepContext& step) { return {}; }
+  /// Extra training stages of a task. After the task's own training (stage 0) the Runner calls
+  /// next_stage(ctx, 1), then next_stage(ctx, 2), ...: options returned make it train the task again
+  /// with them (same hooks, a fresh optimizer, ctx.stage = k); nullopt ends training, and
+  /// on_task_end follows. Default: no extra stage.
+  virtual std::optional<TrainOptions> next_stage(TaskContext& ctx, int64_t stage);
   /// Between backward and optimizer step (gradient projection).
   virtual void after_backward(StepContext& step) {}
   /// After the optimizer step (re-projection, soft-thresholding).
@@ -102,7 +113,7 @@ class Method {
 
   /// All state needed to resume exactly, written with every version.
   virtual MethodState save() const { return {}; }
-  virtual void load(const MethodState& state, Model& model) {}
+  virtual void load(const MethodState& state, models::Model& model) {}
   /// Method-specific numbers for report.json (ranks, memory, atoms...), per task.
   virtual nlohmann::json report() const { return nlohmann::json::object(); }
 };

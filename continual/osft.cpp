@@ -38,7 +38,6 @@ std::vector<MethodOption> osft_options() {
       {"importance_data", "previous", "data for the importance scores: previous (paper) or current task"},
       {"importance_samples", "128", "examples used for the importance scores"},
       {"train_other", "false", "train non-target, non-head parameters after task 1 (T5 script) instead of freezing"},
-      {"store", "auto", "subspaces.h5 path for the frozen bases (auto: <run>/subspaces.h5; none)"},
   };
 }
 
@@ -78,7 +77,6 @@ OSFTMethod::OSFTMethod(const MethodConfig& config)
       head_(config.get_string("head")),
       rule_(config.get_string("rank_rule")),
       importance_data_(config.get_string("importance_data")),
-      store_(config.get_string("store")),
       mrr_(config.get_double("mrr")),
       trr_(config.get_double("trr")),
       fraction_(config.get_double("fraction")),
@@ -104,7 +102,7 @@ OSFTMethod::OSFTMethod(const MethodConfig& config)
   }
 }
 
-std::string OSFTMethod::target_pattern(const Model& model) const {
+std::string OSFTMethod::target_pattern(const models::Model& model) const {
   if (target_ != "auto") return target_;
   const auto& arch = model->options().arch();
   if (arch == "vit") return "blocks\\..*";
@@ -129,7 +127,7 @@ std::vector<double> OSFTMethod::importances(TaskContext& ctx, const std::vector<
   return out;
 }
 
-void OSFTMethod::set_trainable(Model& model, int64_t task) const {
+void OSFTMethod::set_trainable(models::Model& model, int64_t task) const {
   const bool other = train_other_ || task == 0;
   for (auto& p : model->parameters()) p.requires_grad_(other);
   for (auto& [name, layer] : model->linear_layers()) {
@@ -212,12 +210,7 @@ void OSFTMethod::on_task_start(TaskContext& ctx) {
 }
 
 void OSFTMethod::write_store(const TaskContext& ctx) const {
-  std::string path = store_;
-  if (path == "none") return;
-  if (path == "auto") {
-    if (ctx.run_dir.empty()) return;
-    path = ctx.run_dir + "/subspaces.h5";
-  }
+  if (!ctx.recorder) return;
   std::map<std::string, subspaces::SubspaceRecord> records;
   for (const auto& l : layers_) {
     if (l.k == 0) continue;
@@ -231,13 +224,7 @@ void OSFTMethod::write_store(const TaskContext& ctx) const {
     r.extra["U_h"] = l.U;
     records[l.name] = std::move(r);
   }
-  if (records.empty()) return;
-  auto store = subspaces::SubspaceStore::open_or_create(path);
-  const std::string task = "task_" + std::to_string(task_);
-  // A resumed run re-enters the task from the same weights, so the record already written is
-  // the same one; history is append-only.
-  if (store.has_task(task)) return;
-  store.put_task(task, records);
+  ctx.recorder->record(task_, records);
 }
 
 void OSFTMethod::after_backward(StepContext& sc) {
@@ -295,7 +282,7 @@ MethodState OSFTMethod::save() const {
   return s;
 }
 
-void OSFTMethod::load(const MethodState& state, Model& model) {
+void OSFTMethod::load(const MethodState& state, models::Model& model) {
   if (!state.meta.contains("task")) return;  // saved before any task
   TORCH_CHECK(state.meta.value("rank_rule", rule_) == rule_, "strata::continual::OSFTMethod::load(): state saved with rank_rule '",
               state.meta.value("rank_rule", std::string()), "', this method uses '", rule_, "'");

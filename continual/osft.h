@@ -34,10 +34,9 @@
 // parameter (biases, norms, embeddings, convs) trains in task 0 and is frozen afterwards
 // (PEFT convention, §11 decision 9); train_other = true trains them in every task (T5 script).
 //
-// Store: the frozen bases of each task go to SubspaceStore as tasks/task_<t>/<layer>:
-// basis = V_h [n, k] (side "input"), singular_values = σ_h, extra/U_h = U_h [m, k],
-// threshold = retained fraction k/R, captured_energy = Σσ_h² / Σσ². Path: option `store`
-// ("auto" = <run_dir>/subspaces.h5 under a Runner, nothing otherwise; "none"; or a file path).
+// Store: the frozen bases of each task go to the run's recorder (TaskContext::recorder) as
+// tasks/taskTT/<layer>: basis = V_h [n, k] (side "input"), singular_values = σ_h, extra/U_h = U_h [m, k],
+// threshold = retained fraction k/R, captured_energy = Σσ_h² / Σσ².
 #include "continual/method.h"
 
 #include <string>
@@ -67,7 +66,7 @@ class OSFTMethod : public Method {
   void on_task_end(TaskContext& ctx) override;
 
   MethodState save() const override;
-  void load(const MethodState& state, Model& model) override;
+  void load(const MethodState& state, models::Model& model) override;
   nlohmann::json report() const override;
 
   /// One decomposed layer of the current task.
@@ -85,12 +84,12 @@ class OSFTMethod : public Method {
   int64_t task_index() const { return task_; }
 
  private:
-  std::string target_pattern(const Model& model) const;
+  std::string target_pattern(const models::Model& model) const;
   std::vector<double> importances(TaskContext& ctx, const std::vector<Layer>& layers) const;
-  void set_trainable(Model& model, int64_t task) const;
+  void set_trainable(models::Model& model, int64_t task) const;
   void write_store(const TaskContext& ctx) const;
 
-  std::string target_, head_, rule_, importance_data_, store_;
+  std::string target_, head_, rule_, importance_data_;
   double mrr_, trr_, fraction_;
   int64_t importance_samples_;
   bool train_other_;

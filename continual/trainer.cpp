@@ -29,7 +29,7 @@ torch::Tensor mask_logits(const torch::Tensor& logits, const torch::Tensor& mask
   return logits.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
 }
 
-EvalResult evaluate(ModelImpl& model, const tasks::Split& split, const torch::Tensor& mask, int64_t batch_size) {
+EvalResult evaluate(models::ModelImpl& model, const tasks::Split& split, const torch::Tensor& mask, int64_t batch_size) {
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();

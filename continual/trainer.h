@@ -41,7 +41,7 @@ struct EvalResult {
 
 /// Evaluates without gradients, in eval mode, in batches. `mask`: [num_classes] bool of allowed
 /// logits (undefined = all).
-EvalResult evaluate(ModelImpl& model, const tasks::Split& split, const torch::Tensor& mask,
+EvalResult evaluate(models::ModelImpl& model, const tasks::Split& split, const torch::Tensor& mask,
                     int64_t batch_size = 1000);
 
 /// Called after every epoch (progress display, metrics.csv).

@@ -1,5 +1,7 @@
 #include "core/h5.h"
 
+#include <fstream>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -478,6 +480,18 @@ void atomic_write_h5(const std::string& path, const std::function<void(H5::H5Fil
       f.flush(H5F_SCOPE_GLOBAL);
       f.close();
     });
+  }
+  af.commit();
+}
+
+void atomic_write_text(const std::string& path, const std::string& text) {
+  AtomicFile af(path);
+  {
+    std::ofstream f(af.tmp_path(), std::ios::binary | std::ios::trunc);
+    TORCH_CHECK(f, "strata::core::atomic_write_text(): cannot write '", af.tmp_path(), "': ", std::strerror(errno));
+    f.write(text.data(), static_cast<std::streamsize>(text.size()));
+    f.flush();
+    TORCH_CHECK(f, "strata::core::atomic_write_text(): writing '", af.tmp_path(), "' failed (disk full?)");
   }
   af.commit();
 }

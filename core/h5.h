@@ -140,6 +140,9 @@ class AtomicFile {
 // Creates a fresh HDF5 file at the temporary path, runs `fill` on it, closes it and commits.
 // If `fill` throws, nothing at `path` changes and the exception propagates.
 void atomic_write_h5(const std::string& path, const std::function<void(H5::H5File&)>& fill);
+// Writes `text` to `path` through an AtomicFile (a short write, e.g. on a full disk, is an error
+// naming the file, and the old content stays).
+void atomic_write_text(const std::string& path, const std::string& text);
 
 // ---- checksums ----------------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 #include "subspaces/store.h"
 
+#include "core/names.h"
+
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -194,6 +196,15 @@ SubspaceRecord SubspaceStore::get(const std::string& task, const std::string& la
   if (core::exists(g, "extra"))
     for (const auto& name : core::list_children(g, "extra")) r.extra[name] = core::read_tensor(g, "extra/" + name);
   return r;
+}
+
+std::string task_key(int64_t index) { return core::indexed_name("task", index, 2); }
+
+void StoreRecorder::record(int64_t task, const std::map<std::string, SubspaceRecord>& layers) {
+  if (layers.empty()) return;
+  auto store = SubspaceStore::open_or_create(path_);
+  const std::string key = task_key(task);
+  if (!store.has_task(key)) store.put_task(key, layers);
 }
 
 }  // namespace strata::subspaces

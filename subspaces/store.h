@@ -20,11 +20,11 @@
 //                                  (adapters: LoRA factors, atom banks, ...)
 //
 // Names: task and layer names are any non-empty strings without '/' and not "." (e.g.
-// "task_3", "fc1", "blocks.0.attn.proj"). Every write goes through a copy-and-rename
+// "task03", "fc1", "blocks.0.attn.proj"). Every write goes through a copy-and-rename
 // (strata::core::AtomicFile), so a crash leaves the previous file intact.
 // History is never overwritten: a (task, layer) record, once written, cannot be replaced, and
 // put_task() refuses a task that already exists.
-// Readable with h5dump / h5py, e.g. h5py.File(p)["tasks/task_0/fc1/basis"][()].
+// Readable with h5dump / h5py, e.g. h5py.File(p)["tasks/task00/fc1/basis"][()].
 #pragma once
 
 #include <torch/torch.h>
@@ -81,6 +81,30 @@ class SubspaceStore {
   explicit SubspaceStore(std::string path) : path_(std::move(path)) {}
   void append(const std::string& task, const std::map<std::string, SubspaceRecord>& layers, bool new_task_only);
 
+  std::string path_;
+};
+
+/// The store's name of task `index`: "task00", "task01", ... (the same spelling predictions.h5 uses).
+std::string task_key(int64_t index);
+
+/// What a method hands its task-end subspaces to. Methods do no file I/O: the run owns the store
+/// and gives methods a recorder (TaskContext::recorder; null = recording is off).
+class SubspaceRecorder {
+ public:
+  virtual ~SubspaceRecorder() = default;
+  /// Appends task `task`'s records (layer -> record). A task that is already recorded keeps its
+  /// first record: a resumed run re-trains a task from the same weights and recomputes the same one.
+  virtual void record(int64_t task, const std::map<std::string, SubspaceRecord>& layers) = 0;
+};
+
+/// The recorder that appends to a SubspaceStore file (created by the first record).
+class StoreRecorder : public SubspaceRecorder {
+ public:
+  explicit StoreRecorder(std::string path) : path_(std::move(path)) {}
+  void record(int64_t task, const std::map<std::string, SubspaceRecord>& layers) override;
+  const std::string& path() const { return path_; }
+
+ private:
   std::string path_;
 };
 

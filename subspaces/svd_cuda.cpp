@@ -1,5 +1,4 @@
-// cuSOLVER backend of strata::subspaces::svd (compiled only with STRATA_HAVE_CUDA).
-#ifdef STRATA_HAVE_CUDA
+// cuSOLVER backend of strata::subspaces::svd; CMake adds this file only when the CUDA toolkit is found.
 
 #include "subspaces/svd.h"
 
@@ -99,4 +98,3 @@ SvdResult cusolver_svd(const torch::Tensor& A, int64_t rank) {
 
 }  // namespace strata::subspaces
 
-#endif  // STRATA_HAVE_CUDA

@@ -5,7 +5,7 @@
 #include "compat/predictions.h"
 #include "compat/report.h"
 #include "compat/stats.h"
-#include "continual/compat_metrics.h"
+#include "run/compat_metrics.h"
 #include "tools/commands.h"
 
 #include <boost/program_options.hpp>
@@ -248,8 +248,8 @@ int strata_cmd_compare(int argc, char** argv) {
     std::optional<int64_t> older;
     if (version_files) {
       if (!heatmap.empty()) throw std::invalid_argument("--heatmap needs a predictions.h5, not version files");
-      old_src.version = strata::continual::version_file_number(old_src.path);
-      new_src.version = strata::continual::version_file_number(new_src.path);
+      old_src.version = strata::run::version_file_number(old_src.path);
+      new_src.version = strata::run::version_file_number(new_src.path);
       if (all_tasks) throw std::invalid_argument("--tasks all needs prediction files; give the task list for version files");
     }
     if (!old_ledger && !old_src.version) throw std::invalid_argument("no version for OLD: use PATH:vNNN or --old-version N");
@@ -271,8 +271,8 @@ int strata_cmd_compare(int argc, char** argv) {
 
     if (version_files) {
       const int64_t last = *std::max_element(tasks.begin(), tasks.end());
-      old_table = select_tasks(strata::continual::evaluate_version_file(old_src.path, last), tasks);
-      new_table = select_tasks(strata::continual::evaluate_version_file(new_src.path, last), tasks);
+      old_table = select_tasks(strata::run::evaluate_version_file(old_src.path, last), tasks);
+      new_table = select_tasks(strata::run::evaluate_version_file(new_src.path, last), tasks);
       rule += "; re-evaluated from the version files";
     } else {
       old_table = old_ledger ? read_ledger_file(old_src.path) : read_predictions(old_src.path, *old_src.version);

@@ -2,7 +2,7 @@
 // The model, method and stream come from the config stored in the file; stream options (and
 // --threads, --eval-batch-size) can be overridden on the command line.
 #include "checkpoints/version_store.h"
-#include "continual/runner.h"
+#include "run/runner.h"
 #include "tools/commands.h"
 
 #include <unistd.h>
@@ -17,7 +17,6 @@
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
 using namespace strata;
-using namespace strata::continual;
 
 namespace {
 
@@ -33,24 +32,9 @@ void usage(std::ostream& o) {
        "stream (the stored stream unless overridden).\n";
 }
 
-// Writes `text` to a fresh temporary file and returns its path (removed by the caller).
-std::string temp_file(const std::string& text) {
-  std::string tmpl = (fs::temp_directory_path() / "strata-eval-XXXXXX").string();
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  const int fd = ::mkstemp(buf.data());
-  TORCH_CHECK(fd >= 0, "cannot create a temporary file in ", fs::temp_directory_path().string());
-  ::close(fd);
-  std::ofstream f(buf.data(), std::ios::binary | std::ios::trunc);
-  f << text;
-  TORCH_CHECK(f, "cannot write temporary file ", buf.data());
-  return buf.data();
-}
-
 }  // namespace
 
 int strata_cmd_eval(int argc, char** argv) {
-  std::string tmp;
   try {
     std::string version_file;
     std::vector<std::string> rest;
@@ -83,7 +67,6 @@ int strata_cmd_eval(int argc, char** argv) {
                     "stream options, --threads and --eval-batch-size can)");
       }
 
-    const checkpoints::Version v = checkpoints::read_version(version_file);
     {
       const fs::path dir = fs::path(version_file).parent_path();
       std::error_code ec;
@@ -92,26 +75,17 @@ int strata_cmd_eval(int argc, char** argv) {
           std::cerr << "strata eval: ignoring partial file '" << e.path().string()
                     << "' (left by an interrupted write)\n";
     }
-    // The stored config, with the command line winning (parse_run_config's precedence).
-    tmp = temp_file(v.config_ini);
-    std::vector<std::string> args = {"eval", "--config", tmp};
-    args.insert(args.end(), rest.begin(), rest.end());
-    std::vector<const char*> cargs;
-    for (const auto& a : args) cargs.push_back(a.c_str());
-    RunConfig config = parse_run_config(static_cast<int>(cargs.size()), cargs.data());
-    std::remove(tmp.c_str());
-    tmp.clear();
-
+    // The stored config, with the command line winning.
+    run::LoadVersionOptions lo;
+    lo.overrides = rest;
+    const run::LoadedVersion lv = run::load_version(version_file, lo);
+    const checkpoints::Version& v = lv.version;
+    const run::RunConfig& config = lv.config;
+    const tasks::TaskStream& stream = lv.stream;
     torch::set_num_threads(static_cast<int>(config.threads));
-    auto stream = tasks::make_stream(config.stream);
-    config.model.input_shape(stream.input_shape).num_classes(stream.num_classes);
-    torch::manual_seed(config.train.seed());
-    Model model = make_model(config.model);
-    auto method = builtin_methods().make(config.method);
-    method->attach(model);
-    restore_version(v, model, *method, version_file);
+    auto& model = lv.model;
     const int64_t stage = std::min<int64_t>(v.version, stream.size() - 1);
-    const auto evals = evaluate_stream(*model, stream, stage, config.train.eval_batch_size());
+    const auto evals = run::evaluate_stream(*model, stream, stage, config.train.eval_batch_size());
 
     const bool same_stream = stream.size() == v.position.num_tasks && rest.empty();
     std::cout << "version " << v.version << " (" << version_file << "): method " << v.method << ", model "
@@ -144,6 +118,5 @@ int strata_cmd_eval(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::cerr << "strata eval: " << e.what() << "\n";
   }
-  if (!tmp.empty()) std::remove(tmp.c_str());
   return 1;
 }

@@ -1,12 +1,17 @@
 // strata train: runs a method over a task stream and writes a run folder.
-#include "continual/runner.h"
+#include "run/runner.h"
 #include "tools/commands.h"
 
+#include <unistd.h>
+
+#include <chrono>
 #include <filesystem>
+#include <iomanip>
 #include <iostream>
 
 namespace po = boost::program_options;
-using namespace strata::continual;
+using namespace strata::run;
+using strata::continual::builtin_methods;
 
 namespace {
 
@@ -44,11 +49,28 @@ int strata_cmd_train(int argc, char** argv) {
         return 0;
       }
     }
-    RunConfig config = parse_run_config(argc, argv, &vm);
+    RunConfig config = parse_run_config(argc, argv, builtin_methods(), &vm);
     const bool resume = vm.count("resume") > 0;
     if (resume) config = resume_config(vm);
     torch::set_num_threads(static_cast<int>(config.threads));
     Runner runner(config);
+    // Log lines on stderr; on a terminal, a progress line redrawn at most five times a second.
+    const bool tty = ::isatty(2) != 0;
+    if (!config.quiet) {
+      runner.on_log = [tty](const std::string& line) { std::cerr << (tty ? "\r\033[K" : "") << line << "\n"; };
+      if (tty) {
+        auto last = std::chrono::steady_clock::now();
+        runner.on_progress = [last](const Progress& p) mutable {
+          const auto now = std::chrono::steady_clock::now();
+          if (std::chrono::duration<double>(now - last).count() < 0.2 && p.step != p.steps) return;
+          last = now;
+          std::cerr << "\r\033[Ktask " << p.task + 1 << "/" << p.num_tasks;
+          if (p.stage > 0) std::cerr << " stage " << p.stage + 1;
+          std::cerr << " epoch " << p.epoch + 1 << "/" << p.epochs << "  step " << p.step << "/" << p.steps
+                    << "  loss " << std::fixed << std::setprecision(4) << p.loss << std::flush;
+        };
+      }
+    }
     const auto metrics = resume ? runner.resume() : runner.run();
     std::cout << runner.summary();
     std::cout << "run folder: " << runner.config().run_dir() << "\n";

@@ -16,15 +16,9 @@ struct Command {
 const Command kCommands[] = {
     {"train", strata_cmd_train, "train a model over a task stream (strata train --help)"},
     {"methods", strata_cmd_methods, "list the registered methods and their options"},
-#ifdef STRATA_HAVE_CMD_SUBSPACES
     {"subspaces", strata_cmd_subspaces, "inspect a subspaces.h5 store (ls, show, angles, export)"},
-#endif
-#ifdef STRATA_HAVE_CMD_EVAL
     {"eval", strata_cmd_eval, "evaluate a stored model version (runs/NAME/versions/vNNN.h5) on a stream"},
-#endif
-#ifdef STRATA_HAVE_CMD_COMPARE
     {"compare", strata_cmd_compare, "compare two model versions for negative flips; gate a release"},
-#endif
 };
 
 void usage(std::ostream& o) {

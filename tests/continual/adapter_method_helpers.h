@@ -2,7 +2,7 @@
 // Shared helpers of the adapter-method tests (lora, olora, codyra, mora).
 #include "adapters/inject.h"
 #include "continual/method.h"
-#include "continual/runner.h"
+#include "run/runner.h"
 #include "continual/trainer.h"
 #include "subspaces/store.h"
 #include "tasks/streams.h"
@@ -14,21 +14,22 @@
 #include <string>
 
 namespace strata::continual::testing {
+using namespace strata::run;
 
 inline tasks::TaskStream small_stream(int64_t tasks = 2) {
   return tasks::make_stream(tasks::StreamOptions().name("synthetic").num_tasks(tasks).seed(5));
 }
 
-inline Model small_mlp(const tasks::TaskStream& s, int64_t seed = 0) {
+inline strata::models::Model small_mlp(const tasks::TaskStream& s, int64_t seed = 0) {
   torch::manual_seed(seed);
-  return make_model(ModelOptions().input_shape(s.input_shape).num_classes(s.num_classes).hidden({24, 24}).bias(true));
+  return strata::models::make_model(strata::models::ModelOptions().input_shape(s.input_shape).num_classes(s.num_classes).hidden({24, 24}).bias(true));
 }
 
-inline Model small_vit(const tasks::TaskStream& s, int64_t seed = 0) {
+inline strata::models::Model small_vit(const tasks::TaskStream& s, int64_t seed = 0) {
   torch::manual_seed(seed);
   // synthetic images are 1x8x8: patch 4 -> 4 tokens + CLS.
-  return make_model(
-      ModelOptions().arch("vit").input_shape(s.input_shape).num_classes(s.num_classes).patch(4).dim(16).depth(1).heads(2));
+  return strata::models::make_model(
+      strata::models::ModelOptions().arch("vit").input_shape(s.input_shape).num_classes(s.num_classes).patch(4).dim(16).depth(1).heads(2));
 }
 
 inline std::unique_ptr<Method> make_method(const std::string& name, std::map<std::string, std::string> opts) {
@@ -38,7 +39,7 @@ inline std::unique_ptr<Method> make_method(const std::string& name, std::map<std
 inline TrainOptions fast_train() { return TrainOptions().optimizer("adam").lr(0.01).batch_size(16).epochs(1).seed(1); }
 
 /// Every named parameter and buffer of the model that is NOT part of an adapter, cloned.
-inline std::map<std::string, torch::Tensor> base_snapshot(const ModelImpl& model) {
+inline std::map<std::string, torch::Tensor> base_snapshot(const strata::models::ModelImpl& model) {
   std::map<std::string, torch::Tensor> out;
   for (const auto& p : model.named_parameters())
     if (p.key().find(".adapter.") == std::string::npos) out[p.key()] = p.value().detach().clone();
@@ -50,7 +51,7 @@ inline double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
 }
 
 /// Eval-mode logits on a task's test inputs.
-inline torch::Tensor eval_logits(ModelImpl& model, const tasks::TaskStream& s, int64_t task = 0) {
+inline torch::Tensor eval_logits(strata::models::ModelImpl& model, const tasks::TaskStream& s, int64_t task = 0) {
   torch::NoGradGuard no_grad;
   model.eval();
   auto out = model.forward(s.tasks.at(task).test.x.slice(0, 0, 64));
@@ -58,7 +59,7 @@ inline torch::Tensor eval_logits(ModelImpl& model, const tasks::TaskStream& s, i
   return out;
 }
 
-/// A fresh empty folder for a TaskContext::run_dir.
+/// A fresh empty folder (for a test subspaces.h5).
 inline std::string fresh_dir(const std::string& name) {
   namespace fs = std::filesystem;
   auto d = fs::temp_directory_path() / ("strata_test_" + name + "_" + std::to_string(::getpid()));
@@ -92,9 +93,9 @@ inline void train_without_end(Method& m, TaskContext& ctx, const TrainOptions& o
 /// save() of `trained` loaded into a fresh model of another seed (attach, load, then every model tensor
 /// copied by name as the Runner does) must give identical outputs; also checks shapes match by name.
 inline void expect_round_trip(const std::string& name, const std::map<std::string, std::string>& opts, Method& trained,
-                              Model& model, const tasks::TaskStream& s, bool vit) {
+                              strata::models::Model& model, const tasks::TaskStream& s, bool vit) {
   const auto state = trained.save();
-  Model other = vit ? small_vit(s, 99) : small_mlp(s, 99);
+  strata::models::Model other = vit ? small_vit(s, 99) : small_mlp(s, 99);
   auto m2 = make_method(name, opts);
   m2->attach(other);
   m2->load(state, other);

@@ -5,6 +5,7 @@
 #include "tests/continual/adapter_method_helpers.h"
 
 using namespace strata::continual;
+using namespace strata::run;
 using namespace strata::continual::testing;
 namespace ad = strata::adapters;
 
@@ -37,7 +38,9 @@ TEST(CoDyRAMethod, PrunesExactlyZeroedRanksAndMergeKeepsOutputs) {
   const auto before = base_snapshot(*model);
   auto train = fast_train().epochs(6);
   TaskContext ctx{model, &s, 0, &train};
-  ctx.run_dir = fresh_dir("codyra_store");
+  const std::string run_dir = fresh_dir("codyra_store");
+  strata::subspaces::StoreRecorder recorder(run_dir + "/subspaces.h5");
+  ctx.recorder = &recorder;
   train_without_end(*m, ctx, train);
   auto* cm = dynamic_cast<CoDyRAMethod*>(m.get());
   EXPECT_EQ(cm->schedule().total_steps(), 6 * ((s.tasks[0].train.size() + 15) / 16));
@@ -66,17 +69,17 @@ TEST(CoDyRAMethod, PrunesExactlyZeroedRanksAndMergeKeepsOutputs) {
   }
   EXPECT_EQ(rep["kept_total"].get<int64_t>(), total_nonzero);
   // Only the kept ranks are stored; a layer with every rank pruned has no record.
-  auto store = strata::subspaces::SubspaceStore::open(ctx.run_dir + "/subspaces.h5");
+  auto store = strata::subspaces::SubspaceStore::open(recorder.path());
   for (const auto& [name, n] : nonzero) {
-    ASSERT_EQ(store.has("task_0", name), n > 0) << name;
-    if (n > 0) expect_factor_record(store.get("task_0", name), delta[name], n);
+    ASSERT_EQ(store.has("task00", name), n > 0) << name;
+    if (n > 0) expect_factor_record(store.get("task00", name), delta[name], n);
   }
   EXPECT_TRUE(rep["shrinkage"].get<bool>());
   EXPECT_DOUBLE_EQ(rep["final_kappa"].get<double>(), 0.03);
   // Fresh full-rank adapters for the next task.
   for (auto& [name, a] : ad::adapters_of<ad::CoDyRAImpl>(*model)) EXPECT_EQ(a->rank(), 8);
   expect_round_trip("codyra", opts, *m, model, s, false);
-  std::filesystem::remove_all(ctx.run_dir);
+  std::filesystem::remove_all(run_dir);
 }
 
 TEST(CoDyRAMethod, ShortTaskHasNoShrinkage) {

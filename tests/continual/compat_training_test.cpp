@@ -1,9 +1,9 @@
 // Compatibility-aware training (CompatMethod) and the Runner's "compat" report section.
-#include "continual/compat_metrics.h"
+#include "run/compat_metrics.h"
 #include "continual/compat_training.h"
 #include "continual/gpm.h"
 #include "continual/naive.h"
-#include "continual/runner.h"
+#include "run/runner.h"
 
 #include "synthetic_fixture.h"
 
@@ -14,6 +14,7 @@
 
 namespace fs = std::filesystem;
 using namespace strata::continual;
+using namespace strata::run;
 namespace tasks = strata::tasks;
 namespace compat = strata::compat;
 

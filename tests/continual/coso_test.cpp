@@ -1,7 +1,7 @@
 // CoSO: orthogonality of the applied update to the historical basis, sketch feeding schedule,
 // zero budgets, optimizer-memory accounting, mid-task save/load, and a Runner run vs naive.
 #include "continual/coso.h"
-#include "continual/runner.h"
+#include "run/runner.h"
 #include "subspaces/basis.h"
 #include "subspaces/sketch.h"
 #include "subspaces/store.h"
@@ -13,25 +13,26 @@
 
 namespace fs = std::filesystem;
 using namespace strata::continual;
+using namespace strata::run;
 namespace ss = strata::subspaces;
 
 namespace {
 
-ModelOptions small_mlp() { return ModelOptions().input_shape({1, 8, 8}).hidden({24, 16}).num_classes(4).bias(true); }
+strata::models::ModelOptions small_mlp() { return strata::models::ModelOptions().input_shape({1, 8, 8}).hidden({24, 16}).num_classes(4).bias(true); }
 
 CoSOOptions small_options() {
-  return CoSOOptions().r1(4).r2(6).gap(2).threshold(0.9).lr(1e-2).temperature(1.0).store("none");
+  return CoSOOptions().r1(4).r2(6).gap(2).threshold(0.9).lr(1e-2).temperature(1.0);
 }
 
 struct Harness {
-  Model model;
+  strata::models::Model model;
   CoSO method;
   TaskContext ctx;
   std::unique_ptr<torch::optim::Optimizer> opt;
 
-  Harness(const ModelOptions& mo, const CoSOOptions& co, uint64_t seed = 0) : method(co) {
+  Harness(const strata::models::ModelOptions& mo, const CoSOOptions& co, uint64_t seed = 0) : method(co) {
     torch::manual_seed(seed);
-    model = make_model(mo);
+    model = strata::models::make_model(mo);
     method.attach(model);
     ctx.model = model;
   }
@@ -62,7 +63,7 @@ std::pair<torch::Tensor, torch::Tensor> batch(int64_t t, int64_t i) {
   return {x, y};
 }
 
-torch::Tensor weight_of(const Model& m, const std::string& layer) {
+torch::Tensor weight_of(const strata::models::Model& m, const std::string& layer) {
   for (auto& [n, l] : m->linear_layers())
     if (n == layer) return l->weight;
   throw std::runtime_error("no layer " + layer);
@@ -87,8 +88,8 @@ TEST(CoSO, DefaultTargetsAndOptions) {
   // head weight + bias, fc1/fc2 biases: plain Adam.
   EXPECT_EQ(h.method.others().size(), 4u);
   torch::manual_seed(0);
-  auto vit = make_model(ModelOptions().arch("vit").depth(2));
-  CoSO v(CoSOOptions().store("none"));
+  auto vit = strata::models::make_model(strata::models::ModelOptions().arch("vit").depth(2));
+  CoSO v{CoSOOptions()};
   v.attach(vit);
   ASSERT_EQ(v.layers().size(), 2u);
   EXPECT_EQ(v.layers()[1].name, "blocks.1.attn.o");
@@ -267,7 +268,7 @@ TEST(CoSO, RunnerSyntheticLearnsAndForgetsLessThanNaive) {
   EXPECT_LT(fc, fn);
   const auto store = ss::SubspaceStore::open((root / "coso" / "subspaces.h5").string());
   EXPECT_EQ(store.tasks().size(), 3u);
-  const auto rec = store.get("task_0", "fc1");
+  const auto rec = store.get("task00", "fc1");
   EXPECT_EQ(rec.side, "output");
   EXPECT_EQ(rec.method, "coso");
   EXPECT_GT(rec.rank(), 0);

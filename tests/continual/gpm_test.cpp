@@ -1,5 +1,5 @@
 #include "continual/gpm.h"
-#include "continual/runner.h"
+#include "run/runner.h"
 #include "subspaces/basis.h"
 #include "subspaces/store.h"
 
@@ -11,6 +11,7 @@
 
 namespace fs = std::filesystem;
 using namespace strata::continual;
+using namespace strata::run;
 namespace tasks = strata::tasks;
 
 namespace {
@@ -84,7 +85,7 @@ TEST(Gpm, ForgetsLessThanNaiveAndStoresBases) {
   for (int64_t t = 0; t < 3; ++t) EXPECT_GT(gpm.accuracy_matrix()[t][t].item<double>(), 0.5);
   auto store = strata::subspaces::SubspaceStore::open((dir / "gpm" / "subspaces.h5").string());
   EXPECT_EQ(store.tasks().size(), 3u);
-  auto r0 = store.get("task_0", "fc1"), r2 = store.get("task_2", "fc1");
+  auto r0 = store.get("task00", "fc1"), r2 = store.get("task02", "fc1");
   EXPECT_EQ(r0.side, "input");
   EXPECT_EQ(r0.method, "gpm");
   EXPECT_GE(r2.rank(), r0.rank());  // the memory only grows

@@ -4,6 +4,7 @@
 #include "tests/continual/adapter_method_helpers.h"
 
 using namespace strata::continual;
+using namespace strata::run;
 using namespace strata::continual::testing;
 namespace ad = strata::adapters;
 
@@ -54,7 +55,9 @@ TEST(LoRAMethod, BaseFrozenDuringTaskAndMergeKeepsOutputs) {
   TaskContext ctx{model, &s, 0, nullptr};
   auto opts = fast_train();
   ctx.train = &opts;
-  ctx.run_dir = fresh_dir("lora_store");
+  const std::string run_dir = fresh_dir("lora_store");
+  strata::subspaces::StoreRecorder recorder(run_dir + "/subspaces.h5");
+  ctx.recorder = &recorder;
   train_without_end(*m, ctx, opts);
   // Only the head moved; fc1/fc2 base weights are bit-identical.
   for (const auto& [k, v] : base_snapshot(*model)) {
@@ -75,17 +78,17 @@ TEST(LoRAMethod, BaseFrozenDuringTaskAndMergeKeepsOutputs) {
   auto a = ad::adapters_of<ad::LoRAImpl>(*model)[0].second;
   EXPECT_EQ(a->B.abs().sum().item<double>(), 0);
   // The task's factors went to the subspace store, ΔW = B·A with the scale folded into B.
-  auto store = strata::subspaces::SubspaceStore::open(ctx.run_dir + "/subspaces.h5");
-  ASSERT_EQ(store.tasks(), (std::vector<std::string>{"task_0"}));
-  EXPECT_EQ(store.layers("task_0"), (std::vector<std::string>{"fc1", "fc2"}));
-  const auto rec = store.get("task_0", "fc1");
+  auto store = strata::subspaces::SubspaceStore::open(recorder.path());
+  ASSERT_EQ(store.tasks(), (std::vector<std::string>{"task00"}));
+  EXPECT_EQ(store.layers("task00"), (std::vector<std::string>{"fc1", "fc2"}));
+  const auto rec = store.get("task00", "fc1");
   EXPECT_EQ(rec.method, "lora");
   expect_factor_record(rec, delta, 4);
   const auto rep = m->report();
   ASSERT_EQ(rep["tasks"].size(), 1u);
   EXPECT_NEAR(rep["tasks"][0]["delta_norm"]["fc1"].get<double>(), delta.norm().item<double>(), 1e-4);
   expect_round_trip("lora", {{"rank", "4"}, {"dropout", "0"}}, *m, model, s, false);
-  std::filesystem::remove_all(ctx.run_dir);
+  std::filesystem::remove_all(run_dir);
 }
 
 TEST(LoRAMethod, RunnerLearnsSyntheticStream) {

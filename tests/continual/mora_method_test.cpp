@@ -5,6 +5,7 @@
 #include "tests/continual/adapter_method_helpers.h"
 
 using namespace strata::continual;
+using namespace strata::run;
 using namespace strata::continual::testing;
 namespace ad = strata::adapters;
 
@@ -18,7 +19,9 @@ TEST(MoRAMethod, AtomsPerTaskFrozenBankAndTopK) {
   const auto before = base_snapshot(*model);
   auto train = fast_train();
   TaskContext ctx{model, &s, 0, &train};
-  ctx.run_dir = fresh_dir("mora_store");
+  const std::string run_dir = fresh_dir("mora_store");
+  strata::subspaces::StoreRecorder recorder(run_dir + "/subspaces.h5");
+  ctx.recorder = &recorder;
   train_without_end(*m, ctx, train);
   for (auto& [name, a] : ad::adapters_of<ad::MoRAImpl>(*model)) {
     EXPECT_EQ(a->new_atoms(), 4) << name;
@@ -33,9 +36,9 @@ TEST(MoRAMethod, AtomsPerTaskFrozenBankAndTopK) {
   }
   {
     // Task 1's atoms are in the store: keys A [4, n], values B [m, 4]; basis = span of the keys.
-    auto store = strata::subspaces::SubspaceStore::open(ctx.run_dir + "/subspaces.h5");
+    auto store = strata::subspaces::SubspaceStore::open(recorder.path());
     auto q = ad::adapters_of<ad::MoRAImpl>(*model)[0].second;
-    const auto rec = store.get("task_0", "blocks.0.attn.q");
+    const auto rec = store.get("task00", "blocks.0.attn.q");
     EXPECT_EQ(rec.method, "mora");
     EXPECT_EQ(max_abs_diff(rec.extra.at("A"), q->A_old), 0);
     EXPECT_EQ(max_abs_diff(rec.extra.at("B"), q->B_old), 0);
@@ -87,7 +90,7 @@ TEST(MoRAMethod, AtomsPerTaskFrozenBankAndTopK) {
   ASSERT_EQ(act["task_share"].size(), 2u);
   EXPECT_NEAR(act["task_share"][0].get<double>() + act["task_share"][1].get<double>(), 1.0, 1e-9);
   expect_round_trip("mora", opts, *m, model, s, true);
-  std::filesystem::remove_all(ctx.run_dir);
+  std::filesystem::remove_all(run_dir);
 }
 
 TEST(MoRAMethod, RunnerLearnsSyntheticStream) {

@@ -5,6 +5,7 @@
 #include "tests/continual/adapter_method_helpers.h"
 
 using namespace strata::continual;
+using namespace strata::run;
 using namespace strata::continual::testing;
 namespace ad = strata::adapters;
 

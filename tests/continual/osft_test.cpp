@@ -1,7 +1,7 @@
 // OSFT (methods.md §6): frozen singular directions stay fixed under AdamW, a fully frozen layer is
 // untouched, the importance rule, exact mid-task save/load, and a short Runner run that learns.
 #include "continual/osft.h"
-#include "continual/runner.h"
+#include "run/runner.h"
 #include "subspaces/store.h"
 
 #include <gtest/gtest.h>
@@ -10,6 +10,7 @@
 
 namespace fs = std::filesystem;
 using namespace strata::continual;
+using namespace strata::run;
 
 namespace {
 
@@ -36,13 +37,12 @@ strata::tasks::TaskStream tiny_stream(int64_t n = 96) {
   return s;
 }
 
-Model tiny_model(uint64_t seed = 0) {
+strata::models::Model tiny_model(uint64_t seed = 0) {
   torch::manual_seed(seed);
-  return make_model(ModelOptions().input_shape({1, 8, 8}).hidden({24, 16}).num_classes(4));
+  return strata::models::make_model(strata::models::ModelOptions().input_shape({1, 8, 8}).hidden({24, 16}).num_classes(4));
 }
 
 std::unique_ptr<Method> make_osft(std::map<std::string, std::string> opts) {
-  opts.emplace("store", "none");
   return builtin_methods().make(MethodConfig("osft", opts));
 }
 
@@ -62,14 +62,14 @@ void step(Method& m, TaskContext& ctx, torch::optim::Optimizer& opt, int64_t s, 
   m.after_step(sc);
 }
 
-std::vector<torch::Tensor> trainable(const Model& model) {
+std::vector<torch::Tensor> trainable(const strata::models::Model& model) {
   std::vector<torch::Tensor> p;
   for (auto& t : model->parameters())
     if (t.requires_grad()) p.push_back(t);
   return p;
 }
 
-torch::Tensor weight_of(const Model& model, const std::string& name) {
+torch::Tensor weight_of(const strata::models::Model& model, const std::string& name) {
   for (auto& [n, l] : model->linear_layers())
     if (n == name) return l->weight;
   return {};
@@ -156,7 +156,7 @@ TEST(OSFT, ImportanceRuleOnHandMadeActivations) {
   // Through the method: fc2 = identity (a pass-through layer on non-negative ReLU inputs) is
   // protected more than a random fc1.
   auto stream = tiny_stream();
-  auto model = make_model(ModelOptions().input_shape({1, 8, 8}).hidden({16, 16}).num_classes(4));
+  auto model = strata::models::make_model(strata::models::ModelOptions().input_shape({1, 8, 8}).hidden({16, 16}).num_classes(4));
   {
     torch::NoGradGuard g;
     weight_of(model, "fc2").copy_(torch::eye(16));
@@ -230,8 +230,8 @@ TEST(OSFT, RunnerOnSyntheticLearnsAndStoresBases) {
   for (int64_t t = 1; t < 3; ++t) EXPECT_GT(R[t][t].item<double>(), 0.45) << "task " << t;
   EXPECT_GT(m.acc, 0.3);
   auto store = strata::subspaces::SubspaceStore::open((dir / "run" / "subspaces.h5").string());
-  EXPECT_EQ(store.tasks(), (std::vector<std::string>{"task_1", "task_2"}));
-  auto rec = store.get("task_1", "fc1");
+  EXPECT_EQ(store.tasks(), (std::vector<std::string>{"task01", "task02"}));
+  auto rec = store.get("task01", "fc1");
   EXPECT_EQ(rec.method, "osft");
   EXPECT_EQ(rec.basis.size(1), rec.extra.at("U_h").size(1));
   EXPECT_LT((rec.basis.t().mm(rec.basis) - torch::eye(rec.rank())).abs().max().item<double>(), 1e-4);
@@ -244,7 +244,7 @@ TEST(OSFT, PlainSgdSkipsTheRedundantGradientProjection) {
   auto stream = tiny_stream();
   TrainOptions sgd;
   sgd.optimizer("sgd").momentum(0).weight_decay(0.01);
-  Model models[2] = {tiny_model(5), tiny_model(5)};
+  strata::models::Model models[2] = {tiny_model(5), tiny_model(5)};
   for (int v = 0; v < 2; ++v) {
     auto m = make_osft({{"rank_rule", "fixed"}, {"fraction", "0.5"}});
     TaskContext ctx;

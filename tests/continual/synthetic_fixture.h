@@ -6,15 +6,16 @@
 #include "tasks/streams.h"
 
 namespace strata::continual::testing {
+using namespace strata::run;
 
 struct SyntheticFixture {
   tasks::TaskStream stream;
-  Model model;
+  strata::models::Model model;
   TrainOptions train;
   SyntheticFixture() {
     torch::manual_seed(0);
     stream = tasks::make_stream(tasks::StreamOptions().name("synthetic").num_tasks(2).seed(1));
-    model = make_model(ModelOptions().input_shape(stream.input_shape).num_classes(stream.num_classes).hidden({16}));
+    model = strata::models::make_model(strata::models::ModelOptions().input_shape(stream.input_shape).num_classes(stream.num_classes).hidden({16}));
     train.lr(0.05).batch_size(16).epochs(1);
   }
   TaskContext ctx(int64_t t) {

@@ -1,12 +1,14 @@
-#include "continual/pretrain.h"
+#include "run/pretrain.h"
 
 #include "checkpoints/version_store.h"
 #include "continual/naive.h"
 #include "tasks/streams.h"
 
-namespace strata::continual {
+namespace strata::run {
 
-void init_from_version(ModelImpl& model, const std::string& path) {
+using namespace strata::continual;
+
+void init_from_version(models::ModelImpl& model, const std::string& path) {
   const auto v = checkpoints::read_version(path);
   checkpoints::NamedTensors params, buffers;
   for (const auto& item : model.named_parameters()) params.emplace_back(item.key(), item.value());
@@ -36,7 +38,7 @@ PretrainSpec PretrainSpec::parse(const std::string& text) {
   return s;
 }
 
-int64_t pretrain(const Model& model, const std::string& text, int64_t epochs, const TrainOptions& train,
+int64_t pretrain(const models::Model& model, const std::string& text, int64_t epochs, const TrainOptions& train,
                  const tasks::TaskStream& stream, const tasks::StreamOptions& stream_options) {
   TORCH_CHECK(epochs >= 1, "option --pretrain-epochs: must be >= 1, got ", epochs);
   const auto spec = PretrainSpec::parse(text);
@@ -80,4 +82,4 @@ int64_t pretrain(const Model& model, const std::string& text, int64_t epochs, co
   return data.tasks[0].train.size();
 }
 
-}  // namespace strata::continual
+}  // namespace strata::run

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-namespace strata::continual {
+namespace strata::models {
 
 struct ModelOptions {
   /// "mlp" | "cnn" | "vit"
@@ -62,4 +62,4 @@ using Model = std::shared_ptr<ModelImpl>;
 /// (the runner seeds it). Throws naming the bad option.
 Model make_model(const ModelOptions& options);
 
-}  // namespace strata::continual
+}  // namespace strata::models

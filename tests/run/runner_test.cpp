@@ -1,5 +1,5 @@
 // Models, method registry, trainer determinism and an end-to-end run on a reduced stream.
-#include "continual/runner.h"
+#include "run/runner.h"
 
 #include <gtest/gtest.h>
 
@@ -8,6 +8,7 @@
 
 namespace fs = std::filesystem;
 using namespace strata::continual;
+using namespace strata::run;
 
 namespace {
 
@@ -34,26 +35,26 @@ RunConfig synthetic_config(const fs::path& out, const std::string& method = "nai
 
 TEST(Models, StableLayerNamesAndShapes) {
   torch::manual_seed(0);
-  auto mlp = make_model(ModelOptions().hidden({100, 100}).bias(false));
+  auto mlp = strata::models::make_model(strata::models::ModelOptions().hidden({100, 100}).bias(false));
   std::vector<std::string> names;
   for (auto& [n, l] : mlp->linear_layers()) names.push_back(n);
   EXPECT_EQ(names, (std::vector<std::string>{"fc1", "fc2", "head"}));
   EXPECT_FALSE(mlp->linear_layers()[0].second->has_bias());
   EXPECT_EQ(mlp->forward(torch::randn({4, 1, 28, 28})).sizes(), (std::vector<int64_t>{4, 10}));
 
-  auto vit = make_model(ModelOptions().arch("vit").depth(2));
+  auto vit = strata::models::make_model(strata::models::ModelOptions().arch("vit").depth(2));
   auto attn = vit->linear_layers("blocks\\.[0-9]+\\.attn\\.(q|k|v|o)");
   EXPECT_EQ(attn.size(), 8u);
   EXPECT_EQ(attn[0].first, "blocks.0.attn.q");
   EXPECT_EQ(vit->forward(torch::randn({3, 1, 28, 28})).sizes(), (std::vector<int64_t>{3, 10}));
 
-  auto cnn = make_model(ModelOptions().arch("cnn"));
+  auto cnn = strata::models::make_model(strata::models::ModelOptions().arch("cnn"));
   EXPECT_EQ(cnn->forward(torch::randn({2, 1, 28, 28})).sizes(), (std::vector<int64_t>{2, 10}));
-  EXPECT_THROW(make_model(ModelOptions().arch("resnet")), c10::Error);
+  EXPECT_THROW(strata::models::make_model(strata::models::ModelOptions().arch("resnet")), c10::Error);
 }
 
 TEST(Models, RecordingCapturesLayerInputs) {
-  auto mlp = make_model(ModelOptions().input_shape({1, 8, 8}).hidden({16}).num_classes(4));
+  auto mlp = strata::models::make_model(strata::models::ModelOptions().input_shape({1, 8, 8}).hidden({16}).num_classes(4));
   mlp->set_recording(true);
   auto x = torch::randn({5, 1, 8, 8});
   mlp->forward(x);

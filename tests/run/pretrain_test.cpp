@@ -1,5 +1,5 @@
-#include "continual/pretrain.h"
-#include "continual/runner.h"
+#include "run/pretrain.h"
+#include "run/runner.h"
 
 #include <gtest/gtest.h>
 
@@ -7,6 +7,7 @@
 
 namespace fs = std::filesystem;
 using namespace strata::continual;
+using namespace strata::run;
 namespace tasks = strata::tasks;
 
 TEST(Pretrain, SpecParsing) {
@@ -20,7 +21,7 @@ TEST(Pretrain, TaskOfTheStreamTrainsEveryParameter) {
   torch::manual_seed(0);
   auto so = tasks::StreamOptions().name("synthetic").num_tasks(2).seed(4);
   auto stream = tasks::make_stream(so);
-  auto model = make_model(ModelOptions().input_shape(stream.input_shape).num_classes(stream.num_classes).hidden({16}));
+  auto model = strata::models::make_model(strata::models::ModelOptions().input_shape(stream.input_shape).num_classes(stream.num_classes).hidden({16}));
   std::vector<torch::Tensor> before;
   for (auto& p : model->parameters()) before.push_back(p.detach().clone());
   const double acc0 = evaluate(*model, stream.tasks[1].test, {}).accuracy();
@@ -46,11 +47,11 @@ TEST(Pretrain, InitFromVersionLoadsWeightsAndRefusesAnotherShape) {
   Runner src(c);
   src.run();
   const auto file = (dir / "src" / "versions" / "v000.h5").string();
-  auto model = make_model(src.config().model);
+  auto model = strata::models::make_model(src.config().model);
   init_from_version(*model, file);
   auto a = model->named_parameters(), b = src.model()->named_parameters();
   for (const auto& item : b) EXPECT_TRUE(torch::equal(a[item.key()], item.value())) << item.key();
-  auto other = make_model(ModelOptions(src.config().model).hidden({6}));
+  auto other = strata::models::make_model(strata::models::ModelOptions(src.config().model).hidden({6}));
   auto w = other->named_parameters()["fc1.weight"].clone();
   try {
     init_from_version(*other, file);

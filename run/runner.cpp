@@ -1,64 +1,41 @@
-#include "continual/runner.h"
+#include "run/runner.h"
 
-#include "continual/pretrain.h"
-
-#include "continual/compat_metrics.h"
-
-#include <unistd.h>
+#include "run/compat_metrics.h"
+#include "run/pretrain.h"
 
 #include <chrono>
-#include <cstdio>
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
-#include <iostream>
 #include <sstream>
 
 namespace fs = std::filesystem;
 
-namespace strata::continual {
+namespace strata::run {
 
-namespace {
-const char* const kMetricsHeader = "task,epoch,steps,examples,loss,train_acc,val_acc,seconds,examples_per_s\n";
-}  // namespace
+using namespace strata::continual;
 
-void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    TORCH_CHECK(f, "cannot write '", tmp, "'");
-    f << text;
-    f.flush();
-    TORCH_CHECK(f, "write to '", tmp, "' failed (disk full?)");
-  }
-  if (FILE* fp = std::fopen(tmp.c_str(), "rb")) {
-    ::fsync(fileno(fp));
-    std::fclose(fp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp);
-    TORCH_CHECK(false, "cannot rename '", tmp, "' to '", path, "': ", ec.message());
-  }
+std::unique_ptr<Method> make_run_method(const RunConfig& config, const MethodRegistry& registry) {
+  // --compat wraps the method (every hook forwarded), so any method can train compatibly.
+  return with_compat_training(registry.make(config.method), config.compat);
 }
 
-Runner::Runner(RunConfig config) : config_(std::move(config)) {
-  config_.validate();
+Runner::Runner(RunConfig config, const MethodRegistry& registry)
+    : config_(std::move(config)), registry_(&registry) {
+  config_.validate(registry);
   torch::manual_seed(config_.train.seed());
   stream_ = tasks::make_stream(config_.stream);
   config_.model.input_shape(stream_.input_shape).num_classes(stream_.num_classes);
-  model_ = make_model(config_.model);
-  // --compat wraps the method (every hook forwarded), so any method can train compatibly.
-  method_ = with_compat_training(builtin_methods().make(config_.method), config_.compat);
+  model_ = models::make_model(config_.model);
+  method_ = make_run_method(config_, registry);
   const int64_t T = stream_.size();
   R_ = torch::zeros({T, T}, torch::kFloat64);
   b_ = torch::zeros({T}, torch::kFloat64);
-  dir_ = config_.run_dir();
+  folder_ = RunFolder(config_.run_dir());
+  recorder_ = std::make_unique<subspaces::StoreRecorder>(folder_.subspaces_h5());
 }
 
-std::vector<EvalResult> evaluate_stream(ModelImpl& model, const tasks::TaskStream& stream, int64_t stage,
+std::vector<EvalResult> evaluate_stream(models::ModelImpl& model, const tasks::TaskStream& stream, int64_t stage,
                                         int64_t batch_size) {
   const bool masked = stream.scenario != tasks::Scenario::kDomainIncremental;
   const torch::Tensor masks = masked ? stream.logit_mask(std::max<int64_t>(stage, 0)) : torch::Tensor();
@@ -68,7 +45,7 @@ std::vector<EvalResult> evaluate_stream(ModelImpl& model, const tasks::TaskStrea
   return out;
 }
 
-void restore_version(const checkpoints::Version& version, Model& model, Method& method, const std::string& file) {
+void restore_version(const checkpoints::Version& version, models::Model& model, Method& method, const std::string& file) {
   TORCH_CHECK(version.method == method.name(), "strata::continual::restore_version(): '", file,
               "' was written by method '", version.method, "' but the run uses method '", method.name(), "'");
   MethodState state;
@@ -88,12 +65,7 @@ void Runner::evaluate_all(int64_t stage, TaskResult& result) {
 }
 
 void Runner::log(const std::string& line) const {
-  if (on_log) {
-    on_log(line);
-    return;
-  }
-  if (config_.quiet) return;
-  std::cerr << (::isatty(2) ? "\r\033[K" : "") << line << "\n";
+  if (on_log) on_log(line);
 }
 
 void Runner::prepare_start() {
@@ -112,65 +84,59 @@ void Runner::prepare_start() {
   }
 }
 
-ClMetrics Runner::run() {
-  std::error_code ec;
-  TORCH_CHECK(!fs::exists(fs::path(dir_) / "config.ini"), "run folder '", dir_,
-              "' already holds a run; choose another --name, or --resume it");
-  fs::create_directories(dir_, ec);
-  TORCH_CHECK(!ec, "cannot create run folder '", dir_, "': ", ec.message());
-  TORCH_CHECK(::access(dir_.c_str(), W_OK) == 0, "run folder '", dir_, "' is not writable");
-  config_text_ = config_.to_ini();
-  write_file_atomic(dir_ + "/config.ini", config_text_);
-  write_file_atomic(dir_ + "/metrics.csv", kMetricsHeader);
+void Runner::measure_initial_accuracy() {
+  TaskResult init;
+  evaluate_all(0, init);
+  for (int64_t t = 0; t < stream_.size(); ++t) b_[t] = init.evals[t].accuracy();
+}
 
+ClMetrics Runner::run() {
+  folder_.create();
+  config_text_ = config_.to_ini();
+  folder_.write_config(config_text_);
+  metrics_rows_.clear();
+  folder_.write_metrics(metrics_rows_);
   prepare_start();
   method_->attach(model_);
-  {
-    TaskResult init;
-    evaluate_all(0, init);
-    for (int64_t t = 0; t < stream_.size(); ++t) b_[t] = init.evals[t].accuracy();
-  }
+  measure_initial_accuracy();
   return train_tasks(0);
 }
 
 ClMetrics Runner::resume() {
-  const std::string ini = dir_ + "/config.ini";
-  TORCH_CHECK(fs::is_regular_file(ini), "cannot resume '", dir_, "': no config.ini there (not a run folder)");
-  TORCH_CHECK(::access(dir_.c_str(), W_OK) == 0, "run folder '", dir_, "' is not writable");
-  {
-    std::ifstream in(ini, std::ios::binary);
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    config_text_ = ss.str();
-  }
-  const auto scan = checkpoints::scan_versions(dir_);
+  folder_.check_resumable();
+  config_text_ = folder_.read_config();
+  const std::string& dir = folder_.dir();
+  const auto scan = checkpoints::scan_versions(dir);
   for (const auto& p : scan.partial) log("resume: ignoring partial file '" + p + "' (left by an interrupted write)");
   for (const auto& p : scan.other) log("resume: ignoring unexpected file '" + p + "'");
   const int64_t T = stream_.size();
-  if (scan.versions.empty()) prepare_start();  // the fresh model needs its starting point again
-  method_->attach(model_);
   if (scan.versions.empty()) {
     // Killed during the first task: start over in the same folder (same seed => same run).
-    log("resume: no complete version in '" + dir_ + "/versions'; starting again from task 1");
-    write_file_atomic(dir_ + "/metrics.csv", kMetricsHeader);
-    TaskResult init;
-    evaluate_all(0, init);
-    for (int64_t t = 0; t < T; ++t) b_[t] = init.evals[t].accuracy();
+    prepare_start();  // the fresh model needs its starting point again
+    method_->attach(model_);
+    log("resume: no complete version in '" + dir + "/versions'; starting again from task 1");
+    metrics_rows_.clear();
+    folder_.write_metrics(metrics_rows_);
+    measure_initial_accuracy();
     return train_tasks(0);
   }
   const int64_t last = scan.versions.back();
   for (int64_t v = 0; v <= last; ++v)
-    TORCH_CHECK(std::binary_search(scan.versions.begin(), scan.versions.end(), v), "cannot resume '", dir_, "': '",
-                checkpoints::version_path(dir_, v), "' is missing but '", checkpoints::version_path(dir_, last),
-                "' exists");
-  TORCH_CHECK(last + 1 < T, "run '", dir_, "' is already complete: all ", T, " tasks have a version (last: '",
-              checkpoints::version_path(dir_, last), "'); nothing to resume");
-  const std::string path = checkpoints::version_path(dir_, last);
-  const auto v = checkpoints::read_version(path);
+    TORCH_CHECK(std::binary_search(scan.versions.begin(), scan.versions.end(), v), "cannot resume '", dir, "': '",
+                folder_.version(v), "' is missing but '", folder_.version(last), "' exists");
+  TORCH_CHECK(last + 1 < T, "run '", dir, "' is already complete: all ", T, " tasks have a version (last: '",
+              folder_.version(last), "'); nothing to resume");
+  const std::string path = folder_.version(last);
+  LoadVersionOptions lo;
+  lo.registry = registry_;
+  lo.stream = &stream_;
+  LoadedVersion lv = load_version(path, lo);
+  const auto& v = lv.version;
   TORCH_CHECK(v.version == last && v.position.next_task == last + 1 && v.position.num_tasks == T, "cannot resume '",
-              dir_, "': '", path, "' holds version ", v.version, " (next task ", v.position.next_task, " of ",
+              dir, "': '", path, "' holds version ", v.version, " (next task ", v.position.next_task, " of ",
               v.position.num_tasks, "), expected version ", last, " of a ", T, "-task stream");
-  restore_version(v, model_, *method_, path);
+  model_ = lv.model;
+  method_ = std::move(lv.method);
   R_ = v.position.accuracy_matrix.clone();
   b_ = v.position.initial_accuracy.clone();
   results_.clear();
@@ -187,7 +153,7 @@ ClMetrics Runner::resume() {
   // Predictions of earlier versions from predictions.h5; the resumed version's are recomputed
   // (the file may have been written before or after the kill) and checked against its R row.
   predictions_.clear();
-  const std::string pred_path = dir_ + "/predictions.h5";
+  const std::string pred_path = folder_.predictions_h5();
   if (fs::exists(pred_path)) {
     try {
       predictions_ = compat::read_predictions(pred_path);
@@ -209,23 +175,11 @@ ClMetrics Runner::resume() {
   store_predictions(last, check);
 
   // metrics.csv: drop the rows of the interrupted task.
-  {
-    std::ifstream in(dir_ + "/metrics.csv");
-    std::string line, kept = kMetricsHeader;
-    std::getline(in, line);  // header
-    while (std::getline(in, line)) {
-      const auto comma = line.find(',');
-      if (comma == std::string::npos) continue;
-      try {
-        if (std::stoll(line.substr(0, comma)) <= last) kept += line + "\n";
-      } catch (const std::exception&) {
-      }
-    }
-    write_file_atomic(dir_ + "/metrics.csv", kept);
-  }
+  metrics_rows_ = folder_.read_metrics(last);
+  folder_.write_metrics(metrics_rows_);
   // Last: the global RNG exactly as the uninterrupted run had it after writing this version.
   checkpoints::set_cpu_rng_state(v.rng_cpu);
-  log("resume: continuing '" + dir_ + "' after version " + std::to_string(last) + " (task " +
+  log("resume: continuing '" + dir + "' after version " + std::to_string(last) + " (task " +
       std::to_string(last + 2) + " of " + std::to_string(T) + ")");
   return train_tasks(last + 1);
 }
@@ -263,52 +217,56 @@ void Runner::store_predictions(int64_t version, const TaskResult& result) {
   predictions_[version] = compat::concat_tables(parts);
 }
 
+int64_t Runner::train_stages(TaskContext& ctx, TaskResult& result) {
+  const int64_t t = ctx.task_index;
+  int64_t examples = 0, epoch_offset = 0;
+  std::optional<TrainOptions> stage_options = config_.train;
+  for (int64_t stage = 0; stage_options; stage_options = method_->next_stage(ctx, ++stage)) {
+    ctx.stage = stage;
+    const TrainOptions& o = *stage_options;
+    const int64_t offset = epoch_offset;
+    train_task(
+        ctx, *method_, o,
+        [&](const EpochStats& s) {
+          // Epochs of later stages are numbered after the earlier stages' in metrics.csv.
+          EpochStats shifted = s;
+          shifted.epoch += offset;
+          add_metrics_row(shifted);
+          std::ostringstream line;
+          line << std::fixed << std::setprecision(4) << "task " << t + 1 << "/" << stream_.size();
+          if (stage > 0) line << " stage " << stage + 1;
+          line << " epoch " << s.epoch + 1 << "/" << o.epochs() << "  loss " << s.loss;
+          if (stage == 0) {
+            examples += s.examples;
+            result.train_steps += s.steps;
+            line << "  train acc " << std::setprecision(2) << 100 * s.train_acc << "%";
+            if (s.val_acc >= 0) line << "  val acc " << 100 * s.val_acc << "%";
+            line << "  " << std::setprecision(0) << s.examples_per_s() << " ex/s";
+          }
+          log(line.str());
+        },
+        [&](int64_t epoch, int64_t b, int64_t nb, double loss) {
+          if (on_progress) on_progress({t, stream_.size(), stage, epoch, o.epochs(), b, nb, loss});
+        });
+    epoch_offset += o.epochs();
+  }
+  ctx.stage = 0;
+  return examples;
+}
+
 ClMetrics Runner::train_tasks(int64_t first) {
-  const bool tty = ::isatty(2) && !config_.quiet;
   for (int64_t t = first; t < stream_.size(); ++t) {
     TaskContext ctx;
     ctx.model = model_;
     ctx.stream = &stream_;
     ctx.task_index = t;
     ctx.train = &config_.train;
-    ctx.run_dir = dir_;
+    ctx.recorder = recorder_.get();
     TaskResult result;
     result.task = t;
     const auto t0 = std::chrono::steady_clock::now();
-    if (auto* cm = dynamic_cast<CompatMethod*>(method_.get()))
-      cm->on_stage2_epoch = [&](const EpochStats& s) {  // MUSCLE stage 2: more rows of the same task
-        append_metrics_csv(s);
-        std::ostringstream line;
-        line << std::fixed << std::setprecision(4) << "task " << t + 1 << "/" << stream_.size()
-             << " compat stage 2, epoch " << s.epoch + 1 << "  loss " << s.loss;
-        log(line.str());
-      };
     method_->on_task_start(ctx);
-    auto last_print = std::chrono::steady_clock::now();
-    int64_t examples = 0;
-    train_task(
-        ctx, *method_, config_.train,
-        [&](const EpochStats& s) {
-          append_metrics_csv(s);
-          examples += s.examples;
-          result.train_steps += s.steps;
-          std::ostringstream line;
-          line << std::fixed << std::setprecision(4) << "task " << t + 1 << "/" << stream_.size() << " epoch "
-               << s.epoch + 1 << "/" << config_.train.epochs() << "  loss " << s.loss << "  train acc "
-               << std::setprecision(2) << 100 * s.train_acc << "%";
-          if (s.val_acc >= 0) line << "  val acc " << 100 * s.val_acc << "%";
-          line << "  " << std::setprecision(0) << s.examples_per_s() << " ex/s";
-          log(line.str());
-        },
-        [&](int64_t epoch, int64_t b, int64_t nb, double loss) {
-          if (!tty) return;
-          auto now = std::chrono::steady_clock::now();
-          if (std::chrono::duration<double>(now - last_print).count() < 0.2 && b != nb) return;
-          last_print = now;
-          std::cerr << "\r\033[Ktask " << t + 1 << "/" << stream_.size() << " epoch " << epoch + 1 << "/"
-                    << config_.train.epochs() << "  step " << b << "/" << nb << "  loss " << std::fixed
-                    << std::setprecision(4) << loss << std::flush;
-        });
+    const int64_t examples = train_stages(ctx, result);
     method_->on_task_end(ctx);
     const auto t1 = std::chrono::steady_clock::now();
     result.train_seconds = std::chrono::duration<double>(t1 - t0).count();
@@ -318,10 +276,10 @@ ClMetrics Runner::train_tasks(int64_t first) {
     for (int64_t j = 0; j < stream_.size(); ++j) R_[t][j] = result.evals[j].accuracy();
     results_.push_back(result);
     // Version first (the resume point), then predictions, the hook, and the report.
-    checkpoints::write_version(checkpoints::version_path(dir_, t), snapshot(t));
+    checkpoints::write_version(folder_.version(t), snapshot(t));
     store_predictions(t, result);
-    compat::write_predictions(dir_ + "/predictions.h5", predictions_);
-    write_compat_plots(dir_, predictions_);
+    compat::write_predictions(folder_.predictions_h5(), predictions_);
+    write_compat_plots(folder_.dir(), predictions_);
     if (on_task_done) on_task_done(result);
     write_report(t + 1);
     std::ostringstream line;
@@ -333,11 +291,12 @@ ClMetrics Runner::train_tasks(int64_t first) {
   return compute_metrics(R_, b_);
 }
 
-void Runner::append_metrics_csv(const EpochStats& s) const {
-  std::ofstream f(dir_ + "/metrics.csv", std::ios::app);
-  TORCH_CHECK(f, "cannot append to '", dir_, "/metrics.csv'");
-  f << s.task << "," << s.epoch << "," << s.steps << "," << s.examples << "," << s.loss << "," << s.train_acc << ","
-    << s.val_acc << "," << s.seconds << "," << s.examples_per_s() << "\n";
+void Runner::add_metrics_row(const EpochStats& s) {
+  std::ostringstream row;
+  row << s.task << "," << s.epoch << "," << s.steps << "," << s.examples << "," << s.loss << "," << s.train_acc << ","
+      << s.val_acc << "," << s.seconds << "," << s.examples_per_s();
+  metrics_rows_.push_back(row.str());
+  folder_.write_metrics(metrics_rows_);
 }
 
 namespace {
@@ -356,7 +315,7 @@ nlohmann::json matrix_json(const torch::Tensor& m) {
 void Runner::write_report(int64_t stages_done) const {
   nlohmann::json r;
   r["strata_report_version"] = 1;
-  r["run"] = {{"name", fs::path(dir_).filename().string()}, {"method", method_->name()},
+  r["run"] = {{"name", fs::path(folder_.dir()).filename().string()}, {"method", method_->name()},
               {"threads", config_.threads}, {"seed", config_.train.seed()}, {"torch_version", TORCH_VERSION}};
   nlohmann::json tasks = nlohmann::json::array();
   for (const auto& t : stream_.tasks)
@@ -396,7 +355,7 @@ void Runner::write_report(int64_t stages_done) const {
                                 ? nlohmann::json("none")
                                 : method_->report().value("compat_training", nlohmann::json());
   r["compat"]["plots"] = {{"nfr_heatmap", "plots/nfr_heatmap.svg"}, {"flips_per_task", "plots/flips_per_task_vNNN.svg (NNN = new version; tasks 0..NNN)"}};
-  write_file_atomic(dir_ + "/report.json", r.dump(2) + "\n");
+  folder_.write_report(r.dump(2) + "\n");
 }
 
 std::string Runner::summary() const {
@@ -419,4 +378,23 @@ std::string Runner::summary() const {
   return o.str();
 }
 
-}  // namespace strata::continual
+LoadedVersion load_version(const std::string& path, const LoadVersionOptions& options) {
+  TORCH_INTERNAL_ASSERT(options.registry, "strata::run::load_version(): null registry");
+  LoadedVersion lv;
+  lv.path = path;
+  lv.version = checkpoints::read_version(path);
+  lv.config = parse_run_config_text(lv.version.config_ini, path + " (its stored config.ini)", *options.registry,
+                                    options.overrides);
+  if (!options.stream) lv.stream = tasks::make_stream(lv.config.stream);
+  const tasks::TaskStream& stream = options.stream ? *options.stream : lv.stream;
+  lv.config.model.input_shape(stream.input_shape).num_classes(stream.num_classes);
+  // The weights are overwritten by the version; seeding keeps any unrestored state deterministic.
+  torch::manual_seed(lv.config.train.seed());
+  lv.model = models::make_model(lv.config.model);
+  lv.method = make_run_method(lv.config, *options.registry);
+  lv.method->attach(lv.model);
+  restore_version(lv.version, lv.model, *lv.method, path);
+  return lv;
+}
+
+}  // namespace strata::run

@@ -1,6 +1,6 @@
-#include "continual/config.h"
+#include "run/config.h"
 
-#include "continual/pretrain.h"
+#include "run/pretrain.h"
 
 #include <filesystem>
 
@@ -9,7 +9,9 @@
 
 namespace po = boost::program_options;
 
-namespace strata::continual {
+namespace strata::run {
+
+using namespace strata::continual;
 
 namespace {
 
@@ -44,7 +46,7 @@ std::string RunConfig::run_dir() const {
   return out + "/" + (name.empty() ? method.method() + "-" + stream.name() : name);
 }
 
-void RunConfig::validate() const {
+void RunConfig::validate(const MethodRegistry& registry) const {
   TORCH_CHECK(threads >= 1, "option --threads: must be >= 1, got ", threads);
   TORCH_CHECK(!out.empty(), "option --out: must not be empty");
   TORCH_CHECK(name.find('/') == std::string::npos, "option --name: '", name, "' must not contain '/'");
@@ -54,14 +56,14 @@ void RunConfig::validate() const {
   if (!pretrain.empty()) PretrainSpec::parse(pretrain);
   TORCH_CHECK(pretrain_epochs >= 1, "option --pretrain-epochs: must be >= 1, got ", pretrain_epochs);
   TORCH_CHECK(init.empty() || std::filesystem::is_regular_file(init), "option --init: no file '", init, "'");
-  TORCH_CHECK(builtin_methods().has(method.method()), "unknown method '", method.method(), "' (valid: ", [] {
+  TORCH_CHECK(registry.has(method.method()), "option --method: unknown method '", method.method(), "' (valid: ", [&] {
     std::string s;
-    for (const auto& n : builtin_methods().names()) s += (s.empty() ? "" : ", ") + n;
+    for (const auto& n : registry.names()) s += (s.empty() ? "" : ", ") + n;
     return s;
   }(), ")");
 }
 
-po::options_description run_options() {
+po::options_description run_options(const MethodRegistry& registry) {
   const RunConfig d;
   po::options_description run("Run");
   run.add_options()
@@ -117,8 +119,8 @@ po::options_description run_options() {
       ("compat-drop-new-classes", po::value<bool>()->default_value(d.compat.loss().drop_new_class_samples()), "focal: drop samples whose class the old version never saw (else weight alpha on the old columns)")
       ("compat-epochs", po::value<int64_t>()->default_value(d.compat.stage2_epochs()), "muscle: stage-2 epochs (0 = --epochs)");
   po::options_description methods("Method options (--METHOD.KEY, or KEY in an INI section [METHOD])");
-  for (const auto& name : builtin_methods().names())
-    for (const auto& o : builtin_methods().get(name).options)
+  for (const auto& name : registry.names())
+    for (const auto& o : registry.get(name).options)
       methods.add_options()((name + "." + o.key).c_str(), po::value<std::string>()->default_value(o.default_value),
                             o.help.c_str());
   po::options_description all;
@@ -128,7 +130,7 @@ po::options_description run_options() {
 
 namespace {
 
-RunConfig from_variables(const po::variables_map& vm) {
+RunConfig from_variables(const po::variables_map& vm, const MethodRegistry& registry) {
   RunConfig c;
   c.name = vm["name"].as<std::string>();
   c.out = vm["out"].as<std::string>();
@@ -179,42 +181,60 @@ RunConfig from_variables(const po::variables_map& vm) {
   }
   const std::string method = vm["method"].as<std::string>();
   std::map<std::string, std::string> values;
-  if (builtin_methods().has(method))
-    for (const auto& o : builtin_methods().get(method).options)
+  if (registry.has(method))
+    for (const auto& o : registry.get(method).options)
       values[o.key] = vm[method + "." + o.key].as<std::string>();
   c.method = MethodConfig(method, values);
-  c.validate();
+  c.validate(registry);
   return c;
 }
 
-void parse_ini(const std::string& path, const po::options_description& desc, po::variables_map& vm) {
-  std::ifstream in(path);
-  TORCH_CHECK(in, "cannot read config file '", path, "'");
+void parse_ini(std::istream& in, const std::string& origin, const po::options_description& desc,
+               po::variables_map& vm) {
   try {
     po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/false), vm);
   } catch (const po::error& e) {
-    TORCH_CHECK(false, "config file '", path, "': ", e.what());
+    TORCH_CHECK(false, "config file '", origin, "': ", e.what());
   }
+}
+
+void parse_ini_file(const std::string& path, const po::options_description& desc, po::variables_map& vm) {
+  std::ifstream in(path);
+  TORCH_CHECK(in, "cannot read config file '", path, "'");
+  parse_ini(in, path, desc, vm);
 }
 
 }  // namespace
 
-RunConfig parse_run_config(int argc, const char* const* argv, po::variables_map* vm_out) {
-  auto desc = run_options();
+RunConfig parse_run_config(int argc, const char* const* argv, const MethodRegistry& registry,
+                           po::variables_map* vm_out) {
+  auto desc = run_options(registry);
   po::variables_map vm;
   po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
-  if (vm.count("config")) parse_ini(vm["config"].as<std::string>(), desc, vm);
+  if (vm.count("config")) parse_ini_file(vm["config"].as<std::string>(), desc, vm);
   po::notify(vm);
   if (vm_out) *vm_out = vm;
-  return from_variables(vm);
+  return from_variables(vm, registry);
 }
 
-RunConfig read_run_config(const std::string& ini_path) {
-  auto desc = run_options();
+RunConfig read_run_config(const std::string& ini_path, const MethodRegistry& registry) {
+  auto desc = run_options(registry);
   po::variables_map vm;
-  parse_ini(ini_path, desc, vm);
+  parse_ini_file(ini_path, desc, vm);
   po::notify(vm);
-  return from_variables(vm);
+  return from_variables(vm, registry);
+}
+
+RunConfig parse_run_config_text(const std::string& ini_text, const std::string& origin,
+                                const MethodRegistry& registry, const std::vector<std::string>& args) {
+  auto desc = run_options(registry);
+  po::variables_map vm;
+  // The first value stored wins: the arguments, then the text.
+  po::store(po::command_line_parser(args).options(desc).run(), vm);
+  std::istringstream in(ini_text);
+  parse_ini(in, origin, desc, vm);
+  po::notify(vm);
+  return from_variables(vm, registry);
 }
 
 std::string RunConfig::to_ini() const {
@@ -251,4 +271,4 @@ std::string RunConfig::to_ini() const {
   return o.str();
 }
 
-}  // namespace strata::continual
+}  // namespace strata::run

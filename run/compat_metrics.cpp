@@ -1,8 +1,8 @@
-#include "continual/compat_metrics.h"
+#include "run/compat_metrics.h"
 
 #include "compat/report.h"
 #include "compat/stats.h"
-#include "continual/runner.h"
+#include "run/runner.h"
 
 #include <unistd.h>
 
@@ -14,7 +14,9 @@
 
 namespace fs = std::filesystem;
 
-namespace strata::continual {
+namespace strata::run {
+
+using namespace strata::continual;
 
 namespace {
 
@@ -25,7 +27,7 @@ compat::FlipInputs pair_inputs(const PredictionVersions& table, int64_t a, int64
   for (int64_t v : {a, b}) {
     const auto present = compat::table_tasks(table.at(v));
     for (int64_t t : tasks)
-      TORCH_CHECK(std::binary_search(present.begin(), present.end(), t), "strata::continual::compat_section(): version ",
+      TORCH_CHECK(std::binary_search(present.begin(), present.end(), t), "strata::run::compat_section(): version ",
                   v, " has no predictions for task ", t);
   }
   return compat::align_by_id(compat::select_tasks(table.at(a), tasks), compat::select_tasks(table.at(b), tasks),
@@ -135,32 +137,13 @@ std::vector<std::string> write_compat_plots(const std::string& run_dir, const Pr
 int64_t version_file_number(const std::string& path) { return checkpoints::read_version(path).version; }
 
 compat::PredictionTable evaluate_version_file(const std::string& path, int64_t last_task, int64_t* version_out) {
-  const checkpoints::Version v = checkpoints::read_version(path);
+  const LoadedVersion lv = load_version(path);
+  const auto& v = lv.version;
+  const auto& stream = lv.stream;
   if (version_out) *version_out = v.version;
-  // The config travels inside the version; read_run_config parses a file.
-  const fs::path ini = fs::temp_directory_path() / ("strata_version_config_" + std::to_string(::getpid()) + ".ini");
-  {
-    std::ofstream f(ini);
-    TORCH_CHECK(f, "strata::continual::evaluate_version_file(): cannot write '", ini.string(), "'");
-    f << v.config_ini;
-  }
-  RunConfig config;
-  try {
-    config = read_run_config(ini.string());
-  } catch (...) {
-    fs::remove(ini);
-    throw;
-  }
-  fs::remove(ini);
-  const tasks::TaskStream stream = tasks::make_stream(config.stream);
-  TORCH_CHECK(last_task >= 0 && last_task < stream.size(), "strata::continual::evaluate_version_file(): '", path,
+  TORCH_CHECK(last_task >= 0 && last_task < stream.size(), "strata::run::evaluate_version_file(): '", path,
               "': task ", last_task, " is not in its ", stream.size(), "-task stream");
-  config.model.input_shape(stream.input_shape).num_classes(stream.num_classes);
-  Model model = make_model(config.model);
-  auto method = builtin_methods().make(config.method);
-  method->attach(model);
-  restore_version(v, model, *method, path);
-  const auto evals = evaluate_stream(*model, stream, v.version, config.train.eval_batch_size());
+  const auto evals = evaluate_stream(*lv.model, stream, v.version, lv.config.train.eval_batch_size());
   std::vector<compat::PredictionTable> parts;
   for (int64_t t = 0; t <= last_task; ++t) {
     const auto& test = stream.tasks[t].test;
@@ -169,4 +152,4 @@ compat::PredictionTable evaluate_version_file(const std::string& path, int64_t l
   return compat::concat_tables(parts);
 }
 
-}  // namespace strata::continual
+}  // namespace strata::run

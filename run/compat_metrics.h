@@ -19,7 +19,7 @@
 
 #include <string>
 
-namespace strata::continual {
+namespace strata::run {
 
 /// The "compat" section for the versions held in `table` (must have consecutive keys 0..V-1 to form
 /// pairs; a missing version drops the pairs and matrix cells that need it, listed under "missing_versions").
@@ -39,4 +39,4 @@ compat::PredictionTable evaluate_version_file(const std::string& path, int64_t l
 /// The version number stored in a version file (cheap header read is not available: reads the file).
 int64_t version_file_number(const std::string& path);
 
-}  // namespace strata::continual
+}  // namespace strata::run

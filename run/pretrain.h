@@ -10,12 +10,12 @@
 
 #include <string>
 
-namespace strata::continual {
+namespace strata::run {
 
 /// Loads every parameter and buffer of `model` from a version file (all-or-nothing; the file must
 /// come from the same model configuration with adapters merged). Throws naming the file and
 /// the first mismatching dataset.
-void init_from_version(ModelImpl& model, const std::string& path);
+void init_from_version(models::ModelImpl& model, const std::string& path);
 
 /// What --pretrain names. Forms:
 ///   "task:N"      task N of the run's own stream (its training split)
@@ -29,7 +29,7 @@ struct PretrainSpec {
 /// Trains the whole model (every parameter) on the spec's data for `epochs` epochs with the run's
 /// training options (the optimizer is the run's, the seed offset so it never repeats a task's
 /// shuffles). Returns the pre-training set's size.
-int64_t pretrain(const Model& model, const std::string& spec, int64_t epochs, const TrainOptions& train,
+int64_t pretrain(const models::Model& model, const std::string& spec, int64_t epochs, const continual::TrainOptions& train,
                  const tasks::TaskStream& stream, const tasks::StreamOptions& stream_options);
 
-}  // namespace strata::continual
+}  // namespace strata::run

@@ -1,12 +1,13 @@
 // restore_version(): the method's load() runs before the tensors are copied, so a method that adds
 // modules re-creates them first; a model built from another configuration is refused by name.
 #include "checkpoints/version_store.h"
-#include "continual/runner.h"
+#include "run/runner.h"
 
 #include <gtest/gtest.h>
 
 using namespace strata;
 using namespace strata::continual;
+using namespace strata::run;
 
 namespace {
 
@@ -14,21 +15,21 @@ namespace {
 class AddsParameter : public Method {
  public:
   std::string name() const override { return "adds-parameter"; }
-  void attach(Model& model) override {}
+  void attach(strata::models::Model& model) override {}
   MethodState save() const override {
     MethodState s;
     s.tensors["scale"] = torch::full({1}, 2.5);
     s.meta["attached"] = true;
     return s;
   }
-  void load(const MethodState& state, Model& model) override {
+  void load(const MethodState& state, strata::models::Model& model) override {
     loaded_scale = state.tensors.at("scale").item<double>();
     if (state.meta.value("attached", false)) model->register_parameter("extra", torch::zeros({3}));
   }
   double loaded_scale = 0;
 };
 
-checkpoints::Version snapshot(const Model& model, const Method& method) {
+checkpoints::Version snapshot(const strata::models::Model& model, const Method& method) {
   checkpoints::Version v;
   v.method = method.name();
   for (const auto& p : model->named_parameters()) v.parameters.emplace_back(p.key(), p.value().detach().clone());
@@ -39,21 +40,21 @@ checkpoints::Version snapshot(const Model& model, const Method& method) {
   return v;
 }
 
-ModelOptions mlp(std::vector<int64_t> hidden) {
-  return ModelOptions().arch("mlp").input_shape({1, 4, 4}).num_classes(3).hidden(hidden);
+strata::models::ModelOptions mlp(std::vector<int64_t> hidden) {
+  return strata::models::ModelOptions().arch("mlp").input_shape({1, 4, 4}).num_classes(3).hidden(hidden);
 }
 
 }  // namespace
 
 TEST(Restore, MethodLoadRecreatesStructureBeforeTensors) {
   torch::manual_seed(1);
-  Model trained = make_model(mlp({8}));
+  strata::models::Model trained = strata::models::make_model(mlp({8}));
   AddsParameter m1;
   trained->register_parameter("extra", torch::tensor({1.0f, 2.0f, 3.0f}));
   const auto v = snapshot(trained, m1);
 
   torch::manual_seed(2);
-  Model fresh = make_model(mlp({8}));
+  strata::models::Model fresh = strata::models::make_model(mlp({8}));
   AddsParameter m2;
   restore_version(v, fresh, m2, "v000.h5");
   EXPECT_EQ(m2.loaded_scale, 2.5);
@@ -64,9 +65,9 @@ TEST(Restore, MethodLoadRecreatesStructureBeforeTensors) {
 
   // Without the method's load (a method that does not re-create "extra"), the extra tensor is refused.
   struct Plain : AddsParameter {
-    void load(const MethodState&, Model&) override {}
+    void load(const MethodState&, strata::models::Model&) override {}
   } plain;
-  Model other = make_model(mlp({8}));
+  strata::models::Model other = strata::models::make_model(mlp({8}));
   try {
     restore_version(v, other, plain, "runs/r/versions/v000.h5");
     FAIL() << "loaded a version with an unexpected tensor";
@@ -77,11 +78,11 @@ TEST(Restore, MethodLoadRecreatesStructureBeforeTensors) {
 
 TEST(Restore, RefusesAnotherModelConfigurationOrMethod) {
   torch::manual_seed(1);
-  Model a = make_model(mlp({8}));
+  strata::models::Model a = strata::models::make_model(mlp({8}));
   AddsParameter m;
   auto v = snapshot(a, m);
   v.method_meta["attached"] = false;
-  Model b = make_model(mlp({6}));
+  strata::models::Model b = strata::models::make_model(mlp({6}));
   const auto before = b->named_parameters()["fc1.weight"].clone();
   try {
     restore_version(v, b, m, "runs/r/versions/v001.h5");

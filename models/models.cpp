@@ -1,8 +1,8 @@
-#include "continual/models.h"
+#include "models/models.h"
 
 #include <regex>
 
-namespace strata::continual {
+namespace strata::models {
 
 namespace F = torch::nn::functional;
 using adapters::AdaptableLinear;
@@ -204,4 +204,4 @@ Model make_model(const ModelOptions& options) {
   return std::make_shared<VitImpl>(options);
 }
 
-}  // namespace strata::continual
+}  // namespace strata::models
