@@ -90,3 +90,25 @@ TEST(Cli, ConfigFileRoundTrip) {
   EXPECT_EQ(strip(r.output), strip(r2.output));
   fs::remove_all(out);
 }
+
+TEST(Cli, FocalOnDisjointClassesRefusesBeforeTraining) {
+  if (!fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) GTEST_SKIP() << "no Fashion-MNIST";
+  auto out = temp_dir("focal");
+  // split-fmnist: every label of task 1 is a class version 0 never saw, so the default
+  // --compat-drop-new-classes would drop every sample (a focal term of exactly 0).
+  auto r = run("train --quiet --stream split-fmnist --tasks 2 --compat focal --train-limit 50 --test-limit 50 --out " +
+               out.string() + " --name f");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("--compat-drop-new-classes false"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("Exception raised from"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out / "f" / "versions" / "v000.h5")) << "refused only after training task 0";
+  // With the samples kept, the run trains.
+  r = run("train --quiet --stream split-fmnist --tasks 2 --compat focal --compat-drop-new-classes false "
+          "--train-limit 50 --test-limit 50 --out " + out.string() + " --name k");
+  EXPECT_EQ(r.code, 0) << r.output;
+  // MUSCLE on a class-incremental stream distils over the old version's classes only and trains.
+  r = run("train --quiet --stream split-fmnist --scenario class --tasks 2 --compat muscle --train-limit 50 "
+          "--test-limit 50 --out " + out.string() + " --name m");
+  EXPECT_EQ(r.code, 0) << r.output;
+  fs::remove_all(out);
+}
