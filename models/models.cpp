@@ -1,5 +1,7 @@
 #include "models/models.h"
 
+#include "adapters/inject.h"
+
 #include <regex>
 
 namespace strata::models {
@@ -25,28 +27,67 @@ void ModelOptions::validate() const {
     TORCH_CHECK(dim_ > 0 && heads_ > 0 && dim_ % heads_ == 0, "strata::continual::ModelOptions: vit dim ", dim_,
                 " must be a positive multiple of heads ", heads_);
     TORCH_CHECK(depth_ >= 1 && mlp_ratio_ >= 1, "strata::continual::ModelOptions: vit depth and mlp_ratio must be >= 1");
+    TORCH_CHECK(mlp_dim_ >= 0, "strata::models::ModelOptions: vit mlp_dim must be >= 0 (0 = dim * mlp_ratio), got ",
+                mlp_dim_);
   }
 }
 
-std::vector<std::pair<std::string, AdaptableLinear>> ModelImpl::linear_layers() { return linear_layers(""); }
+const std::vector<std::string>& vit_preset_names() {
+  static const std::vector<std::string> names = {"vit-ti16", "vit-s16", "vit-b16"};
+  return names;
+}
+
+void apply_vit_preset(ModelOptions& o, const std::string& preset) {
+  struct Preset {
+    const char* name;
+    int64_t dim, heads, mlp;
+  };
+  static const Preset presets[] = {{"vit-ti16", 192, 3, 768}, {"vit-s16", 384, 6, 1536}, {"vit-b16", 768, 12, 3072}};
+  for (const auto& p : presets)
+    if (preset == p.name) {
+      o.arch("vit").patch(16).dim(p.dim).depth(12).heads(p.heads).mlp_dim(p.mlp);
+      return;
+    }
+  TORCH_CHECK(false, "option --vit-preset: unknown preset '", preset, "' (valid: vit-ti16, vit-s16, vit-b16)");
+}
+
+std::vector<std::pair<std::string, AdaptableLinear>> ModelImpl::linear_layers() { return linear_layers("**"); }
 
 std::vector<std::pair<std::string, AdaptableLinear>> ModelImpl::linear_layers(const std::string& pattern) {
   std::vector<std::pair<std::string, AdaptableLinear>> out;
-  std::regex re;
-  if (!pattern.empty()) {
-    try {
-      re = std::regex(pattern);
-    } catch (const std::regex_error& e) {
-      TORCH_CHECK(false, "strata::continual::linear_layers(): bad layer pattern '", pattern, "': ", e.what());
-    }
-  }
+  const std::regex re = adapters::glob_to_regex(pattern);
   for (const auto& item : named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
     auto lin = std::dynamic_pointer_cast<adapters::AdaptableLinearImpl>(item.value());
     if (!lin) continue;
-    if (!pattern.empty() && !std::regex_match(item.key(), re)) continue;
+    if (!std::regex_match(item.key(), re)) continue;
     out.emplace_back(item.key(), AdaptableLinear(lin));
   }
   return out;
+}
+
+std::string ModelImpl::default_targets(TargetRole role) const {
+  if (role == TargetRole::kAll) return "**";
+  const auto& arch = options_.arch();
+  if (arch == "vit") {
+    switch (role) {
+      case TargetRole::kAttentionQV: return "blocks.*.attn.q|blocks.*.attn.v";
+      case TargetRole::kAttentionAndMlp: return "blocks.*.attn.*|blocks.*.mlp.*";
+      case TargetRole::kAttentionOutput: return "blocks.*.attn.o";
+      case TargetRole::kBlocks: return "blocks.**";
+      case TargetRole::kAll: break;
+    }
+  }
+  // MLP: the hidden layers fc1, fc2, ...; CNN: its one hidden Linear fc1. The head is never a default
+  // target: methods train it (or not) by their own rule.
+  return arch == "cnn" ? "fc1" : "fc*";
+}
+
+std::string ModelImpl::resolve_targets(const std::string& selection, TargetRole role, const std::string& option) {
+  TORCH_CHECK(!selection.empty(), "option ", option, ": empty layer selection (use 'auto' or a layer glob)");
+  const std::string glob = selection == "auto" ? default_targets(role) : selection;
+  TORCH_CHECK(!linear_layers(glob).empty(), "option ", option, ": '", selection, "' matches no Linear layer of the ",
+              options_.arch(), " model");
+  return glob;
 }
 
 void ModelImpl::set_recording(bool on) {
@@ -142,13 +183,16 @@ class MlpBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(MlpBlock);
 
+// torchvision's and timm's ViT LayerNorm epsilon (LibTorch's default is 1e-5).
+constexpr double kVitLayerNormEps = 1e-6;
+
 class BlockImpl : public torch::nn::Module {
  public:
-  BlockImpl(int64_t dim, int64_t heads, int64_t mlp_ratio) {
-    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
+  BlockImpl(int64_t dim, int64_t heads, int64_t mlp_dim) {
+    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(kVitLayerNormEps)));
     attn = register_module("attn", Attention(dim, heads));
-    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim})));
-    mlp = register_module("mlp", MlpBlock(dim, dim * mlp_ratio));
+    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(kVitLayerNormEps)));
+    mlp = register_module("mlp", MlpBlock(dim, mlp_dim));
   }
   torch::Tensor forward(torch::Tensor x) {
     x = x + attn->forward(norm1->forward(x));
@@ -160,8 +204,12 @@ class BlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Block);
 
-// Tiny ViT: non-overlapping patches -> Linear "patch_embed" -> [cls] + learned positions ->
-// blocks.N -> LayerNorm -> "head" on the cls token. No dropout (keeps runs deterministic).
+// ViT, computing what torchvision.models.VisionTransformer computes in eval mode:
+// non-overlapping p x p patches -> Linear "patch_embed" on the flattened (C, p, p) patch (the same
+// function as torchvision's Conv2d(kernel = stride = p), weight [D, C*p*p] = the conv weight
+// reshaped) -> [cls] prepended -> + learned positions (over cls and patches) -> blocks.N (pre-norm:
+// x + attn(LN(x)), then x + MLP(LN(x)) with exact GELU; LayerNorm eps 1e-6) -> LayerNorm -> "head"
+// on the cls token. No dropout (torchvision's defaults are 0; keeps runs deterministic).
 class VitImpl : public ModelImpl {
  public:
   explicit VitImpl(const ModelOptions& o) : ModelImpl(o) {
@@ -173,10 +221,10 @@ class VitImpl : public ModelImpl {
     // A ModuleList gives the stable paths "blocks.0", "blocks.1", ... (names cannot hold dots).
     auto list = register_module("blocks", torch::nn::ModuleList());
     for (int64_t i = 0; i < o.depth(); ++i) {
-      blocks_.push_back(Block(o.dim(), o.heads(), o.mlp_ratio()));
+      blocks_.push_back(Block(o.dim(), o.heads(), o.vit_mlp_dim()));
       list->push_back(blocks_.back());
     }
-    norm_ = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim()})));
+    norm_ = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim()}).eps(kVitLayerNormEps)));
     head_ = register_module("head", AdaptableLinear(o.dim(), o.num_classes(), true));
   }
   torch::Tensor forward(const torch::Tensor& x) override {

@@ -2,6 +2,7 @@
 
 #include "run/pretrain.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include <fstream>
@@ -56,6 +57,11 @@ void RunConfig::validate(const MethodRegistry& registry) const {
   if (!pretrain.empty()) PretrainSpec::parse(pretrain);
   TORCH_CHECK(pretrain_epochs >= 1, "option --pretrain-epochs: must be >= 1, got ", pretrain_epochs);
   TORCH_CHECK(init.empty() || std::filesystem::is_regular_file(init), "option --init: no file '", init, "'");
+  TORCH_CHECK(weights_names == "auto" || weights_names == "strata" || weights_names == "torchvision" ||
+                  weights_names == "timm",
+              "option --weights-names: '", weights_names, "' (valid: auto, strata, torchvision, timm)");
+  TORCH_CHECK(init_head == "strict" || init_head == "reset", "option --init-head: '", init_head,
+              "' (valid: strict, reset)");
   TORCH_CHECK(registry.has(method.method()), "option --method: unknown method '", method.method(), "' (valid: ", [&] {
     std::string s;
     for (const auto& n : registry.names()) s += (s.empty() ? "" : ", ") + n;
@@ -76,7 +82,12 @@ po::options_description run_options(const MethodRegistry& registry) {
       ("resume", po::value<std::string>(), "continue the run in this folder after its last complete version (its config.ini is used)");
   po::options_description data("Stream");
   data.add_options()
-      ("stream", po::value<std::string>()->default_value(d.stream.name()), "permuted-fmnist | split-fmnist | rotated-fmnist | synthetic")
+      ("stream", po::value<std::string>()->default_value(d.stream.name()), "permuted-fmnist | split-fmnist | rotated-fmnist | synthetic, or a recipe over --dataset: split | permuted | rotated | tasks")
+      ("dataset", po::value<std::string>()->default_value(d.stream.dataset()), "fmnist (built-in Fashion-MNIST) or PATH.h5 (groups train/test with x, y)")
+      ("classes-per-task", po::value<int64_t>()->default_value(d.stream.classes_per_task()), "split: classes per task after the first")
+      ("first-task-classes", po::value<int64_t>()->default_value(d.stream.first_task_classes()), "split: classes in the first task (0 = --classes-per-task)")
+      ("class-order", po::value<std::string>()->default_value(""), "split: class order, comma-separated (default: natural, or --class-order-seed)")
+      ("class-order-seed", po::value<int64_t>()->default_value(d.stream.class_order_seed()), "split without --class-order: -1 = natural order, >= 0 = seeded shuffle")
       ("tasks", po::value<int64_t>()->default_value(d.stream.num_tasks()), "number of tasks")
       ("scenario", po::value<std::string>()->default_value(""), "task | class | domain (default: the stream's own)")
       ("val-fraction", po::value<double>()->default_value(d.stream.val_fraction()), "held-out fraction of each task's training set")
@@ -86,7 +97,8 @@ po::options_description run_options(const MethodRegistry& registry) {
       ("data-dir", po::value<std::string>()->default_value(d.stream.data_dir()), "folder of the Fashion-MNIST IDX files");
   po::options_description model("Model");
   model.add_options()
-      ("model", po::value<std::string>()->default_value(d.model.arch()), "mlp | cnn | vit")
+      ("model", po::value<std::string>()->default_value(d.model.arch()), "mlp | cnn | vit | vit-ti16 | vit-s16 | vit-b16 (a ViT preset)")
+      ("vit-preset", po::value<std::string>()->default_value(""), "vit-ti16 | vit-s16 | vit-b16: patch 16, depth 12, dim/heads/MLP 192/3/768, 384/6/1536, 768/12/3072 (overrides --patch --dim --depth --heads --mlp-dim)")
       ("hidden", po::value<std::string>()->default_value(join_ints(d.model.hidden())), "MLP hidden widths, comma-separated")
       ("bias", po::value<bool>()->default_value(d.model.bias()), "bias in Linear layers (MLP and CNN)")
       ("channels", po::value<std::string>()->default_value(join_ints(d.model.channels())), "CNN conv channels")
@@ -95,8 +107,11 @@ po::options_description run_options(const MethodRegistry& registry) {
       ("depth", po::value<int64_t>()->default_value(d.model.depth()), "ViT blocks")
       ("heads", po::value<int64_t>()->default_value(d.model.heads()), "ViT attention heads")
       ("mlp-ratio", po::value<int64_t>()->default_value(d.model.mlp_ratio()), "ViT MLP width / dim")
-      ("init", po::value<std::string>()->default_value(""), "start from this version file's weights (runs/X/versions/vNNN.h5)")
-      ("pretrain", po::value<std::string>()->default_value(""), "first train the whole model on task:N (a task of the stream) or split:K (split-fmnist classes 0..2K-1)")
+      ("mlp-dim", po::value<int64_t>()->default_value(d.model.mlp_dim()), "ViT MLP width (0 = dim * mlp-ratio)")
+      ("init", po::value<std::string>()->default_value(""), "start from these weights: a version file (runs/X/versions/vNNN.h5), safetensors or an HDF5 state_dict")
+      ("weights-names", po::value<std::string>()->default_value(d.weights_names), "names in the --init file: auto | strata | torchvision | timm")
+      ("init-head", po::value<std::string>()->default_value(d.init_head), "strict | reset (keep the fresh classifier when the file's head has another shape)")
+      ("pretrain", po::value<std::string>()->default_value(""), "first train the whole model on task:N (a task of the stream) or split:K (classes 0..2K-1 of the dataset, 2 per task)")
       ("pretrain-epochs", po::value<int64_t>()->default_value(d.pretrain_epochs), "epochs of the pre-training stage");
   po::options_description train("Training");
   train.add_options()
@@ -138,6 +153,11 @@ RunConfig from_variables(const po::variables_map& vm, const MethodRegistry& regi
   c.quiet = vm.count("quiet") && vm["quiet"].as<bool>();
   const int64_t seed = vm["seed"].as<int64_t>();
   c.stream.name(vm["stream"].as<std::string>())
+      .dataset(vm["dataset"].as<std::string>())
+      .classes_per_task(vm["classes-per-task"].as<int64_t>())
+      .first_task_classes(vm["first-task-classes"].as<int64_t>())
+      .class_order(parse_ints("class-order", vm["class-order"].as<std::string>()))
+      .class_order_seed(vm["class-order-seed"].as<int64_t>())
       .num_tasks(vm["tasks"].as<int64_t>())
       .seed(seed)
       .scenario(vm["scenario"].as<std::string>())
@@ -154,8 +174,21 @@ RunConfig from_variables(const po::variables_map& vm, const MethodRegistry& regi
       .dim(vm["dim"].as<int64_t>())
       .depth(vm["depth"].as<int64_t>())
       .heads(vm["heads"].as<int64_t>())
-      .mlp_ratio(vm["mlp-ratio"].as<int64_t>());
+      .mlp_ratio(vm["mlp-ratio"].as<int64_t>())
+      .mlp_dim(vm["mlp-dim"].as<int64_t>());
+  {
+    // A preset as --model or --vit-preset; the resolved sizes are what config.ini records.
+    const std::string arch = vm["model"].as<std::string>(), preset = vm["vit-preset"].as<std::string>();
+    const auto& names = models::vit_preset_names();
+    if (std::find(names.begin(), names.end(), arch) != names.end()) models::apply_vit_preset(c.model, arch);
+    if (!preset.empty()) {
+      TORCH_CHECK(c.model.arch() == "vit", "option --vit-preset: applies to --model vit, not '", arch, "'");
+      models::apply_vit_preset(c.model, preset);
+    }
+  }
   c.init = vm["init"].as<std::string>();
+  c.weights_names = vm["weights-names"].as<std::string>();
+  c.init_head = vm["init-head"].as<std::string>();
   c.pretrain = vm["pretrain"].as<std::string>();
   c.pretrain_epochs = vm["pretrain-epochs"].as<int64_t>();
   c.train.optimizer(vm["optimizer"].as<std::string>())
@@ -242,14 +275,18 @@ std::string RunConfig::to_ini() const {
   o.precision(15);
   o << "# strata train: resolved configuration (re-run with: strata train --config THIS_FILE)\n"
     << "name = " << name << "\nout = " << out << "\nthreads = " << threads << "\nseed = " << train.seed() << "\n"
-    << "\n# stream\nstream = " << stream.name() << "\ntasks = " << stream.num_tasks()
+    << "\n# stream\nstream = " << stream.name() << "\ndataset = " << stream.dataset()
+    << "\nclasses-per-task = " << stream.classes_per_task() << "\nfirst-task-classes = " << stream.first_task_classes()
+    << "\nclass-order = " << join_ints(stream.class_order()) << "\nclass-order-seed = " << stream.class_order_seed()
+    << "\ntasks = " << stream.num_tasks()
     << "\nscenario = " << stream.scenario() << "\nval-fraction = " << stream.val_fraction()
     << "\ntrain-limit = " << stream.train_limit() << "\ntest-limit = " << stream.test_limit()
     << "\nrotation-step = " << stream.rotation_step() << "\ndata-dir = " << stream.data_dir() << "\n"
     << "\n# model\nmodel = " << model.arch() << "\nhidden = " << join_ints(model.hidden())
     << "\nbias = " << (model.bias() ? 1 : 0) << "\nchannels = " << join_ints(model.channels())
     << "\npatch = " << model.patch() << "\ndim = " << model.dim() << "\ndepth = " << model.depth()
-    << "\nheads = " << model.heads() << "\nmlp-ratio = " << model.mlp_ratio() << "\ninit = " << init
+    << "\nheads = " << model.heads() << "\nmlp-ratio = " << model.mlp_ratio() << "\nmlp-dim = " << model.mlp_dim()
+    << "\ninit = " << init << "\nweights-names = " << weights_names << "\ninit-head = " << init_head
     << "\npretrain = " << pretrain << "\npretrain-epochs = " << pretrain_epochs << "\n"
     << "\n# training\nmethod = " << method.method() << "\noptimizer = " << train.optimizer() << "\nlr = " << train.lr()
     << "\nmomentum = " << train.momentum() << "\nweight-decay = " << train.weight_decay()

@@ -24,6 +24,10 @@ struct RunConfig {
   models::ModelOptions model;
   /// Start from a stored version's weights (--init runs/X/versions/vNNN.h5); "" = fresh init.
   std::string init;
+  /// Names the --init file uses: "auto" (detected) | "strata" | "torchvision" | "timm" (models/weights.h).
+  std::string weights_names = "auto";
+  /// "strict" | "reset": keep the fresh classifier when the --init file's head has another shape.
+  std::string init_head = "strict";
   /// Train the whole model first on "task:N" or "split:K" (pretrain.h); "" = no pre-training.
   std::string pretrain;
   int64_t pretrain_epochs = 1;

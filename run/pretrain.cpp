@@ -1,6 +1,7 @@
 #include "run/pretrain.h"
 
 #include "checkpoints/version_store.h"
+#include "models/weights.h"
 #include "continual/naive.h"
 #include "tasks/streams.h"
 
@@ -9,15 +10,8 @@ namespace strata::run {
 using namespace strata::continual;
 
 void init_from_version(models::ModelImpl& model, const std::string& path) {
-  const auto v = checkpoints::read_version(path);
-  checkpoints::NamedTensors params, buffers;
-  for (const auto& item : model.named_parameters()) params.emplace_back(item.key(), item.value());
-  for (const auto& item : model.named_buffers()) buffers.emplace_back(item.key(), item.value());
-  // Check both groups before touching either, so a refused init leaves the model as it was.
-  checkpoints::NamedTensors all = params, stored = v.parameters;
-  all.insert(all.end(), buffers.begin(), buffers.end());
-  stored.insert(stored.end(), v.buffers.begin(), v.buffers.end());
-  checkpoints::copy_named_tensors(stored, all, path, "model");
+  // Strict and all-or-nothing (models/weights.h): a refused init leaves the model as it was.
+  models::load_weights(model, path, models::LoadOptions().names("strata"));
 }
 
 PretrainSpec PretrainSpec::parse(const std::string& text) {
@@ -53,7 +47,14 @@ int64_t pretrain(const models::Model& model, const std::string& text, int64_t ep
     data.scenario = tasks::Scenario::kDomainIncremental;
   } else {
     auto so = stream_options;
-    so.name("split-fmnist").num_tasks(spec.value).scenario("class");
+    // split:K means classes 0..2K-1 of the stream's dataset, whatever split options the stream uses.
+    so.name(so.dataset() == "fmnist" ? "split-fmnist" : "split")
+        .classes_per_task(2)
+        .first_task_classes(0)
+        .class_order({})
+        .class_order_seed(-1)
+        .num_tasks(spec.value)
+        .scenario("class");
     auto split = tasks::make_stream(so);
     TORCH_CHECK(split.num_classes <= stream.num_classes, "option --pretrain: split:", spec.value, " has ",
                 split.num_classes, " classes but the model has ", stream.num_classes, " outputs");

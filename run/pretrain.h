@@ -1,6 +1,8 @@
 #pragma once
 // Starting points for adapter methods, which adapt a pre-trained backbone:
-//   --init runs/X/versions/vNNN.h5   start from a stored version's weights;
+//   --init FILE                      start from a stored version's weights, or a safetensors /
+//                                    HDF5 state_dict file (models/weights.h: --weights-names,
+//                                    --init-head);
 //   --pretrain SPEC                  first train the whole model on a named task or class split.
 // Both run before Method::attach(), so adapters wrap the pre-trained weights, and before the
 // initial accuracies b are measured (b = accuracy of the model the stream starts from).
@@ -13,8 +15,8 @@
 namespace strata::run {
 
 /// Loads every parameter and buffer of `model` from a version file (all-or-nothing; the file must
-/// come from the same model configuration with adapters merged). Throws naming the file and
-/// the first mismatching dataset.
+/// come from the same model configuration with adapters merged): models::load_weights with Strata
+/// names. Throws naming the file and every missing, unexpected or mismatching tensor.
 void init_from_version(models::ModelImpl& model, const std::string& path);
 
 /// What --pretrain names. Forms:

@@ -17,8 +17,9 @@ const Command kCommands[] = {
     {"train", strata_cmd_train, "train a model over a task stream (strata train --help)"},
     {"methods", strata_cmd_methods, "list the registered methods and their options"},
     {"subspaces", strata_cmd_subspaces, "inspect a subspaces.h5 store (ls, show, angles, export)"},
-    {"eval", strata_cmd_eval, "evaluate a stored model version (runs/NAME/versions/vNNN.h5) on a stream"},
+    {"eval", strata_cmd_eval, "evaluate a stored version (runs/NAME/versions/vNNN.h5) or a weight file on a stream"},
     {"compare", strata_cmd_compare, "compare two model versions for negative flips; gate a release"},
+    {"export", strata_cmd_export, "write a version as safetensors / HDF5 weights (strata, torchvision or timm names)"},
 };
 
 void usage(std::ostream& o) {
