@@ -75,19 +75,6 @@ std::vector<SliceCounts> counts_by(const torch::Tensor& keys, const torch::Tenso
   return out;
 }
 
-// The first id (in sorted order) where mask is true, as a string for error messages.
-int64_t first_where(const torch::Tensor& values, const torch::Tensor& mask) {
-  return values.masked_select(mask).index({0}).item<int64_t>();
-}
-
-void check_unique_ids(const torch::Tensor& sorted_ids, const char* which) {
-  if (sorted_ids.size(0) < 2) return;
-  const torch::Tensor dup = sorted_ids.slice(0, 1).eq(sorted_ids.slice(0, 0, -1));
-  const int64_t n_dup = dup.sum().item<int64_t>();
-  TORCH_CHECK(n_dup == 0, "strata::compat::align_by_id(): ", which, " table has ", n_dup,
-              " duplicate item ids, first duplicate id ", first_where(sorted_ids.slice(0, 1), dup));
-}
-
 }  // namespace
 
 std::string to_string(FlipType t) {
@@ -223,16 +210,13 @@ nlohmann::json FlipReport::to_json(double alpha) const {
   nlohmann::json j;
   j["overall"] = overall.to_json(alpha);
   auto family = [&](const std::vector<SliceCounts>& slices, const char* key_name) {
-    std::vector<double> p;
-    p.reserve(slices.size());
-    for (const auto& s : slices) p.push_back(mcnemar_exact(s.counts.n10, s.counts.n01).p_one_sided);
-    const HolmResult holm = holm_bonferroni(p, alpha);
+    const std::vector<SliceAlarm> alarms = regression_alarms(slices, alpha);
     nlohmann::json arr = nlohmann::json::array();
     for (size_t i = 0; i < slices.size(); ++i) {
       nlohmann::json e = slices[i].counts.to_json(alpha);
       e[key_name] = slices[i].key;
-      e["holm_p_one_sided"] = holm.adjusted[i];
-      e["regression_alarm"] = static_cast<bool>(holm.reject[i]);
+      e["holm_p_one_sided"] = alarms[i].holm_p;
+      e["regression_alarm"] = alarms[i].alarm;
       arr.push_back(std::move(e));
     }
     return arr;
@@ -259,49 +243,93 @@ FlipReport compare_predictions(const FlipInputs& in) {
   return r;
 }
 
-FlipInputs align_by_id(const PredictionTable& old_table, const PredictionTable& new_table) {
+std::vector<SliceAlarm> regression_alarms(const std::vector<SliceCounts>& slices, double alpha) {
+  std::vector<double> p;
+  p.reserve(slices.size());
+  for (const auto& s : slices) p.push_back(mcnemar_exact(s.counts.n10, s.counts.n01).p_one_sided);
+  const HolmResult holm = holm_bonferroni(p, alpha);
+  std::vector<SliceAlarm> out(slices.size());
+  for (size_t i = 0; i < slices.size(); ++i)
+    out[i] = {slices[i].key, p[i], holm.adjusted[i], static_cast<bool>(holm.reject[i])};
+  return out;
+}
+
+namespace {
+
+// Dense item keys shared by both tables, so that (task, id) pairs and plain ids are handled alike:
+// key k of either table is row k of `items` ([K, 2] (task, id), or [K, 1] id), sorted lexicographically.
+struct ItemKeys {
+  torch::Tensor old_key, new_key;  // [N_old], [N_new] int64 in [0, K)
+  torch::Tensor items;             // [K, 1 or 2] int64
+  std::string describe(int64_t key) const {
+    const torch::Tensor row = items[key];
+    if (items.size(1) == 1) return "id " + std::to_string(row[0].item<int64_t>());
+    return "(task " + std::to_string(row[0].item<int64_t>()) + ", id " + std::to_string(row[1].item<int64_t>()) +
+           ")";
+  }
+};
+
+ItemKeys item_keys(const PredictionTable& o, const PredictionTable& n) {
+  auto rows = [](const PredictionTable& t) {
+    const torch::Tensor id = t.ids.to(torch::kLong).reshape({-1, 1});
+    return t.tasks.defined() ? torch::cat({t.tasks.to(torch::kLong).reshape({-1, 1}), id}, 1) : id;
+  };
+  const int64_t n_old = o.ids.size(0);
+  ItemKeys k;
+  const torch::Tensor all = torch::cat({rows(o), rows(n)});
+  if (all.size(0) == 0) {
+    k.items = all;
+    k.old_key = k.new_key = torch::zeros({0}, torch::kLong);
+    return k;
+  }
+  auto [items, inverse, counts] = torch::unique_dim(all, 0, /*sorted=*/true, /*return_inverse=*/true);
+  k.items = items;
+  k.old_key = inverse.slice(0, 0, n_old).to(torch::kLong);
+  k.new_key = inverse.slice(0, n_old).to(torch::kLong);
+  return k;
+}
+
+}  // namespace
+
+FlipInputs align_by_id(const PredictionTable& old_table, const PredictionTable& new_table,
+                       const std::string& old_name, const std::string& new_name) {
   torch::NoGradGuard no_grad;
-  auto check_table = [](const PredictionTable& t, const char* which) {
-    TORCH_CHECK(t.ids.defined() && t.labels.defined() && t.preds.defined(), "strata::compat::align_by_id(): ", which,
-                " table needs ids, labels and preds");
-    TORCH_CHECK(t.ids.dim() == 1, "strata::compat::align_by_id(): ", which, " ids must be 1-D, got shape ",
-                t.ids.sizes());
-    FlipInputs probe{t.labels, t.preds, t.preds, t.conf, t.conf, t.groups, t.ids};
-    try {
-      check_inputs(probe);
-    } catch (const c10::Error& e) {
-      TORCH_CHECK(false, "strata::compat::align_by_id(): ", which, " table: ", e.msg());
-    }
+  check_table(old_table, old_name);
+  check_table(new_table, new_name);
+  TORCH_CHECK(old_table.tasks.defined() == new_table.tasks.defined(), "strata::compat::align_by_id(): ",
+              old_table.tasks.defined() ? old_name : new_name, " has a task column but ",
+              old_table.tasks.defined() ? new_name : old_name,
+              " has none: items cannot be matched (give both or neither a task column)");
+  const ItemKeys keys = item_keys(old_table, new_table);
+  auto [old_sorted, old_order] = torch::sort(keys.old_key);
+  auto [new_sorted, new_order] = torch::sort(keys.new_key);
+  auto check_unique = [&](const torch::Tensor& sorted, const std::string& which) {
+    if (sorted.size(0) < 2) return;
+    const torch::Tensor dup = sorted.slice(0, 1).eq(sorted.slice(0, 0, -1));
+    const int64_t n_dup = dup.sum().item<int64_t>();
+    if (n_dup > 0)
+      TORCH_CHECK(false, "strata::compat::align_by_id(): ", which, " has ", n_dup, " duplicate items, first duplicate ",
+                  keys.describe(sorted.slice(0, 1).masked_select(dup)[0].item<int64_t>()));
   };
-  check_table(old_table, "old");
-  check_table(new_table, "new");
+  check_unique(old_sorted, old_name);
+  check_unique(new_sorted, new_name);
 
-  auto [old_ids, old_order] = torch::sort(old_table.ids.to(torch::kLong));
-  auto [new_ids, new_order] = torch::sort(new_table.ids.to(torch::kLong));
-  check_unique_ids(old_ids, "old");
-  check_unique_ids(new_ids, "new");
-
-  // Ids in only one table: membership by searchsorted into the other (sorted, unique) id list.
-  auto missing_from = [](const torch::Tensor& ids, const torch::Tensor& other) {
-    if (other.size(0) == 0) return torch::ones_like(ids, torch::kBool);
-    const torch::Tensor pos = torch::searchsorted(other, ids).clamp_max(other.size(0) - 1);
-    return other.index_select(0, pos).ne(ids);
-  };
-  // Fast path: identical id sets (the normal case) need no membership search.
-  const bool same_ids = old_ids.size(0) == new_ids.size(0) && old_ids.equal(new_ids);
-  if (!same_ids) {
-    const torch::Tensor only_old = missing_from(old_ids, new_ids);
-    const torch::Tensor only_new = missing_from(new_ids, old_ids);
-    const int64_t n_only_old = only_old.sum().item<int64_t>(), n_only_new = only_new.sum().item<int64_t>();
+  if (!(old_sorted.size(0) == new_sorted.size(0) && old_sorted.equal(new_sorted))) {
+    // Both key lists are unique subsets of [0, K): membership by a mask over K.
+    const int64_t K = keys.items.size(0);
+    const torch::Tensor in_old = torch::zeros({K}, torch::kBool).index_fill_(0, old_sorted, true);
+    const torch::Tensor in_new = torch::zeros({K}, torch::kBool).index_fill_(0, new_sorted, true);
+    const torch::Tensor only_old = (in_old & ~in_new).nonzero().reshape({-1});
+    const torch::Tensor only_new = (in_new & ~in_old).nonzero().reshape({-1});
     std::string detail;
-    if (n_only_old > 0)
-      detail += std::to_string(n_only_old) + " ids only in OLD (first " +
-                std::to_string(first_where(old_ids, only_old)) + ")";
-    if (n_only_new > 0)
-      detail += std::string(detail.empty() ? "" : ", ") + std::to_string(n_only_new) + " ids only in NEW (first " +
-                std::to_string(first_where(new_ids, only_new)) + ")";
-    TORCH_CHECK(false, "strata::compat::align_by_id(): item ids differ between OLD (", old_ids.size(0),
-                " items) and NEW (", new_ids.size(0), " items): ", detail);
+    if (only_old.numel() > 0)
+      detail += std::to_string(only_old.numel()) + " only in " + old_name + " (first " +
+                keys.describe(only_old[0].item<int64_t>()) + ")";
+    if (only_new.numel() > 0)
+      detail += std::string(detail.empty() ? "" : ", ") + std::to_string(only_new.numel()) + " only in " + new_name +
+                " (first " + keys.describe(only_new[0].item<int64_t>()) + ")";
+    TORCH_CHECK(false, "strata::compat::align_by_id(): the items differ between ", old_name, " (",
+                old_sorted.size(0), " items) and ", new_name, " (", new_sorted.size(0), " items): ", detail);
   }
 
   const torch::Tensor old_labels = old_table.labels.to(torch::kLong).index_select(0, old_order);
@@ -310,32 +338,20 @@ FlipInputs align_by_id(const PredictionTable& old_table, const PredictionTable& 
   const int64_t n_label_diff = label_diff.sum().item<int64_t>();
   if (n_label_diff > 0) {
     const int64_t first = label_diff.nonzero().index({0, 0}).item<int64_t>();
-    TORCH_CHECK(false, "strata::compat::align_by_id(): gold labels differ between OLD and NEW for ", n_label_diff,
-                " items; first: id ", old_ids[first].item<int64_t>(), " has label ",
-                old_labels[first].item<int64_t>(), " in OLD and ", new_labels[first].item<int64_t>(), " in NEW");
+    TORCH_CHECK(false, "strata::compat::align_by_id(): gold labels differ between ", old_name, " and ", new_name,
+                " for ", n_label_diff, " items; first: ", keys.describe(old_sorted[first].item<int64_t>()),
+                " has label ", old_labels[first].item<int64_t>(), " in ", old_name, " and ",
+                new_labels[first].item<int64_t>(), " in ", new_name);
   }
 
   FlipInputs out;
-  out.ids = old_ids;
+  out.ids = old_table.ids.to(torch::kLong).index_select(0, old_order);
   out.labels = old_labels;
   out.old_pred = old_table.preds.to(torch::kLong).index_select(0, old_order);
   out.new_pred = new_table.preds.to(torch::kLong).index_select(0, new_order);
   if (old_table.conf.defined()) out.old_conf = old_table.conf.index_select(0, old_order);
   if (new_table.conf.defined()) out.new_conf = new_table.conf.index_select(0, new_order);
-  torch::Tensor og, ng;
-  if (old_table.groups.defined()) og = old_table.groups.to(torch::kLong).index_select(0, old_order);
-  if (new_table.groups.defined()) ng = new_table.groups.to(torch::kLong).index_select(0, new_order);
-  if (og.defined() && ng.defined()) {
-    const torch::Tensor gdiff = og.ne(ng);
-    const int64_t n_gdiff = gdiff.sum().item<int64_t>();
-    if (n_gdiff > 0) {
-      const int64_t first = gdiff.nonzero().index({0, 0}).item<int64_t>();
-      TORCH_CHECK(false, "strata::compat::align_by_id(): group (task) ids differ between OLD and NEW for ", n_gdiff,
-                  " items; first: id ", old_ids[first].item<int64_t>(), " is in group ", og[first].item<int64_t>(),
-                  " in OLD and ", ng[first].item<int64_t>(), " in NEW");
-    }
-  }
-  out.groups = og.defined() ? og : ng;
+  if (old_table.tasks.defined()) out.groups = old_table.tasks.to(torch::kLong).index_select(0, old_order);
   return out;
 }
 
@@ -355,6 +371,32 @@ torch::Tensor nfr_matrix(const std::vector<torch::Tensor>& preds, const torch::T
   }
   const torch::Tensor c = torch::stack(rows).to(torch::kDouble);  // [V, N] correctness
   return c.matmul((1.0 - c).t()) / static_cast<double>(n);
+}
+
+StreamMatrix stream_nfr_matrix(const PredictionVersions& versions) {
+  StreamMatrix out;
+  for (const auto& [v, t] : versions) out.versions.push_back(v);
+  const int64_t V = static_cast<int64_t>(out.versions.size());
+  out.nfr = torch::zeros({V, V}, torch::kFloat64);
+  out.n = torch::zeros({V, V}, torch::kInt64);
+  auto acc_nfr = out.nfr.accessor<double, 2>();
+  auto acc_n = out.n.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < V; ++i)
+    for (int64_t j = 0; j < V; ++j) {
+      const int64_t a = out.versions[static_cast<size_t>(i)], b = out.versions[static_cast<size_t>(j)];
+      const auto tasks = default_compare_tasks(a, b);
+      const PredictionTable ta = select_tasks(versions.at(a), tasks);
+      if (i == j) {
+        acc_n[i][j] = ta.ids.size(0);
+        continue;
+      }
+      const FlipInputs in = align_by_id(ta, select_tasks(versions.at(b), tasks), "version " + std::to_string(a),
+                                        "version " + std::to_string(b));
+      const FlipCounts c = count_flips(in.labels, in.old_pred, in.new_pred);
+      acc_nfr[i][j] = c.nfr();
+      acc_n[i][j] = c.n();
+    }
+  return out;
 }
 
 }  // namespace strata::compat

@@ -9,6 +9,8 @@
 //
 // Single-label classification: "correct" means pred == label, so both-correct items always agree and
 // the spec's CC_changed flip type cannot occur; it is not counted.
+#include "compat/predictions.h"
+
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -110,23 +112,38 @@ struct FlipReport {
 /// Counts overall, per group (if in.groups is defined) and per class. Vectorised: one bincount per slicing.
 FlipReport compare_predictions(const FlipInputs& in);
 
-/// One model version's predictions on an evaluation set, in any row order.
-struct PredictionTable {
-  torch::Tensor ids;     ///< [N] int64, unique stable item ids
-  torch::Tensor labels;  ///< [N] int64
-  torch::Tensor preds;   ///< [N] int64
-  torch::Tensor conf;    ///< optional [N] floating
-  torch::Tensor groups;  ///< optional [N] int64
-};
+/// Joins two tables on their items (output sorted by item): the item is (task, id) when both tables
+/// have a task column, else id. Throws, naming the first offending item and how many are affected, on
+/// duplicate items, items present in only one table, a gold label that differs between the tables, or a
+/// task column in only one table. `old_name` / `new_name` name the tables in the messages (file paths).
+/// Output: ids = example ids, groups = tasks (undefined without a task column).
+FlipInputs align_by_id(const PredictionTable& old_table, const PredictionTable& new_table,
+                       const std::string& old_name = "OLD", const std::string& new_name = "NEW");
 
-/// Joins two tables on item id (output sorted by id). Throws, naming the first offending id and how many
-/// are affected, on duplicate ids, ids present in only one table, a gold label that differs between
-/// the tables, or group ids that differ. groups come from the old table (or the new if the old has none).
-FlipInputs align_by_id(const PredictionTable& old_table, const PredictionTable& new_table);
+/// Regression alarm of one slice: one-sided exact McNemar p (new worse), Holm-adjusted over its family.
+struct SliceAlarm {
+  int64_t key = 0;
+  double p_one_sided = 1.0;
+  double holm_p = 1.0;
+  bool alarm = false;  ///< holm_p ≤ alpha
+};
+/// Holm–Bonferroni over the one-sided McNemar p-values of one family of slices (per task or per class).
+std::vector<SliceAlarm> regression_alarms(const std::vector<SliceCounts>& slices, double alpha);
 
 /// Version×version NFR matrix: preds[v] is [N] int64 predictions of version v on the same items (same
 /// order as labels). Returns [V, V] float64 M with M[a][b] = NFR(a → b) = #{a right, b wrong}/N
 /// (row = old, column = new; M[b][a] = PFR(a → b); diagonal 0). One matmul of the [V, N] correctness matrix.
 torch::Tensor nfr_matrix(const std::vector<torch::Tensor>& preds, const torch::Tensor& labels);
+
+/// Version×version NFR matrix of a stream of versions, each cell scored on the items a comparison of
+/// those two versions scores by default (default_compare_tasks: the tasks the older one was trained on):
+/// nfr[a][b] = NF(a → b)/N over those items (row = old, column = new; nfr[b][a] is PFR(a → b) on the
+/// same items; diagonal 0), n[a][b] = that N (diagonal: the tasks version a was trained on).
+struct StreamMatrix {
+  std::vector<int64_t> versions;  ///< ascending, the versions present
+  torch::Tensor nfr;              ///< [V, V] float64
+  torch::Tensor n;                ///< [V, V] int64
+};
+StreamMatrix stream_nfr_matrix(const PredictionVersions& versions);
 
 }  // namespace strata::compat

@@ -65,36 +65,6 @@ std::string heat_colour(double v, double vmax) {
 
 }  // namespace
 
-nlohmann::json GateResult::to_json() const {
-  nlohmann::json rule = {{"name", "nfr_wilson_upper"},
-                         {"threshold", max_nfr},
-                         {"observed", nfr_upper},
-                         {"point", std::isfinite(nfr) ? nlohmann::json(nfr) : nlohmann::json(nullptr)},
-                         {"nf", nf},
-                         {"n", n},
-                         {"alpha", alpha},
-                         {"method", "one-sided Wilson upper bound"},
-                         {"passed", passed}};
-  return {{"passed", passed}, {"rules", nlohmann::json::array({rule})}};
-}
-
-GateResult gate_check(const FlipReport& report, double max_nfr, double alpha) {
-  TORCH_CHECK(std::isfinite(max_nfr) && max_nfr >= 0.0, "strata::compat::gate_check(): max_nfr must be >= 0, got ",
-              max_nfr);
-  TORCH_CHECK(alpha > 0.0 && alpha < 1.0, "strata::compat::gate_check(): alpha must be in (0, 1), got ", alpha);
-  GateResult g;
-  g.max_nfr = max_nfr;
-  g.alpha = alpha;
-  g.nf = report.overall.n10;
-  g.n = report.overall.n();
-  g.nfr = report.overall.nfr();
-  g.nfr_upper = wilson_upper(g.nf, g.n, alpha);
-  g.passed = g.nfr_upper <= max_nfr;
-  return g;
-}
-
-bool gate(const FlipReport& report, double max_nfr, double alpha) { return gate_check(report, max_nfr, alpha).passed; }
-
 nlohmann::json make_report_json(const FlipReport& report, const ReportHeader& header, double alpha,
                                 const GateResult* gate) {
   const nlohmann::json body = report.to_json(alpha);
@@ -116,6 +86,7 @@ nlohmann::json make_report_json(const FlipReport& report, const ReportHeader& he
   j["per_class"] = body["per_class"];
   j["multiplicity"] = body["multiplicity"];
   j["warnings"] = body["warnings"];
+  j["scored"] = header.scored;
   if (gate != nullptr) j["gate"] = gate->to_json();
   j["artifacts"] = header.artifacts;
   return j;
@@ -221,28 +192,49 @@ void write_task_flips_svg(const std::string& path, const FlipReport& report) {
   std::vector<SliceCounts> slices = report.per_group;
   const bool overall_only = slices.empty();
   if (overall_only) slices.push_back({0, report.overall});
-  int64_t vmax = 1;
-  for (const auto& s : slices) vmax = std::max({vmax, s.counts.n01, s.counts.n10});
-  const int bar = 28, gap = 22, left = 60, top = 40, half = 150;
+  // Separate scales: a task the old version never learned shows thousands of PF, the tasks it knew a few
+  // dozen NF; one shared scale would draw the NF bars as nothing.
+  int64_t pf_max = 1, nf_max = 1;
+  for (const auto& s : slices) {
+    pf_max = std::max(pf_max, s.counts.n01);
+    nf_max = std::max(nf_max, s.counts.n10);
+  }
+  const int bar = 28, gap = 22, left = 70, top = 40, half = 150;
   const int width = left + static_cast<int>(slices.size()) * (bar + gap) + 20;
-  const int axis = top + half, height = top + 2 * half + 40;
-  auto h = [&](int64_t c) { return static_cast<int>(std::lround(static_cast<double>(c) / vmax * half)); };
+  const int axis = top + half + 14, height = axis + half + 54;
+  auto h = [&](int64_t c, int64_t vmax) {
+    // A non-zero count is never drawn as nothing.
+    const int px = static_cast<int>(std::lround(static_cast<double>(c) / vmax * half));
+    return c > 0 ? std::max(px, 1) : 0;
+  };
 
   std::ofstream f = open_out(path, "write_task_flips_svg");
-  f << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+  f << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << std::max(width, 420) << "\" height=\"" << height
     << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
   f << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  f << "<text x=\"" << left << "\" y=\"18\" font-size=\"13\">Flips per task: PF up (green), NF down (red)</text>\n";
-  f << "<text x=\"" << left - 6 << "\" y=\"" << top + 4 << "\" text-anchor=\"end\">" << vmax << "</text>\n";
+  f << "<text x=\"10\" y=\"18\" font-size=\"13\">Flips per task: PF up (green), NF down (red); each half has "
+       "its own scale</text>\n";
+  f << "<text x=\"" << left - 6 << "\" y=\"" << top + 4 << "\" text-anchor=\"end\" fill=\"#2e7d32\">" << pf_max
+    << "</text>\n";
   f << "<text x=\"" << left - 6 << "\" y=\"" << axis + 4 << "\" text-anchor=\"end\">0</text>\n";
-  f << "<text x=\"" << left - 6 << "\" y=\"" << axis + half + 4 << "\" text-anchor=\"end\">" << vmax << "</text>\n";
+  f << "<text x=\"" << left - 6 << "\" y=\"" << axis + half + 4 << "\" text-anchor=\"end\" fill=\"#c62828\">&#8722;"
+    << nf_max << "</text>\n";
+  f << "<text x=\"12\" y=\"" << axis - half / 2 << "\" transform=\"rotate(-90 12 " << axis - half / 2
+    << ")\" text-anchor=\"middle\" fill=\"#2e7d32\">PF (0.." << pf_max << ")</text>\n";
+  f << "<text x=\"12\" y=\"" << axis + half / 2 << "\" transform=\"rotate(-90 12 " << axis + half / 2
+    << ")\" text-anchor=\"middle\" fill=\"#c62828\">NF (0..&#8722;" << nf_max << ")</text>\n";
   for (size_t k = 0; k < slices.size(); ++k) {
     const int x = left + static_cast<int>(k) * (bar + gap) + gap / 2;
-    const int up = h(slices[k].counts.n01), down = h(slices[k].counts.n10);
+    const int64_t pf = slices[k].counts.n01, nf = slices[k].counts.n10;
+    const int up = h(pf, pf_max), down = h(nf, nf_max);
     f << "<rect x=\"" << x << "\" y=\"" << axis - up << "\" width=\"" << bar << "\" height=\"" << up
-      << "\" fill=\"#2e7d32\"><title>PF " << slices[k].counts.n01 << "</title></rect>\n";
+      << "\" fill=\"#2e7d32\"><title>PF " << pf << "</title></rect>\n";
+    f << "<text x=\"" << x + bar / 2 << "\" y=\"" << axis - up - 3 << "\" text-anchor=\"middle\" font-size=\"9\">"
+      << pf << "</text>\n";
     f << "<rect x=\"" << x << "\" y=\"" << axis << "\" width=\"" << bar << "\" height=\"" << down
-      << "\" fill=\"#c62828\"><title>NF " << slices[k].counts.n10 << "</title></rect>\n";
+      << "\" fill=\"#c62828\"><title>NF " << nf << "</title></rect>\n";
+    f << "<text x=\"" << x + bar / 2 << "\" y=\"" << axis + down + 11
+      << "\" text-anchor=\"middle\" font-size=\"9\">" << (nf > 0 ? "&#8722;" : "") << nf << "</text>\n";
     f << "<text x=\"" << x + bar / 2 << "\" y=\"" << height - 14 << "\" text-anchor=\"middle\">"
       << (overall_only ? std::string("all") : "t" + std::to_string(slices[k].key)) << "</text>\n";
   }

@@ -1,6 +1,7 @@
 #pragma once
-// Comparison reports (compat.md §6.4-6.5): compat_report.json, flips.csv, SVG plots, and the NFR gate.
+// Comparison reports: compat_report.json, flips.csv and SVG plots.
 #include "compat/flips.h"
+#include "compat/gate.h"
 
 #include <nlohmann/json.hpp>
 
@@ -13,33 +14,20 @@ namespace strata::compat {
 /// Schema id written as "schema_version" in every report.
 constexpr const char* kReportSchema = "strata-compat-report/1";
 
-/// NF-budget gate (compat.md §6.4 rule 2): pass iff the one-sided (1 − alpha) Wilson upper bound of the
-/// overall NFR = NF/N is ≤ max_nfr. With N = 0 the bound is 1 (no evidence), so it fails unless max_nfr ≥ 1.
-struct GateResult {
-  bool passed = false;
-  double max_nfr = 0.0;
-  double alpha = 0.05;
-  double nfr = 0.0;        ///< observed NF/N (NaN when N = 0)
-  double nfr_upper = 1.0;  ///< the Wilson upper bound compared with max_nfr
-  int64_t nf = 0, n = 0;
-  /// {"passed", "rules": [{"name": "nfr_wilson_upper", "threshold", "observed", "point", "alpha", "passed"}]}
-  nlohmann::json to_json() const;
-};
-GateResult gate_check(const FlipReport& report, double max_nfr, double alpha);
-/// gate_check(...).passed.
-bool gate(const FlipReport& report, double max_nfr, double alpha);
-
 /// Identification of one comparison, copied into the report header.
 struct ReportHeader {
   std::string old_version;                       ///< e.g. "runs/a/predictions.h5:v001"
   std::string new_version;
   std::string eval_set;                          ///< free text, e.g. "test splits of tasks 0..4"
   std::map<std::string, std::string> artifacts;  ///< name -> relative path (flips_csv, plots...)
+  /// Which items were scored, copied as "scored": e.g. {"tasks": [0, 1], "items": 20000,
+  /// "rule": "tasks the older version (v001) was trained on", "excluded_tasks": [2], "excluded_items": 10000}.
+  nlohmann::json scored = nlohmann::json::object();
 };
 
 /// The full compat_report.json document: {"schema_version", "created_at" (UTC ISO 8601), "tool",
 /// "old", "new", "eval_set", "n", "alpha", "counts", "metrics", "tests": {"mcnemar"}, "per_task",
-/// "per_class", "multiplicity", "warnings", "gate" (if given), "artifacts"}.
+/// "per_class", "multiplicity", "warnings", "scored", "gate" (if given), "artifacts"}.
 nlohmann::json make_report_json(const FlipReport& report, const ReportHeader& header, double alpha,
                                 const GateResult* gate = nullptr);
 
@@ -60,7 +48,9 @@ void write_nfr_heatmap_svg(const std::string& path, const torch::Tensor& matrix,
                            const std::vector<std::string>& labels = {});
 
 /// SVG diverging bar chart per task: PF count up (green), NF count down (red), from report.per_group
-/// (or the overall counts as a single bar group when there are no groups).
+/// (or the overall counts as a single bar group when there are no groups). The two halves have their own
+/// scales (each labelled with its maximum, the NF one as a negative count), so a new task's many positive
+/// flips do not flatten the old tasks' negative ones; every bar carries its count.
 void write_task_flips_svg(const std::string& path, const FlipReport& report);
 
 }  // namespace strata::compat

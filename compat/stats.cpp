@@ -183,4 +183,46 @@ Interval delta_acc_wald(int64_t b, int64_t c, int64_t n, double z) {
   return {d / nn - half, d / nn + half};
 }
 
+namespace {
+
+// Tango's score statistic at θ (decreasing in θ).
+double tango_score(int64_t b, int64_t c, int64_t n, double theta) {
+  const double nn = static_cast<double>(n), bb = static_cast<double>(b), cc = static_cast<double>(c);
+  const double lin = (2.0 * nn + cc - bb) * theta - (bb + cc);
+  const double t1 = theta * (1.0 - theta);
+  const double q = (-lin + std::sqrt(std::max(0.0, lin * lin + 8.0 * nn * cc * t1))) / (4.0 * nn);
+  const double var = nn * (2.0 * q + t1);
+  const double num = bb - cc - nn * theta;
+  if (var <= 0.0) return num == 0.0 ? 0.0 : (num > 0.0 ? HUGE_VAL : -HUGE_VAL);
+  return num / std::sqrt(var);
+}
+
+}  // namespace
+
+Interval tango_interval(int64_t b, int64_t c, int64_t n, double z) {
+  TORCH_CHECK(b >= 0 && c >= 0 && n > 0 && b + c <= n,
+              "strata::compat::tango_interval(): need b, c >= 0, n > 0, b + c <= n; got b=", b, " c=", c, " n=", n);
+  TORCH_CHECK(z >= 0.0, "strata::compat::tango_interval(): z must be >= 0, got ", z);
+  const double est = static_cast<double>(b - c) / static_cast<double>(n);
+  // Upper: the largest θ ≥ est with S(θ) ≥ −z; lower: the smallest θ ≤ est with S(θ) ≤ z.
+  double lo = est, hi = 1.0;
+  while (hi - lo > 1e-13) {
+    const double mid = 0.5 * (lo + hi);
+    (tango_score(b, c, n, mid) >= -z ? lo : hi) = mid;
+  }
+  const double upper = hi;
+  lo = -1.0;
+  hi = est;
+  while (hi - lo > 1e-13) {
+    const double mid = 0.5 * (lo + hi);
+    (tango_score(b, c, n, mid) <= z ? hi : lo) = mid;
+  }
+  return {lo, upper};
+}
+
+double tango_upper(int64_t b, int64_t c, int64_t n, double alpha) {
+  TORCH_CHECK(alpha > 0.0 && alpha < 1.0, "strata::compat::tango_upper(): alpha must be in (0, 1), got ", alpha);
+  return tango_interval(b, c, n, normal_quantile(1.0 - alpha)).high;
+}
+
 }  // namespace strata::compat

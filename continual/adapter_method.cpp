@@ -25,7 +25,7 @@ AdapterMethod::AdapterMethod(const MethodConfig& config)
 void AdapterMethod::attach(models::Model& model) {
   TORCH_CHECK(model, "strata::continual::AdapterMethod::attach(): null model");
   model_ = model;
-  target_ = target_option_ == "auto" ? default_target(model->options().arch()) : target_option_;
+  target_ = model->resolve_targets(target_option_, target_role(), name() + ".target");
   auto adapted = adapters::inject(*model, target_, [this](const std::string& name, const adapters::AdaptableLinearImpl& l) {
     return make_adapter(name, l);
   });

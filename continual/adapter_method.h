@@ -63,7 +63,8 @@ class AdapterMethod : public Method {
   const std::vector<std::string>& layers() const { return layers_; }
 
  protected:
-  virtual std::string default_target(const std::string& arch) const = 0;
+  /// Which layers `target = auto` means (models::ModelImpl::default_targets).
+  virtual models::TargetRole target_role() const = 0;
   /// A fresh adapter for one layer (called by attach()).
   virtual std::shared_ptr<adapters::Adapter> make_adapter(const std::string& name,
                                                           const adapters::AdaptableLinearImpl& layer) = 0;

@@ -19,12 +19,6 @@ std::vector<MethodOption> codyra_options() {
   return o;
 }
 
-std::string all_layers_default_target(const std::string& arch) {
-  if (arch == "vit") return "blocks.*.attn.*|blocks.*.mlp.*";
-  if (arch == "cnn") return "fc1";
-  return "fc*";
-}
-
 CoDyRAMethod::CoDyRAMethod(const MethodConfig& config)
     : AdapterMethod(config), options_(config.get_int("rank")) {
   TORCH_CHECK(options_.rank() > 0, "strata: option codyra.rank must be > 0, got ", options_.rank());
@@ -48,8 +42,6 @@ CoDyRAMethod::CoDyRAMethod(const MethodConfig& config)
   else
     TORCH_CHECK(false, "strata: option codyra.shrink: '", shrink, "' is not one of paper, code-compat");
 }
-
-std::string CoDyRAMethod::default_target(const std::string& arch) const { return all_layers_default_target(arch); }
 
 std::shared_ptr<adapters::Adapter> CoDyRAMethod::make_adapter(const std::string&, const adapters::AdaptableLinearImpl& l) {
   return std::make_shared<adapters::CoDyRAImpl>(l.in_features(), l.out_features(), options_);

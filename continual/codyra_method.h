@@ -33,7 +33,7 @@ class CoDyRAMethod : public AdapterMethod {
   adapters::ShrinkMode shrink_mode() const { return mode_; }
 
  protected:
-  std::string default_target(const std::string& arch) const override;
+  models::TargetRole target_role() const override { return models::TargetRole::kAttentionAndMlp; }
   std::shared_ptr<adapters::Adapter> make_adapter(const std::string& name,
                                                   const adapters::AdaptableLinearImpl& layer) override;
 
@@ -44,7 +44,6 @@ class CoDyRAMethod : public AdapterMethod {
   double last_kappa_ = 0;
 };
 
-/// codyra/mora default layers: vit attention q, k, v, o and MLP fc1, fc2; mlp hidden layers; cnn fc1.
-std::string all_layers_default_target(const std::string& arch);
+
 
 }  // namespace strata::continual

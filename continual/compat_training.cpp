@@ -15,14 +15,16 @@ void CompatTrainingOptions::validate() const {
   TORCH_CHECK(stage2_epochs_ >= 0, "option --compat-epochs: must be >= 0, got ", stage2_epochs_);
 }
 
-torch::Tensor model_logits(models::ModelImpl& model, const torch::Tensor& x, int64_t batch_size) {
+torch::Tensor model_logits(models::ModelImpl& model, const tasks::Inputs& x, int64_t batch_size) {
   TORCH_CHECK(batch_size > 0, "strata::continual::model_logits(): batch_size must be > 0, got ", batch_size);
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
   std::vector<torch::Tensor> parts;
+  if (!x.defined()) return torch::empty({0, 0});
+  torch::Tensor buffer;  // each batch's logits are copied out before the next batch is made
   for (int64_t s = 0; s < x.size(0); s += batch_size)
-    parts.push_back(model.forward(x.slice(0, s, std::min(x.size(0), s + batch_size))).to(torch::kFloat32));
+    parts.push_back(model.forward(x.slice(s, std::min(x.size(0), s + batch_size), buffer)).to(torch::kFloat32));
   if (was_training) model.train();
   return parts.empty() ? torch::empty({0, 0}) : torch::cat(parts).contiguous();
 }
@@ -44,6 +46,22 @@ void CompatMethod::on_task_start(TaskContext& ctx) {
   compat_steps_ = 0;
   current_ = {{"task", ctx.task_index}};
   const auto mode = options_.loss().mode();
+  if (mode == compat::CompatMode::kFocal && options_.loss().drop_new_class_samples() && ctx.task_index == 0 &&
+      ctx.stream != nullptr) {
+    // Refuse before anything is trained: a task whose every label is a class the previous version
+    // never saw keeps no sample, so the focal term would be exactly 0 and the run would be plain CE.
+    const auto& stream = *ctx.stream;
+    for (int64_t t = 1; t < stream.size(); ++t) {
+      const torch::Tensor known = stream.logit_mask(t - 1).slice(0, 0, t).any(0);
+      const torch::Tensor y = stream.tasks[t].train.y;
+      TORCH_CHECK(y.numel() == 0 || known.index_select(0, y).any().item<bool>(),
+                  "option --compat focal: every training label of task ", t,
+                  " is a class the previous version never saw (classes are disjoint across tasks), so "
+                  "--compat-drop-new-classes true (the default) would drop every sample and the focal term would "
+                  "be exactly 0; pass --compat-drop-new-classes false to distil the old classes' logits with weight "
+                  "alpha");
+    }
+  }
   if (mode != compat::CompatMode::kNone && ctx.task_index >= 1) {
     // Before the inner hook: the model is exactly the stored previous version here (adapter methods
     // may add or merge modules in on_task_start).
@@ -101,7 +119,16 @@ torch::Tensor CompatMethod::muscle_term(StepContext& step) {
     ref = ref.masked_fill(task_of, -1e9);
     neu = neu.masked_fill(task_of, -1e9);
   }
-  const auto l = compat::muscle_loss(student, ref, neu, step.y, options_.loss());
+  // Distil towards the reference only over the classes it was trained on (as focal does): its other
+  // head rows are untrained. muscle_loss compares the first K_old columns of the student with the
+  // reference, so the known columns go first (a permutation of the columns changes no KL).
+  const int64_t k = student.size(1);
+  torch::Tensor is_known = torch::zeros({k}, torch::kBool).index_fill_(0, known_columns_, true);
+  const torch::Tensor order = torch::cat({known_columns_, is_known.logical_not().nonzero().flatten()});
+  torch::Tensor pos = torch::empty({k}, torch::kInt64);
+  pos.index_put_({order}, torch::arange(k, torch::kInt64));
+  const auto l = compat::muscle_loss(student.index_select(1, order), ref.index_select(1, known_columns_),
+                                     neu.index_select(1, order), pos.index_select(0, step.y), options_.loss());
   compat_sum_ += l.compat.item<double>();
   ++compat_steps_;
   const double lambda = options_.loss().weight();

@@ -11,16 +11,19 @@
 // scenario's masks; all columns in domain-IL), so softmaxes are renormalised over those columns.
 // S = samples whose label is a known class (drop_new_class_samples, PCT's default), or every sample
 // with new-class samples weighted α only. In a stream without replay and with disjoint classes
-// (split-fmnist) the default therefore drops every sample: use --compat-drop-new-classes false there
-// (then the term is LwF-style KD on the old heads, β having no effect).
+// (split-fmnist) the default would drop every sample (a focal term of exactly 0), so the run refuses at
+// task 0, before any training, naming --compat-drop-new-classes false (then the term is LwF-style KD on
+// the old heads, β having no effect).
 //
 // muscle (MUSCLE, two stages, Echterhoff et al. 2024; our interpretation of Eq. 1). The Runner's
 // training of task t is stage 1 (plain M_t^plain, inner hooks only). next_stage(ctx, 1) caches
 // M_t^plain's logits z^new on the training data and asks the Runner for stage 2: the task trained again
 // (same inner hooks, so e.g. GPM's projection still applies; a fresh optimizer) for `stage2_epochs` epochs with
 //     L = λ·L_mcomp + (1 − λ)·CE,  L_mcomp = mean_i [m_i·KL(ref_i‖student_i) + (1 − m_i)·KL(new_i‖student_i)],
-// m_i = 1[student argmax ≠ y_i], T = 2, ref = M_{t-1}'s cached logits. Then it forwards on_task_end to
-// the inner method (subspace updates see the final model: on_task_end comes after every stage). All three logit sets use the per-example
+// m_i = 1[student argmax ≠ y_i], T = 2, ref = M_{t-1}'s cached logits; KL(ref‖student) is taken over
+// the classes M_{t-1} was trained on only (its other head rows are untrained), as focal does. Then it
+// forwards on_task_end to the inner method (subspace updates see the final model: on_task_end comes
+// after every stage). All three logit sets use the per-example
 // logit mask the trainer applies at stage t. Stage-2 shuffles use seed + 1000003 so they differ from
 // stage 1's.
 //
@@ -102,7 +105,7 @@ class CompatMethod : public Method {
 };
 
 /// Raw (unmasked) logits of `model` on x [N, ...] in eval mode without gradients, in batches: [N, C] float32.
-torch::Tensor model_logits(models::ModelImpl& model, const torch::Tensor& x, int64_t batch_size);
+torch::Tensor model_logits(models::ModelImpl& model, const tasks::Inputs& x, int64_t batch_size);
 
 /// Wraps `inner` when options.loss().mode() != none; returns it unchanged otherwise.
 std::unique_ptr<Method> with_compat_training(std::unique_ptr<Method> inner, const CompatTrainingOptions& options);

@@ -12,7 +12,7 @@ namespace strata::continual {
 
 std::vector<MethodOption> coso_options() {
   return {
-      {"target", "", "regex (full match) of projected Linear layers; empty = vit attn.o, mlp/cnn fc layers"},
+      {"target", "auto", "projected Linear layers: a layer glob; auto = vit attention outputs, mlp fc*, cnn fc1"},
       {"r1", "8", "projector rank r1 (Adam runs in an r1 x n space per layer)"},
       {"r2", "32", "Frequent-Directions sketch rank r2"},
       {"gap", "1", "projector refresh (and sketch update) every gap steps"},
@@ -112,8 +112,8 @@ std::unique_ptr<subspaces::FrequentDirections> CoSO::new_sketch(int64_t rows) co
 
 void CoSO::attach(models::Model& model) {
   model_ = model;
-  std::string pattern = options_.target();
-  if (pattern.empty()) pattern = model->options().arch() == "vit" ? "blocks\\.[0-9]+\\.attn\\.o" : "fc[0-9]+";
+  const std::string pattern =
+      model->resolve_targets(options_.target(), models::TargetRole::kAttentionOutput, "coso.target");
   layers_.clear();
   others_.clear();
   for (auto& [name, layer] : model->linear_layers(pattern)) {

@@ -41,7 +41,7 @@ namespace strata::continual {
 std::vector<MethodOption> coso_options();
 
 struct CoSOOptions {
-  TORCH_ARG(std::string, target) = "";
+  TORCH_ARG(std::string, target) = "auto";
   TORCH_ARG(int64_t, r1) = 8;
   TORCH_ARG(int64_t, r2) = 32;
   TORCH_ARG(int64_t, gap) = 1;

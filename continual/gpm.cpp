@@ -27,7 +27,7 @@ std::vector<MethodOption> gpm_options() {
   return {{"thresholds", "0.95,0.99,0.99", "energy threshold per projected layer (last one repeats)"},
           {"threshold_increment", "0", "added to every threshold per finished task"},
           {"samples", "300", "training samples per representation matrix"},
-          {"layers", "", "regex over layer paths to project ('' = all Linear layers)"},
+          {"target", "auto", "layers to project: a layer glob ('fc1|fc2', '**'); auto = every Linear layer"},
           {"svd", "exact", "SVD backend for the memory update: exact | randomized | auto"}};
 }
 
@@ -36,15 +36,14 @@ std::unique_ptr<Method> make_gpm(const MethodConfig& c) {
                                    .thresholds(c.get_doubles("thresholds"))
                                    .threshold_increment(c.get_double("threshold_increment"))
                                    .samples(c.get_int("samples"))
-                                   .layers(c.get_string("layers"))
+                                   .target(c.get_string("target"))
                                    .svd(c.get_string("svd")));
 }
 
 Gpm::Gpm(GpmOptions options) : options_(std::move(options)) { options_.validate(); }
 
 void Gpm::attach(models::Model& model) {
-  layers_ = model->linear_layers(options_.layers());
-  TORCH_CHECK(!layers_.empty(), "strata::continual::Gpm: gpm.layers '", options_.layers(), "' matches no Linear layer");
+  layers_ = model->linear_layers(model->resolve_targets(options_.target(), models::TargetRole::kAll, "gpm.target"));
 }
 
 const torch::Tensor& Gpm::basis(const std::string& layer) const {
@@ -75,7 +74,7 @@ void Gpm::on_task_end(TaskContext& ctx) {
   const bool was_training = model.is_training();
   model.eval();
   model.set_recording(true);
-  model.forward(train.x.index_select(0, idx));
+  model.forward(train.gather(idx));
   const subspaces::SvdOptions svd = subspaces::SvdOptions().method(options_.svd());
   nlohmann::json row = nlohmann::json::object();
   std::map<std::string, subspaces::SubspaceRecord> records;

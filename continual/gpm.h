@@ -23,7 +23,7 @@ struct GpmOptions {
   /// Training samples S drawn at task end for the representation matrices.
   TORCH_ARG(int64_t, samples) = 300;
   /// std::regex over layer paths; "" = every Linear layer.
-  TORCH_ARG(std::string, layers) = "";
+  TORCH_ARG(std::string, target) = "auto";
   /// SVD backend for the memory update: exact | randomized | auto.
   TORCH_ARG(std::string, svd) = "exact";
 

@@ -24,15 +24,7 @@ adapters::LoRAOptions parse_lora_options(const MethodConfig& config) {
   return adapters::LoRAOptions(rank).alpha(alpha).dropout(dropout);
 }
 
-std::string lora_default_target(const std::string& arch) {
-  if (arch == "vit") return "blocks.*.attn.q|blocks.*.attn.v";
-  if (arch == "cnn") return "fc1";
-  return "fc*";
-}
-
 LoRAMethod::LoRAMethod(const MethodConfig& config) : AdapterMethod(config), options_(parse_lora_options(config)) {}
-
-std::string LoRAMethod::default_target(const std::string& arch) const { return lora_default_target(arch); }
 
 std::shared_ptr<adapters::Adapter> LoRAMethod::make_adapter(const std::string&, const adapters::AdaptableLinearImpl& l) {
   return std::make_shared<adapters::LoRAImpl>(l.in_features(), l.out_features(), options_);

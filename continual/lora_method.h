@@ -24,7 +24,7 @@ class LoRAMethod : public AdapterMethod {
   const adapters::LoRAOptions& adapter_options() const { return options_; }
 
  protected:
-  std::string default_target(const std::string& arch) const override;
+  models::TargetRole target_role() const override { return models::TargetRole::kAttentionQV; }
   std::shared_ptr<adapters::Adapter> make_adapter(const std::string& name,
                                                   const adapters::AdaptableLinearImpl& layer) override;
 
@@ -34,7 +34,6 @@ class LoRAMethod : public AdapterMethod {
 
 /// LoRA options shared by lora and olora (rank, alpha, dropout); checks them naming `who`.
 adapters::LoRAOptions parse_lora_options(const MethodConfig& config);
-/// lora/olora default layers: vit attention q and v; mlp hidden layers; cnn fc1.
-std::string lora_default_target(const std::string& arch);
+
 
 }  // namespace strata::continual

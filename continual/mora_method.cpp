@@ -34,8 +34,6 @@ MoRAMethod::MoRAMethod(const MethodConfig& config)
   TORCH_CHECK(report_samples_ >= 0, "strata: option mora.report_samples must be >= 0, got ", report_samples_);
 }
 
-std::string MoRAMethod::default_target(const std::string& arch) const { return all_layers_default_target(arch); }
-
 std::shared_ptr<adapters::Adapter> MoRAMethod::make_adapter(const std::string&, const adapters::AdaptableLinearImpl& l) {
   return std::make_shared<adapters::MoRAImpl>(l.in_features(), l.out_features(), options_);
 }
@@ -70,7 +68,8 @@ void MoRAMethod::on_task_end(TaskContext& ctx) {
         const bool was_training = model_->is_training();
         model_->eval();  // δ applies in eval mode, as at evaluation
         const int64_t bs = ctx.train ? ctx.train->eval_batch_size() : 1000;
-        for (int64_t s = 0; s < n; s += bs) model_->forward(test.x.slice(0, s, std::min(n, s + bs)));
+        torch::Tensor buffer;
+        for (int64_t s = 0; s < n; s += bs) model_->forward(test.slice(s, std::min(n, s + bs), buffer));
         if (was_training) model_->train();
       }
       adapters::mora_record(*model_, false, false);

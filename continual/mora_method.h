@@ -32,7 +32,7 @@ class MoRAMethod : public AdapterMethod {
   const adapters::MoRAOptions& adapter_options() const { return options_; }
 
  protected:
-  std::string default_target(const std::string& arch) const override;
+  models::TargetRole target_role() const override { return models::TargetRole::kAttentionAndMlp; }
   std::shared_ptr<adapters::Adapter> make_adapter(const std::string& name,
                                                   const adapters::AdaptableLinearImpl& layer) override;
 

@@ -27,8 +27,6 @@ OLoRAMethod::OLoRAMethod(const MethodConfig& config)
   TORCH_CHECK(std::isfinite(lambda2_) && lambda2_ >= 0, "strata: option olora.lambda2 must be >= 0, got ", lambda2_);
 }
 
-std::string OLoRAMethod::default_target(const std::string& arch) const { return lora_default_target(arch); }
-
 std::shared_ptr<adapters::Adapter> OLoRAMethod::make_adapter(const std::string&, const adapters::AdaptableLinearImpl& l) {
   return std::make_shared<adapters::LoRAImpl>(l.in_features(), l.out_features(), options_);
 }

@@ -29,7 +29,7 @@ class OLoRAMethod : public AdapterMethod {
   double lambda2() const { return lambda2_; }
 
  protected:
-  std::string default_target(const std::string& arch) const override;
+  models::TargetRole target_role() const override { return models::TargetRole::kAttentionQV; }
   std::shared_ptr<adapters::Adapter> make_adapter(const std::string& name,
                                                   const adapters::AdaptableLinearImpl& layer) override;
 

@@ -1,5 +1,7 @@
 #include "continual/osft.h"
 
+#include "adapters/inject.h"
+
 #include "continual/trainer.h"
 
 #include "subspaces/basis.h"
@@ -21,16 +23,15 @@ nlohmann::json number_or_null(double v) { return std::isfinite(v) ? nlohmann::js
 double number_or_nan(const nlohmann::json& j) { return j.is_number() ? j.get<double>() : kNaN; }
 
 bool full_match(const std::string& pattern, const std::string& name) {
-  if (pattern.empty()) return false;
-  return std::regex_match(name, std::regex(pattern));
+  return !pattern.empty() && adapters::glob_match(pattern, name);
 }
 
 }  // namespace
 
 std::vector<MethodOption> osft_options() {
   return {
-      {"target", "auto", "regex of the decomposed Linear layers (auto: mlp fc[0-9]+, cnn fc1, vit blocks\\..*)"},
-      {"head", "head", "regex of classifier layers: never decomposed, always trained"},
+      {"target", "auto", "decomposed Linear layers: a layer glob; auto = vit every block layer, mlp fc*, cnn fc1"},
+      {"head", "head", "classifier layers (a layer glob): never decomposed, always trained"},
       {"rank_rule", "importance", "frozen rank per layer: importance (paper R1), progressive (k=t/T*R), fixed"},
       {"mrr", "0.1", "importance rule: minimum retained fraction"},
       {"trr", "0.8", "importance rule: target retained fraction (of an average-importance layer)"},
@@ -91,23 +92,11 @@ OSFTMethod::OSFTMethod(const MethodConfig& config)
   TORCH_CHECK(fraction_ >= 0 && fraction_ <= 1, "strata: option osft.fraction must be in [0,1], got ", fraction_);
   TORCH_CHECK(importance_samples_ > 0, "strata: option osft.importance_samples must be > 0, got ",
               importance_samples_);
-  for (const auto* p : {&target_, &head_}) {
-    if (*p == "auto" && p == &target_) continue;
-    try {
-      std::regex re(*p);
-    } catch (const std::regex_error& e) {
-      TORCH_CHECK(false, "strata: option osft.", p == &target_ ? "target" : "head", ": bad regex '", *p, "': ",
-                  e.what());
-    }
-  }
+  TORCH_CHECK(!target_.empty(), "strata: option osft.target is empty (use 'auto' or a layer glob)");
 }
 
 std::string OSFTMethod::target_pattern(const models::Model& model) const {
-  if (target_ != "auto") return target_;
-  const auto& arch = model->options().arch();
-  if (arch == "vit") return "blocks\\..*";
-  if (arch == "cnn") return "fc1";
-  return "fc[0-9]+";
+  return model->resolve_targets(target_, models::TargetRole::kBlocks, "osft.target");
 }
 
 std::vector<double> OSFTMethod::importances(TaskContext& ctx, const std::vector<Layer>& layers) const {
@@ -119,7 +108,7 @@ std::vector<double> OSFTMethod::importances(TaskContext& ctx, const std::vector<
   const bool was_training = model.is_training();
   model.eval();
   model.set_recording(true);
-  model.forward(split.x.slice(0, 0, std::min(importance_samples_, split.size())));
+  model.forward(split.slice(0, std::min(importance_samples_, split.size())));
   std::vector<double> out;
   for (const auto& l : layers) out.push_back(osft_layer_importance(l.layer->last_input(), l.layer->weight));
   model.set_recording(false);

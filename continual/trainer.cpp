@@ -37,9 +37,10 @@ EvalResult evaluate(models::ModelImpl& model, const tasks::Split& split, const t
   EvalResult r;
   r.pred = torch::empty({n}, torch::kInt64);
   r.prob = torch::empty({n}, torch::kFloat32);
+  torch::Tensor buffer;  // each batch is dropped before the next is made: reuse its memory
   for (int64_t s = 0; s < n; s += batch_size) {
     const int64_t e = std::min(n, s + batch_size);
-    auto logits = mask_logits(model.forward(split.x.slice(0, s, e)), mask);
+    auto logits = mask_logits(model.forward(split.slice(s, e, buffer)), mask);
     auto [p, idx] = torch::softmax(logits, 1).max(1);
     r.pred.slice(0, s, e).copy_(idx);
     r.prob.slice(0, s, e).copy_(p);
@@ -104,7 +105,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
       sc.epoch = epoch;
       sc.step = step;
       sc.batch_index = perm.slice(0, s, std::min(n, s + bs));
-      sc.x = data.x.index_select(0, sc.batch_index);
+      sc.x = data.gather(sc.batch_index);
       sc.y = data.y.index_select(0, sc.batch_index);
       auto logits = model.forward(sc.x);
       if (masked) logits = mask_logits(logits, mask_table.index_select(0, data.task.index_select(0, sc.batch_index)));

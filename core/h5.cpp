@@ -333,6 +333,52 @@ torch::Tensor read_tensor(const H5::Group& loc, const std::string& path) {
   return out;
 }
 
+DatasetInfo dataset_info(const H5::Group& loc, const std::string& path) {
+  H5::DataSet ds = open_dataset(loc, path);
+  const std::string file = file_of(loc);
+  DatasetInfo info;
+  h5_guard("dataset_info", file, path, [&] {
+    H5::DataSpace space = ds.getSpace();
+    if (space.getSimpleExtentType() != H5S_NULL) {
+      const int nd = space.getSimpleExtentNdims();
+      std::vector<hsize_t> dims(static_cast<size_t>(nd));
+      if (nd > 0) space.getSimpleExtentDims(dims.data());
+      info.shape.assign(dims.begin(), dims.end());
+    }
+    const H5T_class_t tclass = ds.getTypeClass();
+    if (tclass == H5T_FLOAT) {
+      const size_t size = ds.getFloatType().getSize();
+      info.type_name = "float" + std::to_string(size * 8);
+      info.dtype = size <= 4 ? torch::kFloat32 : torch::kFloat64;
+    } else if (tclass == H5T_INTEGER) {
+      H5::IntType it = ds.getIntType();
+      const size_t size = it.getSize();
+      const bool is_signed = it.getSign() != H5T_SGN_NONE;
+      info.type_name = std::string(is_signed ? "int" : "uint") + std::to_string(size * 8);
+      if (!is_signed && size == 1) {
+        const bool as_bool = has_attr(ds, kDtypeAttr) && get_attr_string(ds, kDtypeAttr) == "bool";
+        info.dtype = as_bool ? torch::kBool : torch::kUInt8;
+        if (as_bool) info.type_name = "bool";
+      } else {
+        info.dtype = (is_signed && size <= 4) || (!is_signed && size <= 2) ? torch::kInt32 : torch::kInt64;
+      }
+    } else if (tclass == H5T_ENUM) {
+      info.type_name = "enum";
+      if (ds.getEnumType().getSize() == 1) {
+        info.type_name = "bool";
+        info.dtype = torch::kBool;
+      }
+    } else if (tclass == H5T_STRING) {
+      info.type_name = "string";
+    } else if (tclass == H5T_COMPOUND) {
+      info.type_name = "compound";
+    } else {
+      info.type_name = "HDF5 type class " + std::to_string(static_cast<int>(tclass));
+    }
+  });
+  return info;
+}
+
 // ---- attributes ---------------------------------------------------------------------------
 
 namespace {
@@ -435,6 +481,67 @@ std::vector<std::string> list_attrs(const H5::H5Object& obj) {
     for (int i = 0; i < n; ++i) out.push_back(obj.openAttribute(static_cast<unsigned>(i)).getName());
   });
   std::sort(out.begin(), out.end());
+  return out;
+}
+
+namespace {
+// Opens `name` on `obj` and checks it is a scalar or a 1-D array; returns its length.
+H5::Attribute open_list_attr(const H5::H5Object& obj, const std::string& name, const char* fn, hssize_t* n) {
+  TORCH_CHECK(obj.attrExists(name), "strata::core::", fn, "(): missing attribute '", name, "' on '",
+              obj_name(obj), "' in file '", file_of(obj), "'");
+  H5::Attribute a = obj.openAttribute(name);
+  H5::DataSpace space = a.getSpace();
+  TORCH_CHECK(space.getSimpleExtentNdims() <= 1, "strata::core::", fn, "(): attribute '", name, "' on '",
+              obj_name(obj), "' in file '", file_of(obj), "' has rank ", space.getSimpleExtentNdims(),
+              " (expected a scalar or a 1-D list)");
+  *n = space.getSimpleExtentNpoints();
+  return a;
+}
+}  // namespace
+
+std::vector<double> get_attr_doubles(const H5::H5Object& obj, const std::string& name) {
+  std::vector<double> out;
+  h5_guard("get_attr_doubles", file_of(obj), obj_name(obj) + "@" + name, [&] {
+    hssize_t n = 0;
+    H5::Attribute a = open_list_attr(obj, name, "get_attr_doubles", &n);
+    auto cls = a.getTypeClass();
+    TORCH_CHECK(cls == H5T_FLOAT || cls == H5T_INTEGER, "strata::core::get_attr_doubles(): attribute '", name,
+                "' on '", obj_name(obj), "' in file '", file_of(obj), "' is not numeric");
+    out.resize(static_cast<size_t>(n));
+    if (n > 0) a.read(H5::PredType::NATIVE_DOUBLE, out.data());
+  });
+  return out;
+}
+
+std::vector<std::string> get_attr_strings(const H5::H5Object& obj, const std::string& name) {
+  std::vector<std::string> out;
+  h5_guard("get_attr_strings", file_of(obj), obj_name(obj) + "@" + name, [&] {
+    hssize_t n = 0;
+    H5::Attribute a = open_list_attr(obj, name, "get_attr_strings", &n);
+    TORCH_CHECK(a.getTypeClass() == H5T_STRING, "strata::core::get_attr_strings(): attribute '", name, "' on '",
+                obj_name(obj), "' in file '", file_of(obj), "' is not a string or list of strings");
+    if (n == 0) return;
+    H5::StrType ft = a.getStrType();
+    if (ft.isVariableStr()) {
+      H5::StrType mem(H5::PredType::C_S1, H5T_VARIABLE);
+      mem.setCset(ft.getCset());
+      std::vector<char*> buf(static_cast<size_t>(n), nullptr);
+      a.read(mem, buf.data());
+      for (char* c : buf) out.emplace_back(c ? c : "");
+      H5::DataSpace space = a.getSpace();
+      H5Dvlen_reclaim(mem.getId(), space.getId(), H5P_DEFAULT, buf.data());
+    } else {
+      const size_t len = ft.getSize();
+      std::vector<char> buf(static_cast<size_t>(n) * len);
+      a.read(ft, buf.data());
+      for (hssize_t i = 0; i < n; ++i) {
+        std::string v(buf.data() + i * len, len);
+        auto nul = v.find('\0');
+        if (nul != std::string::npos) v.resize(nul);
+        out.push_back(v);
+      }
+    }
+  });
   return out;
 }
 

@@ -93,6 +93,17 @@ void write_tensor(const H5::Group& loc, const std::string& path, const torch::Te
 // Reads the dataset at `path` into a CPU tensor with the dtype/shape described above.
 torch::Tensor read_tensor(const H5::Group& loc, const std::string& path);
 
+// Shape and the dtype read_tensor would return, without reading the data (so callers can refuse
+// a wrong rank, dtype or an oversized dataset before allocating). `dtype` is nullopt for HDF5
+// types read_tensor refuses (strings, compounds, ...); `type_name` describes the file type either
+// way (e.g. "float64", "uint16", "string"), for error messages.
+struct DatasetInfo {
+  std::vector<int64_t> shape;
+  c10::optional<torch::ScalarType> dtype;
+  std::string type_name;
+};
+DatasetInfo dataset_info(const H5::Group& loc, const std::string& path);
+
 // ---- attributes ---------------------------------------------------------------------------
 // On any H5Object: the file (root group), a group or a dataset. Writing replaces an existing
 // attribute of the same name. Strings are variable-length UTF-8 (h5py reads them as str);
@@ -109,6 +120,12 @@ std::string get_attr_string(const H5::H5Object& obj, const std::string& name);
 int64_t get_attr_int(const H5::H5Object& obj, const std::string& name);
 double get_attr_double(const H5::H5Object& obj, const std::string& name);
 std::vector<std::string> list_attrs(const H5::H5Object& obj);
+// Numeric attribute as a list: a scalar gives one value, a 1-D array its values (h5py writes
+// `attrs['mean'] = [0.5, 0.5]` as a float64 array). Other ranks or types throw.
+std::vector<double> get_attr_doubles(const H5::H5Object& obj, const std::string& name);
+// String attribute as a list: a scalar string gives one value, a 1-D array of variable- or
+// fixed-length strings its values (h5py: `attrs['classes'] = ['a', 'b']` or np.array(..., 'S')).
+std::vector<std::string> get_attr_strings(const H5::H5Object& obj, const std::string& name);
 
 // Opens the dataset at `path` (e.g. for attribute access).
 H5::DataSet open_dataset(const H5::Group& loc, const std::string& path);

@@ -1,5 +1,7 @@
 #include "models/models.h"
 
+#include "adapters/inject.h"
+
 #include <regex>
 
 namespace strata::models {
@@ -49,25 +51,43 @@ void apply_vit_preset(ModelOptions& o, const std::string& preset) {
   TORCH_CHECK(false, "option --vit-preset: unknown preset '", preset, "' (valid: vit-ti16, vit-s16, vit-b16)");
 }
 
-std::vector<std::pair<std::string, AdaptableLinear>> ModelImpl::linear_layers() { return linear_layers(""); }
+std::vector<std::pair<std::string, AdaptableLinear>> ModelImpl::linear_layers() { return linear_layers("**"); }
 
 std::vector<std::pair<std::string, AdaptableLinear>> ModelImpl::linear_layers(const std::string& pattern) {
   std::vector<std::pair<std::string, AdaptableLinear>> out;
-  std::regex re;
-  if (!pattern.empty()) {
-    try {
-      re = std::regex(pattern);
-    } catch (const std::regex_error& e) {
-      TORCH_CHECK(false, "strata::continual::linear_layers(): bad layer pattern '", pattern, "': ", e.what());
-    }
-  }
+  const std::regex re = adapters::glob_to_regex(pattern);
   for (const auto& item : named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
     auto lin = std::dynamic_pointer_cast<adapters::AdaptableLinearImpl>(item.value());
     if (!lin) continue;
-    if (!pattern.empty() && !std::regex_match(item.key(), re)) continue;
+    if (!std::regex_match(item.key(), re)) continue;
     out.emplace_back(item.key(), AdaptableLinear(lin));
   }
   return out;
+}
+
+std::string ModelImpl::default_targets(TargetRole role) const {
+  if (role == TargetRole::kAll) return "**";
+  const auto& arch = options_.arch();
+  if (arch == "vit") {
+    switch (role) {
+      case TargetRole::kAttentionQV: return "blocks.*.attn.q|blocks.*.attn.v";
+      case TargetRole::kAttentionAndMlp: return "blocks.*.attn.*|blocks.*.mlp.*";
+      case TargetRole::kAttentionOutput: return "blocks.*.attn.o";
+      case TargetRole::kBlocks: return "blocks.**";
+      case TargetRole::kAll: break;
+    }
+  }
+  // MLP: the hidden layers fc1, fc2, ...; CNN: its one hidden Linear fc1. The head is never a default
+  // target: methods train it (or not) by their own rule.
+  return arch == "cnn" ? "fc1" : "fc*";
+}
+
+std::string ModelImpl::resolve_targets(const std::string& selection, TargetRole role, const std::string& option) {
+  TORCH_CHECK(!selection.empty(), "option ", option, ": empty layer selection (use 'auto' or a layer glob)");
+  const std::string glob = selection == "auto" ? default_targets(role) : selection;
+  TORCH_CHECK(!linear_layers(glob).empty(), "option ", option, ": '", selection, "' matches no Linear layer of the ",
+              options_.arch(), " model");
+  return glob;
 }
 
 void ModelImpl::set_recording(bool on) {

@@ -41,6 +41,15 @@ struct ModelOptions {
   int64_t vit_mlp_dim() const { return mlp_dim_ > 0 ? mlp_dim_ : dim_ * mlp_ratio_; }
 };
 
+/// The jobs methods choose layers for; each model names its layers for each (default_targets).
+///   role                 vit                               mlp                  cnn
+///   kAttentionQV         attention q and v of every block  fc1, fc2, ...        fc1   (LoRA, O-LoRA)
+///   kAttentionAndMlp     attention and MLP of every block  fc1, fc2, ...        fc1   (CoDyRA, MoRA)
+///   kAttentionOutput     attention output projections      fc1, fc2, ...        fc1   (CoSO)
+///   kBlocks              every Linear inside the blocks    fc1, fc2, ...        fc1   (OSFT)
+///   kAll                 every Linear layer (head included)                           (GPM)
+enum class TargetRole { kAttentionQV, kAttentionAndMlp, kAttentionOutput, kBlocks, kAll };
+
 /// The standard ViT sizes (Dosovitskiy et al. / DeiT), patch 16 and depth 12:
 ///   "vit-ti16"  dim 192, 3 heads, MLP 768      "vit-s16"  dim 384, 6 heads, MLP 1536
 ///   "vit-b16"   dim 768, 12 heads, MLP 3072
@@ -58,8 +67,13 @@ class ModelImpl : public torch::nn::Module {
   const ModelOptions& options() const { return options_; }
   /// Every AdaptableLinear with its module path, in registration (forward) order.
   std::vector<std::pair<std::string, adapters::AdaptableLinear>> linear_layers();
-  /// Layers whose path matches `pattern` (std::regex, full match); empty pattern = all.
+  /// Layers whose path matches `pattern`, a layer glob (adapters/inject.h: "blocks.*.attn.q|fc*", "**").
   std::vector<std::pair<std::string, adapters::AdaptableLinear>> linear_layers(const std::string& pattern);
+  /// The layers a method in `role` works on by default, as a layer glob.
+  std::string default_targets(TargetRole role) const;
+  /// A method's layer option: "auto" = default_targets(role), anything else is a layer glob. Throws
+  /// naming `option` when the glob matches no Linear layer (a typo would otherwise train nothing).
+  std::string resolve_targets(const std::string& selection, TargetRole role, const std::string& option);
   /// Turn input recording on/off for every AdaptableLinear (GPM representation matrices).
   void set_recording(bool on);
 

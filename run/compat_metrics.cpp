@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -19,38 +20,18 @@ using namespace strata::continual;
 
 namespace {
 
-using checkpoints::PredictionTable;
+using compat::PredictionVersions;
 
-// Aligned inputs of versions a (old) and b (new) over the test splits of tasks [lo, hi].
-compat::FlipInputs pair_inputs(const PredictionTable& table, int64_t a, int64_t b, int64_t lo, int64_t hi) {
-  const auto& A = table.at(a);
-  const auto& B = table.at(b);
-  std::vector<torch::Tensor> labels, pa, pb, ca, cb, groups, ids;
-  for (int64_t t = lo; t <= hi; ++t) {
-    TORCH_CHECK(t < static_cast<int64_t>(A.size()) && t < static_cast<int64_t>(B.size()),
-                "strata::continual::compat_section(): version ", a, " or ", b, " has no predictions for task ", t);
-    const auto& x = A[t];
-    const auto& y = B[t];
-    TORCH_CHECK(x.id.sizes() == y.id.sizes() && torch::equal(x.id, y.id) && torch::equal(x.label, y.label),
-                "strata::continual::compat_section(): versions ", a, " and ", b, " were evaluated on different items of task ",
-                t, " (", x.id.size(0), " vs ", y.id.size(0), " items; ids or labels differ)");
-    labels.push_back(x.label);
-    pa.push_back(x.pred);
-    pb.push_back(y.pred);
-    ca.push_back(x.prob);
-    cb.push_back(y.prob);
-    ids.push_back(x.id);
-    groups.push_back(torch::full({x.label.size(0)}, t, torch::kInt64));
+// Aligned inputs of versions a (old) and b (new) on the test splits of `tasks`.
+compat::FlipInputs pair_inputs(const PredictionVersions& table, int64_t a, int64_t b, const std::vector<int64_t>& tasks) {
+  for (int64_t v : {a, b}) {
+    const auto present = compat::table_tasks(table.at(v));
+    for (int64_t t : tasks)
+      TORCH_CHECK(std::binary_search(present.begin(), present.end(), t), "strata::run::compat_section(): version ",
+                  v, " has no predictions for task ", t);
   }
-  compat::FlipInputs in;
-  in.labels = torch::cat(labels);
-  in.old_pred = torch::cat(pa);
-  in.new_pred = torch::cat(pb);
-  in.old_conf = torch::cat(ca);
-  in.new_conf = torch::cat(cb);
-  in.groups = torch::cat(groups);
-  in.ids = torch::cat(ids);
-  return in;
+  return compat::align_by_id(compat::select_tasks(table.at(a), tasks), compat::select_tasks(table.at(b), tasks),
+                             "version " + std::to_string(a), "version " + std::to_string(b));
 }
 
 void add_upper(nlohmann::json& entry, double alpha) {
@@ -58,7 +39,7 @@ void add_upper(nlohmann::json& entry, double alpha) {
   entry["nfr_wilson_upper"] = compat::wilson_upper(nf, n, alpha);
 }
 
-std::vector<int64_t> consecutive_versions(const PredictionTable& table) {
+std::vector<int64_t> consecutive_versions(const PredictionVersions& table) {
   std::vector<int64_t> v;
   for (const auto& [k, rows] : table) v.push_back(k);
   return v;
@@ -68,26 +49,6 @@ std::string vname(int64_t v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "v%03lld", static_cast<long long>(v));
   return buf;
-}
-
-// [V, V] matrix over the versions present, cells on tasks 0..min(a, b); also the item counts.
-std::pair<torch::Tensor, torch::Tensor> nfr_matrix_of(const PredictionTable& table, const std::vector<int64_t>& vs) {
-  const int64_t V = static_cast<int64_t>(vs.size());
-  torch::Tensor m = torch::zeros({V, V}, torch::kFloat64), n = torch::zeros({V, V}, torch::kInt64);
-  for (int64_t i = 0; i < V; ++i)
-    for (int64_t j = 0; j < V; ++j) {
-      if (i == j) {
-        int64_t items = 0;
-        for (int64_t t = 0; t <= vs[i]; ++t) items += table.at(vs[i]).at(t).label.size(0);
-        n[i][j] = items;
-        continue;
-      }
-      const auto in = pair_inputs(table, vs[i], vs[j], 0, std::min(vs[i], vs[j]));
-      const auto c = compat::count_flips(in.labels, in.old_pred, in.new_pred);
-      m[i][j] = c.n() ? static_cast<double>(c.n10) / c.n() : std::nan("");
-      n[i][j] = c.n();
-    }
-  return {m, n};
 }
 
 nlohmann::json to_json(const torch::Tensor& t) {
@@ -109,7 +70,7 @@ nlohmann::json to_json(const torch::Tensor& t) {
 
 }  // namespace
 
-nlohmann::json compat_section(const PredictionTable& table, double alpha) {
+nlohmann::json compat_section(const PredictionVersions& table, double alpha) {
   nlohmann::json s;
   s["alpha"] = alpha;
   s["conventions"] = {
@@ -134,14 +95,15 @@ nlohmann::json compat_section(const PredictionTable& table, double alpha) {
     nlohmann::json p;
     p["old"] = v - 1;
     p["new"] = v;
-    const auto seen = compat::compare_predictions(pair_inputs(table, v - 1, v, 0, v - 1));
+    const std::vector<int64_t> seen_tasks = compat::default_compare_tasks(v - 1, v);
+    const auto seen = compat::compare_predictions(pair_inputs(table, v - 1, v, seen_tasks));
     nlohmann::json sj = seen.to_json(alpha);
     sj.erase("per_class");  // per class: `strata compare runs/X/predictions.h5 --old-version A --new-version B`
-    sj["tasks"] = {0, v - 1};
+    sj["tasks"] = {seen_tasks.front(), seen_tasks.back()};
     add_upper(sj["overall"], alpha);
     for (auto& e : sj["per_task"]) add_upper(e, alpha);
     p["seen_tasks"] = sj;
-    const auto cur_in = pair_inputs(table, v - 1, v, v, v);
+    const auto cur_in = pair_inputs(table, v - 1, v, {v});
     nlohmann::json cj = compat::count_flips(cur_in.labels, cur_in.old_pred, cur_in.new_pred).to_json(alpha);
     cj["task"] = v;
     add_upper(cj, alpha);
@@ -149,24 +111,24 @@ nlohmann::json compat_section(const PredictionTable& table, double alpha) {
     pairs.push_back(p);
   }
   s["pairs"] = pairs;
-  const auto [m, n] = nfr_matrix_of(table, vs);
-  s["nfr_matrix"] = {{"versions", vs}, {"matrix", to_json(m)}, {"n", to_json(n)}};
+  const compat::StreamMatrix m = compat::stream_nfr_matrix(table);
+  s["nfr_matrix"] = {{"versions", m.versions}, {"matrix", to_json(m.nfr)}, {"n", to_json(m.n)}};
   return s;
 }
 
-std::vector<std::string> write_compat_plots(const std::string& run_dir, const PredictionTable& table) {
+std::vector<std::string> write_compat_plots(const std::string& run_dir, const PredictionVersions& table) {
   std::vector<std::string> written;
   if (table.empty()) return written;
   fs::create_directories(fs::path(run_dir) / "plots");
   const auto vs = consecutive_versions(table);
   std::vector<std::string> labels;
   for (int64_t v : vs) labels.push_back(vname(v));
-  compat::write_nfr_heatmap_svg(run_dir + "/plots/nfr_heatmap.svg", nfr_matrix_of(table, vs).first, labels);
+  compat::write_nfr_heatmap_svg(run_dir + "/plots/nfr_heatmap.svg", compat::stream_nfr_matrix(table).nfr, labels);
   written.push_back("plots/nfr_heatmap.svg");
   const int64_t v = vs.back();
   if (v >= 1 && table.count(v - 1)) {
     const std::string rel = "plots/flips_per_task_" + vname(v) + ".svg";
-    compat::write_task_flips_svg(run_dir + "/" + rel, compat::compare_predictions(pair_inputs(table, v - 1, v, 0, v)));
+    compat::write_task_flips_svg(run_dir + "/" + rel, compat::compare_predictions(pair_inputs(table, v - 1, v, compat::tasks_trained_by(v))));
     written.push_back(rel);
   }
   return written;
@@ -182,23 +144,12 @@ compat::PredictionTable evaluate_version_file(const std::string& path, int64_t l
   TORCH_CHECK(last_task >= 0 && last_task < stream.size(), "strata::run::evaluate_version_file(): '", path,
               "': task ", last_task, " is not in its ", stream.size(), "-task stream");
   const auto evals = evaluate_stream(*lv.model, stream, v.version, lv.config.train.eval_batch_size());
-  std::vector<torch::Tensor> ids, labels, preds, conf, groups;
+  std::vector<compat::PredictionTable> parts;
   for (int64_t t = 0; t <= last_task; ++t) {
     const auto& test = stream.tasks[t].test;
-    // Permuted/rotated streams reuse the same images in every task: key items by (task, example id).
-    ids.push_back(test.ids + t * (int64_t{1} << 32));
-    labels.push_back(test.y);
-    preds.push_back(evals[t].pred);
-    conf.push_back(evals[t].prob);
-    groups.push_back(torch::full({test.size()}, t, torch::kInt64));
+    parts.push_back({test.ids, test.y, evals[t].pred, evals[t].prob, torch::full({test.size()}, t, torch::kInt64)});
   }
-  compat::PredictionTable out;
-  out.ids = torch::cat(ids);
-  out.labels = torch::cat(labels);
-  out.preds = torch::cat(preds);
-  out.conf = torch::cat(conf);
-  out.groups = torch::cat(groups);
-  return out;
+  return compat::concat_tables(parts);
 }
 
 }  // namespace strata::run

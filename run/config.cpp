@@ -82,7 +82,12 @@ po::options_description run_options(const MethodRegistry& registry) {
       ("resume", po::value<std::string>(), "continue the run in this folder after its last complete version (its config.ini is used)");
   po::options_description data("Stream");
   data.add_options()
-      ("stream", po::value<std::string>()->default_value(d.stream.name()), "permuted-fmnist | split-fmnist | rotated-fmnist | synthetic")
+      ("stream", po::value<std::string>()->default_value(d.stream.name()), "permuted-fmnist | split-fmnist | rotated-fmnist | synthetic, or a recipe over --dataset: split | permuted | rotated | tasks")
+      ("dataset", po::value<std::string>()->default_value(d.stream.dataset()), "fmnist (built-in Fashion-MNIST) or PATH.h5 (groups train/test with x, y)")
+      ("classes-per-task", po::value<int64_t>()->default_value(d.stream.classes_per_task()), "split: classes per task after the first")
+      ("first-task-classes", po::value<int64_t>()->default_value(d.stream.first_task_classes()), "split: classes in the first task (0 = --classes-per-task)")
+      ("class-order", po::value<std::string>()->default_value(""), "split: class order, comma-separated (default: natural, or --class-order-seed)")
+      ("class-order-seed", po::value<int64_t>()->default_value(d.stream.class_order_seed()), "split without --class-order: -1 = natural order, >= 0 = seeded shuffle")
       ("tasks", po::value<int64_t>()->default_value(d.stream.num_tasks()), "number of tasks")
       ("scenario", po::value<std::string>()->default_value(""), "task | class | domain (default: the stream's own)")
       ("val-fraction", po::value<double>()->default_value(d.stream.val_fraction()), "held-out fraction of each task's training set")
@@ -106,7 +111,7 @@ po::options_description run_options(const MethodRegistry& registry) {
       ("init", po::value<std::string>()->default_value(""), "start from these weights: a version file (runs/X/versions/vNNN.h5), safetensors or an HDF5 state_dict")
       ("weights-names", po::value<std::string>()->default_value(d.weights_names), "names in the --init file: auto | strata | torchvision | timm")
       ("init-head", po::value<std::string>()->default_value(d.init_head), "strict | reset (keep the fresh classifier when the file's head has another shape)")
-      ("pretrain", po::value<std::string>()->default_value(""), "first train the whole model on task:N (a task of the stream) or split:K (split-fmnist classes 0..2K-1)")
+      ("pretrain", po::value<std::string>()->default_value(""), "first train the whole model on task:N (a task of the stream) or split:K (classes 0..2K-1 of the dataset, 2 per task)")
       ("pretrain-epochs", po::value<int64_t>()->default_value(d.pretrain_epochs), "epochs of the pre-training stage");
   po::options_description train("Training");
   train.add_options()
@@ -148,6 +153,11 @@ RunConfig from_variables(const po::variables_map& vm, const MethodRegistry& regi
   c.quiet = vm.count("quiet") && vm["quiet"].as<bool>();
   const int64_t seed = vm["seed"].as<int64_t>();
   c.stream.name(vm["stream"].as<std::string>())
+      .dataset(vm["dataset"].as<std::string>())
+      .classes_per_task(vm["classes-per-task"].as<int64_t>())
+      .first_task_classes(vm["first-task-classes"].as<int64_t>())
+      .class_order(parse_ints("class-order", vm["class-order"].as<std::string>()))
+      .class_order_seed(vm["class-order-seed"].as<int64_t>())
       .num_tasks(vm["tasks"].as<int64_t>())
       .seed(seed)
       .scenario(vm["scenario"].as<std::string>())
@@ -265,7 +275,10 @@ std::string RunConfig::to_ini() const {
   o.precision(15);
   o << "# strata train: resolved configuration (re-run with: strata train --config THIS_FILE)\n"
     << "name = " << name << "\nout = " << out << "\nthreads = " << threads << "\nseed = " << train.seed() << "\n"
-    << "\n# stream\nstream = " << stream.name() << "\ntasks = " << stream.num_tasks()
+    << "\n# stream\nstream = " << stream.name() << "\ndataset = " << stream.dataset()
+    << "\nclasses-per-task = " << stream.classes_per_task() << "\nfirst-task-classes = " << stream.first_task_classes()
+    << "\nclass-order = " << join_ints(stream.class_order()) << "\nclass-order-seed = " << stream.class_order_seed()
+    << "\ntasks = " << stream.num_tasks()
     << "\nscenario = " << stream.scenario() << "\nval-fraction = " << stream.val_fraction()
     << "\ntrain-limit = " << stream.train_limit() << "\ntest-limit = " << stream.test_limit()
     << "\nrotation-step = " << stream.rotation_step() << "\ndata-dir = " << stream.data_dir() << "\n"

@@ -47,7 +47,14 @@ int64_t pretrain(const models::Model& model, const std::string& text, int64_t ep
     data.scenario = tasks::Scenario::kDomainIncremental;
   } else {
     auto so = stream_options;
-    so.name("split-fmnist").num_tasks(spec.value).scenario("class");
+    // split:K means classes 0..2K-1 of the stream's dataset, whatever split options the stream uses.
+    so.name(so.dataset() == "fmnist" ? "split-fmnist" : "split")
+        .classes_per_task(2)
+        .first_task_classes(0)
+        .class_order({})
+        .class_order_seed(-1)
+        .num_tasks(spec.value)
+        .scenario("class");
     auto split = tasks::make_stream(so);
     TORCH_CHECK(split.num_classes <= stream.num_classes, "option --pretrain: split:", spec.value, " has ",
                 split.num_classes, " classes but the model has ", stream.num_classes, " outputs");

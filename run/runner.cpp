@@ -160,7 +160,7 @@ ClMetrics Runner::resume() {
   const std::string pred_path = folder_.predictions_h5();
   if (fs::exists(pred_path)) {
     try {
-      predictions_ = checkpoints::read_predictions(pred_path);
+      predictions_ = compat::read_predictions(pred_path);
     } catch (const c10::Error& e) {
       log(std::string("resume: cannot read predictions.h5 (") + e.msg() + "); earlier versions' predictions are lost");
     }
@@ -212,18 +212,13 @@ checkpoints::Version Runner::snapshot(int64_t task) const {
 }
 
 void Runner::store_predictions(int64_t version, const TaskResult& result) {
-  auto& rows = predictions_[version];
-  rows.clear();
+  std::vector<compat::PredictionTable> parts;
   for (int64_t j = 0; j < stream_.size(); ++j) {
     const auto& test = stream_.tasks[j].test;
-    checkpoints::TaskPredictions p;
-    p.task = j;
-    p.id = test.ids;
-    p.label = test.y;
-    p.pred = result.evals[j].pred;
-    p.prob = result.evals[j].prob;
-    rows.push_back(std::move(p));
+    parts.push_back({test.ids, test.y, result.evals[j].pred, result.evals[j].prob,
+                     torch::full({test.size()}, j, torch::kInt64)});
   }
+  predictions_[version] = compat::concat_tables(parts);
 }
 
 int64_t Runner::train_stages(TaskContext& ctx, TaskResult& result) {
@@ -287,7 +282,7 @@ ClMetrics Runner::train_tasks(int64_t first) {
     // Version first (the resume point), then predictions, the hook, and the report.
     checkpoints::write_version(folder_.version(t), snapshot(t));
     store_predictions(t, result);
-    checkpoints::write_predictions(folder_.predictions_h5(), predictions_);
+    compat::write_predictions(folder_.predictions_h5(), predictions_);
     write_compat_plots(folder_.dir(), predictions_);
     if (on_task_done) on_task_done(result);
     write_report(t + 1);

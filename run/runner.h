@@ -1,14 +1,14 @@
 #pragma once
 // The Runner: trains a model over a task stream with one method, evaluates after every task on
 // every task's test set, and writes the run folder (layout in run/run_folder.h; version and
-// predictions formats in checkpoints/version_store.h and checkpoints/predictions.h).
+// predictions formats in checkpoints/version_store.h and compat/predictions.h).
 //
 // After each task the order is: versions/vNNN.h5, predictions.h5, plots, on_task_done, report.json —
 // so the newest complete version is always the point a resume continues from.
 //
 // The libraries never print: progress and log lines go to the sinks the caller sets (`on_log`,
 // `on_progress`); without them the Runner is silent.
-#include "checkpoints/predictions.h"
+#include "compat/predictions.h"
 #include "checkpoints/version_store.h"
 #include "continual/metrics.h"
 #include "run/config.h"
@@ -97,7 +97,7 @@ class Runner {
   std::vector<TaskResult> results_;
   std::vector<std::string> metrics_rows_;  ///< metrics.csv without its header
   std::string config_text_;  ///< config.ini as written (stored in every version)
-  checkpoints::PredictionTable predictions_;
+  compat::PredictionVersions predictions_;
 };
 
 /// The run's method: the registered method, wrapped for compatibility-aware training when

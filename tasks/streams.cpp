@@ -8,17 +8,12 @@
 #include <cmath>
 #include <sstream>
 
+#include "tasks/dataset.h"
 #include "tasks/idx.h"
 
 namespace strata::tasks {
 namespace {
 
-// Fashion-MNIST training-set pixel statistics (after scaling to [0, 1]), the constants every
-// reference pipeline (torchvision/Avalanche transforms) uses; fixed constants rather than
-// per-subset statistics keep inputs identical across task subsets, limits and seeds.
-constexpr double kFmnistMean = 0.2860;
-constexpr double kFmnistStd = 0.3530;
-constexpr int64_t kPixels = 28 * 28;
 
 // Synthetic stream: examples per task (before the validation hold-out) and class-mean scale.
 // With unit Gaussian noise in 64 dimensions, a class-mean scale of 0.35 gives a linear model
@@ -30,7 +25,7 @@ constexpr double kSynthMeanScale = 0.35;
 
 // What a seeded generator is used for: separate streams of randomness, so that e.g. changing
 // train_limit never changes a task's permutation.
-enum class Purpose : uint64_t { kPermutation = 1, kTrainSubset = 2, kTestSubset = 3, kSynthetic = 4 };
+enum class Purpose : uint64_t { kPermutation = 1, kTrainSubset = 2, kTestSubset = 3, kSynthetic = 4, kClassOrder = 5 };
 
 uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
@@ -50,6 +45,19 @@ const std::vector<std::string>& names() {
   static const std::vector<std::string> n = {"permuted-fmnist", "split-fmnist", "rotated-fmnist", "synthetic"};
   return n;
 }
+const std::vector<std::string>& recipes() {
+  static const std::vector<std::string> n = {"split", "permuted", "rotated", "tasks"};
+  return n;
+}
+
+// The recipe behind a stream name ("" for synthetic).
+std::string recipe_of(const std::string& name) {
+  if (name == "permuted-fmnist") return "permuted";
+  if (name == "split-fmnist") return "split";
+  if (name == "rotated-fmnist") return "rotated";
+  if (name == "synthetic") return "";
+  return name;
+}
 
 std::string join(const std::vector<std::string>& v) {
   std::string s;
@@ -58,7 +66,7 @@ std::string join(const std::vector<std::string>& v) {
 }
 
 Scenario default_scenario(const std::string& name) {
-  return name == "split-fmnist" ? Scenario::kTaskIncremental : Scenario::kDomainIncremental;
+  return recipe_of(name) == "split" ? Scenario::kTaskIncremental : Scenario::kDomainIncremental;
 }
 
 struct Indices {
@@ -90,65 +98,19 @@ Indices choose(const torch::Tensor& train_cand, const torch::Tensor& test_cand, 
   return out;
 }
 
-// Fused gather + pixel permutation + scaling + normalisation: out[i, j] = lut[src[rows[i], perm[j]]]
-// with lut[v] = (v / 255 - mean) / std. One pass that writes each output float once; the
-// unfused tensor chain (row gather, column gather, convert, scale, shift, divide) made several
-// passes over a 170 MB task and dominated the stream build time.
-torch::Tensor gather_normalised(const torch::Tensor& src_flat, const torch::Tensor& rows, const torch::Tensor& perm) {
-  TORCH_CHECK(src_flat.scalar_type() == torch::kUInt8 && src_flat.dim() == 2 && src_flat.is_contiguous(),
-              "strata::tasks::gather_normalised(): expected contiguous uint8 [N, P], got ", src_flat.sizes());
-  const int64_t n = rows.size(0), p = src_flat.size(1), n_src = src_flat.size(0);
-  float lut[256];
-  for (int v = 0; v < 256; ++v) lut[v] = static_cast<float>((v / 255.0 - kFmnistMean) / kFmnistStd);
-  auto rows_c = rows.contiguous();
-  const int64_t* r = rows_c.data_ptr<int64_t>();
-  const int64_t min_row = n ? rows_c.min().item<int64_t>() : 0, max_row = n ? rows_c.max().item<int64_t>() : 0;
-  TORCH_CHECK(min_row >= 0 && max_row < n_src, "strata::tasks::gather_normalised(): row index out of range");
-  torch::Tensor perm_c;
-  const int64_t* pm = nullptr;
-  if (perm.defined()) {
-    perm_c = perm.contiguous();
-    TORCH_CHECK(perm_c.numel() == p, "strata::tasks::gather_normalised(): permutation has ", perm_c.numel(),
-                " entries for ", p, " pixels");
-    pm = perm_c.data_ptr<int64_t>();
-  }
-  auto out = torch::empty({n, p}, torch::kFloat32);
-  const uint8_t* src = src_flat.data_ptr<uint8_t>();
-  float* dst = out.data_ptr<float>();
-  at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const uint8_t* s = src + r[i] * p;
-      float* d = dst + i * p;
-      if (pm) {
-        for (int64_t j = 0; j < p; ++j) d[j] = lut[s[pm[j]]];
-      } else {
-        for (int64_t j = 0; j < p; ++j) d[j] = lut[s[j]];
-      }
-    }
-  });
-  return out;
-}
-
-// One task's input transform.
-struct FmnistTransform {
-  torch::Tensor perm;    // defined: permute pixels
-  double degrees = 0.0;  // != 0: rotate
-  torch::Tensor apply(const torch::Tensor& src_flat, const torch::Tensor& rows) const {
-    if (degrees == 0.0) return gather_normalised(src_flat, rows, perm).view({-1, 1, 28, 28});
-    // Rotate in [0, 1] before normalising: zero padding then means black background, as in the
-    // raw image.
-    auto x = src_flat.index_select(0, rows).to(torch::kFloat32).mul_(1.0 / 255.0).view({-1, 1, 28, 28});
-    return rotate_images(x, degrees).sub_(kFmnistMean).div_(kFmnistStd).contiguous();
-  }
-};
-
-Split fmnist_split(const torch::Tensor& images_flat, const torch::Tensor& labels, const torch::Tensor& idx,
-                   int64_t task, const FmnistTransform& tf) {
+// A lazy split: `idx` rows of `source` under `tf`; ids share the row tensor, and the task column
+// is a broadcast scalar (no per-example storage).
+Split lazy_split(const std::shared_ptr<const InputSource>& source, const torch::Tensor& labels, const torch::Tensor& idx,
+                 int64_t task, const InputTransform& tf) {
   Split s;
-  s.x = tf.apply(images_flat, idx);
-  s.y = labels.index_select(0, idx);
   s.ids = idx.contiguous();
-  s.task = torch::full({idx.size(0)}, task, torch::kInt64);
+  s.x = Inputs(source, s.ids, tf);
+  // A split of every source example in order (the test split of permuted/rotated tasks) shares
+  // the label tensor instead of copying it per task.
+  const bool all_rows = s.ids.size(0) == labels.size(0) && s.ids.size(0) > 0 &&
+                        torch::equal(s.ids, torch::arange(labels.size(0), torch::kInt64));
+  s.y = all_rows ? labels : labels.index_select(0, s.ids);
+  s.task = torch::full({1}, task, torch::kInt64).expand({s.ids.size(0)});
   return s;
 }
 
@@ -158,47 +120,122 @@ std::string format_angle(double deg) {
   return os.str();
 }
 
-TaskStream make_fmnist(const StreamOptions& o, Scenario scenario) {
-  const FashionMnist& data = load_fashion_mnist(o.data_dir());
-  const torch::Tensor train_flat = data.train_images.view({-1, kPixels});
-  const torch::Tensor test_flat = data.test_images.view({-1, kPixels});
-  const int64_t n_train = train_flat.size(0), n_test = test_flat.size(0);
-  const auto all_train = torch::arange(n_train, torch::kInt64);
-  const auto all_test = torch::arange(n_test, torch::kInt64);
+std::string split_task_name(int64_t t, const std::vector<int64_t>& classes) {
+  std::string n = "split" + std::to_string(t);
+  if (classes.size() > 4) return n + "-" + std::to_string(classes.size()) + "classes";
+  n += "-classes";
+  for (int64_t c : classes) n += "-" + std::to_string(c);
+  return n;
+}
+
+std::vector<int64_t> all_classes(int64_t k) {
+  std::vector<int64_t> v(static_cast<size_t>(k));
+  for (int64_t c = 0; c < k; ++c) v[c] = c;
+  return v;
+}
+
+// How many classes a split stream's tasks use in total.
+int64_t split_classes_needed(const StreamOptions& o) {
+  const int64_t first = o.first_task_classes() > 0 ? o.first_task_classes() : o.classes_per_task();
+  return first + (o.num_tasks() - 1) * o.classes_per_task();
+}
+
+torch::Tensor rows_of_classes(const torch::Tensor& labels, const std::vector<int64_t>& classes) {
+  auto mask = labels.eq(classes.at(0));
+  for (size_t i = 1; i < classes.size(); ++i) mask.logical_or_(labels.eq(classes[i]));
+  return torch::nonzero(mask).view(-1);
+}
+
+// split / permuted / rotated over one dataset.
+TaskStream make_recipe(const StreamOptions& o, const std::string& recipe, const Dataset& d, Scenario scenario) {
+  const auto& shape = d.train->shape;
+  const int64_t p = d.train->data.size(1);
+  TORCH_CHECK(recipe != "rotated" || (shape[1] > 1 && shape[2] > 1), "strata::tasks::make_stream(): ", o.name(),
+              " rotates images, but dataset '", d.name, "' has examples of shape ", c10::IntArrayRef(shape),
+              " ([N, D] vectors cannot be rotated)");
+  const auto all_train = torch::arange(d.train->size(), torch::kInt64);
+  const auto all_test = torch::arange(d.test->size(), torch::kInt64);
 
   TaskStream st;
   st.name = o.name();
   st.scenario = scenario;
-  st.input_shape = {1, 28, 28};
-  st.num_classes = 10;
-  const std::vector<double> angles = o.name() == "rotated-fmnist" ? rotation_angles(o) : std::vector<double>{};
+  st.input_shape = shape;
+  st.num_classes = d.num_classes;
+  const std::vector<double> angles = recipe == "rotated" ? rotation_angles(o) : std::vector<double>{};
+  std::vector<int64_t> order;
+  int64_t first = 0;
+  if (recipe == "split") {
+    order = split_class_order(o, d.num_classes);
+    first = o.first_task_classes() > 0 ? o.first_task_classes() : o.classes_per_task();
+    const int64_t need = split_classes_needed(o);
+    TORCH_CHECK(need <= static_cast<int64_t>(order.size()), "strata::tasks::make_stream(): ", o.name(), " over '",
+                d.name, "' has at most ",
+                first > static_cast<int64_t>(order.size())
+                    ? 0
+                    : 1 + (static_cast<int64_t>(order.size()) - first) / o.classes_per_task(),
+                " tasks (", order.size(), " classes: ", first, " in the first task, ", o.classes_per_task(),
+                " per task after it), got num_tasks ", o.num_tasks());
+  }
+  int64_t max_class = -1;
   for (int64_t t = 0; t < o.num_tasks(); ++t) {
     Task task;
     task.index = t;
-    FmnistTransform tf;
+    InputTransform tf;
     torch::Tensor train_cand = all_train, test_cand = all_test;
-    if (o.name() == "permuted-fmnist") {
+    if (recipe == "permuted") {
       task.name = "perm" + std::to_string(t);
-      tf.perm = t == 0 ? torch::Tensor() : pixel_permutation(o.seed(), t, kPixels);  // task 0: identity
-      task.classes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
-    } else if (o.name() == "rotated-fmnist") {
+      if (t > 0) tf.perm = pixel_permutation(o.seed(), t, p);  // task 0: identity
+      task.classes = all_classes(d.num_classes);
+    } else if (recipe == "rotated") {
       tf.degrees = angles[t];
       task.name = "rot" + format_angle(angles[t]);
-      task.classes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
-    } else {  // split-fmnist: classes {2t, 2t+1}, global ids kept
-      const int64_t a = 2 * t, b = 2 * t + 1;
-      task.name = "split" + std::to_string(t) + "-classes-" + std::to_string(a) + "-" + std::to_string(b);
-      task.classes = {a, b};
-      train_cand = torch::nonzero(data.train_labels.eq(a).logical_or_(data.train_labels.eq(b))).view(-1);
-      test_cand = torch::nonzero(data.test_labels.eq(a).logical_or_(data.test_labels.eq(b))).view(-1);
+      task.classes = all_classes(d.num_classes);
+    } else {  // split: global class ids kept
+      const int64_t begin = t == 0 ? 0 : first + (t - 1) * o.classes_per_task();
+      const int64_t end = t == 0 ? first : begin + o.classes_per_task();
+      task.classes.assign(order.begin() + begin, order.begin() + end);
+      task.name = split_task_name(t, task.classes);
+      train_cand = rows_of_classes(d.train_y, task.classes);
+      test_cand = rows_of_classes(d.test_y, task.classes);
+      TORCH_CHECK(train_cand.size(0) > 0 && test_cand.size(0) > 0, "strata::tasks::make_stream(): task ", t, " of ",
+                  o.name(), " over '", d.name, "' (classes ", c10::IntArrayRef(task.classes), ") has no ",
+                  train_cand.size(0) == 0 ? "training" : "test", " examples");
+      for (int64_t c : task.classes) max_class = std::max(max_class, c);
     }
     const Indices idx = choose(train_cand, test_cand, t, o);
-    task.train = fmnist_split(train_flat, data.train_labels, idx.train, t, tf);
-    task.val = fmnist_split(train_flat, data.train_labels, idx.val, t, tf);
-    task.test = fmnist_split(test_flat, data.test_labels, idx.test, t, tf);
+    task.train = lazy_split(d.train, d.train_y, idx.train, t, tf);
+    task.val = lazy_split(d.train, d.train_y, idx.val, t, tf);
+    task.test = lazy_split(d.test, d.test_y, idx.test, t, tf);
     st.tasks.push_back(std::move(task));
   }
-  if (o.name() == "split-fmnist") st.num_classes = 2 * o.num_tasks();
+  // Split streams keep global class ids: the head covers every id used so far (0..2T-1 for
+  // split-fmnist in its natural order).
+  if (recipe == "split") st.num_classes = max_class + 1;
+  return st;
+}
+
+// The file's own tasks.
+TaskStream make_file_tasks(const StreamOptions& o, Scenario scenario) {
+  const std::vector<Dataset> ds = load_h5_tasks(o.dataset(), o.num_tasks());
+  TaskStream st;
+  st.name = o.name();
+  st.scenario = scenario;
+  st.input_shape = ds.front().train->shape;
+  st.num_classes = ds.front().num_classes;
+  for (int64_t t = 0; t < o.num_tasks(); ++t) {
+    const Dataset& d = ds[t];
+    Task task;
+    task.index = t;
+    task.name = "task" + std::to_string(t);
+    const auto present = std::get<0>(at::_unique(torch::cat({d.train_y, d.test_y}), /*sorted=*/true));
+    task.classes.assign(present.data_ptr<int64_t>(), present.data_ptr<int64_t>() + present.numel());
+    const Indices idx = choose(torch::arange(d.train->size(), torch::kInt64),
+                               torch::arange(d.test->size(), torch::kInt64), t, o);
+    task.train = lazy_split(d.train, d.train_y, idx.train, t, {});
+    task.val = lazy_split(d.train, d.train_y, idx.val, t, {});
+    task.test = lazy_split(d.test, d.test_y, idx.test, t, {});
+    st.tasks.push_back(std::move(task));
+  }
   return st;
 }
 
@@ -251,15 +288,63 @@ TaskStream make_synthetic(const StreamOptions& o, Scenario scenario) {
 }  // namespace
 
 std::vector<std::string> stream_names() { return names(); }
+std::vector<std::string> recipe_names() { return recipes(); }
+
+std::vector<int64_t> split_class_order(const StreamOptions& o, int64_t k) {
+  TORCH_CHECK(k >= 1 && k <= kMaxClasses, "strata::tasks::split_class_order(): num_classes must be in 1..", kMaxClasses,
+              ", got ", k);
+  if (!o.class_order().empty()) {
+    std::vector<bool> seen(static_cast<size_t>(k), false);
+    for (int64_t c : o.class_order()) {
+      TORCH_CHECK(c >= 0 && c < k, "strata::tasks::StreamOptions: class_order entry ", c, " is not a class of the ",
+                  k, "-class dataset '", o.dataset(), "'");
+      TORCH_CHECK(!seen[c], "strata::tasks::StreamOptions: class_order lists class ", c, " twice");
+      seen[c] = true;
+    }
+    return o.class_order();
+  }
+  if (o.class_order_seed() < 0) return all_classes(k);
+  auto perm = torch::randperm(k, make_gen(o.class_order_seed(), 0, Purpose::kClassOrder), torch::kInt64);
+  return std::vector<int64_t>(perm.data_ptr<int64_t>(), perm.data_ptr<int64_t>() + k);
+}
 
 void StreamOptions::validate() const {
   const auto& n = names();
-  TORCH_CHECK(std::find(n.begin(), n.end(), name()) != n.end(), "strata::tasks::StreamOptions::validate(): unknown stream name '",
-              name(), "' (valid: ", join(n), ")");
+  const auto& r = recipes();
+  const bool builtin = std::find(n.begin(), n.end(), name()) != n.end();
+  const bool recipe = std::find(r.begin(), r.end(), name()) != r.end();
+  TORCH_CHECK(builtin || recipe, "strata::tasks::StreamOptions::validate(): unknown stream name '", name(),
+              "' (valid: ", join(n), "; or a recipe over the dataset option: ", join(r), ")");
   TORCH_CHECK(num_tasks() > 0, "strata::tasks::StreamOptions::validate(): num_tasks must be >= 1, got ", num_tasks());
-  TORCH_CHECK(name() != "split-fmnist" || num_tasks() <= 5,
-              "strata::tasks::StreamOptions::validate(): split-fmnist has at most 5 tasks (10 classes, 2 per task), "
-              "got num_tasks ", num_tasks());
+  TORCH_CHECK(num_tasks() <= kMaxTasks, "strata::tasks::StreamOptions::validate(): num_tasks must be <= ", kMaxTasks,
+              ", got ", num_tasks());
+  TORCH_CHECK(!dataset().empty(), "strata::tasks::StreamOptions::validate(): dataset is empty (use 'fmnist' or a PATH.h5)");
+  TORCH_CHECK(!builtin || dataset() == "fmnist", "strata::tasks::StreamOptions::validate(): stream '", name(),
+              "' is built in (", name() == "synthetic" ? "its own synthetic data" : "Fashion-MNIST",
+              ") and ignores datasets; for dataset '", dataset(), "' use a recipe: ", join(r));
+  TORCH_CHECK(name() != "tasks" || dataset() != "fmnist",
+              "strata::tasks::StreamOptions::validate(): the tasks recipe reads the groups tasks/<k> of an HDF5 "
+              "dataset; set dataset to a PATH.h5 (fmnist has none)");
+  TORCH_CHECK(classes_per_task() >= 1 && classes_per_task() <= kMaxClasses,
+              "strata::tasks::StreamOptions::validate(): classes_per_task must be in 1..", kMaxClasses, ", got ",
+              classes_per_task());
+  TORCH_CHECK(first_task_classes() >= 0 && first_task_classes() <= kMaxClasses,
+              "strata::tasks::StreamOptions::validate(): first_task_classes must be in 0..", kMaxClasses,
+              " (0 = classes_per_task), got ", first_task_classes());
+  TORCH_CHECK(class_order_seed() >= -1, "strata::tasks::StreamOptions::validate(): class_order_seed must be >= -1 "
+              "(-1 = natural order), got ", class_order_seed());
+  TORCH_CHECK(static_cast<int64_t>(class_order().size()) <= kMaxClasses,
+              "strata::tasks::StreamOptions::validate(): class_order has ", class_order().size(), " entries (at most ",
+              kMaxClasses, ")");
+  if (recipe_of(name()) == "split" && dataset() == "fmnist") {
+    // Fashion-MNIST has 10 classes: refuse before loading anything.
+    const int64_t k = class_order().empty() ? 10 : static_cast<int64_t>(class_order().size());
+    const int64_t first = first_task_classes() > 0 ? first_task_classes() : classes_per_task();
+    const int64_t max_tasks = first > k ? 0 : 1 + (k - first) / classes_per_task();
+    TORCH_CHECK(num_tasks() <= max_tasks, "strata::tasks::StreamOptions::validate(): ", name(), " has at most ",
+                max_tasks, " tasks (", k, " classes, ", first == classes_per_task() ? "" : std::to_string(first) +
+                " in the first task, ", classes_per_task(), " per task), got num_tasks ", num_tasks());
+  }
   TORCH_CHECK(std::isfinite(val_fraction()) && val_fraction() >= 0.0 && val_fraction() <= 0.5,
               "strata::tasks::StreamOptions::validate(): val_fraction must be in [0, 0.5], got ", val_fraction());
   TORCH_CHECK(train_limit() >= 0, "strata::tasks::StreamOptions::validate(): train_limit must be >= 0 (0 = no limit), got ",
@@ -271,17 +356,17 @@ void StreamOptions::validate() const {
               rotation_step());
   if (!scenario().empty()) {
     const Scenario s = scenario_from_string(scenario());  // throws naming the bad value
-    // Permuted/rotated tasks share labels 0..9, so task masks equal the full head and Class-IL
+    // Permuted/rotated tasks share labels 0..K-1, so task masks equal the full head and Class-IL
     // "classes seen so far" is all classes from task 0: only Domain-IL is meaningful. Split tasks
     // keep global class ids, so Domain-IL (relabelling to 0/1) is not offered.
-    const bool shared = name() == "permuted-fmnist" || name() == "rotated-fmnist";
+    const std::string rc = recipe_of(name());
+    const bool shared = rc == "permuted" || rc == "rotated";
     TORCH_CHECK(!shared || s == Scenario::kDomainIncremental, "strata::tasks::StreamOptions::validate(): scenario '",
-                scenario(), "' is not supported by ", name(), " (its tasks share labels 0..9): use 'domain'");
-    TORCH_CHECK(name() != "split-fmnist" || s != Scenario::kDomainIncremental,
-                "strata::tasks::StreamOptions::validate(): scenario 'domain' is not supported by split-fmnist "
-                "(tasks keep global class ids): use 'task' or 'class'");
+                scenario(), "' is not supported by ", name(), " (its tasks share one label set): use 'domain'");
+    TORCH_CHECK(rc != "split" || s != Scenario::kDomainIncremental, "strata::tasks::StreamOptions::validate(): "
+                "scenario 'domain' is not supported by ", name(), " (tasks keep global class ids): use 'task' or 'class'");
   }
-  if (name() != "synthetic")
+  if (name() != "synthetic" && dataset() == "fmnist")
     TORCH_CHECK(!data_dir().empty(), "strata::tasks::StreamOptions::validate(): data_dir is empty");
 }
 
@@ -291,7 +376,11 @@ TaskStream make_stream(const StreamOptions& options) {
   const Scenario scenario =
       options.scenario().empty() ? default_scenario(options.name()) : scenario_from_string(options.scenario());
   if (options.name() == "synthetic") return make_synthetic(options, scenario);
-  return make_fmnist(options, scenario);
+  const std::string recipe = recipe_of(options.name());
+  if (recipe == "tasks") return make_file_tasks(options, scenario);
+  const Dataset d =
+      options.dataset() == "fmnist" ? fashion_mnist_dataset(options.data_dir()) : load_h5_dataset(options.dataset());
+  return make_recipe(options, recipe, d, scenario);
 }
 
 torch::Tensor pixel_permutation(int64_t seed, int64_t task, int64_t num_pixels) {

@@ -1,5 +1,6 @@
 #pragma once
-// Built-in task streams over Fashion-MNIST, plus a tiny synthetic stream for tests.
+// Task streams: recipes (split / permuted / rotated / tasks) over a dataset (the built-in
+// Fashion-MNIST or the user's HDF5 file), the built-in named streams, and a tiny synthetic stream.
 #include "tasks/task.h"
 
 #include <string>
@@ -7,11 +8,33 @@
 
 namespace strata::tasks {
 
+/// Most tasks a stream may have (bounds the per-task tensors before anything is allocated).
+constexpr int64_t kMaxTasks = 10000;
+/// Most classes a dataset may have (logit masks are [tasks, classes]).
+constexpr int64_t kMaxClasses = 100000;
+
 struct StreamOptions {
-  /// "permuted-fmnist" | "split-fmnist" | "rotated-fmnist" | "synthetic"
+  /// A built-in stream: "permuted-fmnist" | "split-fmnist" | "rotated-fmnist" | "synthetic"
+  /// (the first three are the recipes below over dataset "fmnist"), or a recipe over `dataset`:
+  ///   "split"    class-incremental splits: first_task_classes classes, then classes_per_task each,
+  ///              in class_order; labels keep their dataset class ids;
+  ///   "permuted" task t permutes the C*H*W input values by pixel_permutation(seed, t) (task 0: identity);
+  ///   "rotated"  task t rotates images by rotation_angles()[t];
+  ///   "tasks"    the file's own tasks: groups tasks/<k>/{train,test}/{x,y}, k = 0, 1, ...
   TORCH_ARG(std::string, name) = "permuted-fmnist";
-  /// Number of tasks (split-fmnist: 1..5; others >= 1).
+  /// "fmnist" (the built-in Fashion-MNIST, read from data_dir) or the path of an HDF5 dataset
+  /// (schema: see load_h5_dataset in tasks/dataset.h).
+  TORCH_ARG(std::string, dataset) = "fmnist";
+  /// Number of tasks, 1..kMaxTasks (split: as many as the classes allow; tasks: at most the file's).
   TORCH_ARG(int64_t, num_tasks) = 5;
+  /// split: classes in each task after the first.
+  TORCH_ARG(int64_t, classes_per_task) = 2;
+  /// split: classes in the first task (0 = classes_per_task); "B50 Inc10" = 50 then 10 per task.
+  TORCH_ARG(int64_t, first_task_classes) = 0;
+  /// split: explicit class order (distinct dataset class ids); empty = see class_order_seed.
+  TORCH_ARG(std::vector<int64_t>, class_order) = {};
+  /// split without class_order: -1 = natural order 0..K-1, >= 0 = seeded shuffle of the K classes.
+  TORCH_ARG(int64_t, class_order_seed) = -1;
   /// Seeds permutations, rotations' data subsampling, validation split and synthetic data.
   TORCH_ARG(int64_t, seed) = 0;
   /// Fraction of each task's training set held out as its validation split, in [0, 0.5].
@@ -34,7 +57,14 @@ struct StreamOptions {
 
 /// Build a stream. Throws (c10::Error) with a message naming the bad option or file.
 TaskStream make_stream(const StreamOptions& options);
+/// The built-in stream names.
 std::vector<std::string> stream_names();
+/// The recipe names usable with any dataset: split, permuted, rotated, tasks.
+std::vector<std::string> recipe_names();
+
+/// The class order of a split stream over `num_classes` classes: class_order if given (checked
+/// against num_classes), else 0..K-1 or a seeded shuffle (class_order_seed >= 0).
+std::vector<int64_t> split_class_order(const StreamOptions& options, int64_t num_classes);
 
 // --- Building blocks of the streams, public so tests and tools can check them. ---
 

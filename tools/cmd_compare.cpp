@@ -1,12 +1,16 @@
-// strata compare: paired flip analysis of two model versions from predictions.h5 files, with an
-// optional NFR release gate (exit 1 when the one-sided Wilson upper bound of NFR exceeds --max-nfr).
+// strata compare: paired flip analysis of two model versions, and the release gate a CI job runs
+// (exit 0 pass, 1 gate failed, 2 bad input).
 #include "compat/flips.h"
-#include "compat/predictions_io.h"
+#include "compat/gate.h"
+#include "compat/predictions.h"
 #include "compat/report.h"
 #include "compat/stats.h"
 #include "run/compat_metrics.h"
 #include "tools/commands.h"
 
+#include <boost/program_options.hpp>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iomanip>
@@ -14,32 +18,27 @@
 #include <optional>
 #include <sstream>
 
+namespace po = boost::program_options;
 using namespace strata::compat;
 
 namespace {
 
-void usage(std::ostream& o) {
-  o << "usage: strata compare OLD NEW [options]\n"
-       "       strata compare PREDICTIONS.h5 --old-version N --new-version M [options]\n"
-       "       strata compare runs/X/versions/vNNN.h5 runs/X/versions/vMMM.h5 [options]\n\n"
-       "Compares two model versions on the same labelled items, read from predictions.h5 files\n"
-       "(groups /vNNN/taskTT with datasets id, label, pred, prob). Items are joined by id; missing,\n"
-       "duplicate or relabelled ids are errors. Prints NF/PF and the flip metrics per task and overall.\n\n"
-       "OLD, NEW    PATH:vNNN (e.g. runs/a/predictions.h5:v003; 'PATH:3' also works), or PATH with\n"
-       "            --old-version / --new-version (NEW defaults to OLD's file when only one path is given)\n"
-       "VERSION FILES  two versions/vNNN.h5 files: both are restored and re-evaluated on the stream of the\n"
-       "            config stored in them, on the test splits of tasks 0..min(N, M) (the tasks the older one\n"
-       "            was trained on); item ids are task*2^32 + example id\n"
-       "options:\n"
-       "  --old-version N, --new-version M   version numbers when OLD/NEW have no ':vNNN' suffix\n"
-       "  --json PATH        write compat_report.json (schema strata-compat-report/1)\n"
-       "  --csv PATH         write the flipped items (NF, PF, wrong->other wrong), confident NF first\n"
-       "  --task-svg PATH    write a per-task PF/NF bar chart (SVG)\n"
-       "  --heatmap PATH     write the version x version NFR heatmap of every version in OLD's file (SVG)\n"
-       "  --max-nfr X        gate: exit 1 if the one-sided (1-alpha) Wilson upper bound of overall NFR > X\n"
-       "  --alpha A          significance level for intervals, McNemar/Holm alarms and the gate (default 0.05)\n"
-       "exit status: 0 compared (and gate passed), 1 gate failed, 2 bad input.\n";
-}
+const char* kUsage =
+    "usage: strata compare OLD NEW [options]\n"
+    "       strata compare PREDICTIONS.h5 --old-version N --new-version M [options]\n"
+    "       strata compare runs/X/versions/vNNN.h5 runs/X/versions/vMMM.h5 [options]\n"
+    "       strata compare old.csv new.csv [options]      (or .jsonl: predictions of any model)\n\n"
+    "Compares two model versions on the same labelled items and gates the release of the new one.\n"
+    "Items are joined by id, or by (task, id) when there is a task column; missing, duplicate or\n"
+    "relabelled items are errors. Prints NF/PF and the flip metrics per task and overall, which tasks and\n"
+    "items were scored, and one PASS/FAIL line per gate rule.\n\n"
+    "OLD, NEW       PATH:vNNN (e.g. runs/a/predictions.h5:v003; 'PATH:3' also works), a predictions.h5\n"
+    "               with --old-version/--new-version (NEW defaults to OLD's file), two versions/vNNN.h5\n"
+    "               files (re-evaluated on the stream stored in them), or two CSV/JSONL ledgers with\n"
+    "               columns id,label,pred[,prob][,task] (CSV needs a header line)\n"
+    "scored items   by default the tasks the OLDER version was trained on (version v = trained on tasks\n"
+    "               0..v); ledgers without versions: every item. --tasks chooses.\n\n"
+    "exit status: 0 compared and every gate rule passed, 1 a gate rule failed, 2 bad input.\n";
 
 struct Source {
   std::string path;
@@ -66,14 +65,36 @@ Source parse_source(const std::string& arg) {
   return {arg, std::nullopt};
 }
 
-double parse_double(const std::string& flag, const std::string& value) {
-  try {
-    size_t used = 0;
-    const double d = std::stod(value, &used);
-    if (used == value.size() && std::isfinite(d)) return d;
-  } catch (const std::exception&) {
+// "0,2,5-7" -> {0, 2, 5, 6, 7} (sorted, unique). Throws naming the option.
+std::vector<int64_t> parse_list(const std::string& option, const std::string& text) {
+  std::vector<int64_t> out;
+  std::stringstream ss(text);
+  std::string item;
+  auto number = [&](const std::string& s) {
+    const auto v = parse_version("v" + s);
+    if (!v || s.empty()) throw std::invalid_argument("--" + option + " expects a list like 0,1 or 0-2, got '" + text + "'");
+    return *v;
+  };
+  while (std::getline(ss, item, ',')) {
+    const size_t dash = item.find('-');
+    if (dash == std::string::npos) {
+      out.push_back(number(item));
+    } else {
+      const int64_t a = number(item.substr(0, dash)), b = number(item.substr(dash + 1));
+      if (b < a) throw std::invalid_argument("--" + option + ": empty range '" + item + "'");
+      for (int64_t k = a; k <= b; ++k) out.push_back(k);
+    }
   }
-  throw std::invalid_argument(flag + " expects a number, got '" + value + "'");
+  if (out.empty()) throw std::invalid_argument("--" + option + " expects a list like 0,1 or 0-2, got '" + text + "'");
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+std::string join(const std::vector<int64_t>& v) {
+  std::string s;
+  for (int64_t x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+  return s.empty() ? "none" : s;
 }
 
 std::string pct(double v) {
@@ -109,107 +130,204 @@ bool is_version_file(const std::string& path) {
 }
 
 std::string describe(const Source& s) {
+  if (!s.version) return s.path;
   char buf[32];
   std::snprintf(buf, sizeof buf, ":v%03lld", static_cast<long long>(*s.version));
   return s.path + buf;
 }
 
+std::string vname(int64_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "v%03lld", static_cast<long long>(v));
+  return buf;
+}
+
+std::optional<double> fraction(const po::variables_map& vm, const std::string& name) {
+  if (!vm.count(name)) return std::nullopt;
+  const double v = vm[name].as<double>();
+  if (!(std::isfinite(v) && v >= 0.0 && v <= 1.0))
+    throw std::invalid_argument("--" + name + " must be a fraction in [0, 1], got " + std::to_string(v));
+  return v;
+}
+
+int64_t count_rows(const PredictionTable& t) { return t.ids.defined() ? t.ids.size(0) : 0; }
+
 }  // namespace
 
 int strata_cmd_compare(int argc, char** argv) {
   try {
-    std::vector<std::string> positional;
-    std::optional<int64_t> old_version, new_version;
-    std::string json_path, csv_path, task_svg, heatmap;
-    std::optional<double> max_nfr;
-    double alpha = 0.05;
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw std::invalid_argument(a + " needs a value");
-        return argv[++i];
-      };
-      if (a == "--help" || a == "-h") {
-        usage(std::cout);
-        return 0;
-      } else if (a == "--old-version" || a == "--new-version") {
-        const std::string v = value();
-        const auto parsed = parse_version(v);
-        if (!parsed) throw std::invalid_argument(a + " expects a version number, got '" + v + "'");
-        (a == "--old-version" ? old_version : new_version) = parsed;
-      } else if (a == "--json") {
-        json_path = value();
-      } else if (a == "--csv") {
-        csv_path = value();
-      } else if (a == "--task-svg") {
-        task_svg = value();
-      } else if (a == "--heatmap") {
-        heatmap = value();
-      } else if (a == "--max-nfr") {
-        max_nfr = parse_double(a, value());
-        if (*max_nfr < 0.0 || *max_nfr > 1.0)
-          throw std::invalid_argument("--max-nfr must be a fraction in [0, 1], got " + std::to_string(*max_nfr));
-      } else if (a == "--alpha") {
-        alpha = parse_double(a, value());
-        if (!(alpha > 0.0 && alpha < 1.0))
-          throw std::invalid_argument("--alpha must be in (0, 1), got " + std::to_string(alpha));
-      } else if (a.size() > 1 && a[0] == '-') {
-        throw std::invalid_argument("unknown option " + a + " (see strata compare --help)");
-      } else {
-        positional.push_back(a);
-      }
+    po::options_description opts("options");
+    // clang-format off
+    opts.add_options()
+      ("help,h", "print this help")
+      ("old-version", po::value<std::string>()->value_name("N"), "version of OLD when it has no ':vNNN' suffix")
+      ("new-version", po::value<std::string>()->value_name("M"), "version of NEW when it has no ':vNNN' suffix")
+      ("tasks", po::value<std::string>()->value_name("LIST"), "tasks to score, e.g. 0,1 or 0-2, or 'all' (default: the tasks the older version was trained on)")
+      ("alpha", po::value<double>()->default_value(0.05, "0.05")->value_name("A"), "level of every interval, bound and test, and the gate's error rate")
+      ("max-nfr", po::value<double>()->value_name("X"), "gate: fail if the one-sided (1-alpha) Wilson upper bound of NF/N exceeds this")
+      ("allow-regressions", po::bool_switch(), "gate: do not fail on per-task/per-class regression alarms (Holm-adjusted one-sided exact McNemar); they fail the gate by default")
+      ("max-acc-drop", po::value<double>()->value_name("X"), "gate: fail if the one-sided (1-alpha) upper bound of acc_old - acc_new (Tango's paired score interval) exceeds this")
+      ("max-nfi", po::value<double>()->value_name("X"), "gate: fail if the one-sided Wilson upper bound of NF/(new model's errors) exceeds this")
+      ("protect-tasks", po::value<std::string>()->value_name("LIST"), "gate: tasks with their own NFR budget (--protected-max-nfr), e.g. 0,1")
+      ("protect-classes", po::value<std::string>()->value_name("LIST"), "gate: classes with their own NFR budget (--protected-max-nfr)")
+      ("protected-max-nfr", po::value<double>()->value_name("X"), "gate: NFR budget (Wilson upper bound of NF/N within the slice) of each protected task/class")
+      ("json", po::value<std::string>()->value_name("PATH"), "write compat_report.json (schema strata-compat-report/1)")
+      ("csv", po::value<std::string>()->value_name("PATH"), "write the flipped items (NF, PF, wrong->other wrong), confident NF first")
+      ("task-svg", po::value<std::string>()->value_name("PATH"), "write a per-task PF/NF bar chart (SVG)")
+      ("heatmap", po::value<std::string>()->value_name("PATH"), "write the version x version NFR heatmap of every version in OLD's predictions.h5 (SVG)");
+    // clang-format on
+    po::options_description all;
+    all.add(opts).add_options()("inputs", po::value<std::vector<std::string>>(), "OLD NEW");
+    po::positional_options_description pos;
+    pos.add("inputs", 2);
+    po::variables_map vm;
+    try {
+      po::store(po::command_line_parser(argc, argv).options(all).positional(pos).run(), vm);
+      po::notify(vm);
+    } catch (const po::error& e) {
+      std::cerr << "strata compare: " << e.what() << " (see strata compare --help)\n";
+      return 2;
     }
-    if (positional.empty() || positional.size() > 2)
-      throw std::invalid_argument("expected OLD and NEW (or one predictions.h5 with --old-version/--new-version), got " +
-                                  std::to_string(positional.size()) + " paths");
+    if (vm.count("help")) {
+      std::cout << kUsage << "\n" << opts << "\n";
+      return 0;
+    }
+
+    const std::vector<std::string> positional =
+        vm.count("inputs") ? vm["inputs"].as<std::vector<std::string>>() : std::vector<std::string>{};
+    if (positional.empty())
+      throw std::invalid_argument("expected OLD and NEW (or one predictions.h5 with --old-version/--new-version)");
+    const double alpha = vm["alpha"].as<double>();
+    if (!(alpha > 0.0 && alpha < 1.0))
+      throw std::invalid_argument("--alpha must be in (0, 1), got " + std::to_string(alpha));
+    GateOptions gate_options;
+    gate_options.alpha(alpha)
+        .max_nfr(fraction(vm, "max-nfr"))
+        .allow_regressions(vm["allow-regressions"].as<bool>())
+        .max_acc_drop(fraction(vm, "max-acc-drop"))
+        .max_nfi(fraction(vm, "max-nfi"))
+        .protected_max_nfr(fraction(vm, "protected-max-nfr"));
+    if (vm.count("protect-tasks")) gate_options.protect_tasks(parse_list("protect-tasks", vm["protect-tasks"].as<std::string>()));
+    if (vm.count("protect-classes"))
+      gate_options.protect_classes(parse_list("protect-classes", vm["protect-classes"].as<std::string>()));
+    const bool any_protected = !gate_options.protect_tasks().empty() || !gate_options.protect_classes().empty();
+    if (any_protected && !gate_options.protected_max_nfr())
+      throw std::invalid_argument("--protect-tasks/--protect-classes need --protected-max-nfr");
+    if (!any_protected && gate_options.protected_max_nfr())
+      throw std::invalid_argument("--protected-max-nfr needs --protect-tasks or --protect-classes");
+    auto str = [&](const char* name) { return vm.count(name) ? vm[name].as<std::string>() : std::string(); };
+    const std::string json_path = str("json"), csv_path = str("csv"), task_svg = str("task-svg"), heatmap = str("heatmap");
+    std::optional<std::vector<int64_t>> requested_tasks;
+    if (vm.count("tasks") && str("tasks") != "all") requested_tasks = parse_list("tasks", str("tasks"));
+    const bool all_tasks = str("tasks") == "all";
+
     Source old_src = parse_source(positional[0]);
     Source new_src = positional.size() == 2 ? parse_source(positional[1]) : Source{old_src.path, std::nullopt};
-    if (old_version) {
-      if (old_src.version && *old_src.version != *old_version)
-        throw std::invalid_argument("OLD names version " + std::to_string(*old_src.version) + " but --old-version is " +
-                                    std::to_string(*old_version));
-      old_src.version = old_version;
+    for (auto [flag, src, name] : {std::make_tuple("old-version", &old_src, "OLD"),
+                                   std::make_tuple("new-version", &new_src, "NEW")}) {
+      if (!vm.count(flag)) continue;
+      const auto v = parse_version(vm[flag].as<std::string>());
+      if (!v) throw std::invalid_argument(std::string("--") + flag + " expects a version number, got '" +
+                                          vm[flag].as<std::string>() + "'");
+      if (src->version && *src->version != *v)
+        throw std::invalid_argument(std::string(name) + " names version " + std::to_string(*src->version) + " but --" +
+                                    flag + " is " + std::to_string(*v));
+      src->version = v;
     }
-    if (new_version) {
-      if (new_src.version && *new_src.version != *new_version)
-        throw std::invalid_argument("NEW names version " + std::to_string(*new_src.version) + " but --new-version is " +
-                                    std::to_string(*new_version));
-      new_src.version = new_version;
-    }
-    // Two stored model versions: re-evaluate both on their stream (tasks 0..min of the two versions).
+    const bool old_ledger = is_ledger_file(old_src.path), new_ledger = is_ledger_file(new_src.path);
+    for (const Source* s : {&old_src, &new_src})
+      if (is_ledger_file(s->path) && s->version)
+        throw std::invalid_argument("'" + s->path + "' is a CSV/JSONL ledger of one model: it takes no version");
     const bool version_files = positional.size() == 2 && !old_src.version && !new_src.version &&
                                is_version_file(old_src.path) && is_version_file(new_src.path);
+
+    // ---- what to score ----
     PredictionTable old_table, new_table;
-    std::string eval_set = "test splits in predictions.h5";
+    std::vector<int64_t> tasks;  // empty: every item (ledgers without a task column)
+    std::string rule;
+    std::optional<int64_t> older;
     if (version_files) {
       if (!heatmap.empty()) throw std::invalid_argument("--heatmap needs a predictions.h5, not version files");
-      const int64_t a = strata::run::version_file_number(old_src.path);
-      const int64_t b = strata::run::version_file_number(new_src.path);
-      old_src.version = a;
-      new_src.version = b;
-      const int64_t last = std::min(a, b);
-      old_table = strata::run::evaluate_version_file(old_src.path, last);
-      new_table = strata::run::evaluate_version_file(new_src.path, last);
-      eval_set = "test splits of tasks 0.." + std::to_string(last) + " (re-evaluated from the version files)";
+      old_src.version = strata::run::version_file_number(old_src.path);
+      new_src.version = strata::run::version_file_number(new_src.path);
+      if (all_tasks) throw std::invalid_argument("--tasks all needs prediction files; give the task list for version files");
     }
-    if (!old_src.version) throw std::invalid_argument("no version for OLD: use PATH:vNNN or --old-version N");
-    if (!new_src.version) throw std::invalid_argument("no version for NEW: use PATH:vNNN or --new-version M");
+    if (!old_ledger && !old_src.version) throw std::invalid_argument("no version for OLD: use PATH:vNNN or --old-version N");
+    if (!new_ledger && !new_src.version) throw std::invalid_argument("no version for NEW: use PATH:vNNN or --new-version M");
+    for (const Source* s : {&old_src, &new_src})
+      if (s->version) older = older ? std::min(*older, *s->version) : *s->version;
 
-    if (!version_files) {
-      old_table = read_prediction_table(old_src.path, *old_src.version);
-      new_table = read_prediction_table(new_src.path, *new_src.version);
+    if (requested_tasks) {
+      tasks = *requested_tasks;
+      rule = "chosen with --tasks";
+    } else if (all_tasks) {
+      rule = "every task in both files (--tasks all)";
+    } else if (older) {
+      tasks = tasks_trained_by(*older);
+      rule = "the tasks the older version (" + vname(*older) + ") was trained on";
+    } else {
+      rule = "every item in both files";
     }
-    const FlipInputs in = align_by_id(old_table, new_table);
+
+    if (version_files) {
+      const int64_t last = *std::max_element(tasks.begin(), tasks.end());
+      old_table = select_tasks(strata::run::evaluate_version_file(old_src.path, last), tasks);
+      new_table = select_tasks(strata::run::evaluate_version_file(new_src.path, last), tasks);
+      rule += "; re-evaluated from the version files";
+    } else {
+      old_table = old_ledger ? read_ledger_file(old_src.path) : read_predictions(old_src.path, *old_src.version);
+      new_table = new_ledger ? read_ledger_file(new_src.path) : read_predictions(new_src.path, *new_src.version);
+    }
+    std::vector<int64_t> excluded_tasks;
+    int64_t excluded_items = 0;
+    if (!tasks.empty() && !version_files) {
+      const std::pair<const PredictionTable*, std::string> sides[] = {{&old_table, describe(old_src)},
+                                                                      {&new_table, describe(new_src)}};
+      for (const auto& [t, name] : sides) {
+        if (!t->tasks.defined())
+          throw std::invalid_argument("'" + name + "' has no task column, so tasks " + join(tasks) +
+                                      " cannot be selected" + (requested_tasks ? "" : " (drop --tasks or add a task column)"));
+        const auto present = table_tasks(*t);
+        for (int64_t k : tasks)
+          if (!std::binary_search(present.begin(), present.end(), k))
+            throw std::invalid_argument("'" + name + "' has no predictions for task " + std::to_string(k) +
+                                        " (tasks present: " + join(present) + ")");
+      }
+      for (int64_t k : table_tasks(old_table))
+        if (!std::binary_search(tasks.begin(), tasks.end(), k)) excluded_tasks.push_back(k);
+      const int64_t before = count_rows(old_table);
+      old_table = select_tasks(old_table, tasks);
+      new_table = select_tasks(new_table, tasks);
+      excluded_items = before - count_rows(old_table);
+    }
+    const FlipInputs in = align_by_id(old_table, new_table, "OLD '" + describe(old_src) + "'", "NEW '" + describe(new_src) + "'");
+    if (in.labels.size(0) == 0) throw std::invalid_argument("no items to score");
     const FlipReport report = compare_predictions(in);
-
-    std::cout << "old: " << describe(old_src) << "\nnew: " << describe(new_src) << "\n\n";
-    std::cout << std::left << std::setw(8) << "task" << std::right << std::setw(8) << "N" << std::setw(9) << "acc_old%"
-              << std::setw(9) << "acc_new%" << std::setw(7) << "NF" << std::setw(7) << "PF" << std::setw(8) << "NFR%"
-              << std::setw(8) << "PFR%" << std::setw(8) << "NFI%" << std::setw(8) << "BTC%" << std::setw(11)
-              << "p(worse)" << "\n";
-    for (const auto& s : report.per_group) print_row(std::to_string(s.key), s.counts);
-    print_row("all", report.overall);
+    const GateResult gate = evaluate_gate(report, gate_options);  // before any output: bad gate input is exit 2
     const FlipCounts& c = report.overall;
+    const std::vector<int64_t> scored_tasks = in.groups.defined() ? table_tasks({in.ids, in.labels, in.old_pred, {}, in.groups})
+                                                                  : std::vector<int64_t>{};
+
+    // ---- text report ----
+    std::cout << "old: " << describe(old_src) << "\nnew: " << describe(new_src) << "\n";
+    std::cout << "scored: " << c.n() << " items"
+              << (scored_tasks.empty() ? std::string() : ", tasks " + join(scored_tasks)) << " (" << rule << ")";
+    if (!excluded_tasks.empty())
+      std::cout << "; not scored: tasks " << join(excluded_tasks) << " (" << excluded_items << " items)";
+    std::cout << "\n";
+    if (older && requested_tasks)
+      for (int64_t k : tasks)
+        if (k > *older) {
+          std::cout << "note: task " << k << " is beyond what " << vname(*older)
+                    << " was trained on (tasks 0.." << *older << "): its positive flips are not compatibility\n";
+          break;
+        }
+    std::cout << "\n" << std::left << std::setw(8) << "task" << std::right << std::setw(8) << "N" << std::setw(9)
+              << "acc_old%" << std::setw(9) << "acc_new%" << std::setw(7) << "NF" << std::setw(7) << "PF"
+              << std::setw(8) << "NFR%" << std::setw(8) << "PFR%" << std::setw(8) << "NFI%" << std::setw(8) << "BTC%"
+              << std::setw(11) << "p(worse)" << "\n";
+    for (const auto& s : report.per_group) print_row(std::to_string(s.key), s.counts);
+    print_row("all", c);
     const Interval nfr_ci = wilson_interval_alpha(c.n10, c.n(), alpha);
     const McNemarResult mc = mcnemar_exact(c.n10, c.n01);
     const int level = static_cast<int>(std::lround(100.0 * (1.0 - alpha)));
@@ -219,25 +337,24 @@ int strata_cmd_compare(int argc, char** argv) {
               << "\nBEC_new (P(old wrong | new wrong)) " << pct(c.bec_new()) << "%, BEC_old (P(new wrong | old wrong)) "
               << pct(c.bec_old()) << "%\nexact McNemar: p(new worse) " << pval(mc.p_one_sided) << ", two-sided "
               << pval(mc.p_two_sided) << "\n";
-    const nlohmann::json body = report.to_json(alpha);
-    for (const char* family : {"per_task", "per_class"})
-      for (const auto& e : body[family])
-        if (e["regression_alarm"].get<bool>())
-          std::cout << "regression alarm (Holm, alpha " << alpha << "): "
-                    << (std::string(family) == "per_task" ? "task " + std::to_string(e["task"].get<int64_t>())
-                                                          : "class " + std::to_string(e["class"].get<int64_t>()))
-                    << ", NF " << e["counts"]["n10"].get<int64_t>() << ", PF " << e["counts"]["n01"].get<int64_t>()
-                    << ", adjusted p " << pval(e["holm_p_one_sided"].get<double>()) << "\n";
     for (const auto& w : report.warnings()) std::cout << "warning: " << w << "\n";
 
-    std::optional<GateResult> g;
-    if (max_nfr) {
-      g = gate_check(report, *max_nfr, alpha);
-      std::cout << "gate: NFR upper bound " << pct(g->nfr_upper) << "% " << (g->passed ? "<=" : ">") << " max "
-                << pct(*max_nfr) << "%: " << (g->passed ? "PASS" : "FAIL") << "\n";
+    std::cout << "\n";
+    for (const auto& r : gate.rules)
+      std::cout << "gate " << r.name << ": " << (r.passed ? "PASS" : "FAIL") << ": " << r.reason << "\n";
+    const auto failed = gate.failed();
+    std::cout << "gate: " << (gate.passed ? "PASS" : "FAIL");
+    if (!failed.empty()) {
+      std::cout << " (failed:";
+      for (const auto& f : failed) std::cout << " " << f;
+      std::cout << ")";
     }
+    std::cout << "\n";
 
-    ReportHeader header{describe(old_src), describe(new_src), eval_set, {}};
+    ReportHeader header{describe(old_src), describe(new_src), {}, {}};
+    header.eval_set = (scored_tasks.empty() ? std::string("all items") : "tasks " + join(scored_tasks)) + ": " + rule;
+    header.scored = {{"tasks", scored_tasks}, {"items", c.n()}, {"rule", rule},
+                     {"excluded_tasks", excluded_tasks}, {"excluded_items", excluded_items}};
     if (!csv_path.empty()) {
       const int64_t rows = write_flips_csv(csv_path, in);
       header.artifacts["flips_csv"] = csv_path;
@@ -249,27 +366,20 @@ int strata_cmd_compare(int argc, char** argv) {
       std::cout << "wrote " << task_svg << "\n";
     }
     if (!heatmap.empty()) {
-      const std::vector<int64_t> versions = list_prediction_versions(old_src.path);
-      std::vector<torch::Tensor> preds;
+      if (old_ledger) throw std::invalid_argument("--heatmap needs OLD to be a predictions.h5 (it plots every version in it)");
+      const StreamMatrix m = stream_nfr_matrix(read_predictions(old_src.path));
       std::vector<std::string> names;
-      PredictionTable first;
-      for (size_t k = 0; k < versions.size(); ++k) {
-        const PredictionTable t = read_prediction_table(old_src.path, versions[k]);
-        if (k == 0) first = t;
-        preds.push_back(align_by_id(first, t).new_pred);  // every version in version 0's id order
-        char buf[16];
-        std::snprintf(buf, sizeof buf, "v%03lld", static_cast<long long>(versions[k]));
-        names.push_back(buf);
-      }
-      write_nfr_heatmap_svg(heatmap, nfr_matrix(preds, align_by_id(first, first).labels), names);
+      for (int64_t v : m.versions) names.push_back(vname(v));
+      write_nfr_heatmap_svg(heatmap, m.nfr, names);
       header.artifacts["nfr_heatmap_svg"] = heatmap;
-      std::cout << "wrote " << heatmap << " (" << versions.size() << " versions)\n";
+      std::cout << "wrote " << heatmap << " (" << m.versions.size()
+                << " versions; each cell on the tasks the older of its two versions was trained on)\n";
     }
     if (!json_path.empty()) {
-      write_json(json_path, make_report_json(report, header, alpha, g ? &*g : nullptr));
+      write_json(json_path, make_report_json(report, header, alpha, &gate));
       std::cout << "wrote " << json_path << "\n";
     }
-    return (g && !g->passed) ? 1 : 0;
+    return gate.passed ? 0 : 1;
   } catch (const c10::Error& e) {
     std::cerr << "strata compare: " << e.msg() << "\n";
     return 2;

@@ -28,12 +28,15 @@ namespace {
 
 const std::set<std::string> kOverridable = {"stream",      "tasks",     "scenario", "val-fraction",
                                             "train-limit", "test-limit", "rotation-step", "data-dir",
+                                            "dataset",     "classes-per-task", "first-task-classes",
+                                            "class-order", "class-order-seed",
                                             "threads",     "eval-batch-size", "quiet"};
 
 void usage(std::ostream& o) {
   o << "usage: strata eval VERSION.h5 [--stream S] [--tasks N] [--scenario S] [--test-limit N] [--train-limit N]\n"
-       "                  [--val-fraction F] [--rotation-step D] [--data-dir DIR] [--threads N] [--eval-batch-size N]\n"
-       "                  [--predictions OUT.csv]\n"
+       "                  [--val-fraction F] [--rotation-step D] [--data-dir DIR] [--dataset fmnist|PATH.h5]\n"
+       "                  [--classes-per-task N] [--first-task-classes N] [--class-order A,B,..] [--class-order-seed N]\n"
+       "                  [--threads N] [--eval-batch-size N] [--predictions OUT.csv]\n"
        "       strata eval WEIGHTS.safetensors|WEIGHTS.h5 --model M [model options] [stream options]\n"
        "                  [--weights-names auto|strata|torchvision|timm] [--init-head strict|reset] [--predictions OUT.csv]\n\n"
        "Rebuilds the model from the configuration stored in a version file (runs/NAME/versions/vNNN.h5),\n"

@@ -1,7 +1,7 @@
-// Version files and predictions.h5: round trips, atomic writes, and every refusal on load.
-#include "checkpoints/predictions.h"
+// Version files: round trips, atomic writes, and every refusal on load (predictions.h5: tests/compat).
 #include "checkpoints/version_store.h"
 #include "core/h5.h"
+#include "tests/support.h"
 
 #include <gtest/gtest.h>
 
@@ -17,17 +17,7 @@ using namespace strata::checkpoints;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("strata-ckpt-" + std::to_string(::getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using strata::testing::TempDir;
 
 Version sample_version() {
   torch::manual_seed(3);
@@ -254,39 +244,3 @@ TEST(Checkpoints, ScanReportsPartialFiles) {
   ASSERT_EQ(s.other.size(), 1u);
 }
 
-TEST(Checkpoints, PredictionsRoundTrip) {
-  TempDir dir;
-  const std::string path = dir / "predictions.h5";
-  PredictionTable table;
-  for (int64_t v = 0; v < 2; ++v)
-    for (int64_t t = 0; t < 3; ++t) {
-      TaskPredictions p;
-      p.task = t;
-      p.id = torch::arange(5, torch::kInt64) * 3 + t;
-      p.label = torch::randint(4, {5}, torch::kInt64);
-      p.pred = torch::randint(4, {5}, torch::kInt64);
-      p.prob = torch::rand({5});
-      table[v].push_back(p);
-    }
-  write_predictions(path, table);
-  auto f = core::open_file(path, core::FileMode::kRead);
-  EXPECT_EQ(core::list_children(f, "/"), (std::vector<std::string>{"v000", "v001"}));
-  EXPECT_EQ(core::list_children(f, "v001"), (std::vector<std::string>{"task00", "task01", "task02"}));
-  EXPECT_EQ(core::list_children(f, "v001/task02"), (std::vector<std::string>{"id", "label", "pred", "prob"}));
-  EXPECT_EQ(core::read_tensor(f, "v001/task02/prob").scalar_type(), torch::kFloat32);
-  f.close();
-  const auto back = read_predictions(path);
-  ASSERT_EQ(back.size(), 2u);
-  for (const auto& [v, tasks] : table)
-    for (size_t t = 0; t < tasks.size(); ++t) {
-      EXPECT_TRUE(torch::equal(back.at(v)[t].id, tasks[t].id));
-      EXPECT_TRUE(torch::equal(back.at(v)[t].pred, tasks[t].pred));
-      EXPECT_TRUE(torch::equal(back.at(v)[t].prob, tasks[t].prob));
-    }
-  // Inconsistent lengths are refused and the file stays as it was.
-  const std::string before = file_bytes(path);
-  table[2] = {table[0][0]};
-  table[2][0].prob = torch::rand({4});
-  EXPECT_THROW(write_predictions(path, table), c10::Error);
-  EXPECT_EQ(file_bytes(path), before);
-}

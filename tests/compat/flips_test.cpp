@@ -188,13 +188,14 @@ TEST(CompatFlips, AlignById) {
   PredictionTable o{L({30, 10, 20}), L({1, 0, 2}), L({1, 1, 2}), torch::tensor({0.9f, 0.8f, 0.7f}), L({0, 0, 1})};
   PredictionTable n{L({20, 30, 10}), L({2, 1, 0}), L({0, 1, 0}), torch::tensor({0.6f, 0.5f, 0.4f}), L({1, 0, 0})};
   const FlipInputs in = align_by_id(o, n);
-  EXPECT_TRUE(in.ids.equal(L({10, 20, 30})));
-  EXPECT_TRUE(in.labels.equal(L({0, 2, 1})));
-  EXPECT_TRUE(in.old_pred.equal(L({1, 2, 1})));
-  EXPECT_TRUE(in.new_pred.equal(L({0, 0, 1})));
-  EXPECT_TRUE(in.old_conf.allclose(torch::tensor({0.8f, 0.7f, 0.9f})));
-  EXPECT_TRUE(in.new_conf.allclose(torch::tensor({0.4f, 0.6f, 0.5f})));
-  EXPECT_TRUE(in.groups.equal(L({0, 1, 0})));
+  // Sorted by item = (task, id): (0, 10), (0, 30), (1, 20).
+  EXPECT_TRUE(in.ids.equal(L({10, 30, 20})));
+  EXPECT_TRUE(in.labels.equal(L({0, 1, 2})));
+  EXPECT_TRUE(in.old_pred.equal(L({1, 1, 2})));
+  EXPECT_TRUE(in.new_pred.equal(L({0, 1, 0})));
+  EXPECT_TRUE(in.old_conf.allclose(torch::tensor({0.8f, 0.9f, 0.7f})));
+  EXPECT_TRUE(in.new_conf.allclose(torch::tensor({0.4f, 0.5f, 0.6f})));
+  EXPECT_TRUE(in.groups.equal(L({0, 0, 1})));
 
   auto message = [](const PredictionTable& a, const PredictionTable& b) {
     try {
@@ -206,18 +207,26 @@ TEST(CompatFlips, AlignById) {
   };
   PredictionTable missing = n;
   missing.ids = L({20, 30, 11});
-  EXPECT_NE(message(o, missing).find("1 ids only in OLD (first 10), 1 ids only in NEW (first 11)"), std::string::npos)
+  EXPECT_NE(message(o, missing).find("1 only in OLD (first (task 0, id 10)), 1 only in NEW (first (task 0, id 11))"),
+            std::string::npos)
       << message(o, missing);
   PredictionTable relabel = n;
   relabel.labels = L({2, 1, 5});
-  EXPECT_NE(message(o, relabel).find("id 10 has label 0 in OLD and 5 in NEW"), std::string::npos)
+  EXPECT_NE(message(o, relabel).find("(task 0, id 10) has label 0 in OLD and 5 in NEW"), std::string::npos)
       << message(o, relabel);
   PredictionTable dup = n;
   dup.ids = L({20, 20, 10});
-  EXPECT_NE(message(o, dup).find("duplicate id 20"), std::string::npos) << message(o, dup);
-  PredictionTable regroup = n;
-  regroup.groups = L({1, 0, 1});
-  EXPECT_NE(message(o, regroup).find("group (task) ids differ"), std::string::npos) << message(o, regroup);
+  dup.tasks = L({1, 1, 0});
+  EXPECT_NE(message(o, dup).find("NEW has 1 duplicate items, first duplicate (task 1, id 20)"), std::string::npos)
+      << message(o, dup);
+  PredictionTable regroup = n;  // the same ids in other tasks are other items
+  regroup.tasks = L({1, 0, 1});
+  EXPECT_NE(message(o, regroup).find("the items differ"), std::string::npos) << message(o, regroup);
+  PredictionTable plain_o = o, plain_n = n;  // without task columns items are plain ids
+  plain_o.tasks = plain_n.tasks = torch::Tensor();
+  plain_n.ids = L({20, 30, 11});
+  EXPECT_NE(message(plain_o, plain_n).find("1 only in OLD (first id 10)"), std::string::npos)
+      << message(plain_o, plain_n);
 }
 
 TEST(CompatFlips, NfrMatrix) {

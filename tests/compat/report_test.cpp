@@ -1,9 +1,10 @@
 #include <gtest/gtest.h>
 
-#include "compat/predictions_io.h"
+#include "compat/predictions.h"
 #include "compat/report.h"
 #include "compat/stats.h"
 #include "core/h5.h"
+#include "tests/support.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -17,11 +18,7 @@ namespace {
 
 torch::Tensor L(std::vector<int64_t> v) { return torch::tensor(v, torch::kLong); }
 
-fs::path temp_dir() {
-  const fs::path d = fs::temp_directory_path() / ("strata_compat_test_" + std::to_string(::getpid()));
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir() { return strata::testing::fresh_dir("compat_test"); }
 
 std::vector<std::string> read_lines(const fs::path& p) {
   std::ifstream f(p);
@@ -30,35 +27,7 @@ std::vector<std::string> read_lines(const fs::path& p) {
   return out;
 }
 
-// 100 items: old right on 97; new right on 96, NF = 3, PF = 2.
-FlipReport report_with(int64_t nf, int64_t n) {
-  FlipReport r;
-  r.overall.n10 = nf;
-  r.overall.n11 = n - nf;
-  return r;
-}
-
 }  // namespace
-
-TEST(CompatReport, GateDecision) {
-  // NF = 3 of N = 1000: one-sided 95 % Wilson upper bound 0.0074824913 (python3 decimal, see stats_test).
-  const FlipReport r = report_with(3, 1000);
-  EXPECT_TRUE(gate(r, 0.0075, 0.05));
-  EXPECT_FALSE(gate(r, 0.0074, 0.05));
-  EXPECT_FALSE(gate(r, 0.004, 0.05));  // point estimate 0.003 is under the budget, the bound is not
-  const GateResult g = gate_check(r, 0.01, 0.05);
-  EXPECT_TRUE(g.passed);
-  EXPECT_NEAR(g.nfr_upper, 0.0074824913019056905, 1e-12);
-  EXPECT_EQ(g.to_json()["rules"][0]["name"], "nfr_wilson_upper");
-  // Stricter alpha widens the bound.
-  EXPECT_GT(gate_check(r, 0.01, 0.01).nfr_upper, g.nfr_upper);
-  // Zero NF still has an upper bound z²/(n + z²).
-  EXPECT_FALSE(gate(report_with(0, 100), 0.02, 0.05));
-  EXPECT_TRUE(gate(report_with(0, 1000), 0.003, 0.05));
-  // No items: no evidence, fails.
-  EXPECT_FALSE(gate(FlipReport{}, 0.5, 0.05));
-  EXPECT_THROW(gate(r, -0.1, 0.05), c10::Error);
-}
 
 TEST(CompatReport, FlipsCsvRowsOrderAndColumns) {
   FlipInputs in;
@@ -99,15 +68,15 @@ TEST(CompatReport, JsonReportRoundTrip) {
   in.new_pred = L({0, 1, 2, 1, 0, 2, 2, 1, 0, 0});
   in.groups = L({0, 0, 0, 0, 0, 1, 1, 1, 1, 1});
   const FlipReport r = compare_predictions(in);
-  const GateResult g = gate_check(r, 0.5, 0.05);
-  ReportHeader h{"a.h5:v000", "a.h5:v001", "unit", {{"flips_csv", "flips.csv"}}};
+  const GateResult g = evaluate_gate(r, GateOptions().max_nfr(0.5));
+  ReportHeader h{"a.h5:v000", "a.h5:v001", "unit", {{"flips_csv", "flips.csv"}}, {{"tasks", {0, 1}}, {"items", 10}}};
   const fs::path p = temp_dir() / "compat_report.json";
   write_json(p.string(), make_report_json(r, h, 0.05, &g));
   std::ifstream f(p);
   const nlohmann::json j = nlohmann::json::parse(f);
   EXPECT_EQ(j["schema_version"], kReportSchema);
   for (const char* key : {"created_at", "old", "new", "eval_set", "counts", "metrics", "tests", "per_task", "per_class",
-                          "multiplicity", "warnings", "gate", "artifacts"})
+                          "multiplicity", "warnings", "scored", "gate", "artifacts"})
     EXPECT_TRUE(j.contains(key)) << key;
   EXPECT_EQ(j["old"], "a.h5:v000");
   EXPECT_EQ(j["counts"]["n10"].get<int64_t>(), r.overall.n10);
@@ -122,6 +91,8 @@ TEST(CompatReport, JsonReportRoundTrip) {
   EXPECT_EQ(j["tests"]["mcnemar"]["method"], "exact");
   EXPECT_EQ(j["per_task"].size(), 2u);
   EXPECT_EQ(j["gate"]["passed"].get<bool>(), g.passed);
+  EXPECT_EQ(j["gate"]["rules"][0]["name"], "nfr");
+  EXPECT_EQ(j["scored"]["tasks"], nlohmann::json({0, 1}));
   EXPECT_EQ(j["artifacts"]["flips_csv"], "flips.csv");
 }
 
@@ -148,42 +119,21 @@ TEST(CompatReport, SvgPlots) {
   EXPECT_NE(t.str().find(">t4<"), std::string::npos);
   EXPECT_NE(t.str().find("<title>NF 1</title>"), std::string::npos);
   EXPECT_NE(t.str().find("<title>PF 1</title>"), std::string::npos);
+
+  // A new task's 1000 PF next to an old task's 10 NF: separate scales, so the NF bar spans its whole
+  // half (150 px) instead of 1.5 px, and the lower axis label is negative.
+  FlipReport big;
+  FlipCounts old_task, new_task;
+  old_task.n11 = 90;
+  old_task.n10 = 10;
+  new_task.n01 = 1000;
+  big.per_group = {{0, old_task}, {1, new_task}};
+  const fs::path b = temp_dir() / "big.svg";
+  write_task_flips_svg(b.string(), big);
+  std::stringstream u;
+  u << std::ifstream(b).rdbuf();
+  EXPECT_NE(u.str().find("height=\"150\" fill=\"#c62828\"><title>NF 10</title>"), std::string::npos) << u.str();
+  EXPECT_NE(u.str().find(">&#8722;10</text>"), std::string::npos);
+  EXPECT_NE(u.str().find(">1000</text>"), std::string::npos);
 }
 
-TEST(CompatReport, ReadPredictionTable) {
-  namespace core = strata::core;
-  const fs::path p = temp_dir() / "predictions.h5";
-  {
-    H5::H5File f = core::open_file(p.string(), core::FileMode::kTruncate);
-    for (int64_t v : {0, 2}) {
-      for (int64_t t : {0, 1}) {
-        char g[32];
-        std::snprintf(g, sizeof g, "v%03lld/task%02lld", static_cast<long long>(v), static_cast<long long>(t));
-        core::open_group(f, g, /*create=*/true);
-        // Every task holds the same two examples, as in permuted-fmnist.
-        core::write_tensor(f, std::string(g) + "/id", L({0, 1}));
-        core::write_tensor(f, std::string(g) + "/label", L({t, t}));
-        core::write_tensor(f, std::string(g) + "/pred", L({t + v, t}));
-        core::write_tensor(f, std::string(g) + "/prob", torch::tensor({0.5f, 0.9f}));
-      }
-    }
-  }
-  EXPECT_EQ(list_prediction_versions(p.string()), (std::vector<int64_t>{0, 2}));
-  const PredictionTable a = read_prediction_table(p.string(), 0), b = read_prediction_table(p.string(), 2);
-  const int64_t task1 = int64_t{1} << 32;  // item = task·2^32 + example id
-  EXPECT_TRUE(a.ids.equal(L({0, 1, task1, task1 + 1})));
-  EXPECT_TRUE(a.groups.equal(L({0, 0, 1, 1})));
-  EXPECT_TRUE(b.preds.equal(L({2, 0, 3, 1})));
-  EXPECT_TRUE(a.conf.allclose(torch::tensor({0.5f, 0.9f, 0.5f, 0.9f})));
-  const FlipReport r = compare_predictions(align_by_id(a, b));
-  EXPECT_EQ(r.overall.n10, 2);
-  EXPECT_EQ(r.per_group.size(), 2u);
-  try {
-    read_prediction_table(p.string(), 1);
-    FAIL() << "expected an error for a missing version";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("no group /v001 (versions present: v000 v002)"), std::string::npos)
-        << e.what();
-  }
-  fs::remove_all(temp_dir());
-}

@@ -6,6 +6,7 @@
 #include "continual/trainer.h"
 #include "subspaces/store.h"
 #include "tasks/streams.h"
+#include "tests/support.h"
 
 #include <gtest/gtest.h>
 
@@ -60,13 +61,7 @@ inline torch::Tensor eval_logits(strata::models::ModelImpl& model, const tasks::
 }
 
 /// A fresh empty folder (for a test subspaces.h5).
-inline std::string fresh_dir(const std::string& name) {
-  namespace fs = std::filesystem;
-  auto d = fs::temp_directory_path() / ("strata_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
+inline std::string fresh_dir(const std::string& name) { return strata::testing::fresh_dir("test_" + name).string(); }
 
 /// A subspaces.h5 record of adapter factors: extra B·A equals `update` [m, n], the basis is orthonormal
 /// with `rank` columns, and (delta_basis) it spans the input side of the update.

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "core/h5.h"
+#include "tests/support.h"
 
 namespace sc = strata::core;
 
@@ -18,15 +19,7 @@ std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "";
-}
+using strata::testing::error_of;
 }  // namespace
 
 TEST(H5, RoundTripEachDtype) {

@@ -1,5 +1,6 @@
 // Models, method registry, trainer determinism and an end-to-end run on a reduced stream.
 #include "run/runner.h"
+#include "tests/support.h"
 
 #include <gtest/gtest.h>
 
@@ -12,12 +13,7 @@ using namespace strata::run;
 
 namespace {
 
-fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("strata_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+fs::path temp_dir(const std::string& name) { return strata::testing::fresh_dir("test_" + name); }
 
 RunConfig synthetic_config(const fs::path& out, const std::string& method = "naive") {
   RunConfig c;
@@ -32,38 +28,6 @@ RunConfig synthetic_config(const fs::path& out, const std::string& method = "nai
 }
 
 }  // namespace
-
-TEST(Models, StableLayerNamesAndShapes) {
-  torch::manual_seed(0);
-  auto mlp = strata::models::make_model(strata::models::ModelOptions().hidden({100, 100}).bias(false));
-  std::vector<std::string> names;
-  for (auto& [n, l] : mlp->linear_layers()) names.push_back(n);
-  EXPECT_EQ(names, (std::vector<std::string>{"fc1", "fc2", "head"}));
-  EXPECT_FALSE(mlp->linear_layers()[0].second->has_bias());
-  EXPECT_EQ(mlp->forward(torch::randn({4, 1, 28, 28})).sizes(), (std::vector<int64_t>{4, 10}));
-
-  auto vit = strata::models::make_model(strata::models::ModelOptions().arch("vit").depth(2));
-  auto attn = vit->linear_layers("blocks\\.[0-9]+\\.attn\\.(q|k|v|o)");
-  EXPECT_EQ(attn.size(), 8u);
-  EXPECT_EQ(attn[0].first, "blocks.0.attn.q");
-  EXPECT_EQ(vit->forward(torch::randn({3, 1, 28, 28})).sizes(), (std::vector<int64_t>{3, 10}));
-
-  auto cnn = strata::models::make_model(strata::models::ModelOptions().arch("cnn"));
-  EXPECT_EQ(cnn->forward(torch::randn({2, 1, 28, 28})).sizes(), (std::vector<int64_t>{2, 10}));
-  EXPECT_THROW(strata::models::make_model(strata::models::ModelOptions().arch("resnet")), c10::Error);
-}
-
-TEST(Models, RecordingCapturesLayerInputs) {
-  auto mlp = strata::models::make_model(strata::models::ModelOptions().input_shape({1, 8, 8}).hidden({16}).num_classes(4));
-  mlp->set_recording(true);
-  auto x = torch::randn({5, 1, 8, 8});
-  mlp->forward(x);
-  auto layers = mlp->linear_layers();
-  EXPECT_TRUE(torch::equal(layers[0].second->last_input(), x.flatten(1)));
-  EXPECT_EQ(layers[1].second->last_input().sizes(), (std::vector<int64_t>{5, 16}));
-  mlp->set_recording(false);
-  EXPECT_FALSE(layers[0].second->last_input().defined());
-}
 
 TEST(Registry, UnknownMethodAndOptionAreClearErrors) {
   const auto& reg = builtin_methods();

@@ -8,6 +8,7 @@
 
 #include "core/h5.h"
 #include "subspaces/store.h"
+#include "tests/support.h"
 
 namespace ss = strata::subspaces;
 
@@ -15,14 +16,7 @@ namespace {
 std::string tmp_file(const std::string& name) {
   return ::testing::TempDir() + "strata_store_" + std::to_string(::getpid()) + "_" + name;
 }
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "";
-}
+using strata::testing::error_of;
 ss::SubspaceRecord make_record(int64_t dim, int64_t k, const std::string& side, uint64_t seed) {
   auto g = at::detail::createCPUGenerator(seed);
   ss::SubspaceRecord r;

@@ -6,6 +6,7 @@
 #include "subspaces/basis.h"
 #include "subspaces/sketch.h"
 #include "subspaces/svd.h"
+#include "tests/support.h"
 
 namespace ss = strata::subspaces;
 
@@ -15,14 +16,7 @@ torch::Tensor orthonormal(int64_t n, int64_t k, uint64_t seed) {
   return std::get<0>(torch::linalg_qr(torch::randn({n, k}, g, torch::kFloat64)));
 }
 double max_abs(const torch::Tensor& t) { return t.abs().max().item<double>(); }
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "";
-}
+using strata::testing::error_of;
 // Low rank (rank r, decaying spectrum) plus small noise.
 torch::Tensor low_rank_plus_noise(int64_t m, int64_t n, int64_t r, double noise, uint64_t seed) {
   auto U = orthonormal(m, r, seed);

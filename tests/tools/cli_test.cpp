@@ -1,6 +1,8 @@
 // The CLI end to end: bad input gives one clear line and a non-zero exit, never a crash.
 #include <gtest/gtest.h>
 
+#include "tests/support.h"
+
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -26,12 +28,8 @@ Result run(const std::string& args) {
   return r;
 }
 
-fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("strata_cli_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+using strata::testing::fresh_dir;
+fs::path temp_dir(const std::string& name) { return fresh_dir("cli_" + name); }
 
 }  // namespace
 
@@ -90,5 +88,27 @@ TEST(Cli, ConfigFileRoundTrip) {
   ASSERT_EQ(r2.code, 0) << r2.output;
   auto strip = [](std::string s) { return s.substr(0, s.find("run folder:")); };
   EXPECT_EQ(strip(r.output), strip(r2.output));
+  fs::remove_all(out);
+}
+
+TEST(Cli, FocalOnDisjointClassesRefusesBeforeTraining) {
+  if (!fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) GTEST_SKIP() << "no Fashion-MNIST";
+  auto out = temp_dir("focal");
+  // split-fmnist: every label of task 1 is a class version 0 never saw, so the default
+  // --compat-drop-new-classes would drop every sample (a focal term of exactly 0).
+  auto r = run("train --quiet --stream split-fmnist --tasks 2 --compat focal --train-limit 50 --test-limit 50 --out " +
+               out.string() + " --name f");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("--compat-drop-new-classes false"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("Exception raised from"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out / "f" / "versions" / "v000.h5")) << "refused only after training task 0";
+  // With the samples kept, the run trains.
+  r = run("train --quiet --stream split-fmnist --tasks 2 --compat focal --compat-drop-new-classes false "
+          "--train-limit 50 --test-limit 50 --out " + out.string() + " --name k");
+  EXPECT_EQ(r.code, 0) << r.output;
+  // MUSCLE on a class-incremental stream distils over the old version's classes only and trains.
+  r = run("train --quiet --stream split-fmnist --scenario class --tasks 2 --compat muscle --train-limit 50 "
+          "--test-limit 50 --out " + out.string() + " --name m");
+  EXPECT_EQ(r.code, 0) << r.output;
   fs::remove_all(out);
 }

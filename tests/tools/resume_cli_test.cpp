@@ -2,7 +2,7 @@
 // gives the same accuracy matrix (and the same final weights) as an uninterrupted run; a complete
 // run is refused; `strata eval` reproduces a version's stored accuracies.
 #ifdef STRATA_CLI_PATH
-#include "checkpoints/predictions.h"
+#include "compat/predictions.h"
 #include "checkpoints/version_store.h"
 
 #include <gtest/gtest.h>
@@ -114,14 +114,15 @@ TEST_F(CliRuns, KilledDuringTask2ThenResumedMatchesUninterrupted) {
     EXPECT_EQ(va.parameters[i].first, vb.parameters[i].first);
     EXPECT_TRUE(torch::equal(va.parameters[i].second, vb.parameters[i].second)) << va.parameters[i].first;
   }
-  const auto pa = read_predictions(ref_dir + "/predictions.h5"), pb = read_predictions(run_dir + "/predictions.h5");
+  const auto pa = strata::compat::read_predictions(ref_dir + "/predictions.h5"),
+             pb = strata::compat::read_predictions(run_dir + "/predictions.h5");
   ASSERT_EQ(pa.size(), 3u);
   ASSERT_EQ(pb.size(), 3u);
-  for (const auto& [v, tasks] : pa)
-    for (size_t t = 0; t < tasks.size(); ++t) {
-      EXPECT_TRUE(torch::equal(tasks[t].pred, pb.at(v)[t].pred)) << "v" << v << " task " << t;
-      EXPECT_TRUE(torch::equal(tasks[t].id, pb.at(v)[t].id));
-    }
+  for (const auto& [v, table] : pa) {
+    EXPECT_TRUE(torch::equal(table.preds, pb.at(v).preds)) << "v" << v;
+    EXPECT_TRUE(torch::equal(table.ids, pb.at(v).ids)) << "v" << v;
+    EXPECT_TRUE(torch::equal(table.tasks, pb.at(v).tasks)) << "v" << v;
+  }
   // metrics.csv holds each (task, epoch) once.
   std::istringstream csv(slurp(run_dir + "/metrics.csv"));
   std::string line;
