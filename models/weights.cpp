@@ -140,7 +140,7 @@ WeightNames weight_names_from_string(const std::string& s) {
   if (s == "strata") return WeightNames::kStrata;
   if (s == "torchvision") return WeightNames::kTorchvision;
   if (s == "timm") return WeightNames::kTimm;
-  TORCH_CHECK(false, "option --weights-names: '", s, "' (valid: strata, torchvision, timm)");
+  TORCH_CHECK(false, "strata::models: unknown weight names '", s, "' (valid: strata, torchvision, timm)");
 }
 
 std::string to_string(WeightNames names) {
@@ -273,7 +273,7 @@ LoadReport load_state(ModelImpl& model, const NamedTensors& tensors, const std::
     if (it == have.end()) {
       if (reset && m.head) {
         report.head_kept = true;
-        report.head_reason = "the file has no " + m.name;
+        if (report.head_reason.empty()) report.head_reason = "the file has no " + m.name;
       } else {
         missing.push_back(m.name);
       }
@@ -283,7 +283,7 @@ LoadReport load_state(ModelImpl& model, const NamedTensors& tensors, const std::
     if (t.sizes().vec() != m.shape) {
       if (reset && m.head) {
         report.head_kept = true;
-        report.head_reason = "file " + m.name + " " + shape_str(t.sizes()) + ", model " + shape_str(m.shape);
+        if (report.head_reason.empty()) report.head_reason = "file " + m.name + " " + shape_str(t.sizes()) + ", model " + shape_str(m.shape);
       } else {
         mismatched.push_back(m.name + ": file " + shape_str(t.sizes()) + ", model " + shape_str(m.shape));
       }
