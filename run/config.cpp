@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include <fstream>
+#include <iomanip>
 #include <sstream>
 
 namespace po = boost::program_options;
@@ -33,6 +34,13 @@ std::vector<int64_t> parse_ints(const std::string& key, const std::string& s) {
     }
   }
   return out;
+}
+
+// --help shows a default as a user would type it ("0.1", not "0.10000000000000001").
+po::typed_value<double>* real_value(double v) {
+  std::ostringstream text;
+  text << std::setprecision(15) << v;
+  return po::value<double>()->default_value(v, text.str());
 }
 
 std::string join_ints(const std::vector<int64_t>& v) {
@@ -90,10 +98,10 @@ po::options_description run_options(const MethodRegistry& registry) {
       ("class-order-seed", po::value<int64_t>()->default_value(d.stream.class_order_seed()), "split without --class-order: -1 = natural order, >= 0 = seeded shuffle")
       ("tasks", po::value<int64_t>()->default_value(d.stream.num_tasks()), "number of tasks")
       ("scenario", po::value<std::string>()->default_value(""), "task | class | domain (default: the stream's own)")
-      ("val-fraction", po::value<double>()->default_value(d.stream.val_fraction()), "held-out fraction of each task's training set")
+      ("val-fraction", real_value(d.stream.val_fraction()), "held-out fraction of each task's training set")
       ("train-limit", po::value<int64_t>()->default_value(0), "max training examples per task (0 = all)")
       ("test-limit", po::value<int64_t>()->default_value(0), "max test examples per task (0 = all)")
-      ("rotation-step", po::value<double>()->default_value(0.0), "rotated-fmnist: degrees between tasks (0 = spread over 180)")
+      ("rotation-step", real_value(0.0), "rotated-fmnist: degrees between tasks (0 = spread over 180)")
       ("data-dir", po::value<std::string>()->default_value(d.stream.data_dir()), "folder of the Fashion-MNIST IDX files");
   po::options_description model("Model");
   model.add_options()
@@ -117,19 +125,19 @@ po::options_description run_options(const MethodRegistry& registry) {
   train.add_options()
       ("method", po::value<std::string>()->default_value(d.method.method()), "continual-learning method (see `strata methods`)")
       ("optimizer", po::value<std::string>()->default_value(d.train.optimizer()), "sgd | adam | adamw")
-      ("lr", po::value<double>()->default_value(d.train.lr()), "learning rate")
-      ("momentum", po::value<double>()->default_value(d.train.momentum()), "SGD momentum")
-      ("weight-decay", po::value<double>()->default_value(d.train.weight_decay()), "weight decay")
+      ("lr", real_value(d.train.lr()), "learning rate")
+      ("momentum", real_value(d.train.momentum()), "SGD momentum")
+      ("weight-decay", real_value(d.train.weight_decay()), "weight decay")
       ("batch-size", po::value<int64_t>()->default_value(d.train.batch_size()), "training batch size")
       ("epochs", po::value<int64_t>()->default_value(d.train.epochs()), "epochs per task")
       ("eval-batch-size", po::value<int64_t>()->default_value(d.train.eval_batch_size()), "evaluation batch size");
-  po::options_description compat_opts("Compatibility-aware training against the previous version (compat.md 6.6)");
+  po::options_description compat_opts("Compatibility-aware training against the previous version");
   compat_opts.add_options()
       ("compat", po::value<std::string>()->default_value("none"), "none | focal | muscle (works with any --method)")
-      ("compat-alpha", po::value<double>()->default_value(d.compat.loss().alpha()), "focal: weight of every sample")
-      ("compat-beta", po::value<double>()->default_value(d.compat.loss().beta()), "focal: extra weight where the old version is right (0 = plain KD)")
-      ("compat-temperature", po::value<double>()->default_value(d.compat.loss().temperature()), "softmax temperature (0 = mode default: focal 100, muscle 2)")
-      ("compat-weight", po::value<double>()->default_value(d.compat.loss().weight()), "lambda: focal CE + lambda*FD; muscle lambda*L_mcomp + (1-lambda)*CE")
+      ("compat-alpha", real_value(d.compat.loss().alpha()), "focal: weight of every sample")
+      ("compat-beta", real_value(d.compat.loss().beta()), "focal: extra weight where the old version is right (0 = plain KD)")
+      ("compat-temperature", real_value(d.compat.loss().temperature()), "softmax temperature (0 = mode default: focal 100, muscle 2)")
+      ("compat-weight", real_value(d.compat.loss().weight()), "lambda: focal CE + lambda*FD; muscle lambda*L_mcomp + (1-lambda)*CE")
       ("compat-distance", po::value<std::string>()->default_value("kl"), "focal distance: kl | l2")
       ("compat-drop-new-classes", po::value<bool>()->default_value(d.compat.loss().drop_new_class_samples()), "focal: drop samples whose class the old version never saw (else weight alpha on the old columns)")
       ("compat-epochs", po::value<int64_t>()->default_value(d.compat.stage2_epochs()), "muscle: stage-2 epochs (0 = --epochs)");

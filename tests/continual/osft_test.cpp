@@ -268,12 +268,12 @@ TEST(OSFT, PlainSgdFactoredGradientMatchesTheProjectedStep) {
   auto stream = tiny_stream();
   TrainOptions sgd;
   sgd.optimizer("sgd").momentum(0).weight_decay(0);
-  Model models[2] = {tiny_model(5), tiny_model(5)};
+  strata::models::Model nets[2] = {tiny_model(5), tiny_model(5)};
   torch::Tensor U, V;
   for (int v = 0; v < 2; ++v) {
     auto m = make_osft({{"rank_rule", "fixed"}, {"fraction", "0.5"}});
     TaskContext ctx;
-    ctx.model = models[v];
+    ctx.model = nets[v];
     ctx.stream = &stream;
     ctx.task_index = 1;
     ctx.train = v == 0 ? &sgd : nullptr;
@@ -283,10 +283,10 @@ TEST(OSFT, PlainSgdFactoredGradientMatchesTheProjectedStep) {
     for (const auto& l : osft->layers())
       EXPECT_EQ(l.layer->input_projection().defined(), v == 0 && l.k > 0) << l.name;
     if (v == 0) U = osft->layers()[0].U.clone(), V = osft->layers()[0].V.clone();
-    torch::optim::SGD opt(trainable(models[v]), torch::optim::SGDOptions(0.1));
+    torch::optim::SGD opt(trainable(nets[v]), torch::optim::SGDOptions(0.1));
     for (int i = 0; i < 4; ++i) step(*m, ctx, opt, 16 * i);
   }
-  auto a = weight_of(models[0], "fc1"), b = weight_of(models[1], "fc1"), w0 = weight_of(tiny_model(5), "fc1");
+  auto a = weight_of(nets[0], "fc1"), b = weight_of(nets[1], "fc1"), w0 = weight_of(tiny_model(5), "fc1");
   EXPECT_LT(rel(a - b, b), 1e-5);
   EXPECT_FALSE(torch::equal(a, w0));
   EXPECT_LT(U.t().mm(a - w0).abs().max().item<double>(), 1e-5);
