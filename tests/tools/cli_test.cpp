@@ -1,4 +1,5 @@
 // The CLI end to end: bad input gives one clear line and a non-zero exit, never a crash.
+#include "tests/tools/cli_support.h"
 #include <gtest/gtest.h>
 
 #include "tests/support.h"
@@ -12,21 +13,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string output;
-};
-
-Result run(const std::string& args) {
-  std::string cmd = std::string(STRATA_CLI_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  std::array<char, 4096> buf{};
-  while (fgets(buf.data(), buf.size(), p)) r.output += buf.data();
-  int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using Result = strata::testing::CliResult;
+Result run(const std::string& args) { return strata::testing::run_strata(args); }
 
 using strata::testing::fresh_dir;
 fs::path temp_dir(const std::string& name) { return fresh_dir("cli_" + name); }

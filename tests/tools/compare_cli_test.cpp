@@ -1,5 +1,6 @@
 // `strata compare` end to end: which items are scored in every input mode, every gate rule's exit code,
 // CSV / JSONL ledgers, and bad input (exit 2, one clear line).
+#include "tests/tools/cli_support.h"
 #include <gtest/gtest.h>
 
 #include "compat/predictions.h"
@@ -17,21 +18,8 @@ using namespace strata::compat;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string output;
-};
-
-Result run(const std::string& args) {
-  std::string cmd = std::string(STRATA_CLI_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  std::array<char, 4096> buf{};
-  while (fgets(buf.data(), buf.size(), p)) r.output += buf.data();
-  int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using Result = strata::testing::CliResult;
+Result run(const std::string& args) { return strata::testing::run_strata(args); }
 
 Result compare(const std::string& args) { return run("compare " + args); }
 

@@ -1,4 +1,5 @@
 // strata export and strata eval of a weight file, end to end on a tiny ViT.
+#include "tests/tools/cli_support.h"
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -15,21 +16,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string output;
-};
-
-Result run(const std::string& args) {
-  std::string cmd = std::string(STRATA_CLI_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  Result r{-1, ""};
-  std::array<char, 4096> buf{};
-  while (fgets(buf.data(), buf.size(), p)) r.output += buf.data();
-  int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using Result = strata::testing::CliResult;
+Result run(const std::string& args) { return strata::testing::run_strata(args); }
 
 // The per-task accuracy lines ("   1  name   test   12.34%...") of strata eval's output.
 std::vector<std::string> accuracies(const std::string& out) {
