@@ -1,5 +1,5 @@
 #pragma once
-// CoDyRA adapter (methods.md §8): LoRA with a learnable importance gate per rank, sparsified by a
+// CoDyRA adapter: LoRA with a learnable importance gate per rank, sparsified by a
 // proximal L1 step, pruned and merged into the base at every task end.
 //
 // Shapes (W [m=out, n=in]): A [r, n] Kaiming-uniform (U(-1/√n, 1/√n)), B [m, r] zeros, w [r] ~ N(0,1).
@@ -19,7 +19,7 @@
 
 namespace strata::adapters {
 
-/// Which shrinkage operator soft_threshold_() applies (methods.md §8.7 item 1, decision 12).
+/// Which shrinkage operator soft_threshold_() applies.
 enum class ShrinkMode {
   /// The paper's T_κ(w) = 1(|w| > κ)·(w − sign(w)·κ): the exact proximal operator of κ‖w‖₁.
   Paper,
@@ -41,7 +41,7 @@ struct KappaSchedule {
 };
 
 /// The κ to apply after optimizer step `step` (0-based); 0 in the dense phase (T_0 is the identity in
-/// both modes). κ is NOT multiplied by the learning rate (methods.md decision 13); a caller wanting the
+/// both modes). κ is NOT multiplied by the learning rate; a caller wanting the
 /// textbook prox of λ‖w‖₁ after a plain SGD step passes κ = η·λ itself.
 double kappa_at(int64_t step, const KappaSchedule& schedule);
 
@@ -101,8 +101,8 @@ struct CoDyRALayerStats {
   torch::Tensor A_gated, B;
 };
 
-/// Task end for every CoDyRA adapter: prune(), W += B·diag(w)·A (nothing when all ranks were pruned:
-/// methods.md §8.7 item 3), then reset_parameters() so the adapter is ready for the next task. The
+/// Task end for every CoDyRA adapter: prune(), W += B·diag(w)·A (nothing when all ranks were pruned,
+/// so an all-zero update never touches W), then reset_parameters() so the adapter is ready for the next task. The
 /// adapter stays attached. Returns per-layer statistics for the report.
 std::vector<CoDyRALayerStats> codyra_end_task(const torch::nn::Module& model);
 

@@ -1,5 +1,5 @@
 #pragma once
-// LoRA adapter with an optional frozen bank of earlier tasks' factors (O-LoRA, methods.md §4).
+// LoRA adapter with an optional frozen bank of earlier tasks' factors (O-LoRA).
 //
 // Shapes (W [m=out, n=in]): trainable A [r, n] (Kaiming-uniform, i.e. U(-1/√n, 1/√n)), B [m, r] (zeros);
 // frozen bank A_old [R, n], B_old [m, R] (buffers, never trained; R = 0 until bank_current()).

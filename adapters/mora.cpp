@@ -85,7 +85,7 @@ torch::Tensor MoRAImpl::delta_weight() const {
                         (B_new.numel() == 0 || !B_new.any().item<bool>());
   TORCH_CHECK(all_zero,
               "strata::adapters::MoRA::delta_weight(): MoRA's update B_all·(w(x) ⊙ A_all·x) depends on the input "
-              "through the routing weights w(x), so it has no dense ΔW and cannot be merged (methods.md §7.4); "
+              "through the routing weights w(x), so it has no dense ΔW and cannot be merged; "
               "atoms in the bank: ", total_atoms());
   return torch::zeros({out_, in_}, A_old.options());
 }

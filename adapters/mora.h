@@ -1,5 +1,5 @@
 #pragma once
-// MoRA / MoRAM adapter (methods.md §7): a growing bank of rank-1 "key–value" atoms (a_i = A[i,:] ∈ R^n,
+// MoRA / MoRAM adapter: a growing bank of rank-1 "key–value" atoms (a_i = A[i,:] ∈ R^n,
 // b_i = B[:,i] ∈ R^m), r new trainable atoms per task, earlier atoms frozen, and self-activated sparse
 // routing (no router network). Follows XTAIL/loralib/moram.py (MoRAM_Linear.forward).
 //
@@ -37,8 +37,8 @@ struct MoRAOptions {
   TORCH_ARG(double, temperature) = 0.01;
   /// Inference threshold δ on ŝ; ≤ 0 disables it (the code applies it only when δ > 0).
   TORCH_ARG(double, threshold) = 0.2;
-  /// LoRA scale s of the new atoms' B (decision 11: 1). Banked atoms store s·B_new, so banking never
-  /// changes the output even for s ≠ 1 (the TRACE code's mismatch, §7.7 item 5, is not reproduced).
+  /// LoRA scale s of the new atoms' B (default 1). Banked atoms store s·B_new, so banking never
+  /// changes the output even for s ≠ 1 (the TRACE code ignores s there; that mismatch is not reproduced).
   TORCH_ARG(double, scaling) = 1.0;
   /// eps of the normalisation (F.normalize's default).
   TORCH_ARG(double, eps) = 1e-12;

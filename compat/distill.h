@@ -1,5 +1,5 @@
 #pragma once
-// Compatibility-aware training losses (compat.md §6.6, §4.2, §3.3), as pure functions on logits.
+// Compatibility-aware training losses, as pure functions on logits.
 // The caller supplies the teachers' logits (computed once and cached, or on the fly); they are detached
 // here, so gradients reach only the student.
 //

@@ -1,5 +1,5 @@
 #pragma once
-// Paired flip analysis of two model versions on the same labelled items (compat.md §2, §4, §6.2).
+// Paired flip analysis of two model versions on the same labelled items.
 //
 // Every metric is a ratio of five counts over the N items (A = old/deployed, B = new/candidate):
 //   n11 both correct, n10 = NF (A right, B wrong), n01 = PF (A wrong, B right),
@@ -50,7 +50,7 @@ void check_inputs(const FlipInputs& in);
 /// [N] int64 FlipType codes.
 torch::Tensor flip_types(const torch::Tensor& labels, const torch::Tensor& old_pred, const torch::Tensor& new_pred);
 
-/// The five counts and every Tier-1 metric of compat.md §6.2.
+/// The five counts and every flip metric reported for a pair.
 struct FlipCounts {
   int64_t n11 = 0, n10 = 0, n01 = 0, n00s = 0, n00d = 0;
 
@@ -105,7 +105,7 @@ struct FlipReport {
   ///  "warnings"}. Each slice also gets "holm_p_one_sided" (Holm–Bonferroni over that family of one-sided
   /// McNemar p-values) and "regression_alarm" (holm_p_one_sided ≤ alpha).
   nlohmann::json to_json(double alpha = 0.05) const;
-  /// Low-power warnings (compat.md §6.3): b + c < 25 overall, classes with < 30 old-correct items.
+  /// Low-power warnings: b + c < 25 overall, classes with < 30 old-correct items.
   std::vector<std::string> warnings() const;
 };
 

@@ -1,5 +1,5 @@
 #pragma once
-// Statistics for paired model comparison (compat.md §6.3). Only <cmath> is needed: the binomial tails
+// Statistics for paired model comparison. Only <cmath> is needed: the binomial tails
 // are summed in log space with lgamma, so counts in the millions neither overflow nor underflow.
 #include <cstdint>
 #include <vector>
@@ -50,7 +50,7 @@ struct HolmResult {
 HolmResult holm_bonferroni(const std::vector<double>& p_values, double alpha);
 
 /// Paired Wald interval for Δacc = acc_new − acc_old = (c − b)/N, with
-/// var = [(b + c) − (c − b)²/N] / N². Large-N only (compat.md §6.3).
+/// var = [(b + c) − (c − b)²/N] / N². Large-N only.
 Interval delta_acc_wald(int64_t b, int64_t c, int64_t n, double z);
 
 /// Tango's score interval for a paired difference of proportions θ = (b − c)/n, where b and c are the

@@ -5,17 +5,17 @@
 //
 // Layers. Option `target` is an adapters::inject glob ("blocks.*.attn.q|blocks.*.attn.v", "fc*",
 // "**"). "auto" picks a per-architecture default that each method defines (default_target()):
-//   lora, olora   vit: attention q and v of every block (PEFT default, methods.md §4)
+//   lora, olora   vit: attention q and v of every block (PEFT default)
 //                 mlp: every hidden layer (fc*);  cnn: fc1
 //   codyra, mora  vit: every attention q, k, v, o and MLP fc1, fc2 of every block ("qkvoinout",
-//                 methods.md §7.3, §8.3);  mlp: fc*;  cnn: fc1
+//                 the MoRA and CoDyRA papers);  mlp: fc*;  cnn: fc1
 // The classification head ("head") is never adapted by "auto".
 //
 // Base weights. attach() freezes every base parameter (adapters::freeze_base). With `train_head`
 // (default true) the classification head's weight and bias stay trainable: Strata models have one
 // shared head over all classes and the papers' CLIP text-side classifiers have no equivalent here,
 // so with a frozen randomly initialised head task- and class-incremental runs could not learn new
-// classes at all. methods.md §7.6 notes that a trainable shared head then dominates forgetting.
+// classes at all. A trainable shared head then dominates forgetting.
 //
 // Checkpoints. save() stores every adapter's full state (adapters::adapters_state, keys
 // "adapters/<layer>/<key>") plus the per-task report in meta; load() re-creates the adapters on the

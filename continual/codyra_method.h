@@ -1,16 +1,16 @@
 #pragma once
-// `codyra`: CoDyRA (methods.md §8). Each task trains a gated LoRA on the target layers,
+// `codyra`: CoDyRA. Each task trains a gated LoRA on the target layers,
 //   y = base + B·(w ⊙ (A·x)),   A [r, n] Kaiming-uniform, B [m, r] zeros, gates w [r] ~ N(0, 1),
 // densely for the first dense_fraction·N optimizer steps (N = steps of the task = epochs·⌈n/batch⌉),
 // then after every optimizer step applies the proximal L1 step w ← T_κ(w) with κ ramped linearly from
 // 0 to kappa_max over num_kappas values (adapters::kappa_at: the official code's schedule; κ is not
-// multiplied by the learning rate, decision 13). At task end the zeroed ranks are pruned, B·diag(w)·A
+// multiplied by the learning rate). At task end the zeroed ranks are pruned, B·diag(w)·A
 // is merged into W, and A, B, w are re-initialised (adapters::codyra_end_task): inference costs
 // nothing extra. If N − dense < num_kappas the code's schedule never leaves κ = 0 (no shrinkage);
 // the report flags this ("shrinkage": false).
 //
-// Options (methods.md §8 defaults): rank 16, kappa_max 0.005 (runner script), dense_fraction 0.5,
-// num_kappas 50, shrink paper|code-compat (decision 12: paper), dropout 0, target auto (vit: every
+// Options: rank 16, kappa_max 0.005 (runner script), dense_fraction 0.5,
+// num_kappas 50, shrink paper|code-compat (default paper), dropout 0, target auto (vit: every
 // attention q, k, v, o and MLP fc1, fc2), train_head true.
 // report(): per task and layer, ranks kept (of r) and ‖ΔW‖_F merged; totals and pruned fraction.
 #include "adapters/codyra.h"

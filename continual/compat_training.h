@@ -1,9 +1,9 @@
 #pragma once
-// Compatibility-aware training for ANY method (compat.md §6.6): `CompatMethod` wraps the run's method,
+// Compatibility-aware training for ANY method: `CompatMethod` wraps the run's method,
 // forwards every hook to it unchanged (projections, optimizers, state, report) and adds a compatibility
 // loss against the previous version M_{t-1}. The Runner uses it when `--compat` is not `none`.
 //
-// focal (PCT focal distillation, §6.6.2). At task start (t ≥ 1) the model IS M_{t-1} (the stored
+// focal (PCT focal distillation). At task start (t ≥ 1) the model IS M_{t-1} (the stored
 // version v_{t-1}); its raw logits z^old [N, C] on this task's training data (the inner method's
 // training_data()) are cached once (eval mode, no grad, batched). Each step adds
 //     weight · (1/|S|) Σ_{i∈S} w_i · T²·KL(σ(z_i^old/T) ‖ σ(z_i/T)),   w_i = α + β·1[argmax z_i^old = y_i]

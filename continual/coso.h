@@ -1,5 +1,5 @@
 #pragma once
-// `coso`: CoSO — Continuous Subspace Optimization for continual learning (methods.md §5, code
+// `coso`: CoSO — Continuous Subspace Optimization for continual learning (code
 // quinn-ch/CoSO). Full-weight training of the target Linear layers inside a moving low-rank
 // subspace that is kept orthogonal (output side) to the subspaces of earlier tasks.
 //
@@ -29,12 +29,12 @@
 // Every other trained parameter (head, biases, norms, non-target layers; see `others`) gets plain
 // Adam in the same optimizer with the same formula (CoSO's CoSOAdamW non-CoSO group), plus
 // decoupled weight decay from the run's --weight-decay (never applied to projected weights: it
-// would break Mᵀ ΔW = 0, methods.md §5.7 item 6).
+// would break Mᵀ ΔW = 0).
 //
-// Options (methods.md §5.2 and §10 P2):
+// Options:
 //   target ""   regex (full match) of projected layers; "" = per architecture:
 //               vit `blocks\.[0-9]+\.attn\.o` (the paper: MHSA output projections),
-//               mlp `fc[0-9]+` (every hidden layer, §5.6/§10 P1 "CoSO on all hidden layers"),
+//               mlp `fc*` (every hidden layer),
 //               cnn `fc[0-9]+`.
 //   r1 8 (projector rank), r2 32 (sketch rank), gap 1, threshold 0.98, decay 1.0 (sketch decay),
 //   lr 4e-4 (projected layers), other_lr 0 (= lr), beta1 0.9, beta2 0.999, eps 1e-6,

@@ -1,5 +1,5 @@
 #pragma once
-// GPM: Gradient Projection Memory (Saha, Garg & Roy, ICLR 2021; methods.md §3).
+// GPM: Gradient Projection Memory (Saha, Garg & Roy, ICLR 2021).
 //
 // State per projected layer l: M_l [n_l, k_l], an orthonormal basis of the layer's INPUT space
 // (weight W [m, n_l]). From the second task on, every weight gradient is projected onto the

@@ -1,11 +1,11 @@
 #pragma once
-// `lora`: sequential LoRA (the SeqLoRA baseline of methods.md §4/§10 P2). Every task trains a fresh
+// `lora`: sequential LoRA (the SeqLoRA baseline of the O-LoRA paper). Every task trains a fresh
 // LoRA adapter (A [r, n] Kaiming-uniform, B [m, r] zeros, y = base + s·B·A·drop(x), s = alpha/r) on
 // the target layers with the base frozen (head trainable, see AdapterMethod); at task end ΔW is
 // merged into W and the adapter re-initialised (adapters::lora_merge_and_reset), so inference has
 // no overhead and nothing protects earlier tasks except the low rank itself.
 //
-// Options (defaults from methods.md §4, the O-LoRA/TRACE LoRA configuration):
+// Options (defaults: the O-LoRA/TRACE LoRA configuration):
 //   rank 8, alpha 32, dropout 0.1, target auto (vit: attention q, v), train_head true.
 // report(): per task, ‖ΔW‖_F merged per layer.
 #include "adapters/lora.h"

@@ -1,6 +1,6 @@
 #pragma once
 // The method interface: a continual-learning method is a set of hooks the Runner calls at fixed
-// points (design.md, "The method interface"). Every hook has a no-op default, so `naive` is empty.
+// points. Every hook has a no-op default, so `naive` is empty.
 //
 // Per step the Runner does:
 //   logits = model(x); loss = CE(masked logits, y) + method.extra_loss(step) [+ compat loss]

@@ -1,5 +1,5 @@
 #pragma once
-// Continual-learning metrics from the accuracy matrix (anchors.md §6, GEM convention).
+// Continual-learning metrics from the accuracy matrix.
 //
 // R[i][j] = test accuracy (fraction in [0,1]) on task j right after training task i; the full
 // T×T matrix is kept, upper triangle included (FWT needs it). b[j] = accuracy of the freshly

@@ -1,15 +1,15 @@
 #pragma once
-// `mora`: MoRA / MoRAM (methods.md §7). Every target layer holds a growing bank of rank-1 atoms
+// `mora`: MoRA / MoRAM. Every target layer holds a growing bank of rank-1 atoms
 // (a_i ∈ R^n, b_i ∈ R^m). Each task appends `rank` fresh trainable atoms (on_task_start:
 // adapters::mora_start_task; A_new Kaiming-uniform, B_new zeros) and freezes them into the bank at its
 // end; routing is self-activated per token: z = A_all x, ŝ = z/‖z‖, top-k on signed ŝ, softmax(·/τ),
 // and at inference only the threshold w_i·1[ŝ_i ≥ δ]; y = base + B_all (w ⊙ z). No auxiliary loss.
 // The update depends on the input, so nothing is merged: inference cost grows with the bank.
 //
-// Options (methods.md §7.2 CLIP/X-TAIL defaults and decisions 10, 11): rank 16 atoms per task,
+// Options: rank 16 atoms per task,
 // top_k 0 (= rank; effective k = min(max(k, 2), R)), temperature 0.01, threshold 0.2 (δ, eval only;
 // 0 = off), target auto (vit: every attention q, k, v, o and MLP fc1, fc2), train_head true.
-// LoRA scale s = 1 (decision 11). §10 P2's scaled-down setting is rank 4, top_k 4, τ ∈ {0.01, 0.05}.
+// LoRA scale s = 1. A scaled-down setting for small models: rank 4, top_k 4, τ ∈ {0.01, 0.05}.
 //
 // report(): per task, for every layer the bank size and, measured in eval mode (δ on) on up to
 // report_samples test images of every task seen so far, the mean number of active atoms per token and

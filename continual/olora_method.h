@@ -1,5 +1,5 @@
 #pragma once
-// `olora`: O-LoRA (methods.md §4). Each task trains a fresh LoRA (A [r, n], B [m, r]) next to a frozen
+// `olora`: O-LoRA. Each task trains a fresh LoRA (A [r, n], B [m, r]) next to a frozen
 // bank of all earlier tasks' factors (A_old [R, n], B_old [m, R]; forward y = base + s·B·A·x +
 // s·B_old·A_old·x), with the loss
 //   L = L_task + λ₁ Σ_layers Σ_ij |(A_old Aᵀ)_ij| + λ₂ Σ_layers (‖A‖ + ‖B‖)
@@ -7,7 +7,7 @@
 // re-initialised (adapters::olora_end_task); the bank is kept unmerged, as in the official code, so
 // the forward cost grows by r(m+n) per task per layer.
 //
-// Options: rank 8, alpha 32, dropout 0.1, lambda1 0.5, lambda2 0 (methods.md §4 defaults),
+// Options: rank 8, alpha 32, dropout 0.1, lambda1 0.5, lambda2 0,
 // target auto (vit: attention q, v), train_head true.
 // report(): per task, the unweighted orthogonality term Σ|A_old Aᵀ| at the end of the task (before
 // banking) and the bank rank per layer after it.

@@ -1,6 +1,6 @@
 #pragma once
-// `osft`: orthogonal subspace fine-tuning with an adaptive weight SVD ("Sculpting Subspaces",
-// methods.md §6), in the full-matrix "OSFT-lite" form of §6.4 / §11 decision 7.
+// `osft`: orthogonal subspace fine-tuning with an adaptive weight SVD ("Sculpting Subspaces"),
+// in the full-matrix "OSFT-lite" form: the weight itself is trained and projected, not U/S/V factors.
 //
 // For every target Linear weight W [m = out, n = in], R = min(m, n):
 //   task start   thin SVD W = U Σ Vᵀ (float32); the top-k triplets (U_h [m,k], σ_h [k], V_h [n,k])
@@ -22,7 +22,7 @@
 // X − XV_hV_hᵀ, O(r·(m + n)·k) for r batch rows instead of O(mnk)), and after_step re-projects
 // only every 256 steps to clear round-off drift.
 // Deviation from the factored form (U_l, s_l, V_l trainable): the constraint set is the same, the
-// optimizer geometry differs (stock optimizer on W), as methods.md §6.4 recommends for the toolkit.
+// optimizer geometry differs (stock optimizer on W): one optimizer for every method keeps runs comparable.
 //
 // Rank rules (k per layer, task t 0-based; task 0 is plain full fine-tuning, k = 0, as in the T5
 // script):
@@ -33,7 +33,7 @@
 //                coordinates of x and W x are compared (R2's resolution; R1 leaves it undefined).
 //                I_n = I_l / mean_l I_l;  r = mrr + I_n (trr − mrr);  k = clamp(⌊r R⌋, 1, R − 1).
 //                If mean_l I_l ≤ 1e-8 (no usable signal) every layer gets I_n = 1.
-//   "progressive" (R4, §11 decision 8)  k = ⌊t / T · R⌋, a further 1/T of each layer per task.
+//   "progressive"  k = ⌊t / T · R⌋, a further 1/T of each layer per task.
 //   "fixed"       (R4 uniform)          k = ⌊fraction · R⌋ for t ≥ 1 (fraction 1 = fully frozen).
 //
 // Targets: `target` regex (full match on the module path); "auto" = mlp `fc[0-9]+` (hidden
@@ -41,7 +41,7 @@
 // Head: layers matching `head` (default "head") are never decomposed and always train (each task
 // needs its classifier rows; masking keeps other tasks' rows out of the loss). Every other
 // parameter (biases, norms, embeddings, convs) trains in task 0 and is frozen afterwards
-// (PEFT convention, §11 decision 9); train_other = true trains them in every task (T5 script).
+// (PEFT convention); train_other = true trains them in every task (T5 script).
 //
 // Store: the frozen bases of each task go to the run's recorder (TaskContext::recorder) as
 // tasks/taskTT/<layer>: basis = V_h [n, k] (side "input"), singular_values = σ_h, extra/U_h = U_h [m, k],

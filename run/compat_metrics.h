@@ -1,5 +1,5 @@
 #pragma once
-// Compatibility of consecutive model versions in a run (compat.md §6.5-6.6, "Evaluation protocol"):
+// Compatibility of consecutive model versions in a run:
 // the "compat" section of report.json and the run's plots/, computed from the predictions the Runner
 // keeps for every version (predictions.h5: per version, per task's test split, id/label/pred/prob).
 //

@@ -1,5 +1,5 @@
 // Subspace bases in factored form: complement projections, the GPM/CoSO energy rank rule, basis
-// growth, principal angles and projector distances. Notation as in methods.md §0.3:
+// growth, principal angles and projector distances. Notation:
 // a Linear weight / gradient G is [m = out, n = in]; an input-side (right, GPM) basis U is
 // [n, k]; an output-side (left, CoSO) basis M is [m, k]; both have orthonormal columns.
 //
@@ -87,7 +87,7 @@ struct BasisUpdate {
   double total_energy;     // τ = ‖R‖_F²
 };
 
-// GPM memory update for one layer (methods.md §3, end of task):
+// GPM memory update for one layer:
 //   U_old undefined/empty: SVD of R, k = E(σ, ε), basis = U[:, :k].
 //   otherwise: residual R̂ = R - U_old U_oldᵀ R, its SVD (σ̂, Û), k by energy_rank_incremental,
 //              basis = extend_basis(U_old, Û[:, :k]) (unchanged if k = 0), capped at n columns.

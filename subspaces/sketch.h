@@ -1,4 +1,4 @@
-// Frequent Directions sketch, CoSO's variant (methods.md §5.2 step 3, §5.7 items 2-4).
+// Frequent Directions sketch, CoSO's variant.
 //
 // The sketch summarises a stream of matrices G_t [m, n_t] whose *columns* live in R^m (CoSO: the
 // output side of a gradient, already projected off the historical basis). State, with r = rank:

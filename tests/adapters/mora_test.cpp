@@ -253,7 +253,7 @@ TEST(AdaptersMoRA, StateRoundTrip) {
   EXPECT_THROW(b->load_state(st), c10::Error);
 }
 
-// methods.md §7.7 item 4: appending fresh atoms (B_new = 0) still shifts the routing of old inputs,
+// Appending fresh atoms (B_new = 0) still shifts the routing of old inputs,
 // because ŝ is normalised over the whole bank and new atoms compete for the softmax / top-k. This is
 // the reference code's behaviour, kept on purpose; the test pins it down so a "fix" is a visible change.
 TEST(AdaptersMoRA, NewAtomsShiftOldRoutingAtTaskSwitch) {

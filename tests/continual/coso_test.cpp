@@ -266,7 +266,7 @@ TEST(CoSO, RunnerSyntheticLearnsAndForgetsLessThanNaive) {
   // every method forgets; CoSO protects fc1 and the shared head. Temperature 1 and a constant lr:
   // with 2 short epochs the code's cosine schedule (last epoch at 1.6 % lr) and T = 3 underfit.
   // Measured (this config): naive a00 79.5 -> a20 53.0; coso a00 68.0 -> a20 51.0; CoSO learns
-  // later tasks less (a11 39 vs 79): the plasticity cost §5.6 item 4 predicts for narrow layers.
+  // later tasks less (a11 39 vs 79): the plasticity cost of protecting narrow layers.
   // These numbers are the exact refresh's; the power refresh is checked below.
   Runner coso(config("coso", {{"lr", "1e-2"}, {"target", "fc1|head"}, {"temperature", "1"}, {"schedule", "constant"},
                               {"refresh", "exact"}}));

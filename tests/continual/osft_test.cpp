@@ -1,4 +1,4 @@
-// OSFT (methods.md §6): frozen singular directions stay fixed under AdamW, a fully frozen layer is
+// OSFT: frozen singular directions stay fixed under AdamW, a fully frozen layer is
 // untouched, the importance rule, exact mid-task save/load, and a short Runner run that learns.
 #include "continual/osft.h"
 #include "run/runner.h"
