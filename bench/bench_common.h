@@ -3,6 +3,8 @@
 // output lines carry "key=value" fields, so C++ and Python rounds can alternate in one run.
 #include "core/threads.h"
 
+#include <boost/program_options.hpp>
+
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -13,6 +15,25 @@ namespace strata::bench {
 
 // One thread for LibTorch and OpenBLAS alike (core/threads.h says why).
 inline bool set_blas_threads(int threads) { return core::set_num_threads(threads); }
+
+// Parses argv into `vm`. Returns -1 to go on, else the exit code: 0 after printing --help, 2 after one
+// line naming the bad option.
+inline int parse_options(int argc, char** argv, const boost::program_options::options_description& desc,
+                         const char* program, boost::program_options::variables_map& vm) {
+  namespace po = boost::program_options;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << program << ": " << e.what() << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  return -1;
+}
 
 // The numeric "key=value" fields of one output line ("python batch=10 seconds=1.2" -> {batch: 10,
 // seconds: 1.2}); non-numeric fields are skipped.

@@ -31,17 +31,7 @@ int main(int argc, char** argv) {
       ("script", po::value<std::string>()->default_value(STRATA_BENCH_DIR "/gpm_bench.py"), "reference loop")
       ("data-dir", po::value<std::string>()->default_value("/usr/share/datasets/fashion-mnist"), "Fashion-MNIST folder");
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "gpm_bench: " << e.what() << "\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
+  if (const int rc = bench::parse_options(argc, argv, desc, "gpm_bench", vm); rc >= 0) return rc;
   const int threads = vm["threads"].as<int>();
   bench::set_blas_threads(threads);
   const std::string common = " --tasks " + std::to_string(vm["tasks"].as<int>()) + " --epochs " +

@@ -102,17 +102,7 @@ int main(int argc, char** argv) {
       ("repeats", po::value<int>()->default_value(1), "rounds over all methods; each keeps its best")
       ("data-dir", po::value<std::string>()->default_value("/usr/share/datasets/fashion-mnist"), "Fashion-MNIST folder");
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "methods_bench: " << e.what() << "\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
+  if (const int rc = bench::parse_options(argc, argv, desc, "methods_bench", vm); rc >= 0) return rc;
   bench::set_blas_threads(vm["threads"].as<int>());
   const int64_t epochs = vm["epochs"].as<int64_t>();
   if (epochs < 2) {

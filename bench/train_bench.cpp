@@ -32,17 +32,7 @@ int main(int argc, char** argv) {
       ("script", po::value<std::string>()->default_value(STRATA_BENCH_DIR "/train_bench.py"), "reference loop")
       ("data-dir", po::value<std::string>()->default_value("/usr/share/datasets/fashion-mnist"), "Fashion-MNIST folder");
   po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "train_bench: " << e.what() << "\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return 0;
-  }
+  if (const int rc = bench::parse_options(argc, argv, desc, "train_bench", vm); rc >= 0) return rc;
   const int threads = vm["threads"].as<int>();
   const int64_t examples = vm["examples"].as<int64_t>();
   torch::set_num_threads(threads);
