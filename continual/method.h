@@ -77,6 +77,7 @@ struct StepContext {
   torch::Tensor x, y;       ///< batch inputs [B,...] and labels [B]
   torch::Tensor batch_index;  ///< [B] int64 rows of the training split (for precomputed per-example data)
   torch::Tensor logits;     ///< [B, num_classes], masked as the scenario requires
+  torch::Tensor raw_logits;  ///< [B, num_classes], the same forward before masking (== logits in domain-IL)
   torch::Tensor loss;       ///< task loss (scalar)
 };
 

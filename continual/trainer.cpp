@@ -108,6 +108,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
       sc.x = data.gather(sc.batch_index);
       sc.y = data.y.index_select(0, sc.batch_index);
       auto logits = model.forward(sc.x);
+      sc.raw_logits = logits;
       if (masked) logits = mask_logits(logits, mask_table.index_select(0, data.task.index_select(0, sc.batch_index)));
       sc.logits = logits;
       sc.loss = torch::nn::functional::cross_entropy(logits, sc.y);

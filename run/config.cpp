@@ -17,6 +17,13 @@ using namespace strata::continual;
 
 namespace {
 
+// A file a run reads later (dataset, --init weights, --data-dir): config.ini records it absolute,
+// so `--resume`, `strata eval` and `strata compare` find it from any working directory.
+std::string absolute_path(const std::string& path) {
+  if (path.empty()) return path;
+  return std::filesystem::absolute(path).lexically_normal().string();
+}
+
 std::vector<int64_t> parse_ints(const std::string& key, const std::string& s) {
   std::vector<int64_t> out;
   std::stringstream ss(s);
@@ -86,6 +93,7 @@ po::options_description run_options(const MethodRegistry& registry) {
       ("out", po::value<std::string>()->default_value(d.out), "parent folder of run folders")
       ("threads", po::value<int64_t>()->default_value(d.threads), "torch intra-op threads")
       ("seed", po::value<int64_t>()->default_value(d.train.seed()), "seed of model init, shuffles and streams")
+      ("stream-seed", po::value<int64_t>()->default_value(-1), "seed of the stream alone (task subsets, permutations, class order); -1 = --seed")
       ("quiet,q", po::bool_switch(), "no progress display")
       ("resume", po::value<std::string>(), "continue the run in this folder after its last complete version (its config.ini is used)");
   po::options_description data("Stream");
@@ -161,19 +169,19 @@ RunConfig from_variables(const po::variables_map& vm, const MethodRegistry& regi
   c.quiet = vm.count("quiet") && vm["quiet"].as<bool>();
   const int64_t seed = vm["seed"].as<int64_t>();
   c.stream.name(vm["stream"].as<std::string>())
-      .dataset(vm["dataset"].as<std::string>())
+      .dataset(vm["dataset"].as<std::string>() == "fmnist" ? "fmnist" : absolute_path(vm["dataset"].as<std::string>()))
       .classes_per_task(vm["classes-per-task"].as<int64_t>())
       .first_task_classes(vm["first-task-classes"].as<int64_t>())
       .class_order(parse_ints("class-order", vm["class-order"].as<std::string>()))
       .class_order_seed(vm["class-order-seed"].as<int64_t>())
       .num_tasks(vm["tasks"].as<int64_t>())
-      .seed(seed)
+      .seed(vm["stream-seed"].as<int64_t>() >= 0 ? vm["stream-seed"].as<int64_t>() : seed)
       .scenario(vm["scenario"].as<std::string>())
       .val_fraction(vm["val-fraction"].as<double>())
       .train_limit(vm["train-limit"].as<int64_t>())
       .test_limit(vm["test-limit"].as<int64_t>())
       .rotation_step(vm["rotation-step"].as<double>())
-      .data_dir(vm["data-dir"].as<std::string>());
+      .data_dir(absolute_path(vm["data-dir"].as<std::string>()));
   c.model.arch(vm["model"].as<std::string>())
       .hidden(parse_ints("hidden", vm["hidden"].as<std::string>()))
       .bias(vm["bias"].as<bool>())
@@ -194,7 +202,7 @@ RunConfig from_variables(const po::variables_map& vm, const MethodRegistry& regi
       models::apply_vit_preset(c.model, preset);
     }
   }
-  c.init = vm["init"].as<std::string>();
+  c.init = absolute_path(vm["init"].as<std::string>());
   c.weights_names = vm["weights-names"].as<std::string>();
   c.init_head = vm["init-head"].as<std::string>();
   c.pretrain = vm["pretrain"].as<std::string>();
@@ -283,7 +291,7 @@ std::string RunConfig::to_ini() const {
   o.precision(15);
   o << "# strata train: resolved configuration (re-run with: strata train --config THIS_FILE)\n"
     << "name = " << name << "\nout = " << out << "\nthreads = " << threads << "\nseed = " << train.seed() << "\n"
-    << "\n# stream\nstream = " << stream.name() << "\ndataset = " << stream.dataset()
+    << "\n# stream\nstream = " << stream.name() << "\nstream-seed = " << stream.seed() << "\ndataset = " << stream.dataset()
     << "\nclasses-per-task = " << stream.classes_per_task() << "\nfirst-task-classes = " << stream.first_task_classes()
     << "\nclass-order = " << join_ints(stream.class_order()) << "\nclass-order-seed = " << stream.class_order_seed()
     << "\ntasks = " << stream.num_tasks()

@@ -1,12 +1,14 @@
 #include "run/runner.h"
 
-#include "run/compat_metrics.h"
+#include "compat/stream_report.h"
+#include "core/svg.h"
 #include "models/weights.h"
 #include "run/pretrain.h"
 
 #include <chrono>
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <iomanip>
 #include <sstream>
 
@@ -283,7 +285,7 @@ ClMetrics Runner::train_tasks(int64_t first) {
     checkpoints::write_version(folder_.version(t), snapshot(t));
     store_predictions(t, result);
     compat::write_predictions(folder_.predictions_h5(), predictions_);
-    write_compat_plots(folder_.dir(), predictions_);
+    compat::write_compat_plots(folder_.dir(), predictions_);
     if (on_task_done) on_task_done(result);
     write_report(t + 1);
     std::ostringstream line;
@@ -354,12 +356,34 @@ void Runner::write_report(int64_t stages_done) const {
   r["model"] = {{"arch", config_.model.arch()}, {"parameters", n_params}, {"trainable_parameters", n_trainable}};
   r["method_report"] = method_->report();
   // Flips between consecutive versions and the version x version NFR matrix (conventions inside).
-  r["compat"] = compat_section(predictions_);
+  r["compat"] = compat::compat_section(predictions_);
   r["compat"]["training"] = config_.compat.loss().mode() == compat::CompatMode::kNone
                                 ? nlohmann::json("none")
                                 : method_->report().value("compat_training", nlohmann::json());
   r["compat"]["plots"] = {{"nfr_heatmap", "plots/nfr_heatmap.svg"}, {"flips_per_task", "plots/flips_per_task_vNNN.svg (NNN = new version; tasks 0..NNN)"}};
+  r["plots"] = {{"accuracy_matrix", "plots/accuracy_matrix.svg"}};
   folder_.write_report(r.dump(2) + "\n");
+  write_accuracy_plot(stages_done);
+}
+
+void Runner::write_accuracy_plot(int64_t stages_done) const {
+  // Rows not trained yet are NaN (drawn grey), so a partial run's plot shows what exists.
+  torch::Tensor shown = R_.clone();
+  if (stages_done < shown.size(0)) shown.slice(0, stages_done).fill_(std::numeric_limits<double>::quiet_NaN());
+  std::vector<std::string> rows, cols;
+  for (int64_t i = 0; i < shown.size(0); ++i) {
+    rows.push_back("after " + std::to_string(i));
+    cols.push_back(std::to_string(i));
+  }
+  folder_.write_plot("accuracy_matrix.svg",
+                     core::heatmap_svg(shown, core::HeatmapOptions()
+                                                  .title("Test accuracy (%): row = after training task i, column = task j")
+                                                  .row_axis("trained through task")
+                                                  .column_axis("evaluated task")
+                                                  .row_labels(rows)
+                                                  .column_labels(cols)
+                                                  .vmax(1.0)
+                                                  .palette("greens")));
 }
 
 std::string Runner::summary() const {
@@ -399,6 +423,24 @@ LoadedVersion load_version(const std::string& path, const LoadVersionOptions& op
   lv.method->attach(lv.model);
   restore_version(lv.version, lv.model, *lv.method, path);
   return lv;
+}
+
+int64_t version_file_number(const std::string& path) { return checkpoints::read_version(path).version; }
+
+compat::PredictionTable evaluate_version_file(const std::string& path, int64_t last_task, int64_t* version_out) {
+  const LoadedVersion lv = load_version(path);
+  const auto& v = lv.version;
+  const auto& stream = lv.stream;
+  if (version_out) *version_out = v.version;
+  TORCH_CHECK(last_task >= 0 && last_task < stream.size(), "strata::run::evaluate_version_file(): '", path,
+              "': task ", last_task, " is not in its ", stream.size(), "-task stream");
+  const auto evals = evaluate_stream(*lv.model, stream, v.version, lv.config.train.eval_batch_size());
+  std::vector<compat::PredictionTable> parts;
+  for (int64_t t = 0; t <= last_task; ++t) {
+    const auto& test = stream.tasks[t].test;
+    parts.push_back({test.ids, test.y, evals[t].pred, evals[t].prob, torch::full({test.size()}, t, torch::kInt64)});
+  }
+  return compat::concat_tables(parts);
 }
 
 }  // namespace strata::run
