@@ -44,6 +44,14 @@ void RunFolder::write_config(const std::string& text) const { core::atomic_write
 
 void RunFolder::write_report(const std::string& json_text) const { core::atomic_write_text(report_json(), json_text); }
 
+std::string RunFolder::read_report() const {
+  std::ifstream in(report_json(), std::ios::binary);
+  if (!in) return "";
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 void RunFolder::write_metrics(const std::vector<std::string>& rows) const {
   std::string text = std::string(kMetricsHeader) + "\n";
   for (const auto& r : rows) text += r + "\n";
