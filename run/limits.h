@@ -26,7 +26,11 @@
 
 namespace strata::run {
 
+/// Tasks a run can hold: predictions.h5 names its tasks with two digits (task00..task99).
+constexpr int64_t kMaxRunTasks = 100;
+
 /// Throws one line naming the option and the value for any count or size out of range.
+/// (Streams for `strata eval` may be longer; a run is also bounded by kMaxRunTasks, checked by the Runner.)
 void check_bounds(const RunConfig& config,
                   const continual::MethodRegistry& registry = continual::builtin_methods());
 

@@ -26,6 +26,8 @@ std::unique_ptr<Method> make_run_method(const RunConfig& config, const MethodReg
 Runner::Runner(RunConfig config, const MethodRegistry& registry)
     : config_(std::move(config)), registry_(&registry) {
   config_.validate(registry);
+  TORCH_CHECK(config_.stream.num_tasks() <= kMaxRunTasks, "option --tasks: a run holds at most ", kMaxRunTasks,
+              " tasks (predictions.h5 names them task00..task99), got ", config_.stream.num_tasks());
   // Before the stream or the model exists: a run that cannot fit is one line, not an OOM kill.
   check_memory(estimate_memory(config_), available_memory());
   torch::manual_seed(config_.train.seed());

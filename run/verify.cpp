@@ -176,7 +176,9 @@ RunCheck verify_run(const std::string& dir_in, const continual::MethodRegistry& 
     }
   }
   for (const auto& p : scan.partial) add(p, "", "partial file left by an interrupted write (ignored by --resume)");
-  for (const auto& p : scan.other) add(p, "", "not a version file (ignored)");
+  for (const auto& p : scan.other)
+    add(p, "", p.size() > 8 && p.compare(p.size() - 8, 8, ".corrupt") == 0 ? "moved aside by --resume, ignored"
+                                                                           : "not a version file, ignored");
   const bool versions_sound = static_cast<int64_t>(good.size()) == last + 1;
   // R of the newest good version: every earlier version's rows must be its rows.
   torch::Tensor R;

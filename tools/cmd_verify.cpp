@@ -62,7 +62,7 @@ int strata_cmd_verify(int argc, char** argv) {
   for (const auto& f : check.files) {
     damaged += f.ok() ? 0 : 1;
     std::cout << f.file << ": " << (f.ok() ? "ok" : f.problem);
-    if (f.ok() && !f.note.empty() && (verbose || f.note.find("not ") != std::string::npos ||
+    if (f.ok() && !f.note.empty() && (verbose || f.note.find("not checked") != std::string::npos ||
                                       f.note.find("ignored") != std::string::npos))
       std::cout << " (" << f.note << ")";
     std::cout << "\n";

@@ -68,12 +68,19 @@ TEST(Limits, RunnerRefusesAnOversizedRunBeforeBuildingAnything) {
   TempDir dir;
   RunConfig c;
   c.out = dir.path.string();
-  c.stream.num_tasks(10000).data_dir(dir / "no-such-folder");  // the data is never read
+  c.stream.data_dir(dir / "no-such-folder");  // the data is never read
+  c.stream.num_tasks(1000);
+  EXPECT_EQ(error_of([&] { Runner r(c); }),
+            "option --tasks: a run holds at most 100 tasks (predictions.h5 names them task00..task99), got 1000");
+  c.stream.num_tasks(5);
+  c.model.arch("vit").patch(1).dim(8192).depth(64).heads(8);
   const std::string err = error_of([&] { Runner r(c); });
   EXPECT_EQ(err.find("this run needs an estimated "), 0u) << err;
-  // With limits the same task count is small enough to estimate under a few GiB.
-  c.stream.num_tasks(1000).train_limit(10).test_limit(10);
-  EXPECT_LT(estimate_memory(c).total(), 4ll << 30) << estimate_memory(c).describe();
+  EXPECT_FALSE(std::filesystem::exists(dir / "gpm-permuted-fmnist"));
+  // 100 permuted tasks with limits: small enough to estimate under a GiB.
+  c = RunConfig();
+  c.stream.num_tasks(100).train_limit(10).test_limit(10);
+  EXPECT_LT(estimate_memory(c).total(), 1ll << 30) << estimate_memory(c).describe();
 }
 
 }  // namespace
