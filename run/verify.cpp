@@ -39,7 +39,9 @@ std::string slurp(const std::string& path) {
 }
 
 // "v002", as the version files are named.
-std::string vname(int64_t v) { return fs::path(checkpoints::version_path("", v)).stem().string(); }
+std::string vname(int64_t v) {
+  return v < 0 ? std::string("none") : fs::path(checkpoints::version_path("", v)).stem().string();
+}
 
 std::string relative(const std::string& dir, const std::string& path) {
   return fs::path(path).lexically_relative(dir).string();
@@ -201,7 +203,7 @@ RunCheck verify_run(const std::string& dir_in, const continual::MethodRegistry& 
       for (const auto& [u, table] : preds) {
         if (!problem.empty()) break;
         if (u > last) {
-          problem = "holds version " + std::to_string(u) + " but the newest version file is v" + std::to_string(last);
+          problem = "holds version " + std::to_string(u) + " but the newest version file is " + vname(last);
           break;
         }
         if (!good.count(u)) continue;
@@ -225,19 +227,24 @@ RunCheck verify_run(const std::string& dir_in, const continual::MethodRegistry& 
     }
   }
 
-  // subspaces.h5: every record reads (HDF5 verifies its Fletcher32 chunk checksums), tasks in order.
+  // subspaces.h5: every record reads (HDF5 verifies its Fletcher32 chunk checksums), task keys in order.
   if (fs::exists(folder.subspaces_h5())) {
     try {
       const auto store = subspaces::SubspaceStore::open(folder.subspaces_h5());
       std::string problem;
       int64_t records = 0;
       const auto tasks = store.tasks();
+      // Methods may skip tasks (OSFT records from the second on), but keys increase and none is
+      // beyond the task after the newest version (recorded before a kill, retrained on resume).
+      int64_t previous = -1;
       for (size_t i = 0; i < tasks.size() && problem.empty(); ++i) {
-        if (tasks[i] != subspaces::task_key(static_cast<int64_t>(i)))
-          problem = "task " + std::to_string(i) + " is named '" + tasks[i] + "', expected '" +
-                    subspaces::task_key(static_cast<int64_t>(i)) + "'";
-        else if (static_cast<int64_t>(i) > last + 1)
-          problem = "records task " + std::to_string(i) + " but the newest version is v" + std::to_string(last);
+        int64_t k = -1;
+        for (int64_t t = previous + 1; t <= last + 1 && k < 0; ++t)
+          if (tasks[i] == subspaces::task_key(t)) k = t;
+        if (k < 0)
+          problem = "task record '" + tasks[i] + "' is out of order or beyond the task after the newest version (" +
+                    vname(last) + ")";
+        previous = k;
         for (const auto& layer : store.layers(tasks[i])) {
           const auto r = store.get(tasks[i], layer);
           ++records;
@@ -263,7 +270,7 @@ RunCheck verify_run(const std::string& dir_in, const continual::MethodRegistry& 
       if (T >= 0 && static_cast<int64_t>(r.at("stream").at("tasks").size()) != T)
         problem = "lists " + std::to_string(r.at("stream").at("tasks").size()) + " tasks, config.ini " + std::to_string(T);
       else if (stages != last + 1)
-        problem = "stages_done is " + std::to_string(stages) + " but the versions go to v" + std::to_string(last) +
+        problem = "stages_done is " + std::to_string(stages) + " but the versions go to " + vname(last) +
                   " (interrupted before the report was written: strata train --resume rewrites it)";
       else if (R.defined() && versions_sound) {
         for (int64_t i = 0; i < R.size(0) && problem.empty(); ++i)
@@ -295,7 +302,7 @@ RunCheck verify_run(const std::string& dir_in, const continual::MethodRegistry& 
         if (pos >= line.size() || line[pos] != ',') throw std::invalid_argument("no comma");
         tasks_seen.insert(t);
         if (t > last + 1) problem = "row " + std::to_string(row) + " is for task " + std::to_string(t) +
-                                    " but the newest version is v" + std::to_string(last);
+                                    " but the newest version is " + vname(last);
       } catch (const std::exception&) {
         problem = "row " + std::to_string(row) + " does not parse: '" + line + "'";
       }
