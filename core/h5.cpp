@@ -1,5 +1,7 @@
 #include "core/h5.h"
 
+#include "core/fault.h"
+
 #include <fstream>
 
 #include <fcntl.h>
@@ -12,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <csignal>
 
 namespace strata::core {
 namespace {
@@ -394,6 +397,14 @@ AtomicFile::~AtomicFile() {
 
 void AtomicFile::commit() {
   TORCH_CHECK(!committed_, "strata::core::AtomicFile::commit(): '", path_, "' already committed");
+  const std::string fault = injected_fault(path_);
+  if (fault == "kill") ::kill(::getpid(), SIGKILL);
+  if (fault == "enospc") {
+    struct stat st {};
+    if (::stat(tmp_path_.c_str(), &st) == 0) (void)::truncate(tmp_path_.c_str(), st.st_size / 2);
+    TORCH_CHECK(false, "strata::core::AtomicFile::commit(): writing '", path_,
+                "' failed: No space left on device (injected by STRATA_FAULT); the previous file is unchanged");
+  }
   int fd = ::open(tmp_path_.c_str(), O_RDONLY);
   TORCH_CHECK(fd >= 0, "strata::core::AtomicFile::commit(): cannot open '", tmp_path_, "': ", std::strerror(errno));
   int rc = ::fsync(fd);

@@ -49,6 +49,14 @@ void RunFolder::write_plot(const std::string& file, const std::string& text) con
   core::atomic_write_text(plots() + "/" + file, text);
 }
 
+std::string RunFolder::read_report() const {
+  std::ifstream in(report_json(), std::ios::binary);
+  if (!in) return "";
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 void RunFolder::write_metrics(const std::vector<std::string>& rows) const {
   std::string text = std::string(kMetricsHeader) + "\n";
   for (const auto& r : rows) text += r + "\n";

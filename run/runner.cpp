@@ -2,6 +2,8 @@
 
 #include "compat/stream_report.h"
 #include "core/svg.h"
+#include "run/limits.h"
+#include "run/verify.h"
 #include "models/weights.h"
 #include "run/pretrain.h"
 
@@ -26,6 +28,10 @@ std::unique_ptr<Method> make_run_method(const RunConfig& config, const MethodReg
 Runner::Runner(RunConfig config, const MethodRegistry& registry)
     : config_(std::move(config)), registry_(&registry) {
   config_.validate(registry);
+  TORCH_CHECK(config_.stream.num_tasks() <= kMaxRunTasks, "option --tasks: a run holds at most ", kMaxRunTasks,
+              " tasks (predictions.h5 names them task00..task99), got ", config_.stream.num_tasks());
+  // Before the stream or the model exists: a run that cannot fit is one line, not an OOM kill.
+  check_memory(estimate_memory(config_), available_memory());
   torch::manual_seed(config_.train.seed());
   stream_ = tasks::make_stream(config_.stream);
   config_.model.input_shape(stream_.input_shape).num_classes(stream_.num_classes);
@@ -116,7 +122,33 @@ ClMetrics Runner::resume() {
   for (const auto& p : scan.partial) log("resume: ignoring partial file '" + p + "' (left by an interrupted write)");
   for (const auto& p : scan.other) log("resume: ignoring unexpected file '" + p + "'");
   const int64_t T = stream_.size();
-  if (scan.versions.empty()) {
+  std::vector<int64_t> versions = scan.versions;
+  if (!versions.empty()) {
+    const int64_t newest = versions.back();
+    for (int64_t v = 0; v <= newest; ++v)
+      TORCH_CHECK(std::binary_search(versions.begin(), versions.end(), v), "cannot resume '", dir, "': '",
+                  folder_.version(v), "' is missing but '", folder_.version(newest), "' exists");
+    // Every version the continued run builds on is verified (checksum, format, position, shapes)
+    // before anything is decided: a damaged newest version must never pass for a complete run.
+    for (int64_t v = 0; v <= newest; ++v) {
+      const std::string path = folder_.version(v);
+      const std::string problem = check_version(path, v, T, method_->name(), &model_);
+      if (problem.empty()) continue;
+      TORCH_CHECK(v == newest, "cannot resume '", dir, "': version '", path, "' is damaged (", problem,
+                  "); the versions after it were trained from it, so the run cannot continue past it");
+      // The newest one only: its task is trained again from the version before it.
+      const std::string aside = path + ".corrupt";
+      std::error_code ec;
+      fs::rename(path, aside, ec);
+      TORCH_CHECK(!ec, "cannot resume '", dir, "': version '", path, "' is damaged (", problem,
+                  ") and cannot be moved aside to '", aside, "': ", ec.message());
+      log("resume: version '" + path + "' is damaged (" + problem + "); moved aside to '" + aside + "', task " +
+          std::to_string(v + 1) + " is trained again" +
+          (v > 0 ? " from version " + std::to_string(v - 1) : std::string(" from the start")));
+      versions.pop_back();
+    }
+  }
+  if (versions.empty()) {
     // Killed during the first task: start over in the same folder (same seed => same run).
     prepare_start();  // the fresh model needs its starting point again
     method_->attach(model_);
@@ -126,12 +158,17 @@ ClMetrics Runner::resume() {
     measure_initial_accuracy();
     return train_tasks(0);
   }
-  const int64_t last = scan.versions.back();
-  for (int64_t v = 0; v <= last; ++v)
-    TORCH_CHECK(std::binary_search(scan.versions.begin(), scan.versions.end(), v), "cannot resume '", dir, "': '",
-                folder_.version(v), "' is missing but '", folder_.version(last), "' exists");
-  TORCH_CHECK(last + 1 < T, "run '", dir, "' is already complete: all ", T, " tasks have a version (last: '",
-              folder_.version(last), "'); nothing to resume");
+  const int64_t last = versions.back();
+  // Every task has a version: complete only if the report written after the last one says so (a
+  // kill between the last version and its report leaves predictions.h5 and report.json behind).
+  bool reported = false;
+  try {
+    reported = nlohmann::json::parse(folder_.read_report()).value("stages_done", int64_t(-1)) == T;
+  } catch (const std::exception&) {
+    // No report, or a damaged one: the run is not complete.
+  }
+  TORCH_CHECK(last + 1 < T || !reported, "run '", dir, "' is already complete: all ", T,
+              " tasks have a verified version (last: '", folder_.version(last), "'); nothing to resume");
   const std::string path = folder_.version(last);
   LoadVersionOptions lo;
   lo.registry = registry_;
@@ -185,6 +222,15 @@ ClMetrics Runner::resume() {
   folder_.write_metrics(metrics_rows_);
   // Last: the global RNG exactly as the uninterrupted run had it after writing this version.
   checkpoints::set_cpu_rng_state(v.rng_cpu);
+  if (last + 1 == T) {
+    // Nothing left to train: write what the interruption left behind the last version.
+    compat::write_predictions(folder_.predictions_h5(), predictions_);
+    write_compat_plots(folder_.dir(), predictions_);
+    write_report(T);
+    log("resume: every task of '" + dir + "' has a version; rewrote predictions.h5 and report.json, which the "
+        "interruption left behind");
+    return compute_metrics(R_, b_);
+  }
   log("resume: continuing '" + dir + "' after version " + std::to_string(last) + " (task " +
       std::to_string(last + 2) + " of " + std::to_string(T) + ")");
   return train_tasks(last + 1);
