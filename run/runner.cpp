@@ -225,7 +225,7 @@ ClMetrics Runner::resume() {
   if (last + 1 == T) {
     // Nothing left to train: write what the interruption left behind the last version.
     compat::write_predictions(folder_.predictions_h5(), predictions_);
-    write_compat_plots(folder_.dir(), predictions_);
+    compat::write_compat_plots(folder_.dir(), predictions_);
     write_report(T);
     log("resume: every task of '" + dir + "' has a version; rewrote predictions.h5 and report.json, which the "
         "interruption left behind");
