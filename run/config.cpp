@@ -13,6 +13,13 @@ namespace po = boost::program_options;
 
 namespace strata::run {
 
+void reject_option_placeholders(const std::string& text, const std::string& where) {
+  static const char* const kTokens[] = {"%canonical_option%", "%prefix%", "%option%", "%original_token%", "%value%"};
+  for (const char* token : kTokens)
+    TORCH_CHECK(text.find(token) == std::string::npos, where, ": '", token,
+                "' cannot appear in an option name or value (it is a placeholder of the option parser's messages)");
+}
+
 using namespace strata::continual;
 
 namespace {
@@ -230,8 +237,13 @@ RunConfig from_variables(const po::variables_map& vm, const MethodRegistry& regi
   return c;
 }
 
-void parse_ini(std::istream& in, const std::string& origin, const po::options_description& desc,
+void parse_ini(const std::string& text, const std::string& origin, const po::options_description& desc,
                po::variables_map& vm) {
+  std::istringstream lines(text);
+  std::string line;
+  for (int64_t n = 1; std::getline(lines, line); ++n)
+    reject_option_placeholders(line, "config file '" + origin + "' line " + std::to_string(n));
+  std::istringstream in(text);
   try {
     po::store(po::parse_config_file(in, desc, /*allow_unregistered=*/false), vm);
   } catch (const po::error& e) {
@@ -242,7 +254,13 @@ void parse_ini(std::istream& in, const std::string& origin, const po::options_de
 void parse_ini_file(const std::string& path, const po::options_description& desc, po::variables_map& vm) {
   std::ifstream in(path);
   TORCH_CHECK(in, "cannot read config file '", path, "'");
-  parse_ini(in, path, desc, vm);
+  std::ostringstream text;
+  text << in.rdbuf();
+  parse_ini(text.str(), path, desc, vm);
+}
+
+void reject_placeholders_in_args(int argc, const char* const* argv) {
+  for (int i = 1; i < argc; ++i) reject_option_placeholders(argv[i], "command line");
 }
 
 }  // namespace
@@ -251,6 +269,7 @@ RunConfig parse_run_config(int argc, const char* const* argv, const MethodRegist
                            po::variables_map* vm_out) {
   auto desc = run_options(registry);
   po::variables_map vm;
+  reject_placeholders_in_args(argc, argv);
   po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
   if (vm.count("config")) parse_ini_file(vm["config"].as<std::string>(), desc, vm);
   po::notify(vm);
@@ -271,9 +290,9 @@ RunConfig parse_run_config_text(const std::string& ini_text, const std::string& 
   auto desc = run_options(registry);
   po::variables_map vm;
   // The first value stored wins: the arguments, then the text.
+  for (const auto& a : args) reject_option_placeholders(a, "arguments");
   po::store(po::command_line_parser(args).options(desc).run(), vm);
-  std::istringstream in(ini_text);
-  parse_ini(in, origin, desc, vm);
+  parse_ini(ini_text, origin, desc, vm);
   po::notify(vm);
   return from_variables(vm, registry);
 }
