@@ -14,6 +14,13 @@ namespace po = boost::program_options;
 
 namespace strata::run {
 
+void reject_option_placeholders(const std::string& text, const std::string& where) {
+  static const char* const kTokens[] = {"%canonical_option%", "%prefix%", "%option%", "%original_token%", "%value%"};
+  for (const char* token : kTokens)
+    TORCH_CHECK(text.find(token) == std::string::npos, where, ": '", token,
+                "' cannot appear in an option name or value (it is a placeholder of the option parser's messages)");
+}
+
 using namespace strata::continual;
 
 namespace {
@@ -361,6 +368,11 @@ std::string method_in(const std::vector<std::string>& args, const std::string& i
 
 Source parse_ini_text(const std::string& text, const std::string& origin, const po::options_description& desc,
                       const MethodRegistry& registry, const std::string& method_guess) {
+  {
+    std::istringstream lines(text);
+    std::string line;
+    for (int64_t n = 1; std::getline(lines, line); ++n) reject_option_placeholders(line, origin + " line " + std::to_string(n));
+  }
   std::istringstream in(text);
   return {parse_with_hint([&] { return po::parse_config_file(in, desc, /*allow_unregistered=*/false); }, true,
                           origin, desc, registry, method_guess),
@@ -399,6 +411,7 @@ RunConfig parse_run_config(int argc, const char* const* argv, const MethodRegist
                            po::variables_map* vm_out) {
   auto desc = run_options(registry);
   const std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
+  for (const auto& a : args) reject_option_placeholders(a, "command line");
   std::vector<Source> sources;
   sources.push_back({parse_with_hint([&] { return po::command_line_parser(argc, argv).options(desc).run(); }, false,
                                      "", desc, registry, method_in(args, "")),
@@ -426,6 +439,7 @@ RunConfig parse_run_config_text(const std::string& ini_text, const std::string& 
   auto desc = run_options(registry);
   std::vector<Source> sources;
   // The first value stored wins: the arguments, then the text.
+  for (const auto& a : args) reject_option_placeholders(a, "arguments");
   sources.push_back({parse_with_hint([&] { return po::command_line_parser(args).options(desc).run(); }, false, "",
                                      desc, registry, method_in(args, ini_text)),
                      false, ""});

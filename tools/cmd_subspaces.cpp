@@ -17,6 +17,7 @@
 #include "core/svg.h"
 #include "subspaces/basis.h"
 #include "subspaces/store.h"
+#include "run/config.h"
 #include "tools/commands.h"
 
 namespace po = boost::program_options;
@@ -50,6 +51,7 @@ Args parse(int argc, char** argv) {
   po::positional_options_description pos;
   pos.add("command", 1).add("file", 1);
   po::variables_map vm;
+  for (int i = 1; i < argc; ++i) strata::run::reject_option_placeholders(argv[i], "command line");
   po::store(po::command_line_parser(argc, argv).options(opts).positional(pos).run(), vm);
   po::notify(vm);
   return a;
