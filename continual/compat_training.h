@@ -97,6 +97,8 @@ class CompatMethod : public Method {
   torch::Tensor data_ids_;       ///< ids of the cached rows (checked against the trainer's data)
   torch::Tensor data_task_;      ///< MUSCLE: task of each training row (for the per-example logit masks)
   bool stage2_ = false;
+  /// Mean compatibility term of the stage, over steps (and workers).
+  double mean_compat_term(TaskContext& ctx) const;
   // Per-task statistics (sums over steps, for report()).
   double compat_sum_ = 0;
   int64_t compat_steps_ = 0;
