@@ -74,7 +74,8 @@ std::optional<GroupOptions> options_from_env() {
   if (!ws || !*ws) return std::nullopt;
   GroupOptions o;
   o.world_size(env_int("WORLD_SIZE", 1));
-  TORCH_CHECK(std::getenv("RANK"), "strata::dist: WORLD_SIZE is set (", o.world_size(), ") but RANK is not");
+  TORCH_CHECK(std::getenv("RANK") || o.world_size() == 1, "strata::dist: WORLD_SIZE is set (", o.world_size(),
+              ") but RANK is not");
   o.rank(env_int("RANK", 0));
   o.local_rank(env_int("LOCAL_RANK", o.rank()));
   if (const char* a = std::getenv("MASTER_ADDR"); a && *a) o.master_addr(a);

@@ -93,7 +93,7 @@ DistArgs take_dist_args(int argc, char** argv) {
     if (!matched) d.rest.push_back(argv[i]);
   }
   TORCH_CHECK(d.nproc >= 0, "option --nproc: must be >= 1, got ", d.nproc);
-  TORCH_CHECK(d.timeout > 0, "option --dist-timeout: must be > 0 seconds, got ", d.timeout);
+  strata::dist::GroupOptions().timeout(d.timeout).backend(d.backend).validate();
   return d;
 }
 
