@@ -23,22 +23,23 @@ void GpmOptions::validate() const {
               "strata::continual::Gpm: gpm.svd must be exact, randomized or auto, got '", svd_, "'");
 }
 
-std::vector<MethodOption> gpm_options() {
-  return {{"thresholds", "0.95,0.99,0.99", "energy threshold per projected layer (last one repeats)"},
-          {"threshold_increment", "0", "added to every threshold per finished task"},
-          {"samples", "300", "training samples per representation matrix"},
-          {"target", "auto", "layers to project: a layer glob ('fc1|fc2', '**'); auto = every Linear layer"},
-          {"svd", "exact", "SVD backend for the memory update: exact | randomized | auto"}};
+const OptionTable<GpmOptions>& gpm_table() {
+  static const auto table =
+      OptionTable<GpmOptions>()
+          .add("thresholds", "energy threshold per projected layer (last one repeats)",
+               [](GpmOptions& o) -> auto& { return o.thresholds(); })
+          .add("threshold_increment", "added to every threshold per finished task",
+               [](GpmOptions& o) -> auto& { return o.threshold_increment(); })
+          .add("samples", "training samples per representation matrix",
+               [](GpmOptions& o) -> auto& { return o.samples(); })
+          .add("target", "layers to project: a layer glob ('fc1|fc2', '**'); auto = every Linear layer",
+               [](GpmOptions& o) -> auto& { return o.target(); })
+          .add("svd", "SVD backend for the memory update: exact | randomized | auto",
+               [](GpmOptions& o) -> auto& { return o.svd(); });
+  return table;
 }
 
-std::unique_ptr<Method> make_gpm(const MethodConfig& c) {
-  return std::make_unique<Gpm>(GpmOptions()
-                                   .thresholds(c.get_doubles("thresholds"))
-                                   .threshold_increment(c.get_double("threshold_increment"))
-                                   .samples(c.get_int("samples"))
-                                   .target(c.get_string("target"))
-                                   .svd(c.get_string("svd")));
-}
+std::unique_ptr<Method> make_gpm(const MethodConfig& c) { return std::make_unique<Gpm>(gpm_table().parse(c)); }
 
 Gpm::Gpm(GpmOptions options) : options_(std::move(options)) { options_.validate(); }
 

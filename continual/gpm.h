@@ -12,6 +12,7 @@
 // parameters (BatchNorm) after task 1; our MLP protocol has none, and for models with biases or
 // LayerNorms those stay trainable (they are not in any representation matrix).
 #include "continual/method.h"
+#include "continual/option_table.h"
 
 namespace strata::continual {
 
@@ -55,7 +56,8 @@ class Gpm : public Method {
 };
 
 /// Registry entry helpers (method_registry.cpp).
-std::vector<MethodOption> gpm_options();
+/// The options table: registry entries (defaults from GpmOptions) and the parse into GpmOptions.
+const OptionTable<GpmOptions>& gpm_table();
 std::unique_ptr<Method> make_gpm(const MethodConfig& config);
 
 }  // namespace strata::continual

@@ -20,7 +20,7 @@ MethodRegistry build() {
   r.add({"joint", "trains on the union of all tasks so far (upper bound)", {},
          [](const MethodConfig&) { return std::make_unique<Joint>(); }});
   r.add({"gpm", "Gradient Projection Memory: input-side projection away from stored representation bases",
-         gpm_options(), make_gpm});
+         gpm_table().options(), make_gpm});
   r.add({"lora", "sequential LoRA: a fresh adapter per task, merged into the base at task end", lora_options(),
          [](const MethodConfig& c) { return std::make_unique<LoRAMethod>(c); }});
   r.add({"olora", "O-LoRA: per-task LoRA banks with an orthogonality penalty on the A matrices", olora_options(),
