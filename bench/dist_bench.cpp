@@ -3,7 +3,8 @@
 // no process group) and with N workers (`strata::dist::launch_local`, Gloo over 127.0.0.1). Epoch 0
 // warms up; epoch 1 is timed. Prints global examples/s, ms per step, and the gradient all-reduce's
 // share of the step (time inside Group::all_reduce_gradients, which includes waiting for the
-// slower worker, over the epoch's time) as measured on rank 0. Rounds alternate between the worker
+// slower worker, over the epoch's time) as measured on rank 0, and one all-reduce of the model's
+// gradients timed alone after a barrier (the communication without the wait). Rounds alternate between the worker
 // counts, `repeats` times; each keeps its best rate.
 #include "bench/bench_common.h"
 #include "continual/naive.h"
@@ -30,6 +31,7 @@ namespace {
 
 struct Result {
   double examples_per_s = 0, ms_per_step = 0, reduce_share = 0;
+  double reduce_ms = 0;  ///< one gradient all-reduce alone, the workers lined up by a barrier first
 };
 
 // One worker's part (or the whole run with one process): returns rank 0's numbers.
@@ -61,6 +63,20 @@ Result train_once(const po::variables_map& vm, dist::Group* group) {
     r.ms_per_step = 1000 * s.seconds / s.steps;
     r.reduce_share = (reduce - reduce_at_start) / s.seconds;
   });
+  if (group) {
+    // The communication alone: the last step's gradients, all-reduced again after a barrier.
+    auto params = model->parameters();
+    auto stats = torch::zeros({2}, torch::kFloat64);
+    const int reps = 10;
+    double total = 0;
+    for (int i = 0; i < reps; ++i) {
+      group->barrier();
+      const double before = group->reduce_seconds();
+      group->all_reduce_gradients(params, stats);
+      total += group->reduce_seconds() - before;
+    }
+    r.reduce_ms = 1000 * total / reps;
+  }
   return r;
 }
 
@@ -99,7 +115,7 @@ int main(int argc, char** argv) {
       if (group.rank() == 0) {
         std::ofstream(vm["result"].as<std::string>())
             << "examples_per_s=" << r.examples_per_s << " ms_per_step=" << r.ms_per_step
-            << " reduce_share=" << r.reduce_share << "\n";
+            << " reduce_share=" << r.reduce_share << " reduce_ms=" << r.reduce_ms << "\n";
       }
       return 0;
     }
@@ -130,21 +146,23 @@ int main(int argc, char** argv) {
           r.examples_per_s = f.at("examples_per_s");
           r.ms_per_step = f.at("ms_per_step");
           r.reduce_share = f.at("reduce_share");
+          r.reduce_ms = f.at("reduce_ms");
         }
         std::cout << "round=" << rep + 1 << " workers=" << n << " batch=" << vm["batch"].as<int64_t>()
                   << " examples_per_s=" << std::setprecision(1) << r.examples_per_s << " ms_per_step="
                   << std::setprecision(2) << r.ms_per_step << " allreduce_share=" << std::setprecision(3)
-                  << r.reduce_share << std::endl;
+                  << r.reduce_share << " allreduce_alone_ms=" << std::setprecision(2) << r.reduce_ms << std::endl;
         if (r.examples_per_s > best[n].examples_per_s) best[n] = r;
       }
     }
     std::filesystem::remove(result_file);
-    std::cout << "\nworkers  examples/s  ms/step  all-reduce share  speed-up vs 1\n";
+    std::cout << "\nworkers  examples/s  ms/step  all-reduce share  all-reduce alone (ms)  speed-up vs 1\n";
     const double base = best.count(1) ? best[1].examples_per_s : 0;
     for (const auto& [n, r] : best)
       std::cout << std::setw(7) << n << std::setw(12) << std::setprecision(1) << r.examples_per_s << std::setw(9)
                 << std::setprecision(2) << r.ms_per_step << std::setw(17) << std::setprecision(1)
-                << 100 * r.reduce_share << "%" << std::setw(15) << std::setprecision(2)
+                << 100 * r.reduce_share << "%" << std::setw(23) << std::setprecision(2) << r.reduce_ms
+                << std::setw(15) << std::setprecision(2)
                 << (base > 0 ? r.examples_per_s / base : 0) << "\n";
     return 0;
   } catch (const std::exception& e) {
