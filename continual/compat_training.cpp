@@ -166,23 +166,31 @@ std::optional<TrainOptions> CompatMethod::next_stage(TaskContext& ctx, int64_t s
   }
   if (stage2_) {
     stage2_ = false;
-    current_["mean_l_mcomp"] = mean_compat_term();
+    current_["mean_l_mcomp"] = mean_compat_term(ctx);
     new_logits_ = row_masked_ = torch::Tensor();  // not needed past the task; keeps memory at one cache
   }
   return std::nullopt;
 }
 
+double CompatMethod::mean_compat_term(TaskContext& ctx) const {
+  double mean = compat_steps_ ? compat_sum_.item<double>() / compat_steps_ : 0.0;
+  // Each worker saw its own share of the batches: report the mean over workers, so every worker
+  // stores the same statistics (their states are compared at every task end).
+  if (is_parallel(ctx.parallel)) {
+    auto t = torch::tensor({mean}, torch::kFloat64);
+    ctx.parallel->all_reduce_sum(t);
+    mean = t.item<double>() / ctx.parallel->world_size();
+  }
+  return mean;
+}
+
 void CompatMethod::on_task_end(TaskContext& ctx) {
   if (options_.loss().mode() == compat::CompatMode::kFocal && ref_logits_.defined())
-    current_["mean_focal_term"] = mean_compat_term();
+    current_["mean_focal_term"] = mean_compat_term(ctx);
   // A stage 2 cut short by an exception leaves the flag set; the next task must start in stage 1.
   stage2_ = false;
   if (current_.size() > 1) stats_.push_back(current_);
   inner_->on_task_end(ctx);
-}
-
-double CompatMethod::mean_compat_term() const {
-  return compat_steps_ ? compat_sum_.item<double>() / compat_steps_ : 0.0;
 }
 
 MethodState CompatMethod::save() const {

@@ -102,8 +102,9 @@ class CompatMethod : public Method {
   bool stage2_ = false;
   // Per-task statistics for report(): the sum stays a tensor so a step costs no host sync.
   torch::Tensor compat_sum_;
+  /// Mean compatibility term of the stage, over steps (and workers).
+  double mean_compat_term(TaskContext& ctx) const;
   int64_t compat_steps_ = 0;
-  double mean_compat_term() const;
   nlohmann::json stats_ = nlohmann::json::array();
   nlohmann::json current_ = nlohmann::json::object();
 };

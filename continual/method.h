@@ -5,6 +5,7 @@
 // Per step the Runner does:
 //   logits = model(x); loss = CE(masked logits, y) + method.extra_loss(step) [+ compat loss]
 //   loss.backward(); method.after_backward(step); optimizer.step(); method.after_step(step)
+#include "continual/parallel.h"
 #include "models/models.h"
 #include "subspaces/store.h"
 #include "tasks/task.h"
@@ -65,6 +66,10 @@ struct TaskContext {
   /// Training stage of the task: 0 = the task's own training, k >= 1 = the k-th extra stage a method
   /// asked for through Method::next_stage (e.g. MUSCLE's compatibility stage).
   int64_t stage = 0;
+  /// The workers training this model together (null = one process). Each takes a share of every batch;
+  /// gradients are summed over workers before after_backward, so hooks see the global gradient, and
+  /// every other hook runs on every worker with identical inputs.
+  DataParallel* parallel = nullptr;
   const tasks::Task& task() const { return stream->tasks.at(task_index); }
 };
 
@@ -74,7 +79,8 @@ struct StepContext {
   int64_t epoch = 0;
   int64_t step = 0;         ///< step within the task, 0-based
   int64_t global_step = 0;  ///< step over the whole run
-  torch::Tensor x, y;       ///< batch inputs [B,...] and labels [B]
+  /// Batch inputs [B,...] and labels [B]; with several workers, this worker's share of the global batch.
+  torch::Tensor x, y;
   torch::Tensor batch_index;  ///< [B] int64 rows of the training split (for precomputed per-example data)
   torch::Tensor logits;     ///< [B, num_classes], masked as the scenario requires
   torch::Tensor raw_logits;  ///< [B, num_classes], the same forward before masking (== logits in domain-IL)
