@@ -339,24 +339,29 @@ TEST(CoSO, ProjectorSpansTheTopLeftSubspaceOfTheProjectedGradient) {
     Harness h(small_mlp(), co);
     train_task(h, 0, 4);
     h.start_task(1);
+    int64_t checked = 0;
     for (int64_t i = 0; i < 3; ++i) {
       auto [x, y] = batch(1, i);
       std::vector<torch::Tensor> top;
+      std::vector<bool> gap;  // the power iteration converges only where σ_r1 > σ_r1+1
       h.step(x, y, [&] {
         for (const auto& l : h.method.layers()) {
           auto G = l.weight.grad().clone();
           auto Gp = G - l.M.mm(l.M.t().mm(G));
           auto [U, S, Vh] = torch::linalg_svd(Gp.to(torch::kFloat64), false);
-          ASSERT_GT(S[co.r1() - 1].item<double>(), 1.05 * S[co.r1()].item<double>()) << "gap too small to test";
+          gap.push_back(S[co.r1() - 1].item<double>() > 1.2 * S[co.r1()].item<double>());
           top.push_back(U.narrow(1, 0, co.r1()));
         }
       });
       for (size_t j = 0; j < top.size(); ++j) {
         const auto& l = h.method.layers()[j];
+        if (refresh == "power" && !gap[j]) continue;
+        ++checked;
         EXPECT_LT(ss::projector_distance(l.P.to(torch::kFloat64), top[j]), refresh == "exact" ? 1e-4 : 1e-2)
             << refresh << " " << l.name << " step " << i;
       }
     }
+    EXPECT_GE(checked, refresh == "exact" ? 6 : 2) << refresh;
   }
 }
 

@@ -178,6 +178,7 @@ TEST(Gpm, ConvolutionsKeepTheirOutputsOnOldPatches) {
     auto opts = f.train;
     opts.optimizer(optimizer).lr(optimizer == "adam" ? 0.01 : 0.05).weight_decay(optimizer == "adam" ? 0.1 : 0.0);
     auto c1 = f.ctx(1);
+    c1.train = &opts;  // what the Runner passes: the options the task trains with
     train_task(c1, gpm, opts);
     for (const std::string name : {"conv1", "conv2", "fc1", "head"}) {
       const auto& M = gpm.basis(name);
@@ -222,6 +223,7 @@ TEST(Gpm, AdamUpdatesAreReprojectedOnTheMlp) {
   auto opts = f.train;
   opts.optimizer("adamw").lr(0.01).weight_decay(0.05);
   auto c1 = f.ctx(1);
+  c1.train = &opts;
   train_task(c1, gpm, opts);
   for (auto& [name, layer] : f.model->linear_layers()) {
     auto dW = flat(layer->weight) - before[name];
