@@ -151,8 +151,9 @@ std::optional<TrainOptions> CompatMethod::next_stage(TaskContext& ctx, int64_t s
     const tasks::Split data = inner_->training_data(ctx);
     new_logits_ = model_logits(*ctx.model, data.x, eval_batch(ctx));
     data_task_ = data.task;
-    if (ctx.stream->scenario != tasks::Scenario::kDomainIncremental)
-      row_masked_ = ctx.stream->logit_mask(ctx.task_index).index_select(0, data_task_).logical_not();
+    // The same per-example masks the trainer applies (the wrapped method's training_logit_mask).
+    if (const torch::Tensor table = training_logit_mask(ctx); table.defined())
+      row_masked_ = table.index_select(0, data_task_).logical_not();
     current_["plain_train_acc"] = new_logits_.argmax(1).eq(data.y).to(torch::kFloat64).mean().item<double>();
     TrainOptions o = *ctx.train;
     o.epochs(options_.stage2_epochs() > 0 ? options_.stage2_epochs() : ctx.train->epochs());

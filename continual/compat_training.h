@@ -61,6 +61,7 @@ class CompatMethod : public Method {
   void on_task_start(TaskContext& ctx) override;
   std::vector<torch::Tensor> parameters(TaskContext& ctx) override { return inner_->parameters(ctx); }
   tasks::Split training_data(TaskContext& ctx) override { return inner_->training_data(ctx); }
+  torch::Tensor training_logit_mask(TaskContext& ctx) override { return inner_->training_logit_mask(ctx); }
   std::unique_ptr<torch::optim::Optimizer> make_optimizer(TaskContext& ctx,
                                                           const std::vector<torch::Tensor>& params) override {
     return inner_->make_optimizer(ctx, params);

@@ -3,7 +3,7 @@
 // points. Every hook has a no-op default, so `naive` is empty.
 //
 // Per step the Runner does:
-//   logits = model(x); loss = CE(masked logits, y) + method.extra_loss(step) [+ compat loss]
+//   logits = model(x); loss = CE(logits masked by training_logit_mask, y) + method.extra_loss(step) [+ compat loss]
 //   loss.backward(); method.after_backward(step); optimizer.step(); method.after_step(step)
 #include "continual/parallel.h"
 #include "models/models.h"
@@ -104,6 +104,11 @@ class Method {
                                                                    const std::vector<torch::Tensor>& params) {
     return nullptr;
   }
+  /// The logits the task loss sees while training: [num_tasks, num_classes] bool, row t = the
+  /// logits allowed for an example of task t (masked ones are set to -inf before the loss);
+  /// undefined = no mask. Evaluation always uses the scenario's mask. Default: the scenario's
+  /// (task-IL: the example's task classes; class-IL: every class seen so far; domain-IL: none).
+  virtual torch::Tensor training_logit_mask(TaskContext& ctx);
   /// Added to the task loss (undefined tensor = nothing).
   virtual torch::Tensor extra_loss(StepContext& step) { return {}; }
   /// Extra training stages of a task. After the task's own training (stage 0) the Runner calls

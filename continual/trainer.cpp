@@ -97,8 +97,14 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
   const int64_t n = data.size();
   TORCH_CHECK(n > 0, "strata::continual::train_task(): task ", ctx.task_index, " has no training examples");
   // Per-example logit masks by each example's own task (joint training mixes tasks).
-  const bool masked = stream.scenario != tasks::Scenario::kDomainIncremental;
-  const torch::Tensor mask_table = masked ? stream.logit_mask(ctx.task_index) : torch::Tensor();
+  const torch::Tensor mask_table = method.training_logit_mask(ctx);
+  const bool masked = mask_table.defined();
+  TORCH_CHECK(!masked || (mask_table.dim() == 2 && mask_table.size(0) == stream.size() &&
+                          mask_table.size(1) == stream.num_classes),
+              "strata::continual::train_task(): method '", method.name(), "' returned a training logit mask of shape ",
+              mask_table.sizes(), ", expected [", stream.size(), ", ", stream.num_classes, "]");
+  // Validation reports the scenario's accuracy whatever the method trains on.
+  const bool eval_masked = stream.scenario != tasks::Scenario::kDomainIncremental;
 
   auto params = method.parameters(ctx);
   TORCH_CHECK(!params.empty(), "strata::continual::train_task(): method '", method.name(), "' trains no parameters");
@@ -181,7 +187,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
     st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const auto& val = ctx.task().val;
     if (val.size() > 0) {
-      torch::Tensor mask = masked ? mask_table[ctx.task_index] : torch::Tensor();
+      torch::Tensor mask = eval_masked ? stream.logit_mask(ctx.task_index)[ctx.task_index] : torch::Tensor();
       st.val_acc = evaluate(model, val, mask, options.eval_batch_size(), ctx.parallel).accuracy();
     }
     if (on_epoch) on_epoch(st);
