@@ -65,6 +65,8 @@ struct TaskContext {
   /// Training stage of the task: 0 = the task's own training, k >= 1 = the k-th extra stage a method
   /// asked for through Method::next_stage (e.g. MUSCLE's compatibility stage).
   int64_t stage = 0;
+  /// The run started from pre-trained weights (--init or --pretrain), not a fresh initialisation.
+  bool pretrained = false;
   const tasks::Task& task() const { return stream->tasks.at(task_index); }
 };
 
@@ -80,10 +82,29 @@ struct StepContext {
   torch::Tensor loss;       ///< task loss (scalar)
 };
 
+/// The optimizer settings of a method's published training recipe (Method::recipe). The run
+/// configuration applies them when the user set none of the optimizer options (run/config.h).
+struct OptimizerRecipe {
+  std::string optimizer = "adamw";  ///< sgd | adam | adamw
+  double lr = 1e-3;
+  double beta1 = 0.9, beta2 = 0.999;  ///< adam, adamw
+  double momentum = 0;                ///< sgd
+  double weight_decay = 0;
+  std::string schedule = "constant";  ///< constant | cosine (per task, TrainOptions::schedule)
+};
+
 class Method {
  public:
   virtual ~Method() = default;
   virtual std::string name() const = 0;
+
+  /// The method's own training recipe; nullopt = the trainer's defaults. Used only where the user
+  /// set no optimizer option (optimizer, lr, momentum, weight decay, betas, schedule).
+  virtual std::optional<OptimizerRecipe> recipe() const { return std::nullopt; }
+  /// Class-incremental streams: true = the training loss sees only the current task's classes (each
+  /// example's own task's classes; earlier tasks' logits masked to −inf), false = every class seen so
+  /// far. Evaluation always masks by the scenario.
+  virtual bool mask_seen_classes() const { return false; }
 
   /// Once, before the first task (adapters wrap Linear layers here).
   virtual void attach(models::Model& model) {}

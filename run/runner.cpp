@@ -266,6 +266,7 @@ ClMetrics Runner::train_tasks(int64_t first) {
     ctx.task_index = t;
     ctx.train = &config_.train;
     ctx.recorder = recorder_.get();
+    ctx.pretrained = !config_.init.empty() || !config_.pretrain.empty();
     TaskResult result;
     result.task = t;
     const auto t0 = std::chrono::steady_clock::now();
