@@ -39,7 +39,7 @@ const OptionTable<OSFTOptions>& osft_table() {
                [](O& o) -> auto& { return o.target(); })
           .add("head", "classifier layers (a layer glob): never decomposed, always trained",
                [](O& o) -> auto& { return o.head(); })
-          .add("rank_rule", "frozen rank per layer: importance (paper R1), progressive (k=t/T*R), fixed",
+          .add("rank_rule", "frozen rank per layer: progressive (k=t/T*R), importance (paper R1), fixed",
                [](O& o) -> auto& { return o.rank_rule(); })
           .add("mrr", "importance rule: minimum retained fraction", [](O& o) -> auto& { return o.mrr(); })
           .add("trr", "importance rule: target retained fraction (of an average-importance layer)",

@@ -31,7 +31,7 @@
 // non-head parameters are frozen from task 0 on (unless train_other).
 //
 // Rank rules (k per layer, task t 0-based, T tasks):
-//   "importance" (R1, paper; default)  I_l = a per-layer input/output similarity on
+//   "importance" (R1, paper)  I_l = a per-layer input/output similarity on
 //                `importance_samples` examples drawn at random (seeded by the run seed and the task)
 //                from the *previous* task's training split (importance_data = current: the new task's;
 //                task 0 of a protected start uses the new task's), recorded from each layer's input with
@@ -49,7 +49,7 @@
 //                ≈ 0 by cos and a random non-square one ≈ 0.5 by CKA, so one mean would freeze every
 //                non-square layer almost fully). A layer alone of its kind (the MLP's fc1) gets trr.
 //                If the kind's mean is ≤ 1e-8 (no usable signal) its layers get I_n = 1.
-//   "progressive"  k = ⌊t / T · R⌋, a further 1/T of each layer per task; with a protected start
+//   "progressive" (default; R4's progressive budget)  k = ⌊t / T · R⌋, a further 1/T of each layer per task; with a protected start
 //                k = ⌊(t + 1) / (T + 1) · R⌋ (the starting weights are the first of T + 1 parts).
 //   "fixed"       (R4 uniform)          k = ⌊fraction · R⌋ for t ≥ 1 (and t = 0 with a protected
 //                start; fraction 1 = fully frozen).
@@ -77,8 +77,8 @@ struct OSFTOptions {
   TORCH_ARG(std::string, target) = "auto";
   /// Classifier layers (a glob): never decomposed, always trained.
   TORCH_ARG(std::string, head) = "head";
-  /// importance | progressive | fixed.
-  TORCH_ARG(std::string, rank_rule) = "importance";
+  /// progressive | importance | fixed (progressive: the better rule in the pre-trained regime, README).
+  TORCH_ARG(std::string, rank_rule) = "progressive";
   TORCH_ARG(double, mrr) = 0.1;
   TORCH_ARG(double, trr) = 0.8;
   TORCH_ARG(double, fraction) = 0.5;

@@ -91,7 +91,8 @@ TEST(OptionTable, RegisteredDefaultsParseBackToTheStruct) {
 
 TEST(OptionTable, MethodTablesKeepTheirDefaults) {
   // The defaults every converted method had before its table (`strata methods`), plus the options
-  // added since (osft.protect_start, codyra/mora.mask_seen).
+  // added since (osft.protect_start, codyra/mora.mask_seen) and osft.rank_rule, changed to progressive
+  // by evidence (README).
   const std::map<std::string, std::map<std::string, std::string>> expected = {
       {"lora", {{"rank", "8"}, {"alpha", "32"}, {"dropout", "0.1"}, {"target", "auto"}, {"train_head", "true"}}},
       {"olora",
@@ -104,7 +105,7 @@ TEST(OptionTable, MethodTablesKeepTheirDefaults) {
        {{"rank", "16"}, {"top_k", "0"}, {"temperature", "0.01"}, {"threshold", "0.2"}, {"report_samples", "256"},
         {"mask_seen", "true"}, {"target", "auto"}, {"train_head", "true"}}},
       {"osft",
-       {{"target", "auto"}, {"head", "head"}, {"rank_rule", "importance"}, {"mrr", "0.1"}, {"trr", "0.8"},
+       {{"target", "auto"}, {"head", "head"}, {"rank_rule", "progressive"}, {"mrr", "0.1"}, {"trr", "0.8"},
         {"fraction", "0.5"}, {"importance_data", "previous"}, {"importance_samples", "128"}, {"train_other", "false"},
         {"protect_start", "auto"}}},
   };

@@ -182,7 +182,7 @@ TEST(OSFT, ImportanceRuleOnHandMadeActivations) {
     torch::NoGradGuard g;
     weight_of(model, "fc2").copy_(torch::eye(16));
   }
-  auto m = make_osft({});
+  auto m = make_osft({{"rank_rule", "importance"}});
   TaskContext ctx;
   ctx.model = model;
   ctx.stream = &stream;
@@ -366,7 +366,7 @@ TEST(OSFT, ImportanceSamplesAreDrawnAtRandomFromTheWholeSplit) {
   }
   auto importance = [&](int64_t seed) {
     auto model = tiny_model(2);
-    auto m = make_osft({{"importance_samples", "128"}});
+    auto m = make_osft({{"rank_rule", "importance"}, {"importance_samples", "128"}});
     TrainOptions o;
     o.seed(seed);
     TaskContext ctx;
