@@ -145,6 +145,9 @@ po::options_description run_options(const MethodRegistry& registry) {
       ("lr", real_value(d.train.lr()), "learning rate")
       ("momentum", real_value(d.train.momentum()), "SGD momentum")
       ("weight-decay", real_value(d.train.weight_decay()), "weight decay")
+      ("adam-beta1", real_value(d.train.beta1()), "Adam/AdamW beta1")
+      ("adam-beta2", real_value(d.train.beta2()), "Adam/AdamW beta2")
+      ("lr-schedule", po::value<std::string>()->default_value(d.train.schedule()), "constant | cosine (within each task)")
       ("batch-size", po::value<int64_t>()->default_value(d.train.batch_size()), "training batch size")
       ("epochs", po::value<int64_t>()->default_value(d.train.epochs()), "epochs per task")
       ("eval-batch-size", po::value<int64_t>()->default_value(d.train.eval_batch_size()), "evaluation batch size");
@@ -220,6 +223,9 @@ RunConfig from_variables(const po::variables_map& vm, const MethodRegistry& regi
       .lr(vm["lr"].as<double>())
       .momentum(vm["momentum"].as<double>())
       .weight_decay(vm["weight-decay"].as<double>())
+      .beta1(vm["adam-beta1"].as<double>())
+      .beta2(vm["adam-beta2"].as<double>())
+      .schedule(vm["lr-schedule"].as<std::string>())
       .batch_size(vm["batch-size"].as<int64_t>())
       .epochs(vm["epochs"].as<int64_t>())
       .seed(seed)
@@ -243,6 +249,18 @@ RunConfig from_variables(const po::variables_map& vm, const MethodRegistry& regi
     for (const auto& o : registry.get(method).options)
       values[o.key] = vm[method + "." + o.key].as<std::string>();
   c.method = MethodConfig(method, values);
+  // The method's recipe where the user chose no optimizer setting (on the command line or in an INI
+  // file). config.ini then records the values used, so a re-run or resume reads them as explicit.
+  if (registry.has(method)) {
+    bool user_set = false;
+    for (const char* k : {"optimizer", "lr", "momentum", "weight-decay", "adam-beta1", "adam-beta2", "lr-schedule"})
+      user_set = user_set || (vm.count(k) && !vm[k].defaulted());
+    if (!user_set)
+      if (auto recipe = registry.make(c.method)->recipe()) {
+        c.train = continual::with_recipe(c.train, *recipe);
+        c.train_recipe = method;
+      }
+  }
   c.validate(registry);
   return c;
 }
@@ -465,8 +483,11 @@ std::string RunConfig::to_ini() const {
     << "\nheads = " << model.heads() << "\nmlp-ratio = " << model.mlp_ratio() << "\nmlp-dim = " << model.mlp_dim()
     << "\ninit = " << init << "\nweights-names = " << weights_names << "\ninit-head = " << init_head
     << "\npretrain = " << pretrain << "\npretrain-epochs = " << pretrain_epochs << "\n"
-    << "\n# training\nmethod = " << method.method() << "\noptimizer = " << train.optimizer() << "\nlr = " << train.lr()
+    << "\n# training\nmethod = " << method.method() << "\n"
+    << (train_recipe.empty() ? "" : "# optimizer settings: the " + train_recipe + " recipe (no optimizer option was given)\n")
+    << "optimizer = " << train.optimizer() << "\nlr = " << train.lr()
     << "\nmomentum = " << train.momentum() << "\nweight-decay = " << train.weight_decay()
+    << "\nadam-beta1 = " << train.beta1() << "\nadam-beta2 = " << train.beta2() << "\nlr-schedule = " << train.schedule()
     << "\nbatch-size = " << train.batch_size() << "\nepochs = " << train.epochs()
     << "\neval-batch-size = " << train.eval_batch_size() << "\n";
   {

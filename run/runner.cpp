@@ -337,6 +337,7 @@ ClMetrics Runner::train_tasks(int64_t first) {
     ctx.train = &config_.train;
     ctx.recorder = writes_files() ? recorder_.get() : nullptr;
     ctx.parallel = group_;
+    ctx.pretrained = !config_.init.empty() || !config_.pretrain.empty();
     TaskResult result;
     result.task = t;
     if (group_) dist::fault_point(group_->rank(), t);

@@ -29,6 +29,9 @@ class Recording : public Method {
   std::unique_ptr<torch::optim::Optimizer> make_optimizer(TaskContext& ctx, const std::vector<torch::Tensor>& p) override {
     return inner_->make_optimizer(ctx, p);
   }
+  torch::Tensor training_logit_mask(TaskContext& ctx) override { return inner_->training_logit_mask(ctx); }
+  bool mask_seen_classes() const override { return inner_->mask_seen_classes(); }
+  std::optional<OptimizerRecipe> recipe() const override { return inner_->recipe(); }
   torch::Tensor extra_loss(StepContext& step) override { return inner_->extra_loss(step); }
   std::optional<TrainOptions> next_stage(TaskContext& ctx, int64_t stage) override {
     note("next_stage");
