@@ -89,10 +89,14 @@ void Gpm::attach(models::Model& model) {
 }
 
 std::vector<torch::Tensor> Gpm::parameters(TaskContext& ctx) {
+  const bool own_heads =
+      ctx.stream && ctx.stream->scenario == tasks::Scenario::kTaskIncremental && options_.target() == "auto";
+  if (own_heads) release_head();
   if (options_.freeze_1d() && ctx.task_index > 0)
     for (auto& item : ctx.model->named_parameters()) {
       auto& p = item.value();
       if (p.dim() > 1 || !p.requires_grad()) continue;
+      if (own_heads && item.key().rfind("head.", 0) == 0) continue;  // per-task heads stay free
       p.requires_grad_(false);
       frozen_.push_back(p);
       frozen_names_.push_back(item.key());
@@ -143,6 +147,22 @@ const torch::Tensor& Gpm::basis(const std::string& layer) const {
   static const torch::Tensor none;
   auto it = bases_.find(layer);
   return it == bases_.end() ? none : it->second;
+}
+
+void Gpm::release_head() {
+  // Task-IL trains each task's classes through its own rows of the shared head (the others are
+  // masked, so they get no gradient): the official code's separate, unprojected per-task heads.
+  // Projecting the head there only slows the new rows down; with every layer projected and a
+  // small task the run does not learn the new task at all.
+  for (auto it = layers_.begin(); it != layers_.end();) {
+    if (it->first != "head") {
+      ++it;
+      continue;
+    }
+    it->second->set_input_projection({});
+    bases_.erase(it->first);
+    it = layers_.erase(it);
+  }
 }
 
 void Gpm::install_projections() {

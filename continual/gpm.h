@@ -18,6 +18,12 @@
 // task on (GPM's code zeroes their gradients); they are in no representation matrix, so
 // training them would move old tasks' outputs.
 //
+// Task-incremental streams with target = auto: the head is neither projected nor frozen. GPM's
+// task-IL models have one unprojected head per task; Strata's shared head with per-task logit
+// masks is the same thing (a task's rows get gradient only from its own examples), so projecting
+// it would only slow the new task's rows down (with every layer projected, small tasks did not
+// learn at all).
+//
 // Optimizers: with plain SGD without weight decay the update is a multiple of the projected
 // gradient, so it stays outside span(M). Adam/AdamW (per-coordinate scaling) and weight decay
 // (a pull along W itself) are not: for those the applied update is re-projected after the step,
@@ -71,6 +77,8 @@ class Gpm : public Method {
 
  private:
   void install_projections();
+  /// Task-IL with target = auto: the head is not projected (see gpm.cpp).
+  void release_head();
   /// Every projected weight with its basis, as [rows, n] views.
   std::vector<std::pair<torch::Tensor, torch::Tensor>> projected_weights();
 

@@ -2,7 +2,8 @@
 # Compatibility-aware training evidence: negative flips and ACC with and without --compat, for naive
 # and gpm, on permuted-fmnist (domain-IL) and split-fmnist (task-IL and class-IL), over seeds.
 #   scripts/compat-evidence.sh [OUT_DIR] [SEEDS...]      (defaults: runs/compat-evidence, seeds 0 1 2)
-# Each run: 5 tasks, --train-limit 5000 --test-limit 2000, one thread. Writes OUT_DIR/results.csv
+# Each run: 5 tasks, --train-limit 5000 --test-limit 2000, one thread (TASKS, TRAIN_LIMIT, TEST_LIMIT
+# override them). Writes OUT_DIR/results.csv
 # (one row per run, read from each run's report.json) and prints the mean ± sd table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ for seed in "${seeds[@]}"; do
         # --compat-drop-new-classes false (the default refuses: it would drop every sample).
         if [ "$compat" = focal ] && [ "$scenario" != domain ]; then extra=(--compat-drop-new-classes false); fi
         rm -rf "$out/$name"
-        "$bin" train "${stream[@]}" --tasks 5 --train-limit 5000 --test-limit 2000 --threads 1 --seed "$seed" \
+        "$bin" train "${stream[@]}" --tasks "${TASKS:-5}" --train-limit "${TRAIN_LIMIT:-5000}" --test-limit "${TEST_LIMIT:-2000}" --threads 1 --seed "$seed" \
           --method "$method" --compat "$compat" "${extra[@]}" --out "$out" --name "$name" --quiet > /dev/null
         python3 - "$out/$name/report.json" "$scenario" "$method" "$compat" "$seed" >> "$csv" <<'PY'
 import json, sys

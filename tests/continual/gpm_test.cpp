@@ -95,6 +95,31 @@ TEST(Gpm, ForgetsLessThanNaiveAndStoresBases) {
   fs::remove_all(dir);
 }
 
+TEST(Gpm, TaskIncrementalLeavesTheHeadFreeAndEveryTaskLearns) {
+  // Task-IL: each task trains its own rows of the shared head (the others are masked), as GPM's
+  // per-task heads; every other Linear layer is projected as usual.
+  auto dir = fs::temp_directory_path() / ("strata_gpm_til_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  RunConfig c;
+  c.out = dir.string();
+  c.name = "til";
+  c.quiet = true;
+  c.stream.name("synthetic").num_tasks(3).seed(5).scenario("task");
+  c.model.hidden({32, 32});
+  c.train.lr(0.05).batch_size(16).epochs(2).seed(1);
+  c.method = MethodConfig("gpm", {});
+  Runner runner(c);
+  runner.run();
+  for (int64_t t = 0; t < 3; ++t) EXPECT_GT(runner.accuracy_matrix()[t][t].item<double>(), 0.75) << "task " << t;
+  auto& gpm = dynamic_cast<Gpm&>(runner.method());
+  EXPECT_TRUE(gpm.basis("fc1").defined());
+  EXPECT_FALSE(gpm.basis("head").defined());  // no memory kept for the head
+  auto store = strata::subspaces::SubspaceStore::open((dir / "til" / "subspaces.h5").string());
+  EXPECT_FALSE(store.has("task00", "head"));
+  EXPECT_TRUE(store.has("task00", "fc2"));
+  fs::remove_all(dir);
+}
+
 TEST(Gpm, SaveLoadRoundTrip) {
   Fixture f;
   Gpm gpm(GpmOptions().samples(50));
