@@ -32,6 +32,9 @@ struct RunConfig {
   std::string pretrain;
   int64_t pretrain_epochs = 1;
   continual::TrainOptions train;
+  /// The method whose optimizer recipe (Method::recipe) set `train`'s optimizer settings because the
+  /// user gave none; "" = the user's or the trainer's defaults.
+  std::string train_recipe;
   /// --compat none|focal|muscle and its --compat-* options (compat_training.h).
   continual::CompatTrainingOptions compat;
   continual::MethodConfig method{"gpm", {}};

@@ -5,8 +5,8 @@
 #include "compat/predictions.h"
 #include "compat/report.h"
 #include "compat/stats.h"
-#include "run/compat_metrics.h"
 #include "run/config.h"
+#include "run/runner.h"
 #include "tools/commands.h"
 
 #include <boost/program_options.hpp>
