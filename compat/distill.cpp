@@ -98,7 +98,7 @@ CompatLoss focal_distillation_loss(const torch::Tensor& student_logits, const to
 
 CompatLoss muscle_loss(const torch::Tensor& student_logits, const torch::Tensor& old_logits,
                        const torch::Tensor& new_logits, const torch::Tensor& labels,
-                       const CompatTrainOptions& options) {
+                       const CompatTrainOptions& options, const torch::Tensor& student_old_view) {
   const char* fn = "muscle_loss";
   check_student(student_logits, labels, fn);
   check_logits(old_logits, labels, fn, "old_logits");
@@ -115,7 +115,13 @@ CompatLoss muscle_loss(const torch::Tensor& student_logits, const torch::Tensor&
     torch::NoGradGuard no_grad;
     out.mask = student_logits.argmax(1).ne(y);  // the student's correctness, not the old model's
   }
-  const torch::Tensor a_old = kl_per_example(student_logits, old_logits, t, /*scale_by_t2=*/false);
+  if (student_old_view.defined())
+    TORCH_CHECK(student_old_view.dim() == 2 && student_old_view.size(0) == student_logits.size(0) &&
+                    student_old_view.size(1) == old_logits.size(1),
+                "strata::compat::muscle_loss(): student_old_view must be [", student_logits.size(0), ", ",
+                old_logits.size(1), "], got ", student_old_view.sizes());
+  const torch::Tensor a_old = kl_per_example(student_old_view.defined() ? student_old_view : student_logits, old_logits,
+                                             t, /*scale_by_t2=*/false);
   const torch::Tensor a_new = kl_per_example(student_logits, new_logits, t, /*scale_by_t2=*/false);
   out.per_example = torch::where(out.mask, a_old, a_new);
   out.compat = out.per_example.mean();

@@ -73,9 +73,13 @@ CompatLoss focal_distillation_loss(const torch::Tensor& student_logits, const to
 /// L_mcomp = (1/N)·Σ_i [m_i·a_i^old + (1 − m_i)·a_i^new]; L = λ·L_mcomp + (1 − λ)·CE. T = 2 by default.
 /// The KL is not multiplied by T² (Eq. 1 has no such factor). new_logits must have K columns;
 /// old_logits K_old ≤ K (extra student classes are ignored in a^old, as for focal; an extension).
+/// student_old_view [N, K_old] (optional): the student logits a^old compares with the old teacher,
+/// when they differ from the first K_old columns of student_logits — in continual learning, the
+/// *unmasked* logits of the classes the old model knows: a task-IL loss masks them out for a new
+/// task's examples, and a^old between two masked rows would be 0 (focal distils the same view).
 CompatLoss muscle_loss(const torch::Tensor& student_logits, const torch::Tensor& old_logits,
                        const torch::Tensor& new_logits, const torch::Tensor& labels,
-                       const CompatTrainOptions& options);
+                       const CompatTrainOptions& options, const torch::Tensor& student_old_view = {});
 
 /// Dispatches on options.mode(). kNone: total = ce (teachers may be undefined); kFocal needs old_logits;
 /// kMuscle needs both.

@@ -1,5 +1,7 @@
 #include "continual/codyra_method.h"
 
+#include <algorithm>
+
 #include "continual/trainer.h"
 
 #include <cmath>
@@ -72,8 +74,12 @@ void CoDyRAMethod::on_task_start(TaskContext& ctx) {
 }
 
 void CoDyRAMethod::after_step(StepContext& step) {
-  last_kappa_ = adapters::kappa_at(step.step, schedule_);
-  adapters::codyra_after_step(*model_, step.step, schedule_, mode_);
+  // The schedule (dense warm-up, then κ growing to κ_max) spans the task's own training (stage 0).
+  // An extra stage (MUSCLE's stage 2) restarts the step count at 0: it continues at the schedule's
+  // end instead of replaying the dense phase, whatever its own length.
+  const int64_t at = step.task && step.task->stage > 0 ? std::max<int64_t>(schedule_.total_steps() - 1, 0) : step.step;
+  last_kappa_ = adapters::kappa_at(at, schedule_);
+  adapters::codyra_after_step(*model_, at, schedule_, mode_);
 }
 
 void CoDyRAMethod::on_task_end(TaskContext& ctx) {

@@ -115,19 +115,22 @@ torch::Tensor CompatMethod::focal_term(StepContext& step) {
 
 torch::Tensor CompatMethod::muscle_term(StepContext& step) {
   const torch::Tensor rows = step.batch_index;
-  torch::Tensor student = step.logits, ref = ref_logits_.index_select(0, rows), neu = new_logits_.index_select(0, rows);
+  torch::Tensor student = step.logits, neu = new_logits_.index_select(0, rows);
+  // The old teacher is compared on the classes it was trained on, with the student's unmasked
+  // logits there (as focal distils): a task-IL loss masks exactly those columns out for the current
+  // task's examples, and two masked rows would make the old-teacher term 0.
+  const torch::Tensor& raw = step.raw_logits.defined() ? step.raw_logits : step.logits;
+  const torch::Tensor ref = ref_logits_.index_select(0, rows).index_select(1, known_columns_);
+  const torch::Tensor student_old = raw.index_select(1, known_columns_);
   if (row_masked_.defined()) {
-    // The trainer's per-example mask, applied to all three; -1e9 (not -inf) keeps 0·log 0 terms finite.
+    // The new teacher against the student as the trainer's loss sees it (its per-example mask);
+    // -1e9 (not -inf) keeps 0·log 0 terms finite.
     const torch::Tensor masked = row_masked_.index_select(0, rows);
     student = student.masked_fill(masked, -1e9);
-    ref = ref.masked_fill(masked, -1e9);
     neu = neu.masked_fill(masked, -1e9);
   }
-  // Distil towards the reference only over the classes it was trained on (as focal does): its other
-  // head rows are untrained.
-  const auto l = compat::muscle_loss(student.index_select(1, muscle_order_), ref.index_select(1, known_columns_),
-                                     neu.index_select(1, muscle_order_), muscle_pos_.index_select(0, step.y),
-                                     options_.loss());
+  const auto l = compat::muscle_loss(student.index_select(1, muscle_order_), ref, neu.index_select(1, muscle_order_),
+                                     muscle_pos_.index_select(0, step.y), options_.loss(), student_old);
   compat_sum_ += l.compat.detach();
   ++compat_steps_;
   const double lambda = options_.loss().weight();

@@ -100,6 +100,12 @@ TEST(CompatDistill, MuscleMaskSelectsTeacherByStudentCorrectness) {
   const CompatLoss with_ce = muscle_loss(student, old, neu, L({1, 0, 1, 3, 1}), CompatTrainOptions(opt).weight(0.7));
   EXPECT_NEAR(with_ce.total.item<double>(), (0.7 * mixed.compat + 0.3 * mixed.ce).item<double>(), 1e-6);
   EXPECT_THROW(muscle_loss(student, old, torch::randn({5, 3}), L({1, 1, 1, 1, 1}), opt), c10::Error);
+  // student_old_view replaces the student's columns in a^old only: equal to the old logits, a^old = 0.
+  const CompatLoss view = muscle_loss(student, old, neu, L({0, 2, 3, 0, 2}), opt, old);
+  EXPECT_NEAR(view.total.item<double>(), 0.0, 1e-6);
+  const CompatLoss view_right = muscle_loss(student, old, neu, L({1, 1, 1, 1, 1}), opt, old);
+  EXPECT_NEAR(view_right.total.item<double>(), a_new.mean().item<double>(), 1e-6);
+  EXPECT_THROW(muscle_loss(student, old, neu, L({1, 1, 1, 1, 1}), opt, torch::randn({5, 3})), c10::Error);
 }
 
 TEST(CompatDistill, GradientsReachOnlyTheStudentOnATinyMlp) {

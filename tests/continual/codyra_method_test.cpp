@@ -105,3 +105,21 @@ TEST(CoDyRAMethod, ShortTaskHasNoShrinkage) {
 TEST(CoDyRAMethod, RunnerLearnsSyntheticStream) {
   EXPECT_GT(runner_diagonal("codyra", {{"rank", "4"}}), 0.6);
 }
+
+TEST(CoDyRAMethod, ExtraStageContinuesAtTheScheduleEndInsteadOfReplayingTheDensePhase) {
+  auto s = small_stream();
+  auto model = small_mlp(s);
+  auto m = make_method("codyra", {{"rank", "4"}, {"kappa_max", "10"}, {"dense_fraction", "0.5"}});
+  m->attach(model);
+  auto train = fast_train().epochs(20);  // long enough for the schedule to reach κ_max
+  TaskContext ctx{model, &s, 0, &train};
+  m->on_task_start(ctx);
+  // Step 0 of stage 0 is dense (κ = 0); step 0 of an extra stage (MUSCLE's stage 2) is at the end.
+  StepContext first;
+  first.task = &ctx;
+  first.step = 0;
+  ctx.stage = 1;
+  m->after_step(first);
+  m->on_task_end(ctx);
+  EXPECT_GT(m->report()["tasks"][0]["final_kappa"].get<double>(), 0.0);
+}

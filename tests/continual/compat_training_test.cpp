@@ -248,3 +248,20 @@ TEST(CompatTraining, MuscleRunsSecondStageAndLogsItsEpochs) {
   EXPECT_GT(r.accuracy_matrix()[1][1].item<double>(), 0.5);
   fs::remove_all(root);
 }
+
+TEST(CompatTraining, MuscleOldTeacherTermIsLiveOnTaskIncrementalStreams) {
+  // Task-IL masks the old tasks' logits out of a current-task example's loss; the old-teacher term
+  // compares the student's unmasked logits of those classes with the old model (as focal does), so
+  // it is not the 0 that two masked rows would give.
+  auto root = temp_root("muscle_til");
+  RunConfig c = synthetic(root, "m", "muscle", 2);
+  c.stream.scenario("task");
+  c.compat.stage2_epochs(1);
+  Runner r(c);
+  r.run();
+  const auto rep = read_json(root / "m" / "report.json");
+  const auto& t = rep["method_report"]["compat_training"]["tasks"];
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_GT(t[0]["mean_l_mcomp"].get<double>(), 1e-4);
+  fs::remove_all(root);
+}
