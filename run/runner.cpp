@@ -120,6 +120,7 @@ ClMetrics Runner::run() {
   }
   prepare_start();
   method_->attach(model_);
+  if (group_) broadcast_model();
   measure_initial_accuracy();
   return train_tasks(0);
 }
@@ -136,6 +137,7 @@ ClMetrics Runner::resume() {
     // Killed during the first task: start over in the same folder (same seed => same run).
     prepare_start();  // the fresh model needs its starting point again
     method_->attach(model_);
+    if (group_) broadcast_model();
     log("resume: no complete version in '" + dir + "/versions'; starting again from task 1");
     metrics_rows_.clear();
     if (writes_files()) folder_.write_metrics(metrics_rows_);
@@ -321,6 +323,16 @@ ClMetrics Runner::train_tasks(int64_t first) {
     log(line.str());
   }
   return compute_metrics(R_, b_);
+}
+
+void Runner::broadcast_model() {
+  // Every worker built the same model from the same seed; rank 0's copy wins anyway, as in PyTorch's
+  // DistributedDataParallel, so a difference in the start cannot grow unnoticed until the first check.
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : model_->parameters()) tensors.push_back(p.detach());
+  for (const auto& b : model_->buffers()) tensors.push_back(b.detach());
+  torch::NoGradGuard no_grad;
+  group_->broadcast(tensors, 0);
 }
 
 void Runner::sync_rng_state() {
