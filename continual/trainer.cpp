@@ -14,6 +14,10 @@ void TrainOptions::validate() const {
   TORCH_CHECK(std::isfinite(lr_) && lr_ > 0, "strata::continual::TrainOptions: lr must be > 0, got ", lr_);
   TORCH_CHECK(momentum_ >= 0 && momentum_ < 1, "strata::continual::TrainOptions: momentum must be in [0,1), got ", momentum_);
   TORCH_CHECK(weight_decay_ >= 0, "strata::continual::TrainOptions: weight_decay must be >= 0, got ", weight_decay_);
+  TORCH_CHECK(beta1_ >= 0 && beta1_ < 1 && beta2_ >= 0 && beta2_ < 1,
+              "strata::continual::TrainOptions: adam betas must be in [0,1), got ", beta1_, ", ", beta2_);
+  TORCH_CHECK(schedule_ == "constant" || schedule_ == "cosine", "strata::continual::TrainOptions: unknown lr schedule '",
+              schedule_, "' (valid: constant, cosine)");
   TORCH_CHECK(batch_size_ > 0, "strata::continual::TrainOptions: batch_size must be > 0, got ", batch_size_);
   TORCH_CHECK(epochs_ > 0, "strata::continual::TrainOptions: epochs must be > 0, got ", epochs_);
   TORCH_CHECK(eval_batch_size_ > 0, "strata::continual::TrainOptions: eval_batch_size must be > 0, got ", eval_batch_size_);
@@ -61,13 +65,32 @@ EvalResult evaluate(models::ModelImpl& model, const tasks::Split& split, const t
   return r;
 }
 
+TrainOptions with_recipe(TrainOptions o, const OptimizerRecipe& r) {
+  return o.optimizer(r.optimizer)
+      .lr(r.lr)
+      .beta1(r.beta1)
+      .beta2(r.beta2)
+      .momentum(r.momentum)
+      .weight_decay(r.weight_decay)
+      .schedule(r.schedule);
+}
+
+double scheduled_lr(const TrainOptions& o, int64_t step, int64_t total_steps) {
+  if (o.schedule() != "cosine" || total_steps <= 0) return o.lr();
+  const double pi = std::acos(-1.0);
+  return o.lr() * 0.5 * (1.0 + std::cos(pi * static_cast<double>(step) / static_cast<double>(total_steps)));
+}
+
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& o, const std::vector<torch::Tensor>& params) {
   if (o.optimizer() == "sgd")
     return std::make_unique<torch::optim::SGD>(
         params, torch::optim::SGDOptions(o.lr()).momentum(o.momentum()).weight_decay(o.weight_decay()));
+  const auto betas = std::make_tuple(o.beta1(), o.beta2());
   if (o.optimizer() == "adam")
-    return std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(o.lr()).weight_decay(o.weight_decay()));
-  return std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(o.lr()).weight_decay(o.weight_decay()));
+    return std::make_unique<torch::optim::Adam>(
+        params, torch::optim::AdamOptions(o.lr()).betas(betas).weight_decay(o.weight_decay()));
+  return std::make_unique<torch::optim::AdamW>(
+      params, torch::optim::AdamWOptions(o.lr()).betas(betas).weight_decay(o.weight_decay()));
 }
 
 namespace {
@@ -97,8 +120,14 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
   const int64_t n = data.size();
   TORCH_CHECK(n > 0, "strata::continual::train_task(): task ", ctx.task_index, " has no training examples");
   // Per-example logit masks by each example's own task (joint training mixes tasks).
-  const bool masked = stream.scenario != tasks::Scenario::kDomainIncremental;
-  const torch::Tensor mask_table = masked ? stream.logit_mask(ctx.task_index) : torch::Tensor();
+  const torch::Tensor mask_table = method.training_logit_mask(ctx);
+  const bool masked = mask_table.defined();
+  TORCH_CHECK(!masked || (mask_table.dim() == 2 && mask_table.size(0) == stream.size() &&
+                          mask_table.size(1) == stream.num_classes),
+              "strata::continual::train_task(): method '", method.name(), "' returned a training logit mask of shape ",
+              mask_table.sizes(), ", expected [", stream.size(), ", ", stream.num_classes, "]");
+  // Validation reports the scenario's accuracy whatever the method trains on.
+  const bool eval_masked = stream.scenario != tasks::Scenario::kDomainIncremental;
 
   auto params = method.parameters(ctx);
   TORCH_CHECK(!params.empty(), "strata::continual::train_task(): method '", method.name(), "' trains no parameters");
@@ -109,6 +138,8 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
   model.train();
   const int64_t bs = options.batch_size();
   const int64_t steps_per_epoch = (n + bs - 1) / bs;
+  const int64_t total_steps = steps_per_epoch * options.epochs();
+  const bool cosine = options.schedule() == "cosine";
   int64_t step = 0;
   for (int64_t epoch = 0; epoch < options.epochs(); ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -137,10 +168,13 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
       // fresh gradients, and hooks check grad().defined() for parameters a step did not reach.
       for (auto& group : optimizer->param_groups())
         for (auto& p : group.params()) p.mutable_grad().reset();
+      if (cosine)
+        for (auto& group : optimizer->param_groups()) group.options().set_lr(scheduled_lr(options, step, total_steps));
       double loss_value = 0;
       torch::Tensor logits;
       if (local > 0) {
         logits = model.forward(sc.x);
+        sc.raw_logits = logits;
         if (masked) logits = mask_logits(logits, mask_table.index_select(0, data.task.index_select(0, sc.batch_index)));
         sc.logits = logits;
         sc.loss = torch::nn::functional::cross_entropy(logits, sc.y);
@@ -180,7 +214,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
     st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const auto& val = ctx.task().val;
     if (val.size() > 0) {
-      torch::Tensor mask = masked ? mask_table[ctx.task_index] : torch::Tensor();
+      torch::Tensor mask = eval_masked ? stream.logit_mask(ctx.task_index)[ctx.task_index] : torch::Tensor();
       st.val_acc = evaluate(model, val, mask, options.eval_batch_size(), ctx.parallel).accuracy();
     }
     if (on_epoch) on_epoch(st);

@@ -13,6 +13,12 @@ struct TrainOptions {
   TORCH_ARG(double, lr) = 0.01;
   TORCH_ARG(double, momentum) = 0.0;      ///< SGD only
   TORCH_ARG(double, weight_decay) = 0.0;
+  /// Adam / AdamW moment decay rates β₁, β₂.
+  TORCH_ARG(double, beta1) = 0.9;
+  TORCH_ARG(double, beta2) = 0.999;
+  /// Learning-rate schedule within each task: "constant" | "cosine" (lr·½(1 + cos(π s / N)) at step
+  /// s of the task's N steps, no warm-up: each task starts again from lr, like the fresh optimizer).
+  TORCH_ARG(std::string, schedule) = "constant";
   TORCH_ARG(int64_t, batch_size) = 10;
   TORCH_ARG(int64_t, epochs) = 1;
   /// Seeds model init and every shuffle. Shuffles use a generator derived from (seed, task,
@@ -59,6 +65,12 @@ using StepCallback = std::function<void(int64_t, int64_t, int64_t, double)>;
 /// update is the one-process update up to float round-off, whatever N. Epoch statistics are global.
 void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, const EpochCallback& on_epoch = {},
                 const StepCallback& on_step = {});
+
+/// `options` with the recipe's optimizer settings (optimizer, lr, betas, momentum, weight decay, schedule).
+TrainOptions with_recipe(TrainOptions options, const OptimizerRecipe& recipe);
+
+/// The learning rate of step `step` (0-based) of a task of `total_steps` steps under options.schedule().
+double scheduled_lr(const TrainOptions& options, int64_t step, int64_t total_steps);
 
 /// Builds the optimizer the options name over `params`.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& options,

@@ -1,6 +1,9 @@
 #include "run/runner.h"
 
-#include "run/compat_metrics.h"
+#include "compat/stream_report.h"
+#include "core/svg.h"
+#include "run/limits.h"
+#include "run/verify.h"
 #include "models/weights.h"
 #include "run/pretrain.h"
 
@@ -9,6 +12,7 @@
 #include <chrono>
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <iomanip>
 #include <mutex>
 #include <sstream>
@@ -40,6 +44,10 @@ std::unique_ptr<Method> make_run_method(const RunConfig& config, const MethodReg
 Runner::Runner(RunConfig config, const MethodRegistry& registry)
     : config_(std::move(config)), registry_(&registry) {
   config_.validate(registry);
+  TORCH_CHECK(config_.stream.num_tasks() <= kMaxRunTasks, "option --tasks: a run holds at most ", kMaxRunTasks,
+              " tasks (predictions.h5 names them task00..task99), got ", config_.stream.num_tasks());
+  // Before the stream or the model exists: a run that cannot fit is one line, not an OOM kill.
+  check_memory(estimate_memory(config_), available_memory());
   torch::manual_seed(config_.train.seed());
   stream_ = tasks::make_stream(config_.stream);
   config_.model.input_shape(stream_.input_shape).num_classes(stream_.num_classes);
@@ -133,7 +141,33 @@ ClMetrics Runner::resume() {
   for (const auto& p : scan.partial) log("resume: ignoring partial file '" + p + "' (left by an interrupted write)");
   for (const auto& p : scan.other) log("resume: ignoring unexpected file '" + p + "'");
   const int64_t T = stream_.size();
-  if (scan.versions.empty()) {
+  std::vector<int64_t> versions = scan.versions;
+  if (!versions.empty()) {
+    const int64_t newest = versions.back();
+    for (int64_t v = 0; v <= newest; ++v)
+      TORCH_CHECK(std::binary_search(versions.begin(), versions.end(), v), "cannot resume '", dir, "': '",
+                  folder_.version(v), "' is missing but '", folder_.version(newest), "' exists");
+    // Every version the continued run builds on is verified (checksum, format, position, shapes)
+    // before anything is decided: a damaged newest version must never pass for a complete run.
+    for (int64_t v = 0; v <= newest; ++v) {
+      const std::string path = folder_.version(v);
+      const std::string problem = check_version(path, v, T, method_->name(), &model_);
+      if (problem.empty()) continue;
+      TORCH_CHECK(v == newest, "cannot resume '", dir, "': version '", path, "' is damaged (", problem,
+                  "); the versions after it were trained from it, so the run cannot continue past it");
+      // The newest one only: its task is trained again from the version before it.
+      const std::string aside = path + ".corrupt";
+      std::error_code ec;
+      fs::rename(path, aside, ec);
+      TORCH_CHECK(!ec, "cannot resume '", dir, "': version '", path, "' is damaged (", problem,
+                  ") and cannot be moved aside to '", aside, "': ", ec.message());
+      log("resume: version '" + path + "' is damaged (" + problem + "); moved aside to '" + aside + "', task " +
+          std::to_string(v + 1) + " is trained again" +
+          (v > 0 ? " from version " + std::to_string(v - 1) : std::string(" from the start")));
+      versions.pop_back();
+    }
+  }
+  if (versions.empty()) {
     // Killed during the first task: start over in the same folder (same seed => same run).
     prepare_start();  // the fresh model needs its starting point again
     method_->attach(model_);
@@ -144,12 +178,17 @@ ClMetrics Runner::resume() {
     measure_initial_accuracy();
     return train_tasks(0);
   }
-  const int64_t last = scan.versions.back();
-  for (int64_t v = 0; v <= last; ++v)
-    TORCH_CHECK(std::binary_search(scan.versions.begin(), scan.versions.end(), v), "cannot resume '", dir, "': '",
-                folder_.version(v), "' is missing but '", folder_.version(last), "' exists");
-  TORCH_CHECK(last + 1 < T, "run '", dir, "' is already complete: all ", T, " tasks have a version (last: '",
-              folder_.version(last), "'); nothing to resume");
+  const int64_t last = versions.back();
+  // Every task has a version: complete only if the report written after the last one says so (a
+  // kill between the last version and its report leaves predictions.h5 and report.json behind).
+  bool reported = false;
+  try {
+    reported = nlohmann::json::parse(folder_.read_report()).value("stages_done", int64_t(-1)) == T;
+  } catch (const std::exception&) {
+    // No report, or a damaged one: the run is not complete.
+  }
+  TORCH_CHECK(last + 1 < T || !reported, "run '", dir, "' is already complete: all ", T,
+              " tasks have a verified version (last: '", folder_.version(last), "'); nothing to resume");
   const std::string path = folder_.version(last);
   LoadVersionOptions lo;
   lo.registry = registry_;
@@ -205,6 +244,17 @@ ClMetrics Runner::resume() {
   }
   // Last: the global RNG exactly as the uninterrupted run had it after writing this version.
   checkpoints::set_cpu_rng_state(v.rng_cpu);
+  if (last + 1 == T) {
+    // Nothing left to train: write what the interruption left behind the last version.
+    if (writes_files()) {
+      compat::write_predictions(folder_.predictions_h5(), predictions_);
+      compat::write_compat_plots(folder_.dir(), predictions_);
+      write_report(T);
+    }
+    log("resume: every task of '" + dir + "' has a version; rewrote predictions.h5 and report.json, which the "
+        "interruption left behind");
+    return compute_metrics(R_, b_);
+  }
   log("resume: continuing '" + dir + "' after version " + std::to_string(last) + " (task " +
       std::to_string(last + 2) + " of " + std::to_string(T) + ")");
   return train_tasks(last + 1);
@@ -289,6 +339,7 @@ ClMetrics Runner::train_tasks(int64_t first) {
     ctx.train = &config_.train;
     ctx.recorder = writes_files() ? recorder_.get() : nullptr;
     ctx.parallel = group_;
+    ctx.pretrained = !config_.init.empty() || !config_.pretrain.empty();
     TaskResult result;
     result.task = t;
     if (group_) dist::fault_point(group_->rank(), t);
@@ -312,7 +363,7 @@ ClMetrics Runner::train_tasks(int64_t first) {
       // Version first (the resume point), then predictions, the hook, and the report.
       checkpoints::write_version(folder_.version(t), snapshot(t));
       compat::write_predictions(folder_.predictions_h5(), predictions_);
-      write_compat_plots(folder_.dir(), predictions_);
+      compat::write_compat_plots(folder_.dir(), predictions_);
       if (on_task_done) on_task_done(result);
       write_report(t + 1);
     }
@@ -419,12 +470,34 @@ void Runner::write_report(int64_t stages_done) const {
   r["model"] = {{"arch", config_.model.arch()}, {"parameters", n_params}, {"trainable_parameters", n_trainable}};
   r["method_report"] = method_->report();
   // Flips between consecutive versions and the version x version NFR matrix (conventions inside).
-  r["compat"] = compat_section(predictions_);
+  r["compat"] = compat::compat_section(predictions_);
   r["compat"]["training"] = config_.compat.loss().mode() == compat::CompatMode::kNone
                                 ? nlohmann::json("none")
                                 : method_->report().value("compat_training", nlohmann::json());
   r["compat"]["plots"] = {{"nfr_heatmap", "plots/nfr_heatmap.svg"}, {"flips_per_task", "plots/flips_per_task_vNNN.svg (NNN = new version; tasks 0..NNN)"}};
+  r["plots"] = {{"accuracy_matrix", "plots/accuracy_matrix.svg"}};
   folder_.write_report(r.dump(2) + "\n");
+  write_accuracy_plot(stages_done);
+}
+
+void Runner::write_accuracy_plot(int64_t stages_done) const {
+  // Rows not trained yet are NaN (drawn grey), so a partial run's plot shows what exists.
+  torch::Tensor shown = R_.clone();
+  if (stages_done < shown.size(0)) shown.slice(0, stages_done).fill_(std::numeric_limits<double>::quiet_NaN());
+  std::vector<std::string> rows, cols;
+  for (int64_t i = 0; i < shown.size(0); ++i) {
+    rows.push_back("after " + std::to_string(i));
+    cols.push_back(std::to_string(i));
+  }
+  folder_.write_plot("accuracy_matrix.svg",
+                     core::heatmap_svg(shown, core::HeatmapOptions()
+                                                  .title("Test accuracy (%): row = after training task i, column = task j")
+                                                  .row_axis("trained through task")
+                                                  .column_axis("evaluated task")
+                                                  .row_labels(rows)
+                                                  .column_labels(cols)
+                                                  .vmax(1.0)
+                                                  .palette("greens")));
 }
 
 std::string Runner::summary() const {
@@ -464,6 +537,24 @@ LoadedVersion load_version(const std::string& path, const LoadVersionOptions& op
   lv.method->attach(lv.model);
   restore_version(lv.version, lv.model, *lv.method, path);
   return lv;
+}
+
+int64_t version_file_number(const std::string& path) { return checkpoints::read_version(path).version; }
+
+compat::PredictionTable evaluate_version_file(const std::string& path, int64_t last_task, int64_t* version_out) {
+  const LoadedVersion lv = load_version(path);
+  const auto& v = lv.version;
+  const auto& stream = lv.stream;
+  if (version_out) *version_out = v.version;
+  TORCH_CHECK(last_task >= 0 && last_task < stream.size(), "strata::run::evaluate_version_file(): '", path,
+              "': task ", last_task, " is not in its ", stream.size(), "-task stream");
+  const auto evals = evaluate_stream(*lv.model, stream, v.version, lv.config.train.eval_batch_size());
+  std::vector<compat::PredictionTable> parts;
+  for (int64_t t = 0; t <= last_task; ++t) {
+    const auto& test = stream.tasks[t].test;
+    parts.push_back({test.ids, test.y, evals[t].pred, evals[t].prob, torch::full({test.size()}, t, torch::kInt64)});
+  }
+  return compat::concat_tables(parts);
 }
 
 }  // namespace strata::run

@@ -88,6 +88,8 @@ class Runner {
   /// --init and --pretrain: the model the stream starts from (before Method::attach).
   void prepare_start();
   void measure_initial_accuracy();
+  /// plots/accuracy_matrix.svg: the accuracy matrix so far (rows not trained yet grey).
+  void write_accuracy_plot(int64_t stages_done) const;
   void write_report(int64_t stages_done) const;
   void add_metrics_row(const continual::EpochStats& s);
   continual::ClMetrics train_tasks(int64_t first);
@@ -157,5 +159,13 @@ struct LoadVersionOptions {
 /// Reads, verifies and restores the version file at `path` (what resume, `strata eval` and
 /// `strata compare` use). Throws naming the file on any problem.
 LoadedVersion load_version(const std::string& path, const LoadVersionOptions& options = {});
+
+/// A stored version (runs/X/versions/vNNN.h5) re-evaluated on its run's stream, rebuilt from the
+/// config.ini stored in the version: predictions on the test splits of tasks 0..last_task (tasks = task,
+/// ids = example id, conf = probability of the prediction), as `strata compare` consumes them. *version_out gets
+/// the version number. Throws naming the file when it cannot be read or restored.
+compat::PredictionTable evaluate_version_file(const std::string& path, int64_t last_task, int64_t* version_out = nullptr);
+/// The version number stored in a version file (cheap header read is not available: reads the file).
+int64_t version_file_number(const std::string& path);
 
 }  // namespace strata::run
