@@ -128,6 +128,7 @@ ClMetrics Runner::run() {
   }
   prepare_start();
   method_->attach(model_);
+  if (group_) broadcast_model();
   measure_initial_accuracy();
   return train_tasks(0);
 }
@@ -154,10 +155,11 @@ ClMetrics Runner::resume() {
       if (problem.empty()) continue;
       TORCH_CHECK(v == newest, "cannot resume '", dir, "': version '", path, "' is damaged (", problem,
                   "); the versions after it were trained from it, so the run cannot continue past it");
-      // The newest one only: its task is trained again from the version before it.
+      // The newest one only: its task is trained again from the version before it. Only the writer
+      // moves it (another worker may find it already gone, which it takes as damaged too).
       const std::string aside = path + ".corrupt";
       std::error_code ec;
-      fs::rename(path, aside, ec);
+      if (writes_files()) fs::rename(path, aside, ec);
       TORCH_CHECK(!ec, "cannot resume '", dir, "': version '", path, "' is damaged (", problem,
                   ") and cannot be moved aside to '", aside, "': ", ec.message());
       log("resume: version '" + path + "' is damaged (" + problem + "); moved aside to '" + aside + "', task " +
@@ -170,6 +172,7 @@ ClMetrics Runner::resume() {
     // Killed during the first task: start over in the same folder (same seed => same run).
     prepare_start();  // the fresh model needs its starting point again
     method_->attach(model_);
+    if (group_) broadcast_model();
     log("resume: no complete version in '" + dir + "/versions'; starting again from task 1");
     metrics_rows_.clear();
     if (writes_files()) folder_.write_metrics(metrics_rows_);
@@ -372,6 +375,16 @@ ClMetrics Runner::train_tasks(int64_t first) {
     log(line.str());
   }
   return compute_metrics(R_, b_);
+}
+
+void Runner::broadcast_model() {
+  // Every worker built the same model from the same seed; rank 0's copy wins anyway, as in PyTorch's
+  // DistributedDataParallel, so a difference in the start cannot grow unnoticed until the first check.
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : model_->parameters()) tensors.push_back(p.detach());
+  for (const auto& b : model_->buffers()) tensors.push_back(b.detach());
+  torch::NoGradGuard no_grad;
+  group_->broadcast(tensors, 0);
 }
 
 void Runner::sync_rng_state() {

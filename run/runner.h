@@ -101,6 +101,7 @@ class Runner {
   /// Several workers, at a task end: one RNG state for all (before on_task_end), then the check that
   /// parameters and method state agree (after it).
   void sync_rng_state();
+  void broadcast_model();
   void check_workers_agree(int64_t task);
 
   dist::Group* group_ = nullptr;
