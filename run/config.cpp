@@ -14,9 +14,23 @@ namespace po = boost::program_options;
 
 namespace strata::run {
 
+void reject_option_placeholders(const std::string& text, const std::string& where) {
+  static const char* const kTokens[] = {"%canonical_option%", "%prefix%", "%option%", "%original_token%", "%value%"};
+  for (const char* token : kTokens)
+    TORCH_CHECK(text.find(token) == std::string::npos, where, ": '", token,
+                "' cannot appear in an option name or value (it is a placeholder of the option parser's messages)");
+}
+
 using namespace strata::continual;
 
 namespace {
+
+// A file a run reads later (dataset, --init weights, --data-dir): config.ini records it absolute,
+// so `--resume`, `strata eval` and `strata compare` find it from any working directory.
+std::string absolute_path(const std::string& path) {
+  if (path.empty()) return path;
+  return std::filesystem::absolute(path).lexically_normal().string();
+}
 
 std::vector<int64_t> parse_ints(const std::string& key, const std::string& s) {
   std::vector<int64_t> out;
@@ -88,6 +102,7 @@ po::options_description run_options(const MethodRegistry& registry) {
       ("out", po::value<std::string>()->default_value(d.out), "parent folder of run folders")
       ("threads", po::value<int64_t>()->default_value(d.threads), "torch intra-op threads")
       ("seed", po::value<int64_t>()->default_value(d.train.seed()), "seed of model init, shuffles and streams")
+      ("stream-seed", po::value<int64_t>()->default_value(-1), "seed of the stream alone (task subsets, permutations, class order); -1 = --seed")
       ("quiet,q", po::bool_switch(), "no progress display")
       ("resume", po::value<std::string>(), "continue the run in this folder after its last complete version (its config.ini is used)");
   po::options_description data("Stream");
@@ -130,6 +145,9 @@ po::options_description run_options(const MethodRegistry& registry) {
       ("lr", real_value(d.train.lr()), "learning rate")
       ("momentum", real_value(d.train.momentum()), "SGD momentum")
       ("weight-decay", real_value(d.train.weight_decay()), "weight decay")
+      ("adam-beta1", real_value(d.train.beta1()), "Adam/AdamW beta1")
+      ("adam-beta2", real_value(d.train.beta2()), "Adam/AdamW beta2")
+      ("lr-schedule", po::value<std::string>()->default_value(d.train.schedule()), "constant | cosine (within each task)")
       ("batch-size", po::value<int64_t>()->default_value(d.train.batch_size()), "training batch size")
       ("epochs", po::value<int64_t>()->default_value(d.train.epochs()), "epochs per task")
       ("eval-batch-size", po::value<int64_t>()->default_value(d.train.eval_batch_size()), "evaluation batch size");
@@ -163,19 +181,19 @@ RunConfig from_variables(const po::variables_map& vm, const MethodRegistry& regi
   c.quiet = vm.count("quiet") && vm["quiet"].as<bool>();
   const int64_t seed = vm["seed"].as<int64_t>();
   c.stream.name(vm["stream"].as<std::string>())
-      .dataset(vm["dataset"].as<std::string>())
+      .dataset(vm["dataset"].as<std::string>() == "fmnist" ? "fmnist" : absolute_path(vm["dataset"].as<std::string>()))
       .classes_per_task(vm["classes-per-task"].as<int64_t>())
       .first_task_classes(vm["first-task-classes"].as<int64_t>())
       .class_order(parse_ints("class-order", vm["class-order"].as<std::string>()))
       .class_order_seed(vm["class-order-seed"].as<int64_t>())
       .num_tasks(vm["tasks"].as<int64_t>())
-      .seed(seed)
+      .seed(vm["stream-seed"].as<int64_t>() >= 0 ? vm["stream-seed"].as<int64_t>() : seed)
       .scenario(vm["scenario"].as<std::string>())
       .val_fraction(vm["val-fraction"].as<double>())
       .train_limit(vm["train-limit"].as<int64_t>())
       .test_limit(vm["test-limit"].as<int64_t>())
       .rotation_step(vm["rotation-step"].as<double>())
-      .data_dir(vm["data-dir"].as<std::string>());
+      .data_dir(absolute_path(vm["data-dir"].as<std::string>()));
   c.model.arch(vm["model"].as<std::string>())
       .hidden(parse_ints("hidden", vm["hidden"].as<std::string>()))
       .bias(vm["bias"].as<bool>())
@@ -196,7 +214,7 @@ RunConfig from_variables(const po::variables_map& vm, const MethodRegistry& regi
       models::apply_vit_preset(c.model, preset);
     }
   }
-  c.init = vm["init"].as<std::string>();
+  c.init = absolute_path(vm["init"].as<std::string>());
   c.weights_names = vm["weights-names"].as<std::string>();
   c.init_head = vm["init-head"].as<std::string>();
   c.pretrain = vm["pretrain"].as<std::string>();
@@ -205,6 +223,9 @@ RunConfig from_variables(const po::variables_map& vm, const MethodRegistry& regi
       .lr(vm["lr"].as<double>())
       .momentum(vm["momentum"].as<double>())
       .weight_decay(vm["weight-decay"].as<double>())
+      .beta1(vm["adam-beta1"].as<double>())
+      .beta2(vm["adam-beta2"].as<double>())
+      .schedule(vm["lr-schedule"].as<std::string>())
       .batch_size(vm["batch-size"].as<int64_t>())
       .epochs(vm["epochs"].as<int64_t>())
       .seed(seed)
@@ -228,6 +249,18 @@ RunConfig from_variables(const po::variables_map& vm, const MethodRegistry& regi
     for (const auto& o : registry.get(method).options)
       values[o.key] = vm[method + "." + o.key].as<std::string>();
   c.method = MethodConfig(method, values);
+  // The method's recipe where the user chose no optimizer setting (on the command line or in an INI
+  // file). config.ini then records the values used, so a re-run or resume reads them as explicit.
+  if (registry.has(method)) {
+    bool user_set = false;
+    for (const char* k : {"optimizer", "lr", "momentum", "weight-decay", "adam-beta1", "adam-beta2", "lr-schedule"})
+      user_set = user_set || (vm.count(k) && !vm[k].defaulted());
+    if (!user_set)
+      if (auto recipe = registry.make(c.method)->recipe()) {
+        c.train = continual::with_recipe(c.train, *recipe);
+        c.train_recipe = method;
+      }
+  }
   c.validate(registry);
   return c;
 }
@@ -353,6 +386,11 @@ std::string method_in(const std::vector<std::string>& args, const std::string& i
 
 Source parse_ini_text(const std::string& text, const std::string& origin, const po::options_description& desc,
                       const MethodRegistry& registry, const std::string& method_guess) {
+  {
+    std::istringstream lines(text);
+    std::string line;
+    for (int64_t n = 1; std::getline(lines, line); ++n) reject_option_placeholders(line, origin + " line " + std::to_string(n));
+  }
   std::istringstream in(text);
   return {parse_with_hint([&] { return po::parse_config_file(in, desc, /*allow_unregistered=*/false); }, true,
                           origin, desc, registry, method_guess),
@@ -391,6 +429,7 @@ RunConfig parse_run_config(int argc, const char* const* argv, const MethodRegist
                            po::variables_map* vm_out) {
   auto desc = run_options(registry);
   const std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
+  for (const auto& a : args) reject_option_placeholders(a, "command line");
   std::vector<Source> sources;
   sources.push_back({parse_with_hint([&] { return po::command_line_parser(argc, argv).options(desc).run(); }, false,
                                      "", desc, registry, method_in(args, "")),
@@ -418,6 +457,7 @@ RunConfig parse_run_config_text(const std::string& ini_text, const std::string& 
   auto desc = run_options(registry);
   std::vector<Source> sources;
   // The first value stored wins: the arguments, then the text.
+  for (const auto& a : args) reject_option_placeholders(a, "arguments");
   sources.push_back({parse_with_hint([&] { return po::command_line_parser(args).options(desc).run(); }, false, "",
                                      desc, registry, method_in(args, ini_text)),
                      false, ""});
@@ -430,7 +470,7 @@ std::string RunConfig::to_ini() const {
   o.precision(15);
   o << "# strata train: resolved configuration (re-run with: strata train --config THIS_FILE)\n"
     << "name = " << name << "\nout = " << out << "\nthreads = " << threads << "\nseed = " << train.seed() << "\n"
-    << "\n# stream\nstream = " << stream.name() << "\ndataset = " << stream.dataset()
+    << "\n# stream\nstream = " << stream.name() << "\nstream-seed = " << stream.seed() << "\ndataset = " << stream.dataset()
     << "\nclasses-per-task = " << stream.classes_per_task() << "\nfirst-task-classes = " << stream.first_task_classes()
     << "\nclass-order = " << join_ints(stream.class_order()) << "\nclass-order-seed = " << stream.class_order_seed()
     << "\ntasks = " << stream.num_tasks()
@@ -443,8 +483,11 @@ std::string RunConfig::to_ini() const {
     << "\nheads = " << model.heads() << "\nmlp-ratio = " << model.mlp_ratio() << "\nmlp-dim = " << model.mlp_dim()
     << "\ninit = " << init << "\nweights-names = " << weights_names << "\ninit-head = " << init_head
     << "\npretrain = " << pretrain << "\npretrain-epochs = " << pretrain_epochs << "\n"
-    << "\n# training\nmethod = " << method.method() << "\noptimizer = " << train.optimizer() << "\nlr = " << train.lr()
+    << "\n# training\nmethod = " << method.method() << "\n"
+    << (train_recipe.empty() ? "" : "# optimizer settings: the " + train_recipe + " recipe (no optimizer option was given)\n")
+    << "optimizer = " << train.optimizer() << "\nlr = " << train.lr()
     << "\nmomentum = " << train.momentum() << "\nweight-decay = " << train.weight_decay()
+    << "\nadam-beta1 = " << train.beta1() << "\nadam-beta2 = " << train.beta2() << "\nlr-schedule = " << train.schedule()
     << "\nbatch-size = " << train.batch_size() << "\nepochs = " << train.epochs()
     << "\neval-batch-size = " << train.eval_batch_size() << "\n";
   {
