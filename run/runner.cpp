@@ -155,13 +155,15 @@ ClMetrics Runner::resume() {
       if (problem.empty()) continue;
       TORCH_CHECK(v == newest, "cannot resume '", dir, "': version '", path, "' is damaged (", problem,
                   "); the versions after it were trained from it, so the run cannot continue past it");
-      // The newest one only: its task is trained again from the version before it. Only the writer
-      // moves it (another worker may find it already gone, which it takes as damaged too).
+      // The newest one only: its task is trained again from the version before it.
+      // (Only the rank that writes files moves it; the others just do not build on it.)
       const std::string aside = path + ".corrupt";
-      std::error_code ec;
-      if (writes_files()) fs::rename(path, aside, ec);
-      TORCH_CHECK(!ec, "cannot resume '", dir, "': version '", path, "' is damaged (", problem,
-                  ") and cannot be moved aside to '", aside, "': ", ec.message());
+      if (writes_files()) {
+        std::error_code ec;
+        fs::rename(path, aside, ec);
+        TORCH_CHECK(!ec, "cannot resume '", dir, "': version '", path, "' is damaged (", problem,
+                    ") and cannot be moved aside to '", aside, "': ", ec.message());
+      }
       log("resume: version '" + path + "' is damaged (" + problem + "); moved aside to '" + aside + "', task " +
           std::to_string(v + 1) + " is trained again" +
           (v > 0 ? " from version " + std::to_string(v - 1) : std::string(" from the start")));

@@ -177,7 +177,11 @@ RunCheck verify_run(const std::string& dir_in, const continual::MethodRegistry& 
       add(folder.version(last), "does not restore: " + message(e));
     }
   }
-  for (const auto& p : scan.partial) add(p, "", "partial file left by an interrupted write (ignored by --resume)");
+  for (const auto& p : scan.partial) add(p, "", "partial file left by an interrupted write, ignored by --resume");
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.path().filename().string().find(".tmp-") != std::string::npos)
+      add(e.path().string(), "", "partial file left by an interrupted write, ignored");
   for (const auto& p : scan.other)
     add(p, "", p.size() > 8 && p.compare(p.size() - 8, 8, ".corrupt") == 0 ? "moved aside by --resume, ignored"
                                                                            : "not a version file, ignored");
