@@ -10,47 +10,46 @@
 
 namespace strata::continual {
 
-std::vector<MethodOption> coso_options() {
-  return {
-      {"target", "auto", "projected Linear layers: a layer glob; auto = vit attention outputs, mlp fc*, cnn fc1"},
-      {"r1", "8", "projector rank r1 (Adam runs in an r1 x n space per layer)"},
-      {"r2", "32", "Frequent-Directions sketch rank r2"},
-      {"gap", "1", "projector refresh (and sketch update) every gap steps"},
-      {"threshold", "0.98", "energy threshold on the sketch spectrum for the historical basis"},
-      {"decay", "1.0", "sketch decay before each merge (db_decay)"},
-      {"lr", "4e-4", "learning rate of the projected layers"},
-      {"other_lr", "0", "learning rate of the other trained parameters (0 = lr)"},
-      {"beta1", "0.9", "Adam beta1"},
-      {"beta2", "0.999", "Adam beta2"},
-      {"eps", "1e-6", "Adam epsilon"},
-      {"schedule", "cosine", "per-task lr schedule: cosine (CoSO code) | constant"},
-      {"temperature", "3", "training logits are divided by this (CoSO code: 3)"},
-      {"others", "all", "non-projected parameters trained with Adam: all | head | none (others frozen)"},
-      {"svd", "exact", "SVD backend for the exact projector refresh and the sketch merges (subspaces::svd method)"},
-      {"refresh", "power", "projector refresh: power (warm-started subspace iteration, r1 vectors) | exact (thin SVD)"},
-      {"power_iters", "1", "subspace iterations per power refresh"},
-  };
+const OptionTable<CoSOOptions>& coso_table() {
+  using O = CoSOOptions;
+  static const auto table =
+      OptionTable<O>()
+          .add("target", "projected Linear layers: a layer glob; auto = vit attention outputs, mlp fc*, cnn fc1",
+               [](O& o) -> auto& { return o.target(); })
+          .add("r1", "projector rank r1 (Adam runs in an r1 x n space per layer)", [](O& o) -> auto& { return o.r1(); })
+          .add("r2", "Frequent-Directions sketch rank r2", [](O& o) -> auto& { return o.r2(); })
+          .add("gap", "projector refresh (and sketch update) every gap steps", [](O& o) -> auto& { return o.gap(); })
+          .add("threshold", "energy threshold on the sketch spectrum for the historical basis",
+               [](O& o) -> auto& { return o.threshold(); })
+          .add("decay", "sketch decay before each merge (db_decay)", [](O& o) -> auto& { return o.decay(); })
+          .add("lr", "learning rate of the projected layers", [](O& o) -> auto& { return o.lr(); })
+          .add("other_lr", "learning rate of the other trained parameters (0 = lr)",
+               [](O& o) -> auto& { return o.other_lr(); })
+          .add("beta1", "Adam beta1", [](O& o) -> auto& { return o.beta1(); })
+          .add("beta2", "Adam beta2", [](O& o) -> auto& { return o.beta2(); })
+          .add("eps", "Adam epsilon", [](O& o) -> auto& { return o.eps(); })
+          .add("schedule", "per-task lr schedule: cosine (CoSO code) | constant",
+               [](O& o) -> auto& { return o.schedule(); })
+          .add("temperature", "training logits are divided by this (CoSO code: 3)",
+               [](O& o) -> auto& { return o.temperature(); })
+          .add("others",
+               "non-projected parameters trained with Adam: head (the current task's head rows, CoSO code) | all | "
+               "none (others frozen)",
+               [](O& o) -> auto& { return o.others(); })
+          .add("cil_loss",
+               "class-IL training loss: task (cross-entropy over the current task's classes, CoSO code) | seen "
+               "(over every class seen so far)",
+               [](O& o) -> auto& { return o.cil_loss(); })
+          .add("svd", "SVD backend for the exact projector refresh and the sketch merges (subspaces::svd method)",
+               [](O& o) -> auto& { return o.svd(); })
+          .add("refresh", "projector refresh: power (warm-started subspace iteration, r1 vectors) | exact (thin SVD)",
+               [](O& o) -> auto& { return o.refresh(); })
+          .add("power_iters", "subspace iterations per power refresh", [](O& o) -> auto& { return o.power_iters(); });
+  return table;
 }
 
 CoSOOptions CoSOOptions::from_config(const MethodConfig& c) {
-  CoSOOptions o;
-  if (c.has("target")) o.target(c.get_string("target"));
-  if (c.has("r1")) o.r1(c.get_int("r1"));
-  if (c.has("r2")) o.r2(c.get_int("r2"));
-  if (c.has("gap")) o.gap(c.get_int("gap"));
-  if (c.has("threshold")) o.threshold(c.get_double("threshold"));
-  if (c.has("decay")) o.decay(c.get_double("decay"));
-  if (c.has("lr")) o.lr(c.get_double("lr"));
-  if (c.has("other_lr")) o.other_lr(c.get_double("other_lr"));
-  if (c.has("beta1")) o.beta1(c.get_double("beta1"));
-  if (c.has("beta2")) o.beta2(c.get_double("beta2"));
-  if (c.has("eps")) o.eps(c.get_double("eps"));
-  if (c.has("schedule")) o.schedule(c.get_string("schedule"));
-  if (c.has("temperature")) o.temperature(c.get_double("temperature"));
-  if (c.has("others")) o.others(c.get_string("others"));
-  if (c.has("svd")) o.svd(c.get_string("svd"));
-  if (c.has("refresh")) o.refresh(c.get_string("refresh"));
-  if (c.has("power_iters")) o.power_iters(c.get_int("power_iters"));
+  CoSOOptions o = coso_table().parse(c);
   o.validate();
   return o;
 }
@@ -72,6 +71,8 @@ void CoSOOptions::validate() const {
   TORCH_CHECK(temperature_ > 0, who, " coso.temperature must be > 0, got ", temperature_);
   TORCH_CHECK(others_ == "all" || others_ == "head" || others_ == "none", who,
               " coso.others must be all, head or none, got '", others_, "'");
+  TORCH_CHECK(cil_loss_ == "task" || cil_loss_ == "seen", who, " coso.cil_loss must be task or seen, got '", cil_loss_,
+              "'");
   TORCH_CHECK(refresh_ == "power" || refresh_ == "exact", who, " coso.refresh must be power or exact, got '", refresh_,
               "'");
   TORCH_CHECK(power_iters_ >= 1, who, " coso.power_iters must be >= 1, got ", power_iters_);
@@ -155,7 +156,7 @@ void CoSO::attach(models::Model& model) {
     }
     const bool train = options_.others() == "all" || (options_.others() == "head" && std::regex_match(item.key(), head));
     item.value().requires_grad_(train);
-    if (train) others_.push_back(CoSOOther{item.key(), item.value(), {}, {}, 0});
+    if (train) others_.push_back(CoSOOther{item.key(), item.value(), {}, {}, {}, 0});
   }
 }
 
@@ -166,7 +167,7 @@ void CoSO::reset_task_state() {
     l.sketch->reset();
   }
   for (auto& o : others_) {
-    o.exp_avg = o.exp_avg_sq = torch::Tensor();
+    o.exp_avg = o.exp_avg_sq = o.row_mask = torch::Tensor();
     o.step = 0;
   }
   lr_factor_ = 1.0;
@@ -175,6 +176,17 @@ void CoSO::reset_task_state() {
 void CoSO::on_task_start(TaskContext& ctx) {
   TORCH_CHECK(model_, "strata::continual::CoSO::on_task_start(): attach() was not called");
   reset_task_state();
+  if (options_.others() != "head" || !ctx.stream) return;
+  // The current task's head: the head rows of its classes (the code's head of task t).
+  const int64_t C = ctx.stream->num_classes;
+  auto rows = torch::zeros({C}, torch::kFloat32);
+  for (int64_t c : ctx.task().classes) rows[c] = 1.0f;
+  for (auto& o : others_) {
+    if (o.param.dim() == 0 || o.param.size(0) != C) continue;
+    std::vector<int64_t> shape(o.param.dim(), 1);
+    shape[0] = C;
+    o.row_mask = rows.view(shape).to(o.param.options());
+  }
 }
 
 std::vector<torch::Tensor> CoSO::parameters(TaskContext&) {
@@ -271,14 +283,20 @@ void CoSO::step_layer(CoSOLayer& l, double lr) {
 }
 
 void CoSO::step_other(CoSOOther& o, double lr) {
-  const torch::Tensor& g = o.param.grad();
+  torch::Tensor g = o.param.grad();
   if (!g.defined()) return;
+  if (o.row_mask.defined()) g = g * o.row_mask;
   if (!o.exp_avg.defined()) {
     o.exp_avg = torch::zeros_like(o.param);
     o.exp_avg_sq = torch::zeros_like(o.param);
   }
   const double b1 = options_.beta1(), b2 = options_.beta2();
-  if (weight_decay_ > 0) o.param.mul_(1 - lr * weight_decay_);
+  if (weight_decay_ > 0) {
+    if (o.row_mask.defined())
+      o.param.sub_(o.param * o.row_mask, lr * weight_decay_);
+    else
+      o.param.mul_(1 - lr * weight_decay_);
+  }
   o.exp_avg.mul_(b1).add_(g, 1 - b1);
   o.exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2);
   ++o.step;
@@ -377,6 +395,7 @@ MethodState CoSO::save() const {
   for (const auto& o : others_) {
     put("other/" + o.name + "/exp_avg", o.exp_avg);
     put("other/" + o.name + "/exp_avg_sq", o.exp_avg_sq);
+    put("other/" + o.name + "/row_mask", o.row_mask);
     others[o.name] = {{"step", o.step}};
   }
   s.meta = {{"layers", layers}, {"others", others}, {"lr_factor", lr_factor_}, {"tasks", task_reports_}};
@@ -411,6 +430,7 @@ void CoSO::load(const MethodState& s, models::Model& model) {
   for (auto& o : others_) {
     o.exp_avg = get("other/" + o.name + "/exp_avg");
     o.exp_avg_sq = get("other/" + o.name + "/exp_avg_sq");
+    o.row_mask = get("other/" + o.name + "/row_mask");
     o.step = s.meta.contains("others") && s.meta["others"].contains(o.name) ? s.meta["others"][o.name].at("step").get<int64_t>() : 0;
   }
   lr_factor_ = s.meta.value("lr_factor", 1.0);
@@ -432,6 +452,7 @@ nlohmann::json CoSO::report() const {
             {"threshold", options_.threshold()},
             {"lr", options_.lr()},
             {"others", options_.others()},
+            {"cil_loss", options_.cil_loss()},
             {"refresh", options_.refresh()},
             {"temperature", options_.temperature()}}}};
 }

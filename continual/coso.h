@@ -26,10 +26,16 @@
 // handed to the run's recorder (TaskContext::recorder) as taskTT/<layer> (side "output");
 // then sketch, P, moments and step counters are reset.
 //
-// Every other trained parameter (head, biases, norms, non-target layers; see `others`) gets plain
-// Adam in the same optimizer with the same formula (CoSO's CoSOAdamW non-CoSO group), plus
-// decoupled weight decay from the run's --weight-decay (never applied to projected weights: it
-// would break Mᵀ ΔW = 0).
+// Trained set (`others`): head (default, the CoSO code's) = the projected weights plus the head's
+// rows of the current task's classes (weight and bias; the rows of other tasks keep their values,
+// as the code's frozen per-task heads do); all = every parameter (head, biases, norms, non-target
+// layers); none = the projected weights only. Non-projected parameters get plain Adam in the same
+// optimizer with the same formula (CoSO's CoSOAdamW non-CoSO group), plus decoupled weight decay
+// from the run's --weight-decay (never applied to projected weights: it would break Mᵀ ΔW = 0).
+//
+// Class-IL loss (`cil_loss`): task (default, the CoSO code's: cross-entropy over the current
+// task's logits only, i.e. the code's per-task head with labels shifted to the task's classes)
+// | seen (over every class seen so far). Task-IL and domain-IL keep the scenario's mask.
 //
 // Options:
 //   target ""   regex (full match) of projected layers; "" = per architecture:
@@ -39,18 +45,17 @@
 //   r1 8 (projector rank), r2 32 (sketch rank), gap 1, threshold 0.98, decay 1.0 (sketch decay),
 //   lr 4e-4 (projected layers), other_lr 0 (= lr), beta1 0.9, beta2 0.999, eps 1e-6,
 //   schedule cosine (per task, lr_e = lr·cos(99π e / (200 (E-1))), code's CosineSchedule) | constant,
-//   temperature 3 (training logits divided by it; the code's trick) , others all | head | none,
-//   svd exact (subspaces::svd method, exact refresh and sketch merges), refresh power | exact,
-//   power_iters 1.
+//   temperature 3 (training logits divided by it; the code's trick), others head | all | none,
+//   cil_loss task | seen, svd exact (subspaces::svd method, exact refresh and sketch merges),
+//   refresh power | exact, power_iters 1.
 // The run's --optimizer / --lr are not used (CoSO owns its optimizer).
 #include "continual/method.h"
+#include "continual/option_table.h"
 #include "subspaces/sketch.h"
 
 #include <memory>
 
 namespace strata::continual {
-
-std::vector<MethodOption> coso_options();
 
 struct CoSOOptions {
   TORCH_ARG(std::string, target) = "auto";
@@ -66,7 +71,8 @@ struct CoSOOptions {
   TORCH_ARG(double, eps) = 1e-6;
   TORCH_ARG(std::string, schedule) = "cosine";
   TORCH_ARG(double, temperature) = 3.0;
-  TORCH_ARG(std::string, others) = "all";
+  TORCH_ARG(std::string, others) = "head";
+  TORCH_ARG(std::string, cil_loss) = "task";
   TORCH_ARG(std::string, svd) = "exact";
   TORCH_ARG(std::string, refresh) = "power";
   TORCH_ARG(int64_t, power_iters) = 1;
@@ -97,8 +103,13 @@ struct CoSOLayer {
 struct CoSOOther {
   std::string name;
   torch::Tensor param, exp_avg, exp_avg_sq;
+  /// others = head: [rows, 1, ...] 1 for the current task's class rows, 0 elsewhere (undefined = all).
+  torch::Tensor row_mask;
   int64_t step = 0;
 };
+
+/// The options table: registry entries (defaults from CoSOOptions) and the parse into CoSOOptions.
+const OptionTable<CoSOOptions>& coso_table();
 
 class CoSO : public Method {
  public:
@@ -111,6 +122,8 @@ class CoSO : public Method {
   std::vector<torch::Tensor> parameters(TaskContext& ctx) override;
   std::unique_ptr<torch::optim::Optimizer> make_optimizer(TaskContext& ctx,
                                                            const std::vector<torch::Tensor>& params) override;
+  /// Class-IL with cil_loss = task (the official form): the loss sees the current task's classes only.
+  bool mask_seen_classes() const override { return options_.cil_loss() == "task"; }
   torch::Tensor extra_loss(StepContext& step) override;
   void after_backward(StepContext& step) override;
   void on_task_end(TaskContext& ctx) override;

@@ -8,9 +8,21 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <torch/version.h>
+
 #include <filesystem>
+#include <variant>
 
 namespace strata::continual {
+
+namespace {
+// LibTorch's option variants are c10::variant before 2.0 and std::variant from 2.0 on.
+#if TORCH_VERSION_MAJOR >= 2
+namespace variants = std;
+#else
+namespace variants = c10;
+#endif
+}  // namespace
 
 void GpmOptions::validate() const {
   TORCH_CHECK(!thresholds_.empty(), "strata::continual::Gpm: gpm.thresholds is empty");
@@ -21,6 +33,7 @@ void GpmOptions::validate() const {
   TORCH_CHECK(samples_ > 0, "strata::continual::Gpm: gpm.samples must be > 0, got ", samples_);
   TORCH_CHECK(svd_ == "exact" || svd_ == "randomized" || svd_ == "auto",
               "strata::continual::Gpm: gpm.svd must be exact, randomized or auto, got '", svd_, "'");
+  TORCH_CHECK(conv_samples_ > 0, "strata::continual::Gpm: gpm.conv_samples must be > 0, got ", conv_samples_);
 }
 
 const OptionTable<GpmOptions>& gpm_table() {
@@ -35,7 +48,13 @@ const OptionTable<GpmOptions>& gpm_table() {
           .add("target", "layers to project: a layer glob ('fc1|fc2', '**'); auto = every Linear layer",
                [](GpmOptions& o) -> auto& { return o.target(); })
           .add("svd", "SVD backend for the memory update: exact | randomized | auto",
-               [](GpmOptions& o) -> auto& { return o.svd(); });
+               [](GpmOptions& o) -> auto& { return o.svd(); })
+          .add("conv", "project every Conv2d weight (bases of unfolded input patches)",
+               [](GpmOptions& o) -> auto& { return o.conv(); })
+          .add("conv_samples", "samples (of gpm.samples) whose patches form a convolution's representation",
+               [](GpmOptions& o) -> auto& { return o.conv_samples(); })
+          .add("freeze_1d", "freeze every 1-D parameter (biases, norms) from the second task on",
+               [](GpmOptions& o) -> auto& { return o.freeze_1d(); });
   return table;
 }
 
@@ -50,10 +69,74 @@ Gpm::~Gpm() {
     const auto& P = layer->input_projection();
     if (it != bases_.end() && P.defined() && P.data_ptr() == it->second.data_ptr()) layer->set_input_projection({});
   }
+  for (auto& p : frozen_) p.requires_grad_(true);
 }
 
 void Gpm::attach(models::Model& model) {
+  model_ = model;
   layers_ = model->linear_layers(model->resolve_targets(options_.target(), models::TargetRole::kAll, "gpm.target"));
+  convs_.clear();
+  if (!options_.conv()) return;
+  for (auto& [name, conv] : model->conv_layers()) {
+    const auto& o = conv->options;
+    TORCH_CHECK(o.groups() == 1 && variants::holds_alternative<torch::enumtype::kZeros>(o.padding_mode()) &&
+                    variants::holds_alternative<torch::ExpandingArray<2>>(o.padding()),
+                "strata::continual::Gpm::attach(): convolution '", name,
+                "' has groups, a non-zero padding mode or a named padding, which GPM's patch projection does not "
+                "handle; pass --gpm.conv false");
+    convs_.emplace_back(name, conv);
+  }
+}
+
+std::vector<torch::Tensor> Gpm::parameters(TaskContext& ctx) {
+  if (options_.freeze_1d() && ctx.task_index > 0)
+    for (auto& item : ctx.model->named_parameters()) {
+      auto& p = item.value();
+      if (p.dim() > 1 || !p.requires_grad()) continue;
+      p.requires_grad_(false);
+      frozen_.push_back(p);
+      frozen_names_.push_back(item.key());
+    }
+  return Method::parameters(ctx);
+}
+
+std::vector<std::pair<torch::Tensor, torch::Tensor>> Gpm::projected_weights() {
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> out;
+  for (auto& [name, layer] : layers_)
+    if (auto it = bases_.find(name); it != bases_.end()) out.emplace_back(layer->weight, it->second);
+  for (auto& [name, conv] : convs_)
+    if (auto it = bases_.find(name); it != bases_.end())
+      out.emplace_back(conv->weight.view({conv->weight.size(0), -1}), it->second);
+  return out;
+}
+
+void Gpm::after_backward(StepContext& step) {
+  torch::NoGradGuard no_grad;
+  before_.clear();
+  if (bases_.empty()) return;
+  for (auto& [name, conv] : convs_) {
+    auto it = bases_.find(name);
+    if (it == bases_.end() || !conv->weight.grad().defined()) continue;
+    auto G = conv->weight.mutable_grad().view({conv->weight.size(0), -1});
+    subspaces::project_out_input_(G, it->second);
+  }
+  // Adam's per-coordinate scaling and weight decay move W off the projected gradient's span.
+  const TrainOptions* train = step.task ? step.task->train : nullptr;
+  if (train && (train->optimizer() != "sgd" || train->weight_decay() > 0))
+    for (auto& [W, U] : projected_weights()) before_.push_back(W.detach().clone());
+}
+
+void Gpm::after_step(StepContext&) {
+  if (before_.empty()) return;
+  torch::NoGradGuard no_grad;
+  auto weights = projected_weights();
+  TORCH_INTERNAL_ASSERT(weights.size() == before_.size(), "Gpm::after_step(): projected weights changed mid-step");
+  for (size_t i = 0; i < weights.size(); ++i) {
+    auto& [W, U] = weights[i];
+    auto dW = W - before_[i];
+    W.sub_(dW.mm(U).mm(U.t()));  // W_before + ΔW − (ΔW U) Uᵀ
+  }
+  before_.clear();
 }
 
 const torch::Tensor& Gpm::basis(const std::string& layer) const {
@@ -92,18 +175,34 @@ void Gpm::on_task_end(TaskContext& ctx) {
   const subspaces::SvdOptions svd = subspaces::SvdOptions().method(options_.svd());
   nlohmann::json row = nlohmann::json::object();
   std::map<std::string, subspaces::SubspaceRecord> records;
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    const auto& [name, layer] = layers_[i];
+  // Representation matrices in forward order: the convolutions (patches), then the Linear layers.
+  std::vector<std::pair<std::string, torch::Tensor>> reps;
+  for (auto& [name, conv] : convs_) {
+    const auto& in = model.conv_input(name);
+    TORCH_CHECK(in.defined(), "strata::continual::Gpm: convolution '", name, "' saw no input in the forward pass");
+    const auto& o = conv->options;
+    auto x = in.narrow(0, 0, std::min(options_.conv_samples(), in.size(0)));
+    auto patches = torch::nn::functional::unfold(
+        x, torch::nn::functional::UnfoldFuncOptions(o.kernel_size())
+               .dilation(o.dilation())
+               .padding(variants::get<torch::ExpandingArray<2>>(o.padding()))
+               .stride(o.stride()));                                      // [b, C·kh·kw, L]
+    reps.emplace_back(name, patches.transpose(0, 1).reshape({patches.size(1), -1}));  // [C·kh·kw, b·L]
+  }
+  for (auto& [name, layer] : layers_) {
     const auto& in = layer->last_input();
     TORCH_CHECK(in.defined(), "strata::continual::Gpm: layer '", name, "' saw no input in the forward pass");
+    reps.emplace_back(name, in.reshape({-1, in.size(-1)}).t());  // [n, S·tokens]
+  }
+  for (size_t i = 0; i < reps.size(); ++i) {
+    const auto& [name, R] = reps[i];
     const double eps = std::min(
         1.0, options_.thresholds()[std::min(i, options_.thresholds().size() - 1)] +
                  options_.threshold_increment() * ctx.task_index);
-    auto R = in.reshape({-1, in.size(-1)}).t();  // [n, S·tokens]
     auto up = subspaces::gpm_update_basis(basis(name), R, eps, svd);
     bases_[name] = up.basis.to(torch::kFloat32).contiguous();
     row[name] = {{"rank", up.rank}, {"added", up.added}, {"captured_energy", up.captured_energy},
-                 {"threshold", eps}, {"dim", layer->in_features()}};
+                 {"threshold", eps}, {"dim", R.size(0)}, {"svd", up.svd_method}};
     subspaces::SubspaceRecord rec;
     rec.basis = bases_[name];
     rec.singular_values = up.spectrum;
@@ -133,10 +232,14 @@ void Gpm::load(const MethodState& state, models::Model& model) {
   for (const auto& [key, t] : state.tensors) {
     TORCH_CHECK(key.rfind("basis/", 0) == 0, "strata::continual::Gpm::load(): unexpected tensor '", key, "'");
     const std::string layer = key.substr(6);
-    auto it = std::find_if(layers_.begin(), layers_.end(), [&](const auto& l) { return l.first == layer; });
-    TORCH_CHECK(it != layers_.end(), "strata::continual::Gpm::load(): basis for unknown layer '", layer, "'");
-    TORCH_CHECK(t.dim() == 2 && t.size(0) == it->second->in_features(), "strata::continual::Gpm::load(): basis of '",
-                layer, "' has shape ", t.sizes(), ", expected [", it->second->in_features(), ", k]");
+    int64_t dim = -1;
+    for (auto& [name, l] : layers_)
+      if (name == layer) dim = l->in_features();
+    for (auto& [name, conv] : convs_)
+      if (name == layer) dim = conv->weight[0].numel();
+    TORCH_CHECK(dim >= 0, "strata::continual::Gpm::load(): basis for unknown layer '", layer, "'");
+    TORCH_CHECK(t.dim() == 2 && t.size(0) == dim, "strata::continual::Gpm::load(): basis of '", layer,
+                "' has shape ", t.sizes(), ", expected [", dim, ", k]");
     bases_[layer] = t.to(torch::kFloat32).contiguous();
   }
   history_ = state.meta.value("history", nlohmann::json::array());

@@ -8,9 +8,20 @@
 // stacked as columns, form R_l [n_l, S·tokens], and M_l grows by the GPM energy rule
 // (subspaces::gpm_update_basis: plain rule on the first task, residual rule afterwards).
 //
-// Deviation: only Linear weights are projected. GPM's CIFAR models zero the gradients of 1-D
-// parameters (BatchNorm) after task 1; our MLP protocol has none, and for models with biases or
-// LayerNorms those stay trainable (they are not in any representation matrix).
+// Convolutions (`conv`, default on): a Conv2d weight [out, C, kh, kw] is projected as the
+// [out, C·kh·kw] matrix: G ← G − (G M) Mᵀ with M a basis of the unfolded input patches (im2col,
+// the conv's own padding, stride and dilation). Its representation matrix holds every patch of
+// the first `conv_samples` of the S samples as a column: R [C·kh·kw, conv_samples·L] (GPM's code
+// uses every patch position of a subset of its representation batch). Projection after backward.
+//
+// 1-D parameters (`freeze_1d`, default on): biases and norm weights are frozen from the second
+// task on (GPM's code zeroes their gradients); they are in no representation matrix, so
+// training them would move old tasks' outputs.
+//
+// Optimizers: with plain SGD without weight decay the update is a multiple of the projected
+// gradient, so it stays outside span(M). Adam/AdamW (per-coordinate scaling) and weight decay
+// (a pull along W itself) are not: for those the applied update is re-projected after the step,
+// W ← W_before + ΔW − (ΔW M) Mᵀ, for every projected weight.
 #include "continual/method.h"
 #include "continual/option_table.h"
 
@@ -27,6 +38,12 @@ struct GpmOptions {
   TORCH_ARG(std::string, target) = "auto";
   /// SVD backend for the memory update: exact | randomized | auto.
   TORCH_ARG(std::string, svd) = "exact";
+  /// Project every Conv2d weight (input patches).
+  TORCH_ARG(bool, conv) = true;
+  /// Samples (of the S) whose patches form a convolution's representation matrix.
+  TORCH_ARG(int64_t, conv_samples) = 100;
+  /// Freeze every 1-D parameter (biases, norms) from the second task on.
+  TORCH_ARG(bool, freeze_1d) = true;
 
  public:
   void validate() const;
@@ -38,19 +55,32 @@ class Gpm : public Method {
   ~Gpm() override;
   std::string name() const override { return "gpm"; }
   void attach(models::Model& model) override;
+  std::vector<torch::Tensor> parameters(TaskContext& ctx) override;
+  void after_backward(StepContext& step) override;
+  void after_step(StepContext& step) override;
   void on_task_end(TaskContext& ctx) override;
   MethodState save() const override;
   void load(const MethodState& state, models::Model& model) override;
   nlohmann::json report() const override;
 
-  /// Current basis of a layer ([n, k]; undefined before the first task ends).
+  /// Current basis of a layer ([n, k]; n = in_features, or C·kh·kw for a convolution; undefined
+  /// before the first task ends).
   const torch::Tensor& basis(const std::string& layer) const;
+  /// The 1-D parameters frozen so far (names).
+  const std::vector<std::string>& frozen() const { return frozen_names_; }
 
  private:
   void install_projections();
+  /// Every projected weight with its basis, as [rows, n] views.
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> projected_weights();
 
   GpmOptions options_;
+  models::Model model_;
   std::vector<std::pair<std::string, adapters::AdaptableLinear>> layers_;
+  std::vector<std::pair<std::string, torch::nn::Conv2d>> convs_;
+  std::vector<torch::Tensor> frozen_;  ///< 1-D parameters this method froze (restored on destruction)
+  std::vector<std::string> frozen_names_;
+  std::vector<torch::Tensor> before_;  ///< weights before the optimizer step (re-projection)
   std::map<std::string, torch::Tensor> bases_;
   nlohmann::json history_ = nlohmann::json::array();  // per task: {layer: {rank, added, energy}}
 };

@@ -74,6 +74,13 @@ std::vector<torch::Tensor> Method::parameters(TaskContext& ctx) {
 
 tasks::Split Method::training_data(TaskContext& ctx) { return ctx.task().train; }
 
+torch::Tensor Method::training_logit_mask(TaskContext& ctx) {
+  if (ctx.stream->scenario == tasks::Scenario::kDomainIncremental) return {};
+  if (ctx.stream->scenario == tasks::Scenario::kClassIncremental && mask_seen_classes())
+    return ctx.stream->own_task_mask();
+  return ctx.stream->logit_mask(ctx.task_index);
+}
+
 void MethodRegistry::add(MethodInfo info) {
   TORCH_CHECK(!has(info.name), "strata::continual::MethodRegistry::add(): '", info.name, "' registered twice");
   infos_.push_back(std::move(info));

@@ -3,8 +3,9 @@
 // points. Every hook has a no-op default, so `naive` is empty.
 //
 // Per step the Runner does:
-//   logits = model(x); loss = CE(masked logits, y) + method.extra_loss(step) [+ compat loss]
+//   logits = model(x); loss = CE(logits masked by training_logit_mask, y) + method.extra_loss(step) [+ compat loss]
 //   loss.backward(); method.after_backward(step); optimizer.step(); method.after_step(step)
+#include "continual/parallel.h"
 #include "models/models.h"
 #include "subspaces/store.h"
 #include "tasks/task.h"
@@ -65,6 +66,10 @@ struct TaskContext {
   /// Training stage of the task: 0 = the task's own training, k >= 1 = the k-th extra stage a method
   /// asked for through Method::next_stage (e.g. MUSCLE's compatibility stage).
   int64_t stage = 0;
+  /// The workers training this model together (null = one process). Each takes a share of every batch;
+  /// gradients are summed over workers before after_backward, so hooks see the global gradient, and
+  /// every other hook runs on every worker with identical inputs.
+  DataParallel* parallel = nullptr;
   /// The run started from pre-trained weights (--init or --pretrain), not a fresh initialisation.
   bool pretrained = false;
   const tasks::Task& task() const { return stream->tasks.at(task_index); }
@@ -76,9 +81,11 @@ struct StepContext {
   int64_t epoch = 0;
   int64_t step = 0;         ///< step within the task, 0-based
   int64_t global_step = 0;  ///< step over the whole run
-  torch::Tensor x, y;       ///< batch inputs [B,...] and labels [B]
+  /// Batch inputs [B,...] and labels [B]; with several workers, this worker's share of the global batch.
+  torch::Tensor x, y;
   torch::Tensor batch_index;  ///< [B] int64 rows of the training split (for precomputed per-example data)
   torch::Tensor logits;     ///< [B, num_classes], masked as the scenario requires
+  torch::Tensor raw_logits;  ///< [B, num_classes], the same forward before masking (== logits in domain-IL)
   torch::Tensor loss;       ///< task loss (scalar)
 };
 
@@ -103,7 +110,8 @@ class Method {
   virtual std::optional<OptimizerRecipe> recipe() const { return std::nullopt; }
   /// Class-incremental streams: true = the training loss sees only the current task's classes (each
   /// example's own task's classes; earlier tasks' logits masked to −inf), false = every class seen so
-  /// far. Evaluation always masks by the scenario.
+  /// far. Evaluation always masks by the scenario. The default training_logit_mask reads it; a method
+  /// that needs any other mask overrides training_logit_mask instead.
   virtual bool mask_seen_classes() const { return false; }
 
   /// Once, before the first task (adapters wrap Linear layers here).
@@ -118,6 +126,12 @@ class Method {
                                                                    const std::vector<torch::Tensor>& params) {
     return nullptr;
   }
+  /// The logits the task loss sees while training: [num_tasks, num_classes] bool, row t = the
+  /// logits allowed for an example of task t (masked ones are set to -inf before the loss);
+  /// undefined = no mask. Evaluation always uses the scenario's mask. Default: the scenario's
+  /// (task-IL: the example's task classes; class-IL: every class seen so far, or the example's own
+  /// task's classes when mask_seen_classes(); domain-IL: none).
+  virtual torch::Tensor training_logit_mask(TaskContext& ctx);
   /// Added to the task loss (undefined tensor = nothing).
   virtual torch::Tensor extra_loss(StepContext& step) { return {}; }
   /// Extra training stages of a task. After the task's own training (stage 0) the Runner calls

@@ -30,7 +30,7 @@ MethodRegistry build() {
   r.add({"mora", "MoRA/MoRAM: per-task rank-1 atoms, earlier atoms frozen, self-activated top-k routing",
          mora_table().options(), [](const MethodConfig& c) { return std::make_unique<MoRAMethod>(mora_table().parse(c)); }});
   r.add({"coso", "CoSO: full-weight Adam in a low-rank gradient subspace orthogonal (output side) to earlier tasks' FD-sketched subspaces",
-         coso_options(), [](const MethodConfig& c) { return std::make_unique<CoSO>(c); }});
+         coso_table().options(), [](const MethodConfig& c) { return std::make_unique<CoSO>(c); }});
   r.add({"osft", "OSFT: adaptive weight SVD per task, top-k singular directions frozen, the rest trained (projected)",
          osft_table().options(), [](const MethodConfig& c) { return std::make_unique<OSFTMethod>(osft_table().parse(c)); }});
   return r;

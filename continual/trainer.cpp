@@ -33,21 +33,32 @@ torch::Tensor mask_logits(const torch::Tensor& logits, const torch::Tensor& mask
   return logits.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
 }
 
-EvalResult evaluate(models::ModelImpl& model, const tasks::Split& split, const torch::Tensor& mask, int64_t batch_size) {
+EvalResult evaluate(models::ModelImpl& model, const tasks::Split& split, const torch::Tensor& mask, int64_t batch_size,
+                    DataParallel* parallel) {
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
   const int64_t n = split.size();
+  // Several workers: each evaluates its own rows, then the predictions are gathered.
+  const auto [first, last] = is_parallel(parallel) ? shard_range(n, parallel->rank(), parallel->world_size())
+                                                    : std::pair<int64_t, int64_t>{0, n};
   EvalResult r;
-  r.pred = torch::empty({n}, torch::kInt64);
-  r.prob = torch::empty({n}, torch::kFloat32);
+  r.pred = torch::empty({last - first}, torch::kInt64);
+  r.prob = torch::empty({last - first}, torch::kFloat32);
   torch::Tensor buffer;  // each batch is dropped before the next is made: reuse its memory
-  for (int64_t s = 0; s < n; s += batch_size) {
-    const int64_t e = std::min(n, s + batch_size);
+  for (int64_t s = first; s < last; s += batch_size) {
+    const int64_t e = std::min(last, s + batch_size);
     auto logits = mask_logits(model.forward(split.slice(s, e, buffer)), mask);
     auto [p, idx] = torch::softmax(logits, 1).max(1);
-    r.pred.slice(0, s, e).copy_(idx);
-    r.prob.slice(0, s, e).copy_(p);
+    r.pred.slice(0, s - first, e - first).copy_(idx);
+    r.prob.slice(0, s - first, e - first).copy_(p);
+  }
+  if (is_parallel(parallel)) {
+    // One gather for both: class ids and float32 probabilities are exact in float64.
+    auto both = torch::stack({r.pred.to(torch::kFloat64), r.prob.to(torch::kFloat64)}, 1);
+    auto all = parallel->all_gather_rows(both, n);
+    r.pred = all.select(1, 0).to(torch::kInt64).contiguous();
+    r.prob = all.select(1, 1).to(torch::kFloat32).contiguous();
   }
   r.correct = r.pred.eq(split.y);
   if (was_training) model.train();
@@ -93,17 +104,9 @@ at::Generator shuffle_generator(int64_t seed, int64_t task, int64_t epoch) {
   return at::detail::createCPUGenerator(h);
 }
 
-// [T, C]: row t allows exactly task t's classes.
-torch::Tensor own_task_classes(const tasks::TaskStream& stream) {
-  auto mask = torch::zeros({stream.size(), stream.num_classes}, torch::kBool);
-  auto acc = mask.accessor<bool, 2>();
-  for (int64_t t = 0; t < stream.size(); ++t)
-    for (int64_t c : stream.tasks[t].classes) {
-      TORCH_CHECK(c >= 0 && c < stream.num_classes, "strata::continual::train_task(): task ", t, " has class ", c,
-                  " outside the head of ", stream.num_classes, " classes");
-      acc[t][c] = true;
-    }
-  return mask;
+void check_finite(double loss, int64_t task, int64_t epoch, int64_t step) {
+  TORCH_CHECK(std::isfinite(loss), "strata::continual::train_task(): non-finite loss (", loss, ") at task ", task,
+              " epoch ", epoch, " step ", step, "; lower the learning rate. Finished versions are untouched.");
 }
 
 }  // namespace
@@ -117,13 +120,14 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
   const int64_t n = data.size();
   TORCH_CHECK(n > 0, "strata::continual::train_task(): task ", ctx.task_index, " has no training examples");
   // Per-example logit masks by each example's own task (joint training mixes tasks).
-  const bool masked = stream.scenario != tasks::Scenario::kDomainIncremental;
-  const torch::Tensor mask_table = masked ? stream.logit_mask(ctx.task_index) : torch::Tensor();
-  // The loss's masks: by default the evaluation's; a method that masks seen classes in class-IL trains
-  // each example on its own task's classes only.
-  torch::Tensor loss_mask_table = mask_table;
-  if (masked && stream.scenario == tasks::Scenario::kClassIncremental && method.mask_seen_classes())
-    loss_mask_table = own_task_classes(stream);
+  const torch::Tensor mask_table = method.training_logit_mask(ctx);
+  const bool masked = mask_table.defined();
+  TORCH_CHECK(!masked || (mask_table.dim() == 2 && mask_table.size(0) == stream.size() &&
+                          mask_table.size(1) == stream.num_classes),
+              "strata::continual::train_task(): method '", method.name(), "' returned a training logit mask of shape ",
+              mask_table.sizes(), ", expected [", stream.size(), ", ", stream.num_classes, "]");
+  // Validation reports the scenario's accuracy whatever the method trains on.
+  const bool eval_masked = stream.scenario != tasks::Scenario::kDomainIncremental;
 
   auto params = method.parameters(ctx);
   TORCH_CHECK(!params.empty(), "strata::continual::train_task(): method '", method.name(), "' trains no parameters");
@@ -132,6 +136,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
   const bool own_optimizer = !optimizer;
   if (!optimizer) optimizer = make_optimizer(options, params);
 
+  DataParallel* parallel = is_parallel(ctx.parallel) ? ctx.parallel : nullptr;
   model.train();
   const int64_t bs = options.batch_size();
   const int64_t steps_per_epoch = (n + bs - 1) / bs;
@@ -144,25 +149,22 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
     const torch::Tensor perm = torch::randperm(n, gen, torch::TensorOptions().dtype(torch::kInt64));
     double loss_sum = 0;
     torch::Tensor correct_sum = torch::zeros({}, torch::kInt64);
+    double correct_global = 0;  // several workers: the all-reduced count
     for (int64_t s = 0, b = 0; s < n; s += bs, ++b) {
+      const int64_t e = std::min(n, s + bs);
       StepContext sc;
       sc.task = &ctx;
       sc.epoch = epoch;
       sc.step = step;
-      sc.batch_index = perm.slice(0, s, std::min(n, s + bs));
+      if (parallel) {
+        const auto [lo, hi] = shard_range(e - s, parallel->rank(), parallel->world_size());
+        sc.batch_index = perm.slice(0, s + lo, s + hi);
+      } else {
+        sc.batch_index = perm.slice(0, s, e);
+      }
       sc.x = data.gather(sc.batch_index);
       sc.y = data.y.index_select(0, sc.batch_index);
-      auto logits = model.forward(sc.x);
-      if (masked)
-        logits = mask_logits(logits, loss_mask_table.index_select(0, data.task.index_select(0, sc.batch_index)));
-      sc.logits = logits;
-      sc.loss = torch::nn::functional::cross_entropy(logits, sc.y);
-      torch::Tensor total = sc.loss;
-      if (auto extra = method.extra_loss(sc); extra.defined()) total = total + extra;
-      const double loss_value = total.item<double>();
-      TORCH_CHECK(std::isfinite(loss_value), "strata::continual::train_task(): non-finite loss (", loss_value,
-                  ") at task ", ctx.task_index, " epoch ", epoch, " step ", step,
-                  "; lower the learning rate. Finished versions are untouched.");
+      const int64_t local = sc.y.size(0);
       // Drop the gradients (PyTorch's zero_grad(set_to_none=True)) rather than zeroing them: one
       // kernel less per parameter and step, which matters at small batches; backward() writes
       // fresh gradients, and hooks check grad().defined() for parameters a step did not reach.
@@ -170,14 +172,39 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
         for (auto& p : group.params()) p.mutable_grad().reset();
       if (cosine)
         for (auto& group : optimizer->param_groups()) group.options().set_lr(scheduled_lr(options, step, total_steps));
-      total.backward();
+      double loss_value = 0;
+      torch::Tensor logits;
+      if (local > 0) {
+        logits = model.forward(sc.x);
+        sc.raw_logits = logits;
+        if (masked) logits = mask_logits(logits, mask_table.index_select(0, data.task.index_select(0, sc.batch_index)));
+        sc.logits = logits;
+        sc.loss = torch::nn::functional::cross_entropy(logits, sc.y);
+        torch::Tensor total = sc.loss;
+        if (auto extra = method.extra_loss(sc); extra.defined()) total = total + extra;
+        // This worker's share of the global batch's mean loss (the whole of it with one worker).
+        if (parallel) total = total * (static_cast<double>(local) / (e - s));
+        loss_value = total.item<double>();
+        if (!parallel) check_finite(loss_value, ctx.task_index, epoch, step);
+        total.backward();
+      }
+      if (parallel) {
+        // The loss and the correct count travel with the gradients; every worker then checks the
+        // same global loss, so all stop together on a non-finite one.
+        const double correct = local > 0 ? logits.detach().argmax(1).eq(sc.y).sum().item<double>() : 0.0;
+        auto stats = torch::tensor({loss_value, correct}, torch::kFloat64);
+        parallel->all_reduce_gradients(params, stats);
+        loss_value = stats[0].item<double>();
+        correct_global += stats[1].item<double>();
+        check_finite(loss_value, ctx.task_index, epoch, step);
+      }
       method.after_backward(sc);
       optimizer->step();
       method.after_step(sc);
-      loss_sum += loss_value * sc.y.size(0);
-      correct_sum += logits.detach().argmax(1).eq(sc.y).sum();
+      loss_sum += loss_value * (e - s);
+      if (!parallel) correct_sum += logits.detach().argmax(1).eq(sc.y).sum();
       ++step;
-      if (on_step) on_step(epoch, b + 1, steps_per_epoch, loss_sum / std::min(n, s + bs));
+      if (on_step) on_step(epoch, b + 1, steps_per_epoch, loss_sum / e);
     }
     EpochStats st;
     st.task = ctx.task_index;
@@ -185,12 +212,12 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
     st.steps = steps_per_epoch;
     st.examples = n;
     st.loss = loss_sum / n;
-    st.train_acc = correct_sum.item<double>() / n;
+    st.train_acc = (parallel ? correct_global : correct_sum.item<double>()) / n;
     st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const auto& val = ctx.task().val;
     if (val.size() > 0) {
-      torch::Tensor mask = masked ? mask_table[ctx.task_index] : torch::Tensor();
-      st.val_acc = evaluate(model, val, mask, options.eval_batch_size()).accuracy();
+      torch::Tensor mask = eval_masked ? stream.logit_mask(ctx.task_index)[ctx.task_index] : torch::Tensor();
+      st.val_acc = evaluate(model, val, mask, options.eval_batch_size(), ctx.parallel).accuracy();
     }
     if (on_epoch) on_epoch(st);
   }

@@ -47,9 +47,10 @@ struct EvalResult {
 };
 
 /// Evaluates without gradients, in eval mode, in batches. `mask`: [num_classes] bool of allowed
-/// logits (undefined = all).
+/// logits (undefined = all). With `parallel` (several workers), each worker evaluates its shard_range of
+/// the split and every worker gets the gathered result.
 EvalResult evaluate(models::ModelImpl& model, const tasks::Split& split, const torch::Tensor& mask,
-                    int64_t batch_size = 1000);
+                    int64_t batch_size = 1000, DataParallel* parallel = nullptr);
 
 /// Called after every epoch (progress display, metrics.csv).
 using EpochCallback = std::function<void(const EpochStats&)>;
@@ -58,6 +59,11 @@ using StepCallback = std::function<void(int64_t, int64_t, int64_t, double)>;
 
 /// Trains the model on ctx's task with the method's hooks. Throws on a non-finite loss
 /// (naming task, epoch and step) before any optimizer step applies it.
+///
+/// With ctx.parallel (several workers), worker r takes the rows shard_range(B, r, N) of every global
+/// batch of B rows (the same shuffle everywhere), weights its mean loss (task loss + extra_loss) by
+/// its share of the batch, and the gradients are summed over workers before after_backward: the
+/// update is the one-process update up to float round-off, whatever N. Epoch statistics are global.
 void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, const EpochCallback& on_epoch = {},
                 const StepCallback& on_step = {});
 

@@ -92,6 +92,27 @@ std::string ModelImpl::resolve_targets(const std::string& selection, TargetRole 
 
 void ModelImpl::set_recording(bool on) {
   for (auto& [name, layer] : linear_layers()) layer->set_recording(on);
+  recording_ = on;
+  conv_inputs_.clear();
+}
+
+std::vector<std::pair<std::string, torch::nn::Conv2d>> ModelImpl::conv_layers() {
+  std::vector<std::pair<std::string, torch::nn::Conv2d>> out;
+  for (const auto& item : named_modules(/*name_prefix=*/"", /*include_self=*/false))
+    if (auto conv = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(item.value()))
+      out.emplace_back(item.key(), torch::nn::Conv2d(conv));
+  return out;
+}
+
+const torch::Tensor& ModelImpl::conv_input(const std::string& path) const {
+  static const torch::Tensor none;
+  auto it = conv_inputs_.find(path);
+  return it == conv_inputs_.end() ? none : it->second;
+}
+
+torch::Tensor ModelImpl::conv_forward(torch::nn::Conv2d& conv, const std::string& path, const torch::Tensor& x) {
+  if (recording_) conv_inputs_[path] = x.detach();
+  return conv->forward(x);
 }
 
 namespace {
@@ -138,8 +159,8 @@ class CnnImpl : public ModelImpl {
     head_ = register_module("head", AdaptableLinear(128, o.num_classes(), o.bias()));
   }
   torch::Tensor forward(const torch::Tensor& x) override {
-    auto h = F::max_pool2d(torch::relu(conv1_->forward(x)), F::MaxPool2dFuncOptions(2));
-    h = F::max_pool2d(torch::relu(conv2_->forward(h)), F::MaxPool2dFuncOptions(2));
+    auto h = F::max_pool2d(torch::relu(conv_forward(conv1_, "conv1", x)), F::MaxPool2dFuncOptions(2));
+    h = F::max_pool2d(torch::relu(conv_forward(conv2_, "conv2", h)), F::MaxPool2dFuncOptions(2));
     return head_->forward(torch::relu(fc1_->forward(h.flatten(1))));
   }
 

@@ -8,6 +8,7 @@
 
 #include <torch/torch.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -74,11 +75,20 @@ class ModelImpl : public torch::nn::Module {
   /// A method's layer option: "auto" = default_targets(role), anything else is a layer glob. Throws
   /// naming `option` when the glob matches no Linear layer (a typo would otherwise train nothing).
   std::string resolve_targets(const std::string& selection, TargetRole role, const std::string& option);
-  /// Turn input recording on/off for every AdaptableLinear (GPM representation matrices).
+  /// Turn input recording on/off for every AdaptableLinear and Conv2d (GPM representation matrices).
   void set_recording(bool on);
+  /// Every torch::nn::Conv2d with its module path, in registration (forward) order.
+  std::vector<std::pair<std::string, torch::nn::Conv2d>> conv_layers();
+  /// The last input [B, C, H, W] of the Conv2d at `path` seen while recording; undefined otherwise.
+  const torch::Tensor& conv_input(const std::string& path) const;
 
  protected:
+  /// conv(x), recording x under `path` while recording is on (models call their convs through it).
+  torch::Tensor conv_forward(torch::nn::Conv2d& conv, const std::string& path, const torch::Tensor& x);
+
   ModelOptions options_;
+  bool recording_ = false;
+  std::map<std::string, torch::Tensor> conv_inputs_;
 };
 
 using Model = std::shared_ptr<ModelImpl>;

@@ -190,6 +190,32 @@ torch::Tensor extend_basis(const torch::Tensor& U_old, const torch::Tensor& V) {
   return out.contiguous();
 }
 
+namespace {
+
+// Leading singular triplets of A, enough of them to decide the energy rule: the exact method
+// returns the full spectrum; a truncated method (randomized, or what "auto" picks for the rank
+// asked) starts at `rank` or min(m, n)/8 and doubles until the captured energy reaches
+// `needed` (a fraction of ‖A‖_F² = `total`) before the last returned value, or the rank reaches
+// min(m, n) (then the exact SVD runs). `needed` > 1 can never be met: full spectrum.
+SvdResult energy_svd(const torch::Tensor& A, double total, double needed, const SvdOptions& o) {
+  const int64_t mn = std::min(A.size(0), A.size(1));
+  if (o.method() == "exact" || o.rank() >= mn) return svd(A, SvdOptions(o).method("exact").rank(-1));
+  int64_t r = o.rank() > 0 ? o.rank() : std::max<int64_t>(8, mn / 8);
+  for (;;) {
+    r = std::min(r, mn);
+    if (r >= mn) return svd(A, SvdOptions(o).method("exact").rank(-1));
+    SvdResult res = svd(A, SvdOptions(o).rank(r));
+    if (res.method == "exact") return svd(A, SvdOptions(o).method("exact").rank(-1));
+    auto e = res.S.to(torch::kFloat64).square();
+    // The rule is decided when the first r - 1 values already reach the needed energy.
+    const double head = r > 1 ? e.narrow(0, 0, r - 1).sum().item<double>() : 0.0;
+    if (!(total > 0) || head >= needed * total) return res;
+    r *= 2;
+  }
+}
+
+}  // namespace
+
 BasisUpdate gpm_update_basis(const torch::Tensor& U_old, const torch::Tensor& R, double threshold,
                              const SvdOptions& svd_options) {
   torch::NoGradGuard no_grad;
@@ -203,25 +229,41 @@ BasisUpdate gpm_update_basis(const torch::Tensor& U_old, const torch::Tensor& R,
   BasisUpdate out;
   out.total_energy = Rc.square().sum().item<double>();
   if (empty_basis(U_old)) {
-    auto s = svd(Rc, svd_options);
-    int64_t k = energy_rank(s.S, threshold);
+    auto s = energy_svd(Rc, out.total_energy, threshold, svd_options);
+    out.svd_method = s.method;
+    // With a truncated spectrum the ratios are taken against ‖R‖_F² (= the full spectrum's total).
+    auto e = s.S.to(torch::kFloat64).square();
+    const double total = s.S.size(0) < std::min(Rc.size(0), Rc.size(1)) ? out.total_energy : e.sum().item<double>();
+    int64_t k = total > 0 ? (e.cumsum(0) / total).lt(threshold).sum().item<int64_t>() : 0;
     out.spectrum = s.S;
     out.basis = s.U.narrow(1, 0, k).contiguous();
     out.added = k;
-    auto e = s.S.to(torch::kFloat64).square();
     out.captured_energy = out.total_energy > 0 ? e.narrow(0, 0, k).sum().item<double>() / out.total_energy : 0.0;
   } else {
     check_basis(U_old, n, "gpm_update_basis", "U_old");
     torch::Tensor Uo = U_old.to(Rc.dtype());
     torch::Tensor Rhat = Rc - Uo.mm(Uo.t().mm(Rc));
-    auto s = svd(Rhat, svd_options);
-    int64_t k = energy_rank_incremental(s.S, out.total_energy, threshold);
+    // Residual energy from ‖R̂‖_F², not from the (possibly truncated) spectrum.
+    const double residual = Rhat.square().sum().item<double>();
+    const double kept = out.total_energy > 0 ? (out.total_energy - residual) / out.total_energy : 1.0;
+    const double needed = residual > 0 ? (threshold - kept) * out.total_energy / residual : 0.0;
+    auto s = energy_svd(Rhat, residual, std::max(needed, 0.0), svd_options);
+    out.svd_method = s.method;
+    auto e = s.S.to(torch::kFloat64).square().contiguous();
+    int64_t k = 0;
+    if (s.S.size(0) == std::min(Rhat.size(0), Rhat.size(1))) {  // full spectrum: the rule as stated
+      k = energy_rank_incremental(s.S, out.total_energy, threshold);
+      const double full = e.sum().item<double>();
+      out.captured_energy = out.total_energy > 0
+                                ? (out.total_energy - full + e.narrow(0, 0, k).sum().item<double>()) / out.total_energy
+                                : 0.0;
+    } else {
+      double acc = kept;
+      const double* p = e.data_ptr<double>();
+      while (k < e.numel() && acc < threshold) acc += p[k++] / out.total_energy;
+      out.captured_energy = kept + e.narrow(0, 0, k).sum().item<double>() / out.total_energy;
+    }
     out.spectrum = s.S;
-    auto e = s.S.to(torch::kFloat64).square();
-    double residual = e.sum().item<double>();
-    out.captured_energy = out.total_energy > 0
-                              ? (out.total_energy - residual + e.narrow(0, 0, k).sum().item<double>()) / out.total_energy
-                              : 0.0;
     out.basis = k > 0 ? extend_basis(Uo, s.U.narrow(1, 0, k)) : Uo.contiguous();
     out.added = out.basis.size(1) - Uo.size(1);
   }
@@ -254,6 +296,24 @@ double projector_distance(const torch::Tensor& A, const torch::Tensor& B) {
   auto a = A.to(torch::kFloat64), b = B.to(torch::kFloat64);
   double d2 = (b - a.mm(a.t().mm(b))).square().sum().item<double>() + (a - b.mm(b.t().mm(a))).square().sum().item<double>();
   return std::sqrt(std::max(d2, 0.0));
+}
+
+torch::Tensor added_directions(const torch::Tensor& previous, const torch::Tensor& current, double tol) {
+  torch::NoGradGuard no_grad;
+  TORCH_CHECK(current.dim() == 2, "strata::subspaces::added_directions(): expected current [n, q], got ",
+              current.sizes());
+  const int64_t n = current.size(0);
+  if (current.size(1) == 0) return torch::empty({n, 0}, torch::kFloat64);
+  torch::Tensor C = std::get<0>(torch::linalg_qr(current.to(torch::kFloat64), "reduced"));
+  if (previous.defined() && previous.numel() > 0) {
+    TORCH_CHECK(previous.dim() == 2 && previous.size(0) == n, "strata::subspaces::added_directions(): expected previous [",
+                n, ", p], got ", previous.sizes());
+    torch::Tensor P = std::get<0>(torch::linalg_qr(previous.to(torch::kFloat64), "reduced"));
+    C = C - P.mm(P.t().mm(C));
+  }
+  auto [U, S, Vh] = torch::linalg_svd(C, /*full_matrices=*/false);
+  const int64_t a = (S > tol).sum().item<int64_t>();
+  return U.slice(1, 0, a).contiguous();
 }
 
 }  // namespace strata::subspaces

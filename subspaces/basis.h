@@ -85,6 +85,7 @@ struct BasisUpdate {
   int64_t rank;            // k_total = basis.size(1)
   int64_t added;           // new columns this update
   double total_energy;     // τ = ‖R‖_F²
+  std::string svd_method;  // the SVD method that ran ("auto" resolved)
 };
 
 // GPM memory update for one layer:
@@ -92,6 +93,12 @@ struct BasisUpdate {
 //   otherwise: residual R̂ = R - U_old U_oldᵀ R, its SVD (σ̂, Û), k by energy_rank_incremental,
 //              basis = extend_basis(U_old, Û[:, :k]) (unchanged if k = 0), capped at n columns.
 // R is the representation matrix [n, S] (one column per sample). Computed in float32 or wider.
+// SVD: "exact" takes the full thin SVD. A truncated method ("randomized", or "auto" where it picks
+// randomized for the rank asked; svd_options.rank() <= 0 = start at min(n, S)/8) computes only
+// the leading triplets, doubling the rank until they decide the energy rule (their energy reaches
+// the threshold before the last one), and falls back to the exact SVD at rank min(n, S); the
+// rule's ratios use ‖R‖_F² and ‖R̂‖_F², so the truncated spectrum gives the exact rule's k (up to
+// the approximation of the leading singular values). `spectrum` is then the truncated one.
 BasisUpdate gpm_update_basis(const torch::Tensor& U_old, const torch::Tensor& R, double threshold,
                              const SvdOptions& svd_options = SvdOptions().method("exact"));
 
@@ -105,5 +112,14 @@ torch::Tensor principal_angles(const torch::Tensor& A, const torch::Tensor& B);
 // ‖P_A - P_B‖_F for orthonormal A [n, p], B [n, q], in factored form:
 // sqrt(p + q - 2‖AᵀB‖_F²) = sqrt(‖B - A AᵀB‖_F² + ‖A - B BᵀA‖_F²) (the latter is evaluated).
 double projector_distance(const torch::Tensor& A, const torch::Tensor& B);
+
+// What span(current) adds to span(previous): an orthonormal basis [n, a] (float64) of the part of
+// span(current) orthogonal to span(previous), i.e. the left singular vectors of (I - P Pᵀ) C with
+// singular value > tol (P, C orthonormalised first). When GPM-style memories grow by appending
+// (span(previous) ⊂ span(current)) the singular values are 0 or 1 and this is exactly the new
+// columns; principal angles between cumulative memories are then 0 by construction, between
+// additions they say whether two tasks used related directions. previous may be undefined or
+// empty (everything in current is new).
+torch::Tensor added_directions(const torch::Tensor& previous, const torch::Tensor& current, double tol = 1e-3);
 
 }  // namespace strata::subspaces

@@ -21,7 +21,7 @@ namespace {
 strata::models::ModelOptions small_mlp() { return strata::models::ModelOptions().input_shape({1, 8, 8}).hidden({24, 16}).num_classes(4).bias(true); }
 
 CoSOOptions small_options() {
-  return CoSOOptions().r1(4).r2(6).gap(2).threshold(0.9).lr(1e-2).temperature(1.0);
+  return CoSOOptions().r1(4).r2(6).gap(2).threshold(0.9).lr(1e-2).temperature(1.0).others("all");
 }
 
 struct Harness {
@@ -85,8 +85,19 @@ TEST(CoSO, DefaultTargetsAndOptions) {
   ASSERT_EQ(h.method.layers().size(), 2u);
   EXPECT_EQ(h.method.layers()[0].name, "fc1");
   EXPECT_EQ(h.method.layers()[1].name, "fc2");
-  // head weight + bias, fc1/fc2 biases: plain Adam.
+  // others = all: head weight + bias, fc1/fc2 biases: plain Adam.
   EXPECT_EQ(h.method.others().size(), 4u);
+  {  // The default (the CoSO code's): the projected weights and the head only.
+    Harness d(small_mlp(), small_options().others(CoSOOptions().others()));
+    EXPECT_EQ(CoSOOptions().others(), "head");
+    EXPECT_EQ(CoSOOptions().cil_loss(), "task");
+    ASSERT_EQ(d.method.others().size(), 2u);
+    EXPECT_EQ(d.method.others()[0].name, "head.weight");
+    EXPECT_EQ(d.method.others()[1].name, "head.bias");
+    for (auto& p : d.model->named_parameters())
+      EXPECT_EQ(p.value().requires_grad(), p.key() == "fc1.weight" || p.key() == "fc2.weight" || p.key().rfind("head.", 0) == 0)
+          << p.key();
+  }
   torch::manual_seed(0);
   auto vit = strata::models::make_model(strata::models::ModelOptions().arch("vit").depth(2));
   CoSO v{CoSOOptions()};
@@ -94,6 +105,11 @@ TEST(CoSO, DefaultTargetsAndOptions) {
   ASSERT_EQ(v.layers().size(), 2u);
   EXPECT_EQ(v.layers()[1].name, "blocks.1.attn.o");
   EXPECT_THROW(CoSO(MethodConfig("coso", {{"others", "some"}})), c10::Error);
+  EXPECT_THROW(CoSO(MethodConfig("coso", {{"cil_loss", "all"}})), c10::Error);
+  // The registry's defaults are the struct's (one table).
+  for (const auto& o : builtin_methods().get("coso").options) {
+    if (o.key == "others") EXPECT_EQ(o.default_value, "head");
+  }
   EXPECT_THROW(CoSO(MethodConfig("coso", {{"gap", "0"}})), c10::Error);
   EXPECT_TRUE(builtin_methods().has("coso"));
 }
@@ -244,6 +260,163 @@ TEST(CoSO, SaveLoadMidTaskReproducesTheNextStep) {
   a.end_task();
   b.end_task();
   EXPECT_TRUE(torch::equal(a.method.layers()[0].M, b.method.layers()[0].M));
+}
+
+// One step as the Trainer takes it: CE(z, y) + extra_loss (the temperature), epoch for the schedule.
+void trainer_step(Harness& h, const torch::Tensor& x, const torch::Tensor& y, int64_t epoch) {
+  h.opt->zero_grad();
+  StepContext sc;
+  sc.task = &h.ctx;
+  sc.epoch = epoch;
+  sc.x = x;
+  sc.y = y;
+  sc.logits = h.model->forward(x);
+  sc.loss = torch::nn::functional::cross_entropy(sc.logits, y);
+  torch::Tensor total = sc.loss;
+  if (auto extra = h.method.extra_loss(sc); extra.defined()) total = total + extra;
+  total.backward();
+  h.method.after_backward(sc);
+  h.opt->step();
+}
+
+TEST(CoSO, StepsMatchAHandComputedProjectedAdam) {
+  // MLP 64-12-4 without bias; fc1 [12, 64] is projected, nothing else trains. A historical basis
+  // M [12, 3] is installed; 3 steps, gap 2 (refresh at steps 0 and 2: the moments must survive
+  // the refresh), epochs 0, 1, 2 of E = 3 (cosine factors 1, cos(99π/400), cos(99π/200)), T = 2.
+  const double T = 2.0, lr = 0.02, b1 = 0.9, b2 = 0.999, eps = 1e-6;
+  const int64_t r1 = 3, E = 3;
+  auto mo = strata::models::ModelOptions().input_shape({1, 8, 8}).hidden({12}).num_classes(4).bias(false);
+  Harness h(mo, CoSOOptions().target("fc1").others("none").r1(r1).r2(5).gap(2).refresh("exact").temperature(T).lr(lr));
+  auto gen = torch::make_generator<at::CPUGeneratorImpl>(77);
+  const torch::Tensor M = std::get<0>(torch::linalg_qr(torch::randn({12, 3}, gen)));
+  auto st = h.method.save();
+  st.tensors["layer/fc1/M"] = M;
+  h.method.load(st, h.model);
+  TrainOptions train;
+  train.epochs(E);
+  h.ctx.train = &train;
+  h.start_task(1);
+  ASSERT_EQ(h.opt->param_groups()[0].params().size(), 1u);
+
+  const torch::Tensor W = weight_of(h.model, "fc1");
+  const torch::Tensor H = weight_of(h.model, "head").detach().clone();
+  const torch::Tensor W0 = W.detach().clone();
+  torch::Tensor Wref = W.detach().clone(), P, m = torch::zeros({r1, 64}), v = torch::zeros({r1, 64});
+  for (int64_t i = 0; i < 3; ++i) {
+    auto [x, y] = batch(1, i);
+    // The reference gradient of CE(z / T, y) at Wref, from the model's formula.
+    auto Wleaf = Wref.clone().requires_grad_(true);
+    auto z = torch::relu(x.view({32, 64}).mm(Wleaf.t())).mm(H.t());
+    auto G = torch::autograd::grad({torch::nn::functional::cross_entropy(z / T, y)}, {Wleaf})[0];
+    auto Gp = G - M.mm(M.t().mm(G));
+    if (i % 2 == 0) {
+      auto U = std::get<0>(torch::linalg_svd(Gp, /*full_matrices=*/false));
+      P = U.narrow(1, 0, r1);
+    }
+    auto R = P.t().mm(Gp);
+    m = b1 * m + (1 - b1) * R;
+    v = b2 * v + (1 - b2) * R * R;
+    const double t = i + 1;
+    const double factor = std::cos(99.0 * M_PI * i / (200.0 * (E - 1)));
+    const double step = lr * factor * std::sqrt(1 - std::pow(b2, t)) / (1 - std::pow(b1, t));
+    Wref = Wref - step * P.mm(m / (v.sqrt() + eps));
+
+    trainer_step(h, x, y, i);
+    EXPECT_NEAR(h.method.lr_factor(), factor, 1e-12) << "step " << i;
+    const double change = (Wref - W.detach()).abs().max().item<double>();
+    EXPECT_LT(change, 1e-6) << "step " << i;
+    EXPECT_TRUE(torch::equal(weight_of(h.model, "head"), H));  // others = none
+  }
+  // The steps were not tiny: the 1e-6 comparison above tells a wrong factor apart.
+  EXPECT_GT((W.detach() - W0).abs().max().item<double>(), 1e-2);
+}
+
+TEST(CoSO, ProjectorSpansTheTopLeftSubspaceOfTheProjectedGradient) {
+  // An arbitrary P orthogonal to M would keep Mᵀ ΔW = 0; the method's P must be the top-r1 left
+  // singular subspace of (I − M Mᵀ) G (exact refresh; the power refresh converges to it).
+  for (const std::string refresh : {"exact", "power"}) {
+    auto co = small_options().gap(1).refresh(refresh).power_iters(refresh == "power" ? 60 : 1);
+    Harness h(small_mlp(), co);
+    train_task(h, 0, 4);
+    h.start_task(1);
+    int64_t checked = 0;
+    for (int64_t i = 0; i < 3; ++i) {
+      auto [x, y] = batch(1, i);
+      std::vector<torch::Tensor> top;
+      std::vector<bool> gap;  // the power iteration converges only where σ_r1 > σ_r1+1
+      h.step(x, y, [&] {
+        for (const auto& l : h.method.layers()) {
+          auto G = l.weight.grad().clone();
+          auto Gp = G - l.M.mm(l.M.t().mm(G));
+          auto [U, S, Vh] = torch::linalg_svd(Gp.to(torch::kFloat64), false);
+          gap.push_back(S[co.r1() - 1].item<double>() > 1.2 * S[co.r1()].item<double>());
+          top.push_back(U.narrow(1, 0, co.r1()));
+        }
+      });
+      for (size_t j = 0; j < top.size(); ++j) {
+        const auto& l = h.method.layers()[j];
+        if (refresh == "power" && !gap[j]) continue;
+        ++checked;
+        EXPECT_LT(ss::projector_distance(l.P.to(torch::kFloat64), top[j]), refresh == "exact" ? 1e-4 : 1e-2)
+            << refresh << " " << l.name << " step " << i;
+      }
+    }
+    EXPECT_GE(checked, refresh == "exact" ? 6 : 2) << refresh;
+  }
+}
+
+TEST(CoSO, HeadRowsOfOtherTasksAndClassILLossFollowTheCode) {
+  // Class-IL synthetic stream (task t owns classes 2t, 2t+1): with the defaults only the current
+  // task's logits enter the loss and only its head rows move; cil_loss = seen trains over every
+  // class seen so far.
+  auto stream = strata::tasks::make_stream(
+      strata::tasks::StreamOptions().name("synthetic").num_tasks(3).seed(3).scenario("class"));
+  for (const std::string cil : {"task", "seen"}) {
+    auto mo = strata::models::ModelOptions().input_shape(stream.input_shape).num_classes(stream.num_classes).hidden({16}).bias(true);
+    Harness h(mo, CoSOOptions().r1(2).r2(4).cil_loss(cil));
+    h.ctx.stream = &stream;
+    TrainOptions train;
+    train.epochs(1).batch_size(32);
+    h.ctx.train = &train;
+    h.ctx.task_index = 1;
+    auto mask = h.method.training_logit_mask(h.ctx);
+    ASSERT_EQ(mask.sizes(), (std::vector<int64_t>{3, 6}));
+    EXPECT_EQ(mask[1][0].item<bool>(), cil == "seen");  // class 0 belongs to task 0
+    EXPECT_TRUE(mask[1][2].item<bool>() && mask[1][3].item<bool>());
+    EXPECT_FALSE(mask[1][4].item<bool>());
+    const auto head_before = weight_of(h.model, "head").detach().clone();
+    const auto fc1_before = weight_of(h.model, "fc1").detach().clone();
+    h.method.on_task_start(h.ctx);
+    strata::continual::train_task(h.ctx, h.method, train);
+    const auto dH = (weight_of(h.model, "head").detach() - head_before).abs().sum(1);
+    for (int64_t c = 0; c < 6; ++c)
+      EXPECT_EQ(dH[c].item<double>() > 0, c == 2 || c == 3) << cil << " class " << c;
+    EXPECT_FALSE(torch::equal(weight_of(h.model, "fc1"), fc1_before));
+  }
+}
+
+TEST(CoSO, RunnerKeepsLearningNewTasks) {
+  // Task-IL synthetic stream (2 classes per task, chance 0.5), every trained weight projected by
+  // CoSO (others = none): a method that stopped learning after task 0 (a zero update, a
+  // projector inside span(M), a saturated basis) stays at chance on tasks 1 and 2.
+  auto root = fs::temp_directory_path() / ("strata_test_coso_learns_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  RunConfig c;
+  c.out = root.string();
+  c.name = "coso";
+  c.quiet = true;
+  c.stream.name("synthetic").num_tasks(3).seed(11).scenario("task");
+  c.model.hidden({64});
+  c.train.batch_size(16).epochs(2).seed(11);
+  c.method = MethodConfig("coso", {{"lr", "1e-2"}, {"target", "fc1|head"}, {"others", "none"}, {"temperature", "1"},
+                                   {"schedule", "constant"}, {"threshold", "0.9"}});
+  Runner r(c);
+  r.run();
+  const auto& R = r.accuracy_matrix();
+  std::cerr << "coso task-IL R=\n" << R << "\n";
+  for (int64_t t = 0; t < 3; ++t) EXPECT_GT(R[t][t].item<double>(), 0.8) << "task " << t;
+  EXPECT_GT(R[2][0].item<double>(), 0.7);  // and task 0 is kept
+  fs::remove_all(root);
 }
 
 TEST(CoSO, RunnerSyntheticLearnsAndForgetsLessThanNaive) {

@@ -109,3 +109,163 @@ TEST(Gpm, SaveLoadRoundTrip) {
   state.tensors["basis/fc1"] = torch::zeros({3, 2});
   EXPECT_THROW(other.load(state, f.model), c10::Error);
 }
+
+namespace {
+
+// A model on the fixture's synthetic stream: MLP with biases, or the CNN (channels 4, 8).
+strata::models::Model model_for(const Fixture& f, const std::string& arch) {
+  torch::manual_seed(3);
+  auto o = strata::models::ModelOptions().arch(arch).input_shape(f.stream.input_shape).num_classes(f.stream.num_classes);
+  if (arch == "cnn") o.channels({4, 8});
+  else o.hidden({16}).bias(true);
+  return strata::models::make_model(o);
+}
+
+// The rows of a weight ([out, in] or a conv's [out, C·kh·kw]) as a matrix.
+torch::Tensor flat(const torch::Tensor& w) { return w.detach().reshape({w.size(0), -1}).clone(); }
+
+}  // namespace
+
+TEST(Gpm, FreezesOneDimensionalParametersFromTheSecondTask) {
+  for (bool freeze : {true, false}) {
+    Fixture f;
+    f.model = model_for(f, "mlp");
+    Gpm gpm(GpmOptions().thresholds({0.8}).samples(100).freeze_1d(freeze));
+    gpm.attach(f.model);
+    auto c0 = f.ctx(0);
+    train_task(c0, gpm, f.train);
+    gpm.on_task_end(c0);
+    std::map<std::string, torch::Tensor> before;
+    for (auto& p : f.model->named_parameters()) before[p.key()] = p.value().detach().clone();
+    auto c1 = f.ctx(1);
+    train_task(c1, gpm, f.train);
+    for (auto& p : f.model->named_parameters()) {
+      if (p.value().dim() != 1) continue;
+      EXPECT_EQ(torch::equal(p.value(), before[p.key()]), freeze) << p.key() << " freeze_1d " << freeze;
+    }
+    EXPECT_EQ(gpm.frozen().size(), freeze ? 2u : 0u);  // fc1.bias, head.bias
+  }
+}
+
+TEST(Gpm, ConvolutionsKeepTheirOutputsOnOldPatches) {
+  // CNN: conv1 [4, 1, 3, 3] (patch space 9), conv2 [8, 4, 3, 3] (36). After task 0 the conv
+  // bases span the unfolded task-0 patches; training task 1 (SGD, then Adam with weight decay)
+  // must leave W M unchanged (the responses to the protected patches), while W still moves.
+  // Without the conv projection the same check fails, so it can tell.
+  for (const std::string optimizer : {"sgd", "adam", "off"}) {
+    Fixture f;
+    f.model = model_for(f, "cnn");
+    Gpm gpm(GpmOptions().thresholds({0.9}).samples(100).conv_samples(20).conv(optimizer != "off"));
+    gpm.attach(f.model);
+    auto c0 = f.ctx(0);
+    train_task(c0, gpm, f.train);
+    gpm.on_task_end(c0);
+    if (optimizer == "off") {
+      EXPECT_FALSE(gpm.basis("conv1").defined());
+      continue;
+    }
+    const auto& M1 = gpm.basis("conv1");
+    const auto& M2 = gpm.basis("conv2");
+    ASSERT_TRUE(M1.defined() && M2.defined());
+    EXPECT_EQ(M1.size(0), 9);
+    EXPECT_EQ(M2.size(0), 36);
+    EXPECT_GT(M2.size(1), 0);
+    EXPECT_LT(M2.size(1), 36);
+    // The basis captures the task-0 patches: their energy outside span(M) is small.
+    auto train = f.model->named_parameters();
+    std::map<std::string, torch::Tensor> before;
+    for (auto& p : train) before[p.key()] = flat(p.value());
+    auto opts = f.train;
+    opts.optimizer(optimizer).lr(optimizer == "adam" ? 0.01 : 0.05).weight_decay(optimizer == "adam" ? 0.1 : 0.0);
+    auto c1 = f.ctx(1);
+    c1.train = &opts;  // what the Runner passes: the options the task trains with
+    train_task(c1, gpm, opts);
+    for (const std::string name : {"conv1", "conv2", "fc1", "head"}) {
+      const auto& M = gpm.basis(name);
+      ASSERT_TRUE(M.defined()) << name;
+      auto W = flat(train[name + ".weight"]), W0 = before[name + ".weight"];
+      if (M.size(1) < M.size(0)) {
+        EXPECT_GT((W - W0).abs().max().item<double>(), 1e-4) << optimizer << " " << name;
+      }
+      EXPECT_LT((W - W0).mm(M).abs().max().item<double>(), 1e-5) << optimizer << " " << name;
+    }
+  }
+  {  // Control: the same training with the conv projection off moves W M.
+    Fixture f;
+    f.model = model_for(f, "cnn");
+    Gpm with(GpmOptions().thresholds({0.9}).samples(100).conv_samples(20));
+    with.attach(f.model);
+    auto c0 = f.ctx(0);
+    train_task(c0, with, f.train);
+    with.on_task_end(c0);
+    const auto M2 = with.basis("conv2").clone();
+    auto w = flat(f.model->named_parameters()["conv2.weight"]);
+    Gpm off(GpmOptions().thresholds({0.9}).samples(100).conv(false));
+    off.attach(f.model);
+    auto c1 = f.ctx(1);
+    train_task(c1, off, f.train);
+    auto dw = flat(f.model->named_parameters()["conv2.weight"]) - w;
+    EXPECT_GT(dw.mm(M2).abs().max().item<double>(), 1e-3);
+  }
+}
+
+TEST(Gpm, AdamUpdatesAreReprojectedOnTheMlp) {
+  // Adam's per-coordinate scaling of a projected gradient leaves span(M)^⊥; the re-projection
+  // after the step keeps ΔW M = 0 on every Linear layer (the in-backward projection alone does not).
+  Fixture f;
+  Gpm gpm(GpmOptions().thresholds({0.8}).samples(100));
+  gpm.attach(f.model);
+  auto c0 = f.ctx(0);
+  train_task(c0, gpm, f.train);
+  gpm.on_task_end(c0);
+  std::map<std::string, torch::Tensor> before;
+  for (auto& [name, layer] : f.model->linear_layers()) before[name] = flat(layer->weight);
+  auto opts = f.train;
+  opts.optimizer("adamw").lr(0.01).weight_decay(0.05);
+  auto c1 = f.ctx(1);
+  c1.train = &opts;
+  train_task(c1, gpm, opts);
+  for (auto& [name, layer] : f.model->linear_layers()) {
+    auto dW = flat(layer->weight) - before[name];
+    EXPECT_GT(dW.abs().max().item<double>(), 1e-4) << name;
+    EXPECT_LT(dW.mm(gpm.basis(name)).abs().max().item<double>(), 1e-5) << name;
+  }
+}
+
+TEST(Gpm, RandomizedAndAutoSvdRunEndToEnd) {
+  auto dir = fs::temp_directory_path() / ("strata_gpm_svd_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  auto run = [&](const std::string& svd) {
+    RunConfig c;
+    c.out = dir.string();
+    c.name = svd;
+    c.quiet = true;
+    c.stream.name("synthetic").num_tasks(2).seed(5);
+    c.model.hidden({32});
+    c.train.lr(0.05).batch_size(16).epochs(1).seed(1);
+    c.method = MethodConfig("gpm", {{"thresholds", "0.9"}, {"svd", svd}});
+    auto r = std::make_unique<Runner>(c);
+    r->run();
+    return r;
+  };
+  auto exact = run("exact"), randomized = run("randomized");
+  auto& ge = dynamic_cast<Gpm&>(exact->method());
+  auto& gr = dynamic_cast<Gpm&>(randomized->method());
+  const auto rep = gr.report()["ranks_per_task"];
+  ASSERT_EQ(rep.size(), 2u);
+  // Each layer reports the method that ran: randomized, or exact where the energy rule needed
+  // (nearly) the whole spectrum (the 64-dimensional synthetic inputs are nearly isotropic).
+  for (const auto& task : rep)
+    for (auto it = task.begin(); it != task.end(); ++it)
+      EXPECT_TRUE(it.value()["svd"] == "randomized" || it.value()["svd"] == "exact") << it.key();
+  for (const std::string name : {"fc1", "head"}) {
+    const auto& A = ge.basis(name);
+    const auto& B = gr.basis(name);
+    EXPECT_LE(std::abs(A.size(1) - B.size(1)), 1) << name;
+    // The randomized basis spans (nearly) the exact one's leading directions.
+    const int64_t k = std::min(A.size(1), B.size(1));
+    auto angles = strata::subspaces::principal_angles(A.narrow(1, 0, std::max<int64_t>(1, k / 2)), B);
+    EXPECT_LT(angles.max().item<double>(), 0.05) << name;
+  }
+  fs::remove_all(dir);
+}

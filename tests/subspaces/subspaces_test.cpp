@@ -346,3 +346,32 @@ TEST(Svd, SubspaceIterationTracksTheTopSubspace) {
   EXPECT_GT(ss::projector_distance(Q, top(A)), 1.0);
   EXPECT_THROW(ss::subspace_iteration(A, m + 1), c10::Error);
 }
+
+TEST(Basis, GpmUpdateWithATruncatedSvdGivesTheExactRule) {
+  // R [400, 600]: a decaying rank-40 part plus noise, so the rule stops well inside the spectrum.
+  // Randomized (no rank given) and auto (which now picks randomized on the CPU for this shape)
+  // must reach the exact SVD's k and basis; the incremental rule too.
+  auto R = low_rank_plus_noise(400, 600, 40, 1e-3, 21);
+  auto exact = ss::gpm_update_basis(torch::Tensor(), R, 0.95);
+  EXPECT_EQ(exact.svd_method, "exact");
+  ASSERT_GT(exact.rank, 3);
+  for (const std::string method : {"randomized", "auto"}) {
+    auto up = ss::gpm_update_basis(torch::Tensor(), R, 0.95, ss::SvdOptions().method(method));
+    EXPECT_EQ(up.svd_method, "randomized") << method;
+    EXPECT_LT(up.spectrum.size(0), 400) << method;  // truncated
+    EXPECT_EQ(up.rank, exact.rank) << method;
+    EXPECT_NEAR(up.captured_energy, exact.captured_energy, 1e-6) << method;
+    EXPECT_LT(ss::projector_distance(up.basis, exact.basis), 1e-4) << method;
+    // Incremental: new data = the old directions plus 5 new strong ones.
+    auto R2 = torch::cat({R.narrow(1, 0, 100), low_rank_plus_noise(400, 200, 5, 1e-3, 77)}, 1);
+    auto e2 = ss::gpm_update_basis(exact.basis, R2, 0.97);
+    auto u2 = ss::gpm_update_basis(up.basis, R2, 0.97, ss::SvdOptions().method(method));
+    ASSERT_GT(e2.added, 0);
+    EXPECT_EQ(u2.added, e2.added) << method;
+    EXPECT_LT(ss::projector_distance(u2.basis, e2.basis), 1e-3) << method;
+  }
+  // Where the rule needs the whole spectrum the truncated methods fall back to the exact SVD.
+  auto full = ss::gpm_update_basis(torch::Tensor(), R, 1.0, ss::SvdOptions().method("randomized"));
+  EXPECT_EQ(full.svd_method, "exact");
+  EXPECT_EQ(full.rank, ss::gpm_update_basis(torch::Tensor(), R, 1.0).rank);
+}
