@@ -57,6 +57,8 @@ class CompatMethod : public Method {
   CompatMethod(std::unique_ptr<Method> inner, CompatTrainingOptions options);
 
   std::string name() const override { return inner_->name(); }
+  std::optional<OptimizerRecipe> recipe() const override { return inner_->recipe(); }
+  bool mask_seen_classes() const override { return inner_->mask_seen_classes(); }
   void attach(models::Model& model) override { inner_->attach(model); }
   void on_task_start(TaskContext& ctx) override;
   std::vector<torch::Tensor> parameters(TaskContext& ctx) override { return inner_->parameters(ctx); }

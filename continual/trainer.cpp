@@ -132,6 +132,8 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
   auto params = method.parameters(ctx);
   TORCH_CHECK(!params.empty(), "strata::continual::train_task(): method '", method.name(), "' trains no parameters");
   auto optimizer = method.make_optimizer(ctx, params);
+  // A method-owned optimizer (CoSO) runs its own schedule; the trainer schedules only its own.
+  const bool own_optimizer = !optimizer;
   if (!optimizer) optimizer = make_optimizer(options, params);
 
   DataParallel* parallel = is_parallel(ctx.parallel) ? ctx.parallel : nullptr;
@@ -139,7 +141,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
   const int64_t bs = options.batch_size();
   const int64_t steps_per_epoch = (n + bs - 1) / bs;
   const int64_t total_steps = steps_per_epoch * options.epochs();
-  const bool cosine = options.schedule() == "cosine";
+  const bool cosine = own_optimizer && options.schedule() == "cosine";
   int64_t step = 0;
   for (int64_t epoch = 0; epoch < options.epochs(); ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();

@@ -18,6 +18,7 @@ struct TrainOptions {
   TORCH_ARG(double, beta2) = 0.999;
   /// Learning-rate schedule within each task: "constant" | "cosine" (lr·½(1 + cos(π s / N)) at step
   /// s of the task's N steps, no warm-up: each task starts again from lr, like the fresh optimizer).
+  /// Applies to the optimizer the trainer builds; a method's own (Method::make_optimizer) keeps its own.
   TORCH_ARG(std::string, schedule) = "constant";
   TORCH_ARG(int64_t, batch_size) = 10;
   TORCH_ARG(int64_t, epochs) = 1;
