@@ -28,3 +28,19 @@ function(strata_add_executable name)
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} ${TORCH_LIBRARIES})
   target_precompile_headers(${name} REUSE_FROM strata_pch)
 endfunction()
+
+# STRATA_SANITIZE / STRATA_FUZZ: global compile and link options for every target of this build.
+# LibTorch, HDF5 and OpenBLAS are not instrumented; scripts/sanitizers/ holds the run-time options.
+macro(strata_sanitizer_flags)
+  if(STRATA_FUZZ)
+    if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+      message(FATAL_ERROR "STRATA_FUZZ=ON needs clang (libFuzzer): configure with -DCMAKE_CXX_COMPILER=clang++")
+    endif()
+    # fuzzer-no-link: coverage instrumentation everywhere; only the fuzz targets link libFuzzer's main.
+    add_compile_options(-fsanitize=address,undefined,fuzzer-no-link -fno-omit-frame-pointer -g)
+    add_link_options(-fsanitize=address,undefined)
+  elseif(STRATA_SANITIZE)
+    add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer -g1)
+    add_link_options(-fsanitize=address,undefined)
+  endif()
+endmacro()

@@ -1,27 +1,17 @@
 #include "compat/report.h"
 
 #include "compat/stats.h"
+#include "core/h5.h"
+#include "core/svg.h"
 
 #include <algorithm>
 #include <cmath>
 #include <ctime>
-#include <fstream>
 #include <iomanip>
 #include <sstream>
 
 namespace strata::compat {
 namespace {
-
-std::ofstream open_out(const std::string& path, const char* func) {
-  std::ofstream f(path, std::ios::out | std::ios::trunc);
-  TORCH_CHECK(f.good(), "strata::compat::", func, "(): cannot open '", path, "' for writing");
-  return f;
-}
-
-void close_out(std::ofstream& f, const std::string& path, const char* func) {
-  f.close();
-  TORCH_CHECK(!f.fail(), "strata::compat::", func, "(): writing '", path, "' failed");
-}
 
 std::string utc_now() {
   const std::time_t t = std::time(nullptr);
@@ -30,37 +20,6 @@ std::string utc_now() {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
-}
-
-std::string xml_escape(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    switch (c) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      default: o += c;
-    }
-  }
-  return o;
-}
-
-std::string fmt(double v, int prec) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(prec) << v;
-  return s.str();
-}
-
-// White (0) to dark red (vmax) colour ramp.
-std::string heat_colour(double v, double vmax) {
-  const double t = vmax > 0 ? std::clamp(v / vmax, 0.0, 1.0) : 0.0;
-  const int r = static_cast<int>(std::lround(255 - t * (255 - 165)));
-  const int g = static_cast<int>(std::lround(255 - t * 255));
-  const int b = static_cast<int>(std::lround(255 - t * 255));
-  std::ostringstream s;
-  s << "rgb(" << r << "," << g << "," << b << ")";
-  return s.str();
 }
 
 }  // namespace
@@ -93,9 +52,7 @@ nlohmann::json make_report_json(const FlipReport& report, const ReportHeader& he
 }
 
 void write_json(const std::string& path, const nlohmann::json& doc) {
-  std::ofstream f = open_out(path, "write_json");
-  f << doc.dump(2) << "\n";
-  close_out(f, path, "write_json");
+  core::atomic_write_text(path, doc.dump(2) + "\n");
 }
 
 int64_t write_flips_csv(const std::string& path, const FlipInputs& in) {
@@ -123,7 +80,7 @@ int64_t write_flips_csv(const std::string& path, const FlipInputs& in) {
   const torch::Tensor oc = in.old_conf.defined() ? as_double(in.old_conf) : torch::Tensor();
   const torch::Tensor nc = in.new_conf.defined() ? as_double(in.new_conf) : torch::Tensor();
 
-  std::ofstream f = open_out(path, "write_flips_csv");
+  std::ostringstream f;
   f << "item_id,task_id,label,old_pred,new_pred,old_correct,new_correct,flip_type,old_conf,new_conf\n";
   f << std::setprecision(6);
   const int64_t* rp = r.data_ptr<int64_t>();
@@ -139,7 +96,7 @@ int64_t write_flips_csv(const std::string& path, const FlipInputs& in) {
     if (nc.defined()) f << nc.data_ptr<double>()[i];
     f << '\n';
   }
-  close_out(f, path, "write_flips_csv");
+  core::atomic_write_text(path, f.str());
   return r.numel();
 }
 
@@ -147,45 +104,15 @@ void write_nfr_heatmap_svg(const std::string& path, const torch::Tensor& matrix,
                            const std::vector<std::string>& labels) {
   TORCH_CHECK(matrix.dim() == 2 && matrix.size(0) == matrix.size(1) && matrix.size(0) > 0,
               "strata::compat::write_nfr_heatmap_svg(): matrix must be [V, V], got ", matrix.sizes());
-  const int64_t v = matrix.size(0);
-  TORCH_CHECK(labels.empty() || static_cast<int64_t>(labels.size()) == v,
-              "strata::compat::write_nfr_heatmap_svg(): ", labels.size(), " labels for ", v, " versions");
-  const torch::Tensor m = matrix.to(torch::kDouble).contiguous();
-  const double* p = m.data_ptr<double>();
-  double vmax = 0.0;
-  for (int64_t i = 0; i < v * v; ++i)
-    if (std::isfinite(p[i])) vmax = std::max(vmax, p[i]);
-  const int cell = 48, left = 90, top = 70;
-  const int width = left + cell * static_cast<int>(v) + 20, height = top + cell * static_cast<int>(v) + 40;
-  auto name = [&](int64_t i) { return labels.empty() ? "v" + std::to_string(i) : labels[static_cast<size_t>(i)]; };
-
-  std::ofstream f = open_out(path, "write_nfr_heatmap_svg");
-  f << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
-    << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
-  f << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  f << "<text x=\"" << left << "\" y=\"18\" font-size=\"13\">NFR(old row &#8594; new column), % of items</text>\n";
-  f << "<text x=\"" << left + cell * v / 2 << "\" y=\"" << top - 28 << "\" text-anchor=\"middle\">new version</text>\n";
-  f << "<text x=\"14\" y=\"" << top + cell * v / 2 << "\" transform=\"rotate(-90 14 " << top + cell * v / 2
-    << ")\" text-anchor=\"middle\">old version</text>\n";
-  for (int64_t i = 0; i < v; ++i) {
-    f << "<text x=\"" << left + cell * i + cell / 2 << "\" y=\"" << top - 8 << "\" text-anchor=\"middle\">"
-      << xml_escape(name(i)) << "</text>\n";
-    f << "<text x=\"" << left - 6 << "\" y=\"" << top + cell * i + cell / 2 + 4 << "\" text-anchor=\"end\">"
-      << xml_escape(name(i)) << "</text>\n";
-  }
-  for (int64_t i = 0; i < v; ++i)
-    for (int64_t j = 0; j < v; ++j) {
-      const double x = p[i * v + j];
-      const bool ok = std::isfinite(x);
-      const int cx = left + cell * static_cast<int>(j), cy = top + cell * static_cast<int>(i);
-      f << "<rect x=\"" << cx << "\" y=\"" << cy << "\" width=\"" << cell << "\" height=\"" << cell << "\" fill=\""
-        << (ok ? heat_colour(x, vmax) : std::string("rgb(220,220,220)")) << "\" stroke=\"#888\"/>\n";
-      const bool dark = ok && vmax > 0 && x / vmax > 0.6;
-      f << "<text x=\"" << cx + cell / 2 << "\" y=\"" << cy + cell / 2 + 4 << "\" text-anchor=\"middle\" fill=\""
-        << (dark ? "white" : "black") << "\">" << (ok ? fmt(100.0 * x, 1) : std::string("-")) << "</text>\n";
-    }
-  f << "</svg>\n";
-  close_out(f, path, "write_nfr_heatmap_svg");
+  std::vector<std::string> names = labels;
+  if (names.empty())
+    for (int64_t i = 0; i < matrix.size(0); ++i) names.push_back("v" + std::to_string(i));
+  core::atomic_write_text(path, core::heatmap_svg(matrix, core::HeatmapOptions()
+                                                              .title("NFR(old row \u2192 new column), % of items")
+                                                              .row_axis("old version")
+                                                              .column_axis("new version")
+                                                              .row_labels(names)
+                                                              .column_labels(names)));
 }
 
 void write_task_flips_svg(const std::string& path, const FlipReport& report) {
@@ -208,7 +135,7 @@ void write_task_flips_svg(const std::string& path, const FlipReport& report) {
     return c > 0 ? std::max(px, 1) : 0;
   };
 
-  std::ofstream f = open_out(path, "write_task_flips_svg");
+  std::ostringstream f;
   f << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << std::max(width, 420) << "\" height=\"" << height
     << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
   f << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
@@ -241,7 +168,7 @@ void write_task_flips_svg(const std::string& path, const FlipReport& report) {
   f << "<line x1=\"" << left << "\" y1=\"" << axis << "\" x2=\"" << width - 10 << "\" y2=\"" << axis
     << "\" stroke=\"black\"/>\n";
   f << "</svg>\n";
-  close_out(f, path, "write_task_flips_svg");
+  core::atomic_write_text(path, f.str());
 }
 
 }  // namespace strata::compat

@@ -6,19 +6,21 @@
 
 namespace strata::continual {
 
-std::vector<MethodOption> adapter_common_options() {
-  return {
-      {"target", "auto",
-       "layers to adapt: an inject glob over module paths ('blocks.*.attn.q|blocks.*.attn.v', 'fc*', '**'); "
-       "auto = the method's per-architecture default"},
-      {"train_head", "true", "keep the classification head 'head' trainable (base weights stay frozen)"},
-  };
+const OptionTable<AdapterCommonOptions>& adapter_common_table() {
+  static const auto table =
+      OptionTable<AdapterCommonOptions>()
+          .add("target",
+               "layers to adapt: an inject glob over module paths ('blocks.*.attn.q|blocks.*.attn.v', 'fc*', '**'); "
+               "auto = the method's per-architecture default",
+               [](AdapterCommonOptions& o) -> auto& { return o.target(); })
+          .add("train_head", "keep the classification head 'head' trainable (base weights stay frozen)",
+               [](AdapterCommonOptions& o) -> auto& { return o.train_head(); });
+  return table;
 }
 
-AdapterMethod::AdapterMethod(const MethodConfig& config)
-    : target_option_(config.get_string("target")),
-      train_head_(config.get_bool("train_head")) {
-  TORCH_CHECK(!target_option_.empty(), "strata::continual::AdapterMethod: option ", config.method(),
+AdapterMethod::AdapterMethod(const std::string& method, const AdapterCommonOptions& options)
+    : target_option_(options.target()), train_head_(options.train_head()) {
+  TORCH_CHECK(!target_option_.empty(), "strata::continual::AdapterMethod: option ", method,
               ".target is empty (use 'auto' or a glob)");
 }
 
@@ -26,11 +28,7 @@ void AdapterMethod::attach(models::Model& model) {
   TORCH_CHECK(model, "strata::continual::AdapterMethod::attach(): null model");
   model_ = model;
   target_ = model->resolve_targets(target_option_, target_role(), name() + ".target");
-  auto adapted = adapters::inject(*model, target_, [this](const std::string& name, const adapters::AdaptableLinearImpl& l) {
-    return make_adapter(name, l);
-  });
-  layers_.clear();
-  for (const auto& l : adapted) layers_.push_back(l.name);
+  inject_adapters();
   adapters::freeze_base(*model);
   if (train_head_) {
     auto heads = adapters::find_layers(*model, "head");
@@ -41,6 +39,20 @@ void AdapterMethod::attach(models::Model& model) {
       if (h.layer->bias.defined()) h.layer->bias.requires_grad_(true);
     }
   }
+}
+
+void AdapterMethod::inject_adapters() {
+  auto adapted = adapters::inject(*model_, target_, [this](const std::string& name, const adapters::AdaptableLinearImpl& l) {
+    return make_adapter(name, l);
+  });
+  layers_.clear();
+  for (const auto& l : adapted) layers_.push_back(l.name);
+}
+
+void AdapterMethod::reattach_adapters() {
+  TORCH_CHECK(model_, "strata::continual::AdapterMethod: attach() was not called");
+  // Fresh adapters train (requires_grad) while the base stays as freeze_base() left it.
+  if (adapters::adapted_layers(*model_).empty()) inject_adapters();
 }
 
 std::vector<torch::Tensor> AdapterMethod::parameters(TaskContext& ctx) {
@@ -127,7 +139,10 @@ void AdapterMethod::load(const MethodState& state, models::Model& model) {
   const std::string prefix = "adapters/";
   for (const auto& [k, v] : state.tensors)
     if (k.compare(0, prefix.size(), prefix) == 0) mine[k.substr(prefix.size())] = v;
-  adapters::load_adapters_state(*model, mine);
+  if (mine.empty())
+    adapters::unwrap(*model);  // saved merged (lora, codyra): the plain base; the next task attaches fresh ones
+  else
+    adapters::load_adapters_state(*model, mine);
   tasks_ = state.meta.contains("tasks") ? state.meta["tasks"] : nlohmann::json::array();
 }
 

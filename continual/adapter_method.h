@@ -17,10 +17,14 @@
 // so with a frozen randomly initialised head task- and class-incremental runs could not learn new
 // classes at all. A trainable shared head then dominates forgetting.
 //
-// Checkpoints. save() stores every adapter's full state (adapters::adapters_state, keys
+// Checkpoints. save() stores every attached adapter's full state (adapters::adapters_state, keys
 // "adapters/<layer>/<key>") plus the per-task report in meta; load() re-creates the adapters on the
 // model (attach() if needed) and loads that state, so the adapter parameter/buffer shapes (banks,
-// pruned ranks) match the version's model tensors the Runner copies in afterwards.
+// pruned ranks) match the version's model tensors the Runner copies in afterwards. Methods that merge
+// at task end (lora, codyra) remove their adapters there, so their versions hold no adapter state:
+// load() then leaves the model without adapters (the plain base, as saved) and the next task's
+// on_task_start attaches fresh ones; a resumed run draws their initialisation from the RNG state the
+// version stored, exactly as the uninterrupted run did.
 //
 // Subspace store. With a recorder (TaskContext::recorder, the run's subspaces.h5), every task end
 // records the task's adapter factors, task "taskTT" (0-based), one record per adapted layer, side
@@ -33,6 +37,7 @@
 // run re-training the task it was killed in) is not written again: history is append-only.
 #include "adapters/inject.h"
 #include "continual/method.h"
+#include "continual/option_table.h"
 
 #include <memory>
 #include <string>
@@ -40,13 +45,21 @@
 
 namespace strata::continual {
 
-/// The options every adapter method registers (key, default, help), appended to its own.
-std::vector<MethodOption> adapter_common_options();
+/// The options every adapter method has; each method's options struct embeds one (`common`).
+struct AdapterCommonOptions {
+  /// An inject glob over module paths; "auto" = the method's per-architecture default.
+  TORCH_ARG(std::string, target) = "auto";
+  /// Keep the classification head "head" trainable (base weights stay frozen).
+  TORCH_ARG(bool, train_head) = true;
+};
+
+/// The shared entries, appended (OptionTable::include) to every adapter method's table.
+const OptionTable<AdapterCommonOptions>& adapter_common_table();
 
 class AdapterMethod : public Method {
  public:
-  /// Reads `target` and `train_head` from `config`.
-  explicit AdapterMethod(const MethodConfig& config);
+  /// `method` names the options in error messages (name() is not callable in a constructor).
+  AdapterMethod(const std::string& method, const AdapterCommonOptions& options);
 
   void attach(models::Model& model) override;
   /// Measures the trainable parameter counts of the task (subclasses call it after adding adapters).
@@ -68,6 +81,11 @@ class AdapterMethod : public Method {
   /// A fresh adapter for one layer (called by attach()).
   virtual std::shared_ptr<adapters::Adapter> make_adapter(const std::string& name,
                                                           const adapters::AdaptableLinearImpl& layer) = 0;
+  /// Attaches make_adapter() to every target layer (target() must be resolved).
+  void inject_adapters();
+  /// Methods that merge and remove their adapters at task end (lora, codyra) call this at task start:
+  /// fresh adapters if the model has none (after a merge, or after loading a merged version).
+  void reattach_adapters();
   /// Appends a per-task report entry; adds "task" and the counts measured by on_task_start().
   void record_task(int64_t task, nlohmann::json entry);
   /// Per layer: (A [k, n], B [m, k]) of this task. Writes them as described above.

@@ -6,41 +6,55 @@
 
 namespace strata::continual {
 
-std::vector<MethodOption> codyra_options() {
-  std::vector<MethodOption> o = {
-      {"rank", "16", "initial LoRA rank r per layer (pruned by the gates)"},
-      {"kappa_max", "0.005", "final soft-threshold kappa of the ramp (not scaled by the learning rate)"},
-      {"dense_fraction", "0.5", "fraction of the task's steps trained densely before shrinkage starts"},
-      {"num_kappas", "50", "number of kappa values of the linear ramp 0..kappa_max"},
-      {"shrink", "paper", "soft-threshold operator: paper (prox of kappa*|w|_1) | code-compat (zeroes |w| < 2 kappa)"},
-      {"dropout", "0", "dropout on the adapter input (training only)"},
-  };
-  for (auto& c : adapter_common_options()) o.push_back(c);
-  return o;
+const OptionTable<CoDyRAMethodOptions>& codyra_table() {
+  using O = CoDyRAMethodOptions;
+  static const auto table =
+      OptionTable<O>()
+          .add("rank", "initial LoRA rank r per layer (pruned by the gates)", [](O& o) -> auto& { return o.rank(); })
+          .add("kappa_max", "final soft-threshold kappa of the ramp (not scaled by the learning rate)",
+               [](O& o) -> auto& { return o.kappa_max(); })
+          .add("dense_fraction", "fraction of the task's steps trained densely before shrinkage starts",
+               [](O& o) -> auto& { return o.dense_fraction(); })
+          .add("num_kappas", "number of kappa values of the linear ramp 0..kappa_max",
+               [](O& o) -> auto& { return o.num_kappas(); })
+          .add("shrink", "soft-threshold operator: paper (prox of kappa*|w|_1) | code-compat (zeroes |w| < 2 kappa)",
+               [](O& o) -> auto& { return o.shrink(); })
+          .add("dropout", "dropout on the adapter input (training only)", [](O& o) -> auto& { return o.dropout(); })
+          .add("mask_seen", "class-incremental: mask earlier tasks' classes out of the training loss (official code)",
+               [](O& o) -> auto& { return o.mask_seen(); })
+          .include(adapter_common_table(), [](O& o) -> auto& { return o.common(); });
+  return table;
 }
 
-CoDyRAMethod::CoDyRAMethod(const MethodConfig& config)
-    : AdapterMethod(config), options_(config.get_int("rank")) {
+OptimizerRecipe codyra_recipe() {
+  OptimizerRecipe r;
+  r.optimizer = "adamw";
+  r.lr = 5e-4;
+  r.beta1 = 0.9;
+  r.beta2 = 0.9999;
+  r.weight_decay = 0;
+  r.schedule = "cosine";
+  return r;
+}
+
+CoDyRAMethod::CoDyRAMethod(const CoDyRAMethodOptions& o)
+    : AdapterMethod("codyra", o.common()), options_(o.rank()), mask_seen_(o.mask_seen()) {
   TORCH_CHECK(options_.rank() > 0, "strata: option codyra.rank must be > 0, got ", options_.rank());
-  const double dropout = config.get_double("dropout");
-  TORCH_CHECK(dropout >= 0 && dropout < 1, "strata: option codyra.dropout must be in [0,1), got ", dropout);
-  options_.dropout(dropout);
-  schedule_.kappa_max(config.get_double("kappa_max"))
-      .dense_fraction(config.get_double("dense_fraction"))
-      .num_kappas(config.get_int("num_kappas"));
+  TORCH_CHECK(o.dropout() >= 0 && o.dropout() < 1, "strata: option codyra.dropout must be in [0,1), got ", o.dropout());
+  options_.dropout(o.dropout());
+  schedule_.kappa_max(o.kappa_max()).dense_fraction(o.dense_fraction()).num_kappas(o.num_kappas());
   TORCH_CHECK(std::isfinite(schedule_.kappa_max()) && schedule_.kappa_max() >= 0,
               "strata: option codyra.kappa_max must be >= 0, got ", schedule_.kappa_max());
   TORCH_CHECK(schedule_.dense_fraction() >= 0 && schedule_.dense_fraction() <= 1,
               "strata: option codyra.dense_fraction must be in [0,1], got ", schedule_.dense_fraction());
   TORCH_CHECK(schedule_.num_kappas() >= 1, "strata: option codyra.num_kappas must be >= 1, got ",
               schedule_.num_kappas());
-  const auto shrink = config.get_string("shrink");
-  if (shrink == "paper")
+  if (o.shrink() == "paper")
     mode_ = adapters::ShrinkMode::Paper;
-  else if (shrink == "code-compat")
+  else if (o.shrink() == "code-compat")
     mode_ = adapters::ShrinkMode::CodeCompat;
   else
-    TORCH_CHECK(false, "strata: option codyra.shrink: '", shrink, "' is not one of paper, code-compat");
+    TORCH_CHECK(false, "strata: option codyra.shrink: '", o.shrink(), "' is not one of paper, code-compat");
 }
 
 std::shared_ptr<adapters::Adapter> CoDyRAMethod::make_adapter(const std::string&, const adapters::AdaptableLinearImpl& l) {
@@ -53,6 +67,7 @@ void CoDyRAMethod::on_task_start(TaskContext& ctx) {
   const int64_t n = training_data(ctx).size(), bs = ctx.train->batch_size();
   schedule_.total_steps(ctx.train->epochs() * ((n + bs - 1) / bs));
   last_kappa_ = 0;
+  reattach_adapters();
   AdapterMethod::on_task_start(ctx);
 }
 
@@ -73,6 +88,8 @@ void CoDyRAMethod::on_task_end(TaskContext& ctx) {
     total_kept += s.kept;
   }
   store_task_factors(ctx, factors, /*delta_basis=*/true);  // the kept (merged) ranks only
+  // Merged: remove the (re-initialised, B = 0) adapters so the version is the plain base model.
+  adapters::unwrap(*model_);
   const int64_t N = schedule_.total_steps();
   record_task(ctx.task_index, {{"ranks_kept", kept},
                                {"delta_norm", delta},

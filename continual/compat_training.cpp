@@ -41,8 +41,9 @@ int64_t eval_batch(const TaskContext& ctx) { return ctx.train ? ctx.train->eval_
 
 void CompatMethod::on_task_start(TaskContext& ctx) {
   ref_logits_ = new_logits_ = known_columns_ = data_ids_ = torch::Tensor();
+  focal_pos_ = muscle_order_ = muscle_pos_ = row_masked_ = torch::Tensor();
   stage2_ = false;
-  compat_sum_ = 0;
+  compat_sum_ = torch::zeros({}, torch::kFloat64);
   compat_steps_ = 0;
   current_ = {{"task", ctx.task_index}};
   const auto mode = options_.loss().mode();
@@ -76,6 +77,15 @@ void CompatMethod::on_task_start(TaskContext& ctx) {
     current_["reference_train_acc"] = ref_pred.eq(data.y).to(torch::kFloat64).mean().item<double>();
     current_["known_classes"] = known_columns_.size(0);
     current_["known_label_fraction"] = known.index_select(0, data.y).to(torch::kFloat64).mean().item<double>();
+    const int64_t k = known.size(0), k_old = known_columns_.size(0);
+    // Labels as positions among the known columns; unknown labels -> k_old (focal's "new class").
+    focal_pos_ = torch::full({k}, k_old, torch::kInt64);
+    focal_pos_.index_put_({known_columns_}, torch::arange(k_old, torch::kInt64));
+    // MUSCLE compares the first K_old student columns with the reference: known columns first (a
+    // permutation of the columns changes no KL), and where each label lands in that order.
+    muscle_order_ = torch::cat({known_columns_, known.logical_not().nonzero().flatten().to(torch::kInt64)});
+    muscle_pos_ = torch::empty({k}, torch::kInt64);
+    muscle_pos_.index_put_({muscle_order_}, torch::arange(k, torch::kInt64));
   }
   inner_->on_task_start(ctx);
   if (ref_logits_.defined()) {
@@ -87,49 +97,38 @@ void CompatMethod::on_task_start(TaskContext& ctx) {
 }
 
 torch::Tensor CompatMethod::focal_term(StepContext& step) {
-  const int64_t k_old = known_columns_.size(0);
-  torch::Tensor student = step.logits.index_select(1, known_columns_);
-  // Task-IL masks the old tasks' columns to -inf for current-task examples: the distillation needs
-  // the raw logits there, so the student is evaluated again (train mode, with grad).
-  if (torch::isinf(student).any().item<bool>()) student = step.task->model->forward(step.x).index_select(1, known_columns_);
+  // The unmasked logits: task-IL masks the old tasks' columns to -inf for current-task examples, and
+  // the distillation needs their raw values (a hand-made StepContext may carry only the logits).
+  const torch::Tensor& raw = step.raw_logits.defined() ? step.raw_logits : step.logits;
+  const torch::Tensor student = raw.index_select(1, known_columns_);
   const torch::Tensor teacher = ref_logits_.index_select(0, step.batch_index).index_select(1, known_columns_);
-  // Labels as positions among the known columns; unknown labels -> k_old. A constant dummy student
-  // column k_old keeps them valid for the (unused) CE inside focal_distillation_loss; its KL and focal
-  // weights use only the first k_old columns, and labels >= k_old are the "new class" samples.
-  torch::Tensor pos = torch::full({step.logits.size(1)}, k_old, torch::kInt64);
-  pos.index_put_({known_columns_}, torch::arange(k_old, torch::kInt64));
-  const torch::Tensor y_local = pos.index_select(0, step.y);
+  // A constant dummy student column k_old keeps unknown labels valid for the (unused) CE inside
+  // focal_distillation_loss; its KL and focal weights use only the first k_old columns, and labels
+  // >= k_old are the "new class" samples.
+  const torch::Tensor y_local = focal_pos_.index_select(0, step.y);
   const torch::Tensor student_ext = torch::cat({student, torch::zeros({student.size(0), 1}, student.options())}, 1);
   const auto l = compat::focal_distillation_loss(student_ext, teacher, y_local, options_.loss());
-  compat_sum_ += l.compat.item<double>();
+  compat_sum_ += l.compat.detach();
   ++compat_steps_;
   return options_.loss().weight() * l.compat;
 }
 
 torch::Tensor CompatMethod::muscle_term(StepContext& step) {
-  const auto& stream = *step.task->stream;
   const torch::Tensor rows = step.batch_index;
   torch::Tensor student = step.logits, ref = ref_logits_.index_select(0, rows), neu = new_logits_.index_select(0, rows);
-  if (stream.scenario != tasks::Scenario::kDomainIncremental) {
+  if (row_masked_.defined()) {
     // The trainer's per-example mask, applied to all three; -1e9 (not -inf) keeps 0·log 0 terms finite.
-    const torch::Tensor task_of = step.task->stream->logit_mask(step.task->task_index)
-                                      .index_select(0, data_task_.index_select(0, rows))
-                                      .logical_not();
-    student = student.masked_fill(task_of, -1e9);
-    ref = ref.masked_fill(task_of, -1e9);
-    neu = neu.masked_fill(task_of, -1e9);
+    const torch::Tensor masked = row_masked_.index_select(0, rows);
+    student = student.masked_fill(masked, -1e9);
+    ref = ref.masked_fill(masked, -1e9);
+    neu = neu.masked_fill(masked, -1e9);
   }
   // Distil towards the reference only over the classes it was trained on (as focal does): its other
-  // head rows are untrained. muscle_loss compares the first K_old columns of the student with the
-  // reference, so the known columns go first (a permutation of the columns changes no KL).
-  const int64_t k = student.size(1);
-  torch::Tensor is_known = torch::zeros({k}, torch::kBool).index_fill_(0, known_columns_, true);
-  const torch::Tensor order = torch::cat({known_columns_, is_known.logical_not().nonzero().flatten()});
-  torch::Tensor pos = torch::empty({k}, torch::kInt64);
-  pos.index_put_({order}, torch::arange(k, torch::kInt64));
-  const auto l = compat::muscle_loss(student.index_select(1, order), ref.index_select(1, known_columns_),
-                                     neu.index_select(1, order), pos.index_select(0, step.y), options_.loss());
-  compat_sum_ += l.compat.item<double>();
+  // head rows are untrained.
+  const auto l = compat::muscle_loss(student.index_select(1, muscle_order_), ref.index_select(1, known_columns_),
+                                     neu.index_select(1, muscle_order_), muscle_pos_.index_select(0, step.y),
+                                     options_.loss());
+  compat_sum_ += l.compat.detach();
   ++compat_steps_;
   const double lambda = options_.loss().weight();
   return lambda * l.compat - lambda * step.loss;
@@ -152,28 +151,43 @@ std::optional<TrainOptions> CompatMethod::next_stage(TaskContext& ctx, int64_t s
     const tasks::Split data = inner_->training_data(ctx);
     new_logits_ = model_logits(*ctx.model, data.x, eval_batch(ctx));
     data_task_ = data.task;
+    // The same per-example masks the trainer applies (the wrapped method's training_logit_mask).
+    if (const torch::Tensor table = training_logit_mask(ctx); table.defined())
+      row_masked_ = table.index_select(0, data_task_).logical_not();
     current_["plain_train_acc"] = new_logits_.argmax(1).eq(data.y).to(torch::kFloat64).mean().item<double>();
     TrainOptions o = *ctx.train;
     o.epochs(options_.stage2_epochs() > 0 ? options_.stage2_epochs() : ctx.train->epochs());
     // Stage-2 shuffles differ from stage 1's.
     o.seed(ctx.train->seed() + 1000003);
     stage2_ = true;
-    compat_sum_ = 0;
+    compat_sum_ = torch::zeros({}, torch::kFloat64);
     compat_steps_ = 0;
     current_["stage2_epochs"] = o.epochs();
     return o;
   }
   if (stage2_) {
     stage2_ = false;
-    current_["mean_l_mcomp"] = compat_steps_ ? compat_sum_ / compat_steps_ : 0.0;
-    new_logits_ = torch::Tensor();  // not needed past the task; keeps memory at one cache
+    current_["mean_l_mcomp"] = mean_compat_term(ctx);
+    new_logits_ = row_masked_ = torch::Tensor();  // not needed past the task; keeps memory at one cache
   }
   return std::nullopt;
 }
 
+double CompatMethod::mean_compat_term(TaskContext& ctx) const {
+  double mean = compat_steps_ ? compat_sum_.item<double>() / compat_steps_ : 0.0;
+  // Each worker saw its own share of the batches: report the mean over workers, so every worker
+  // stores the same statistics (their states are compared at every task end).
+  if (is_parallel(ctx.parallel)) {
+    auto t = torch::tensor({mean}, torch::kFloat64);
+    ctx.parallel->all_reduce_sum(t);
+    mean = t.item<double>() / ctx.parallel->world_size();
+  }
+  return mean;
+}
+
 void CompatMethod::on_task_end(TaskContext& ctx) {
   if (options_.loss().mode() == compat::CompatMode::kFocal && ref_logits_.defined())
-    current_["mean_focal_term"] = compat_steps_ ? compat_sum_ / compat_steps_ : 0.0;
+    current_["mean_focal_term"] = mean_compat_term(ctx);
   // A stage 2 cut short by an exception leaves the flag set; the next task must start in stage 1.
   stage2_ = false;
   if (current_.size() > 1) stats_.push_back(current_);

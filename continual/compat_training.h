@@ -97,9 +97,14 @@ class CompatMethod : public Method {
   torch::Tensor known_columns_;  ///< [K_old] int64: the logit columns the reference was trained on
   torch::Tensor data_ids_;       ///< ids of the cached rows (checked against the trainer's data)
   torch::Tensor data_task_;      ///< MUSCLE: task of each training row (for the per-example logit masks)
+  // Built once per task, not per step: the label -> position-among-known-columns map (focal), the
+  // known-first column order and its inverse (MUSCLE), and MUSCLE's per-row "masked out" table [N, C].
+  torch::Tensor focal_pos_, muscle_order_, muscle_pos_, row_masked_;
   bool stage2_ = false;
-  // Per-task statistics (sums over steps, for report()).
-  double compat_sum_ = 0;
+  // Per-task statistics for report(): the sum stays a tensor so a step costs no host sync.
+  torch::Tensor compat_sum_;
+  /// Mean compatibility term of the stage, over steps (and workers).
+  double mean_compat_term(TaskContext& ctx) const;
   int64_t compat_steps_ = 0;
   nlohmann::json stats_ = nlohmann::json::array();
   nlohmann::json current_ = nlohmann::json::object();

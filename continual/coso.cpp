@@ -189,16 +189,6 @@ void CoSO::on_task_start(TaskContext& ctx) {
   }
 }
 
-torch::Tensor CoSO::training_logit_mask(TaskContext& ctx) {
-  if (ctx.stream->scenario != tasks::Scenario::kClassIncremental || options_.cil_loss() == "seen")
-    return Method::training_logit_mask(ctx);
-  // Row t = task t's own classes: the loss of an example sees only its task's logits.
-  auto mask = torch::zeros({ctx.stream->size(), ctx.stream->num_classes}, torch::kBool);
-  for (int64_t t = 0; t < ctx.stream->size(); ++t)
-    for (int64_t c : ctx.stream->tasks[t].classes) mask[t][c] = true;
-  return mask;
-}
-
 std::vector<torch::Tensor> CoSO::parameters(TaskContext&) {
   std::vector<torch::Tensor> out;
   for (auto& l : layers_) out.push_back(l.weight);

@@ -122,7 +122,8 @@ class CoSO : public Method {
   std::vector<torch::Tensor> parameters(TaskContext& ctx) override;
   std::unique_ptr<torch::optim::Optimizer> make_optimizer(TaskContext& ctx,
                                                            const std::vector<torch::Tensor>& params) override;
-  torch::Tensor training_logit_mask(TaskContext& ctx) override;
+  /// Class-IL with cil_loss = task (the official form): the loss sees the current task's classes only.
+  bool mask_seen_classes() const override { return options_.cil_loss() == "task"; }
   torch::Tensor extra_loss(StepContext& step) override;
   void after_backward(StepContext& step) override;
   void on_task_end(TaskContext& ctx) override;

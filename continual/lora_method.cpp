@@ -4,30 +4,34 @@
 
 namespace strata::continual {
 
-std::vector<MethodOption> lora_options() {
-  std::vector<MethodOption> o = {
-      {"rank", "8", "LoRA rank r per adapted layer"},
-      {"alpha", "32", "LoRA alpha; scale s = alpha / rank"},
-      {"dropout", "0.1", "dropout on the adapter input (training only)"},
-  };
-  for (auto& c : adapter_common_options()) o.push_back(c);
-  return o;
+const OptionTable<LoRAMethodOptions>& lora_table() {
+  static const auto table =
+      OptionTable<LoRAMethodOptions>()
+          .add("rank", "LoRA rank r per adapted layer", [](LoRAMethodOptions& o) -> auto& { return o.rank(); })
+          .add("alpha", "LoRA alpha; scale s = alpha / rank", [](LoRAMethodOptions& o) -> auto& { return o.alpha(); })
+          .add("dropout", "dropout on the adapter input (training only)",
+               [](LoRAMethodOptions& o) -> auto& { return o.dropout(); })
+          .include(adapter_common_table(), [](LoRAMethodOptions& o) -> auto& { return o.common(); });
+  return table;
 }
 
-adapters::LoRAOptions parse_lora_options(const MethodConfig& config) {
-  const int64_t rank = config.get_int("rank");
-  const double alpha = config.get_double("alpha"), dropout = config.get_double("dropout");
-  TORCH_CHECK(rank > 0, "strata: option ", config.method(), ".rank must be > 0, got ", rank);
-  TORCH_CHECK(std::isfinite(alpha) && alpha > 0, "strata: option ", config.method(), ".alpha must be > 0, got ", alpha);
-  TORCH_CHECK(dropout >= 0 && dropout < 1, "strata: option ", config.method(), ".dropout must be in [0,1), got ",
-              dropout);
+adapters::LoRAOptions lora_adapter_options(const std::string& method, int64_t rank, double alpha, double dropout) {
+  TORCH_CHECK(rank > 0, "strata: option ", method, ".rank must be > 0, got ", rank);
+  TORCH_CHECK(std::isfinite(alpha) && alpha > 0, "strata: option ", method, ".alpha must be > 0, got ", alpha);
+  TORCH_CHECK(dropout >= 0 && dropout < 1, "strata: option ", method, ".dropout must be in [0,1), got ", dropout);
   return adapters::LoRAOptions(rank).alpha(alpha).dropout(dropout);
 }
 
-LoRAMethod::LoRAMethod(const MethodConfig& config) : AdapterMethod(config), options_(parse_lora_options(config)) {}
+LoRAMethod::LoRAMethod(const LoRAMethodOptions& o)
+    : AdapterMethod("lora", o.common()), options_(lora_adapter_options("lora", o.rank(), o.alpha(), o.dropout())) {}
 
 std::shared_ptr<adapters::Adapter> LoRAMethod::make_adapter(const std::string&, const adapters::AdaptableLinearImpl& l) {
   return std::make_shared<adapters::LoRAImpl>(l.in_features(), l.out_features(), options_);
+}
+
+void LoRAMethod::on_task_start(TaskContext& ctx) {
+  reattach_adapters();
+  AdapterMethod::on_task_start(ctx);
 }
 
 void LoRAMethod::on_task_end(TaskContext& ctx) {
@@ -36,7 +40,13 @@ void LoRAMethod::on_task_end(TaskContext& ctx) {
     factors.push_back({layer, {a->A.detach().clone(), a->B.detach() * a->scaling()}});
   store_task_factors(ctx, factors, /*delta_basis=*/true);
   nlohmann::json delta = nlohmann::json::object();
-  for (const auto& [layer, norm] : adapters::lora_merge_and_reset(*model_)) delta[layer] = norm;
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& [layer, a] : adapters::adapters_of<adapters::LoRAImpl>(*model_))
+      delta[layer] = a->delta_weight().norm().item<double>();
+  }
+  // Merged and removed: the version is the plain base model (no adapter left in the forward path).
+  adapters::merge_all(*model_);
   record_task(ctx.task_index, {{"delta_norm", delta}});
 }
 

@@ -76,6 +76,8 @@ tasks::Split Method::training_data(TaskContext& ctx) { return ctx.task().train; 
 
 torch::Tensor Method::training_logit_mask(TaskContext& ctx) {
   if (ctx.stream->scenario == tasks::Scenario::kDomainIncremental) return {};
+  if (ctx.stream->scenario == tasks::Scenario::kClassIncremental && mask_seen_classes())
+    return ctx.stream->own_task_mask();
   return ctx.stream->logit_mask(ctx.task_index);
 }
 

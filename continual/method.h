@@ -5,6 +5,7 @@
 // Per step the Runner does:
 //   logits = model(x); loss = CE(logits masked by training_logit_mask, y) + method.extra_loss(step) [+ compat loss]
 //   loss.backward(); method.after_backward(step); optimizer.step(); method.after_step(step)
+#include "continual/parallel.h"
 #include "models/models.h"
 #include "subspaces/store.h"
 #include "tasks/task.h"
@@ -65,6 +66,12 @@ struct TaskContext {
   /// Training stage of the task: 0 = the task's own training, k >= 1 = the k-th extra stage a method
   /// asked for through Method::next_stage (e.g. MUSCLE's compatibility stage).
   int64_t stage = 0;
+  /// The workers training this model together (null = one process). Each takes a share of every batch;
+  /// gradients are summed over workers before after_backward, so hooks see the global gradient, and
+  /// every other hook runs on every worker with identical inputs.
+  DataParallel* parallel = nullptr;
+  /// The run started from pre-trained weights (--init or --pretrain), not a fresh initialisation.
+  bool pretrained = false;
   const tasks::Task& task() const { return stream->tasks.at(task_index); }
 };
 
@@ -74,16 +81,38 @@ struct StepContext {
   int64_t epoch = 0;
   int64_t step = 0;         ///< step within the task, 0-based
   int64_t global_step = 0;  ///< step over the whole run
-  torch::Tensor x, y;       ///< batch inputs [B,...] and labels [B]
+  /// Batch inputs [B,...] and labels [B]; with several workers, this worker's share of the global batch.
+  torch::Tensor x, y;
   torch::Tensor batch_index;  ///< [B] int64 rows of the training split (for precomputed per-example data)
   torch::Tensor logits;     ///< [B, num_classes], masked as the scenario requires
+  torch::Tensor raw_logits;  ///< [B, num_classes], the same forward before masking (== logits in domain-IL)
   torch::Tensor loss;       ///< task loss (scalar)
+};
+
+/// The optimizer settings of a method's published training recipe (Method::recipe). The run
+/// configuration applies them when the user set none of the optimizer options (run/config.h).
+struct OptimizerRecipe {
+  std::string optimizer = "adamw";  ///< sgd | adam | adamw
+  double lr = 1e-3;
+  double beta1 = 0.9, beta2 = 0.999;  ///< adam, adamw
+  double momentum = 0;                ///< sgd
+  double weight_decay = 0;
+  std::string schedule = "constant";  ///< constant | cosine (per task, TrainOptions::schedule)
 };
 
 class Method {
  public:
   virtual ~Method() = default;
   virtual std::string name() const = 0;
+
+  /// The method's own training recipe; nullopt = the trainer's defaults. Used only where the user
+  /// set no optimizer option (optimizer, lr, momentum, weight decay, betas, schedule).
+  virtual std::optional<OptimizerRecipe> recipe() const { return std::nullopt; }
+  /// Class-incremental streams: true = the training loss sees only the current task's classes (each
+  /// example's own task's classes; earlier tasks' logits masked to −inf), false = every class seen so
+  /// far. Evaluation always masks by the scenario. The default training_logit_mask reads it; a method
+  /// that needs any other mask overrides training_logit_mask instead.
+  virtual bool mask_seen_classes() const { return false; }
 
   /// Once, before the first task (adapters wrap Linear layers here).
   virtual void attach(models::Model& model) {}
@@ -100,7 +129,8 @@ class Method {
   /// The logits the task loss sees while training: [num_tasks, num_classes] bool, row t = the
   /// logits allowed for an example of task t (masked ones are set to -inf before the loss);
   /// undefined = no mask. Evaluation always uses the scenario's mask. Default: the scenario's
-  /// (task-IL: the example's task classes; class-IL: every class seen so far; domain-IL: none).
+  /// (task-IL: the example's task classes; class-IL: every class seen so far, or the example's own
+  /// task's classes when mask_seen_classes(); domain-IL: none).
   virtual torch::Tensor training_logit_mask(TaskContext& ctx);
   /// Added to the task loss (undefined tensor = nothing).
   virtual torch::Tensor extra_loss(StepContext& step) { return {}; }

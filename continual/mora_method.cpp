@@ -7,25 +7,34 @@
 
 namespace strata::continual {
 
-std::vector<MethodOption> mora_options() {
-  std::vector<MethodOption> o = {
-      {"rank", "16", "new rank-1 atoms per task and layer (r)"},
-      {"top_k", "0", "activation budget k per token; 0 = rank (effective k = min(max(k,2), atoms))"},
-      {"temperature", "0.01", "softmax temperature tau of the routing"},
-      {"threshold", "0.2", "inference-only pruning threshold delta on the normalised scores (0 = off)"},
-      {"report_samples", "256", "test images per seen task routed at each task end for the activation report (0 = none)"},
-  };
-  for (auto& c : adapter_common_options()) o.push_back(c);
-  return o;
+const OptionTable<MoRAMethodOptions>& mora_table() {
+  using O = MoRAMethodOptions;
+  static const auto table =
+      OptionTable<O>()
+          .add("rank", "new rank-1 atoms per task and layer (r)", [](O& o) -> auto& { return o.rank(); })
+          .add("top_k", "activation budget k per token; 0 = rank (effective k = min(max(k,2), atoms))",
+               [](O& o) -> auto& { return o.top_k(); })
+          .add("temperature", "softmax temperature tau of the routing", [](O& o) -> auto& { return o.temperature(); })
+          .add("threshold", "inference-only pruning threshold delta on the normalised scores (0 = off)",
+               [](O& o) -> auto& { return o.threshold(); })
+          .add("report_samples",
+               "test images per seen task routed at each task end for the activation report (0 = none)",
+               [](O& o) -> auto& { return o.report_samples(); })
+          .add("mask_seen", "class-incremental: mask earlier tasks' classes out of the training loss (official code)",
+               [](O& o) -> auto& { return o.mask_seen(); })
+          .include(adapter_common_table(), [](O& o) -> auto& { return o.common(); });
+  return table;
 }
 
-MoRAMethod::MoRAMethod(const MethodConfig& config)
-    : AdapterMethod(config), options_(config.get_int("rank")), report_samples_(config.get_int("report_samples")) {
+std::optional<OptimizerRecipe> MoRAMethod::recipe() const { return codyra_recipe(); }
+
+MoRAMethod::MoRAMethod(const MoRAMethodOptions& o)
+    : AdapterMethod("mora", o.common()),
+      options_(o.rank()),
+      report_samples_(o.report_samples()),
+      mask_seen_(o.mask_seen()) {
   TORCH_CHECK(options_.rank() > 0, "strata: option mora.rank must be > 0, got ", options_.rank());
-  options_.top_k(config.get_int("top_k"))
-      .temperature(config.get_double("temperature"))
-      .threshold(config.get_double("threshold"))
-      .scaling(1.0);
+  options_.top_k(o.top_k()).temperature(o.temperature()).threshold(o.threshold()).scaling(1.0);
   TORCH_CHECK(options_.top_k() >= 0, "strata: option mora.top_k must be >= 0, got ", options_.top_k());
   TORCH_CHECK(std::isfinite(options_.temperature()) && options_.temperature() > 0,
               "strata: option mora.temperature must be > 0, got ", options_.temperature());

@@ -10,6 +10,9 @@
 // top_k 0 (= rank; effective k = min(max(k, 2), R)), temperature 0.01, threshold 0.2 (δ, eval only;
 // 0 = off), target auto (vit: every attention q, k, v, o and MLP fc1, fc2), train_head true.
 // LoRA scale s = 1. A scaled-down setting for small models: rank 4, top_k 4, τ ∈ {0.01, 0.05}.
+// mask_seen true: in class-incremental streams the loss sees only the current task's classes (the
+// official code sets seen classes' logits to −inf while training). Training recipe (used unless the
+// user sets the optimizer options): AdamW lr 5e-4, β (0.9, 0.9999), weight decay 0, cosine schedule.
 //
 // report(): per task, for every layer the bank size and, measured in eval mode (δ on) on up to
 // report_samples test images of every task seen so far, the mean number of active atoms per token and
@@ -20,12 +23,30 @@
 
 namespace strata::continual {
 
-std::vector<MethodOption> mora_options();
+struct MoRAMethodOptions {
+  /// New rank-1 atoms per task and layer (r).
+  TORCH_ARG(int64_t, rank) = 16;
+  /// Activation budget k per token; 0 = rank.
+  TORCH_ARG(int64_t, top_k) = 0;
+  TORCH_ARG(double, temperature) = 0.01;
+  /// Inference-only pruning threshold δ (0 = off).
+  TORCH_ARG(double, threshold) = 0.2;
+  TORCH_ARG(int64_t, report_samples) = 256;
+  /// Class-incremental: earlier tasks' classes masked out of the training loss (Method::mask_seen_classes).
+  TORCH_ARG(bool, mask_seen) = true;
+  TORCH_ARG(AdapterCommonOptions, common);
+};
+
+const OptionTable<MoRAMethodOptions>& mora_table();
 
 class MoRAMethod : public AdapterMethod {
  public:
-  explicit MoRAMethod(const MethodConfig& config);
+  explicit MoRAMethod(const MoRAMethodOptions& options = {});
   std::string name() const override { return "mora"; }
+  /// The X-TAIL recipe of the official code: AdamW lr 5e-4, β (0.9, 0.9999), weight decay 0, cosine
+  /// (the same as CoDyRA's, codyra_recipe()).
+  std::optional<OptimizerRecipe> recipe() const override;
+  bool mask_seen_classes() const override { return mask_seen_; }
   void on_task_start(TaskContext& ctx) override;
   void on_task_end(TaskContext& ctx) override;
 
@@ -39,6 +60,7 @@ class MoRAMethod : public AdapterMethod {
  private:
   adapters::MoRAOptions options_;
   int64_t report_samples_;
+  bool mask_seen_ = true;
 };
 
 }  // namespace strata::continual

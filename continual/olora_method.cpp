@@ -6,25 +6,36 @@
 
 namespace strata::continual {
 
-std::vector<MethodOption> olora_options() {
-  std::vector<MethodOption> o = {
-      {"rank", "8", "LoRA rank r of each task's adapter"},
-      {"alpha", "32", "LoRA alpha; scale s = alpha / rank (bank included)"},
-      {"dropout", "0.1", "dropout on the adapter input (training only)"},
-      {"lambda1", "0.5", "weight of the orthogonality term sum |A_old A^T| (element-wise L1)"},
-      {"lambda2", "0", "weight of the norm term ||A|| + ||B|| (plain, not squared)"},
-  };
-  for (auto& c : adapter_common_options()) o.push_back(c);
-  return o;
+const OptionTable<OLoRAMethodOptions>& olora_table() {
+  using O = OLoRAMethodOptions;
+  static const auto table =
+      OptionTable<O>()
+          .add("rank", "LoRA rank r of each task's adapter", [](O& o) -> auto& { return o.rank(); })
+          .add("alpha", "LoRA alpha; scale s = alpha / rank (bank included)", [](O& o) -> auto& { return o.alpha(); })
+          .add("dropout", "dropout on the adapter input (training only)", [](O& o) -> auto& { return o.dropout(); })
+          .add("lambda1", "weight of the orthogonality term sum |A_old A^T| (element-wise L1)",
+               [](O& o) -> auto& { return o.lambda1(); })
+          .add("lambda2", "weight of the norm term ||A|| + ||B|| (plain, not squared)",
+               [](O& o) -> auto& { return o.lambda2(); })
+          .include(adapter_common_table(), [](O& o) -> auto& { return o.common(); });
+  return table;
 }
 
-OLoRAMethod::OLoRAMethod(const MethodConfig& config)
-    : AdapterMethod(config),
-      options_(parse_lora_options(config)),
-      lambda1_(config.get_double("lambda1")),
-      lambda2_(config.get_double("lambda2")) {
+OLoRAMethod::OLoRAMethod(const OLoRAMethodOptions& o)
+    : AdapterMethod("olora", o.common()),
+      options_(lora_adapter_options("olora", o.rank(), o.alpha(), o.dropout())),
+      lambda1_(o.lambda1()),
+      lambda2_(o.lambda2()) {
   TORCH_CHECK(std::isfinite(lambda1_) && lambda1_ >= 0, "strata: option olora.lambda1 must be >= 0, got ", lambda1_);
   TORCH_CHECK(std::isfinite(lambda2_) && lambda2_ >= 0, "strata: option olora.lambda2 must be >= 0, got ", lambda2_);
+}
+
+std::optional<OptimizerRecipe> OLoRAMethod::recipe() const {
+  OptimizerRecipe r;
+  r.optimizer = "adamw";
+  r.lr = 1e-3;
+  r.schedule = "constant";
+  return r;
 }
 
 std::shared_ptr<adapters::Adapter> OLoRAMethod::make_adapter(const std::string&, const adapters::AdaptableLinearImpl& l) {

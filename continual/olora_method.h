@@ -8,7 +8,8 @@
 // the forward cost grows by r(m+n) per task per layer.
 //
 // Options: rank 8, alpha 32, dropout 0.1, lambda1 0.5, lambda2 0,
-// target auto (vit: attention q, v), train_head true.
+// target auto (vit: attention q, v), train_head true. Training recipe (used unless the user sets the
+// optimizer options): AdamW lr 1e-3, β (0.9, 0.999), weight decay 0, constant schedule.
 // report(): per task, the unweighted orthogonality term Σ|A_old Aᵀ| at the end of the task (before
 // banking) and the bank rank per layer after it.
 #include "adapters/lora.h"
@@ -16,12 +17,25 @@
 
 namespace strata::continual {
 
-std::vector<MethodOption> olora_options();
+struct OLoRAMethodOptions {
+  TORCH_ARG(int64_t, rank) = 8;
+  TORCH_ARG(double, alpha) = 32.0;
+  TORCH_ARG(double, dropout) = 0.1;
+  /// Weight of the orthogonality term Σ|A_old Aᵀ|.
+  TORCH_ARG(double, lambda1) = 0.5;
+  /// Weight of the norm term ‖A‖ + ‖B‖.
+  TORCH_ARG(double, lambda2) = 0.0;
+  TORCH_ARG(AdapterCommonOptions, common);
+};
+
+const OptionTable<OLoRAMethodOptions>& olora_table();
 
 class OLoRAMethod : public AdapterMethod {
  public:
-  explicit OLoRAMethod(const MethodConfig& config);
+  explicit OLoRAMethod(const OLoRAMethodOptions& options = {});
   std::string name() const override { return "olora"; }
+  /// The official scripts' setting: AdamW (the Hugging Face trainer's), lr 1e-3, constant schedule.
+  std::optional<OptimizerRecipe> recipe() const override;
   torch::Tensor extra_loss(StepContext& step) override;
   void on_task_end(TaskContext& ctx) override;
 

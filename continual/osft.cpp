@@ -8,9 +8,12 @@
 #include "subspaces/store.h"
 #include "subspaces/svd.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <regex>
 
 namespace strata::continual {
@@ -28,41 +31,85 @@ bool full_match(const std::string& pattern, const std::string& name) {
 
 }  // namespace
 
-std::vector<MethodOption> osft_options() {
-  return {
-      {"target", "auto", "decomposed Linear layers: a layer glob; auto = vit every block layer, mlp fc*, cnn fc1"},
-      {"head", "head", "classifier layers (a layer glob): never decomposed, always trained"},
-      {"rank_rule", "importance", "frozen rank per layer: importance (paper R1), progressive (k=t/T*R), fixed"},
-      {"mrr", "0.1", "importance rule: minimum retained fraction"},
-      {"trr", "0.8", "importance rule: target retained fraction (of an average-importance layer)"},
-      {"fraction", "0.5", "fixed rule: frozen fraction of min(m,n) from task 2 on"},
-      {"importance_data", "previous", "data for the importance scores: previous (paper) or current task"},
-      {"importance_samples", "128", "examples used for the importance scores"},
-      {"train_other", "false", "train non-target, non-head parameters after task 1 (T5 script) instead of freezing"},
-  };
+const OptionTable<OSFTOptions>& osft_table() {
+  using O = OSFTOptions;
+  static const auto table =
+      OptionTable<O>()
+          .add("target", "decomposed Linear layers: a layer glob; auto = vit every block layer, mlp fc*, cnn fc1",
+               [](O& o) -> auto& { return o.target(); })
+          .add("head", "classifier layers (a layer glob): never decomposed, always trained",
+               [](O& o) -> auto& { return o.head(); })
+          .add("rank_rule", "frozen rank per layer: progressive (k=t/T*R), importance (paper R1), fixed",
+               [](O& o) -> auto& { return o.rank_rule(); })
+          .add("mrr", "importance rule: minimum retained fraction", [](O& o) -> auto& { return o.mrr(); })
+          .add("trr", "importance rule: target retained fraction (of an average-importance layer)",
+               [](O& o) -> auto& { return o.trr(); })
+          .add("fraction", "fixed rule: frozen fraction of min(m,n) from task 2 on",
+               [](O& o) -> auto& { return o.fraction(); })
+          .add("importance_data", "data for the importance scores: previous (paper) or current task",
+               [](O& o) -> auto& { return o.importance_data(); })
+          .add("importance_samples", "examples used for the importance scores (drawn at random, seeded by the run seed)",
+               [](O& o) -> auto& { return o.importance_samples(); })
+          .add("train_other", "train non-target, non-head parameters after task 1 (T5 script) instead of freezing",
+               [](O& o) -> auto& { return o.train_other(); })
+          .add("protect_start",
+               "protect the starting weights from task 1 on: auto (when the run starts from --init or --pretrain) | "
+               "always | never",
+               [](O& o) -> auto& { return o.protect_start(); });
+  return table;
+}
+
+void OSFTOptions::validate() const {
+  TORCH_CHECK(rank_rule_ == "importance" || rank_rule_ == "progressive" || rank_rule_ == "fixed",
+              "strata: option osft.rank_rule: '", rank_rule_, "' is not one of importance, progressive, fixed");
+  TORCH_CHECK(importance_data_ == "previous" || importance_data_ == "current",
+              "strata: option osft.importance_data: '", importance_data_, "' is not previous or current");
+  TORCH_CHECK(mrr_ >= 0 && mrr_ <= 1, "strata: option osft.mrr must be in [0,1], got ", mrr_);
+  TORCH_CHECK(trr_ >= 0 && trr_ <= 1, "strata: option osft.trr must be in [0,1], got ", trr_);
+  TORCH_CHECK(fraction_ >= 0 && fraction_ <= 1, "strata: option osft.fraction must be in [0,1], got ", fraction_);
+  TORCH_CHECK(importance_samples_ > 0, "strata: option osft.importance_samples must be > 0, got ", importance_samples_);
+  TORCH_CHECK(!target_.empty(), "strata: option osft.target is empty (use 'auto' or a layer glob)");
+  TORCH_CHECK(protect_start_ == "auto" || protect_start_ == "always" || protect_start_ == "never",
+              "strata: option osft.protect_start: '", protect_start_, "' is not one of auto, always, never");
 }
 
 double osft_layer_importance(const torch::Tensor& x, const torch::Tensor& W) {
   torch::NoGradGuard no_grad;
   TORCH_CHECK(W.dim() == 2 && x.size(-1) == W.size(1), "strata::continual::osft_layer_importance(): input ",
               x.sizes(), " does not match weight ", W.sizes());
-  auto X = x.reshape({-1, W.size(1)}).to(torch::kFloat32);
-  auto Y = torch::mm(X, W.to(torch::kFloat32).t());
-  const int64_t d = std::min(W.size(0), W.size(1));
-  auto cos = torch::nn::functional::cosine_similarity(
-      X.slice(1, 0, d), Y.slice(1, 0, d), torch::nn::functional::CosineSimilarityFuncOptions().dim(1).eps(1e-8));
-  return cos.mean().item<double>();
+  auto X = x.reshape({-1, W.size(1)}).to(torch::kFloat64);
+  auto Wd = W.to(torch::kFloat64);
+  auto Y = torch::mm(X, Wd.t());
+  if (W.size(0) == W.size(1)) {
+    auto cos = torch::nn::functional::cosine_similarity(
+        X, Y, torch::nn::functional::CosineSimilarityFuncOptions().dim(1).eps(1e-8));
+    return cos.mean().item<double>();
+  }
+  // Uncentred linear CKA over the sample rows: ‖XᵀY‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F). Feature-space form
+  // ([n, m], [n, n], [m, m]) rather than the N×N Gram matrices, N = samples × tokens.
+  const double xx = torch::mm(X.t(), X).norm().item<double>();
+  const double yy = torch::mm(Y.t(), Y).norm().item<double>();
+  if (!(xx > 0) || !(yy > 0)) return 0.0;
+  return torch::mm(X.t(), Y).square().sum().item<double>() / (xx * yy);
 }
 
 std::vector<int64_t> osft_importance_ranks(const std::vector<double>& importance, const std::vector<int64_t>& full_rank,
-                                           double mrr, double trr) {
+                                           double mrr, double trr, const std::vector<int64_t>& group) {
   TORCH_CHECK(importance.size() == full_rank.size(), "strata::continual::osft_importance_ranks(): ",
               importance.size(), " scores for ", full_rank.size(), " layers");
-  double mean = 0;
-  for (double v : importance) mean += v;
-  mean /= std::max<size_t>(1, importance.size());
+  TORCH_CHECK(group.empty() || group.size() == importance.size(), "strata::continual::osft_importance_ranks(): ",
+              group.size(), " group ids for ", importance.size(), " layers");
+  auto group_of = [&](size_t l) { return group.empty() ? int64_t{0} : group[l]; };
+  std::map<int64_t, std::pair<double, int64_t>> sums;  // group -> (sum, count)
+  for (size_t l = 0; l < importance.size(); ++l) {
+    auto& g = sums[group_of(l)];
+    g.first += importance[l];
+    g.second += 1;
+  }
   std::vector<int64_t> k(importance.size());
   for (size_t l = 0; l < importance.size(); ++l) {
+    const auto& g = sums[group_of(l)];
+    const double mean = g.first / static_cast<double>(g.second);
     // Without a usable positive mean the ratio is meaningless: treat every layer as average.
     const double in = mean > 1e-8 ? importance[l] / mean : 1.0;
     const double r = mrr + in * (trr - mrr);
@@ -73,26 +120,18 @@ std::vector<int64_t> osft_importance_ranks(const std::vector<double>& importance
   return k;
 }
 
-OSFTMethod::OSFTMethod(const MethodConfig& config)
-    : target_(config.get_string("target")),
-      head_(config.get_string("head")),
-      rule_(config.get_string("rank_rule")),
-      importance_data_(config.get_string("importance_data")),
-      mrr_(config.get_double("mrr")),
-      trr_(config.get_double("trr")),
-      fraction_(config.get_double("fraction")),
-      importance_samples_(config.get_int("importance_samples")),
-      train_other_(config.get_bool("train_other")) {
-  TORCH_CHECK(rule_ == "importance" || rule_ == "progressive" || rule_ == "fixed",
-              "strata: option osft.rank_rule: '", rule_, "' is not one of importance, progressive, fixed");
-  TORCH_CHECK(importance_data_ == "previous" || importance_data_ == "current",
-              "strata: option osft.importance_data: '", importance_data_, "' is not previous or current");
-  TORCH_CHECK(mrr_ >= 0 && mrr_ <= 1, "strata: option osft.mrr must be in [0,1], got ", mrr_);
-  TORCH_CHECK(trr_ >= 0 && trr_ <= 1, "strata: option osft.trr must be in [0,1], got ", trr_);
-  TORCH_CHECK(fraction_ >= 0 && fraction_ <= 1, "strata: option osft.fraction must be in [0,1], got ", fraction_);
-  TORCH_CHECK(importance_samples_ > 0, "strata: option osft.importance_samples must be > 0, got ",
-              importance_samples_);
-  TORCH_CHECK(!target_.empty(), "strata: option osft.target is empty (use 'auto' or a layer glob)");
+OSFTMethod::OSFTMethod(OSFTOptions options)
+    : target_(options.target()),
+      head_(options.head()),
+      rule_(options.rank_rule()),
+      importance_data_(options.importance_data()),
+      protect_start_(options.protect_start()),
+      mrr_(options.mrr()),
+      trr_(options.trr()),
+      fraction_(options.fraction()),
+      importance_samples_(options.importance_samples()),
+      train_other_(options.train_other()) {
+  options.validate();
 }
 
 std::string OSFTMethod::target_pattern(const models::Model& model) const {
@@ -100,15 +139,25 @@ std::string OSFTMethod::target_pattern(const models::Model& model) const {
 }
 
 std::vector<double> OSFTMethod::importances(TaskContext& ctx, const std::vector<Layer>& layers) const {
-  const int64_t src = importance_data_ == "previous" ? ctx.task_index - 1 : ctx.task_index;
+  // Task 0 of a protected start has no previous task in the stream: the new task's data then shows how
+  // the pre-trained layers treat the inputs they will see.
+  const int64_t src = importance_data_ == "previous" && ctx.task_index > 0 ? ctx.task_index - 1 : ctx.task_index;
   const auto& split = ctx.stream->tasks.at(src).train;
   TORCH_CHECK(split.size() > 0, "strata::continual::OSFTMethod: task ", src, " has no training data for the importance scores");
+  // A random subset (a split's order may follow the classes), the same for a resumed run: the
+  // generator depends only on (run seed, task).
+  const int64_t seed = ctx.train ? ctx.train->seed() : 0;
+  uint64_t h = static_cast<uint64_t>(seed) * 0x9E3779B97F4A7C15ull ^ (static_cast<uint64_t>(ctx.task_index) + 1) * 0xD6E8FEB86659FD93ull;
+  auto gen = at::detail::createCPUGenerator(h);
+  const torch::Tensor rows =
+      torch::randperm(split.size(), gen, torch::TensorOptions().dtype(torch::kInt64))
+          .slice(0, 0, std::min(importance_samples_, split.size()));
   auto& model = *ctx.model;
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
   model.set_recording(true);
-  model.forward(split.slice(0, std::min(importance_samples_, split.size())));
+  model.forward(split.gather(rows));
   std::vector<double> out;
   for (const auto& l : layers) out.push_back(osft_layer_importance(l.layer->last_input(), l.layer->weight));
   model.set_recording(false);
@@ -116,8 +165,13 @@ std::vector<double> OSFTMethod::importances(TaskContext& ctx, const std::vector<
   return out;
 }
 
+bool OSFTMethod::protects_start(const TaskContext& ctx) const {
+  return protect_start_ == "always" || (protect_start_ == "auto" && ctx.pretrained);
+}
+
 void OSFTMethod::set_trainable(models::Model& model, int64_t task) const {
-  const bool other = train_other_ || task == 0;
+  // Non-target parameters train only while nothing is protected yet (task 0 from a fresh model).
+  const bool other = train_other_ || (task == 0 && !protected_start_);
   for (auto& p : model->parameters()) p.requires_grad_(other);
   for (auto& [name, layer] : model->linear_layers()) {
     if (full_match(head_, name)) {
@@ -133,6 +187,7 @@ void OSFTMethod::on_task_start(TaskContext& ctx) {
   torch::NoGradGuard no_grad;
   const int64_t t = ctx.task_index, T = ctx.stream->size();
   task_ = t;
+  protected_start_ = protects_start(ctx);
   clear_projections();
   layers_.clear();
   const TrainOptions* o = ctx.train;
@@ -151,21 +206,27 @@ void OSFTMethod::on_task_start(TaskContext& ctx) {
   TORCH_CHECK(!layers_.empty(), "strata::continual::OSFTMethod: target '", pattern,
               "' matches no Linear layer outside the head '", head_, "'");
 
-  // Frozen ranks. Task 0 is plain full fine-tuning under every rule.
+  // Frozen ranks. From a fresh model, task 0 is plain full fine-tuning under every rule; from
+  // pre-trained weights (protected start) the starting weights count as a task before task 0.
   std::vector<int64_t> k(layers_.size(), 0);
-  if (t > 0) {
+  if (t > 0 || protected_start_) {
     if (rule_ == "importance") {
       auto imp = importances(ctx, layers_);
-      std::vector<int64_t> R;
+      std::vector<int64_t> R, group;
       for (size_t i = 0; i < layers_.size(); ++i) {
         layers_[i].importance = imp[i];
         R.push_back(layers_[i].rank);
+        // Square (cos) and non-square (CKA) scores have different scales: each kind is normalised
+        // by its own mean.
+        group.push_back(layers_[i].layer->out_features() == layers_[i].layer->in_features() ? 0 : 1);
       }
-      k = osft_importance_ranks(imp, R, mrr_, trr_);
+      k = osft_importance_ranks(imp, R, mrr_, trr_, group);
     } else {
       for (size_t i = 0; i < layers_.size(); ++i) {
         const int64_t R = layers_[i].rank;
-        const double f = rule_ == "progressive" ? static_cast<double>(t) / T : fraction_;
+        const double f = rule_ != "progressive" ? fraction_
+                         : protected_start_      ? static_cast<double>(t + 1) / (T + 1)
+                                                 : static_cast<double>(t) / T;
         k[i] = std::clamp<int64_t>(static_cast<int64_t>(std::floor(f * R + 1e-9)), 0, R);
       }
     }
@@ -174,6 +235,7 @@ void OSFTMethod::on_task_start(TaskContext& ctx) {
   nlohmann::json entry;
   entry["task"] = t;
   entry["rule"] = rule_;
+  entry["protected_start"] = protected_start_;
   int64_t frozen = 0, total = 0;
   for (size_t i = 0; i < layers_.size(); ++i) {
     auto& l = layers_[i];
@@ -279,6 +341,7 @@ MethodState OSFTMethod::save() const {
   MethodState s;
   s.meta["task"] = task_;
   s.meta["rank_rule"] = rule_;
+  s.meta["protected_start"] = protected_start_;
   s.meta["history"] = history_;
   nlohmann::json ls = nlohmann::json::array();
   for (const auto& l : layers_) {
@@ -301,6 +364,7 @@ void OSFTMethod::load(const MethodState& state, models::Model& model) {
   TORCH_CHECK(state.meta.value("rank_rule", rule_) == rule_, "strata::continual::OSFTMethod::load(): state saved with rank_rule '",
               state.meta.value("rank_rule", std::string()), "', this method uses '", rule_, "'");
   task_ = state.meta["task"].get<int64_t>();
+  protected_start_ = state.meta.value("protected_start", false);
   history_ = state.meta.value("history", nlohmann::json::array());
   clear_projections();
   factored_ = false;  // a loaded method re-projects every step until the next task start

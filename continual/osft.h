@@ -24,17 +24,35 @@
 // Deviation from the factored form (U_l, s_l, V_l trainable): the constraint set is the same, the
 // optimizer geometry differs (stock optimizer on W): one optimizer for every method keeps runs comparable.
 //
-// Rank rules (k per layer, task t 0-based; task 0 is plain full fine-tuning, k = 0, as in the T5
-// script):
-//   "importance" (R1, paper; default)  I_l = mean over examples/tokens of cos(x, W x) on
-//                `importance_samples` examples of the *previous* task's training split (option
-//                importance_data = current: the new task's), recorded from each layer's input with
-//                the model as it stands at task start; for non-square W only the first min(m, n)
-//                coordinates of x and W x are compared (R2's resolution; R1 leaves it undefined).
-//                I_n = I_l / mean_l I_l;  r = mrr + I_n (trr − mrr);  k = clamp(⌊r R⌋, 1, R − 1).
-//                If mean_l I_l ≤ 1e-8 (no usable signal) every layer gets I_n = 1.
-//   "progressive"  k = ⌊t / T · R⌋, a further 1/T of each layer per task.
-//   "fixed"       (R4 uniform)          k = ⌊fraction · R⌋ for t ≥ 1 (fraction 1 = fully frozen).
+// Starting point. From a fresh model, task 0 is plain full fine-tuning (k = 0, as in the T5 script).
+// From pre-trained weights (the Runner sets TaskContext::pretrained for --init and --pretrain;
+// option protect_start = auto | always | never) the starting weights are what the paper protects:
+// the top-k directions of the pre-trained W are frozen already during task 0, and the non-target,
+// non-head parameters are frozen from task 0 on (unless train_other).
+//
+// Rank rules (k per layer, task t 0-based, T tasks):
+//   "importance" (R1, paper)  I_l = a per-layer input/output similarity on
+//                `importance_samples` examples drawn at random (seeded by the run seed and the task)
+//                from the *previous* task's training split (importance_data = current: the new task's;
+//                task 0 of a protected start uses the new task's), recorded from each layer's input with
+//                the model as it stands at task start (osft_layer_importance):
+//                  square W (m = n): the paper's mean over examples/tokens of cos(x, W x);
+//                  non-square W: the input and output spaces share no coordinates, so cos(x, W x) is
+//                  undefined (comparing the first min(m, n) coordinates pairs, e.g., pixels with hidden
+//                  units). The score is then the basis-free analogue, the uncentred linear CKA
+//                  ‖XᵀY‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) of the sample inputs X [N, n] and outputs Y = X Wᵀ:
+//                  1 when W acts on the samples' span as a scaled isometry (passes the input's geometry
+//                  through), near 0 when it discards it; like cos it ignores the bias.
+//                I_n = I_l / mean I;  r = mrr + I_n (trr − mrr);  k = clamp(⌊r R⌋, 1, R − 1), the mean
+//                taken over the layers of the same kind (square layers among themselves, non-square
+//                among themselves: cos and CKA have different scales, a random square layer scores
+//                ≈ 0 by cos and a random non-square one ≈ 0.5 by CKA, so one mean would freeze every
+//                non-square layer almost fully). A layer alone of its kind (the MLP's fc1) gets trr.
+//                If the kind's mean is ≤ 1e-8 (no usable signal) its layers get I_n = 1.
+//   "progressive" (default; R4's progressive budget)  k = ⌊t / T · R⌋, a further 1/T of each layer per task; with a protected start
+//                k = ⌊(t + 1) / (T + 1) · R⌋ (the starting weights are the first of T + 1 parts).
+//   "fixed"       (R4 uniform)          k = ⌊fraction · R⌋ for t ≥ 1 (and t = 0 with a protected
+//                start; fraction 1 = fully frozen).
 //
 // Targets: `target` regex (full match on the module path); "auto" = mlp `fc[0-9]+` (hidden
 // layers), cnn `fc1`, vit `blocks\..*` (every Linear inside the blocks; patch embedding excluded).
@@ -47,26 +65,51 @@
 // tasks/taskTT/<layer>: basis = V_h [n, k] (side "input"), singular_values = σ_h, extra/U_h = U_h [m, k],
 // threshold = retained fraction k/R, captured_energy = Σσ_h² / Σσ².
 #include "continual/method.h"
+#include "continual/option_table.h"
 
 #include <string>
 #include <vector>
 
 namespace strata::continual {
 
-std::vector<MethodOption> osft_options();
+struct OSFTOptions {
+  /// Decomposed Linear layers (a layer glob); "auto" = the model's block layers.
+  TORCH_ARG(std::string, target) = "auto";
+  /// Classifier layers (a glob): never decomposed, always trained.
+  TORCH_ARG(std::string, head) = "head";
+  /// progressive | importance | fixed (progressive: the better rule in the pre-trained regime, README).
+  TORCH_ARG(std::string, rank_rule) = "progressive";
+  TORCH_ARG(double, mrr) = 0.1;
+  TORCH_ARG(double, trr) = 0.8;
+  TORCH_ARG(double, fraction) = 0.5;
+  /// previous | current.
+  TORCH_ARG(std::string, importance_data) = "previous";
+  TORCH_ARG(int64_t, importance_samples) = 128;
+  TORCH_ARG(bool, train_other) = false;
+  /// auto | always | never (see "Starting point").
+  TORCH_ARG(std::string, protect_start) = "auto";
 
-/// The importance score of one layer (R1): mean_i cos(x_i[:d], (W x_i)[:d]), d = min(m, n).
+ public:
+  void validate() const;
+};
+
+const OptionTable<OSFTOptions>& osft_table();
+
+/// The importance score of one layer: square W, mean_i cos(x_i, W x_i) (the paper's); non-square W,
+/// the uncentred linear CKA ‖XᵀY‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F), Y = X Wᵀ, in [0, 1].
 /// x [..., n] (rows are examples/tokens), W [m, n]; the bias is not part of the score.
 double osft_layer_importance(const torch::Tensor& x, const torch::Tensor& W);
 
 /// R1 mapping of raw importances to frozen ranks: I_n = I / mean(I), r = mrr + I_n (trr − mrr),
-/// k = clamp(⌊r R_l⌋, min(1, R_l − 1), R_l − 1). Returns k per layer.
+/// k = clamp(⌊r R_l⌋, min(1, R_l − 1), R_l − 1). Returns k per layer. `group` (empty = one group):
+/// the mean is taken over the layers of the same group only (scores of different definitions are
+/// never compared).
 std::vector<int64_t> osft_importance_ranks(const std::vector<double>& importance, const std::vector<int64_t>& full_rank,
-                                           double mrr, double trr);
+                                           double mrr, double trr, const std::vector<int64_t>& group = {});
 
 class OSFTMethod : public Method {
  public:
-  explicit OSFTMethod(const MethodConfig& config);
+  explicit OSFTMethod(OSFTOptions options = {});
   ~OSFTMethod() override;
   std::string name() const override { return "osft"; }
 
@@ -102,7 +145,9 @@ class OSFTMethod : public Method {
   void write_store(const TaskContext& ctx) const;
   static void prepare(Layer& l);
 
-  std::string target_, head_, rule_, importance_data_;
+  bool protects_start(const TaskContext& ctx) const;
+
+  std::string target_, head_, rule_, importance_data_, protect_start_;
   double mrr_, trr_, fraction_;
   int64_t importance_samples_;
   bool train_other_;
@@ -110,6 +155,7 @@ class OSFTMethod : public Method {
   void clear_projections();
 
   int64_t task_ = -1;
+  bool protected_start_ = false;  // this run protects the starting weights (fixed at task start)
   bool factored_ = false;   // plain SGD this task: P(G) in the layers' backward
   int64_t steps_ = 0;       // after_step calls this task
   std::vector<Layer> layers_;

@@ -14,6 +14,10 @@ void TrainOptions::validate() const {
   TORCH_CHECK(std::isfinite(lr_) && lr_ > 0, "strata::continual::TrainOptions: lr must be > 0, got ", lr_);
   TORCH_CHECK(momentum_ >= 0 && momentum_ < 1, "strata::continual::TrainOptions: momentum must be in [0,1), got ", momentum_);
   TORCH_CHECK(weight_decay_ >= 0, "strata::continual::TrainOptions: weight_decay must be >= 0, got ", weight_decay_);
+  TORCH_CHECK(beta1_ >= 0 && beta1_ < 1 && beta2_ >= 0 && beta2_ < 1,
+              "strata::continual::TrainOptions: adam betas must be in [0,1), got ", beta1_, ", ", beta2_);
+  TORCH_CHECK(schedule_ == "constant" || schedule_ == "cosine", "strata::continual::TrainOptions: unknown lr schedule '",
+              schedule_, "' (valid: constant, cosine)");
   TORCH_CHECK(batch_size_ > 0, "strata::continual::TrainOptions: batch_size must be > 0, got ", batch_size_);
   TORCH_CHECK(epochs_ > 0, "strata::continual::TrainOptions: epochs must be > 0, got ", epochs_);
   TORCH_CHECK(eval_batch_size_ > 0, "strata::continual::TrainOptions: eval_batch_size must be > 0, got ", eval_batch_size_);
@@ -29,34 +33,64 @@ torch::Tensor mask_logits(const torch::Tensor& logits, const torch::Tensor& mask
   return logits.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
 }
 
-EvalResult evaluate(models::ModelImpl& model, const tasks::Split& split, const torch::Tensor& mask, int64_t batch_size) {
+EvalResult evaluate(models::ModelImpl& model, const tasks::Split& split, const torch::Tensor& mask, int64_t batch_size,
+                    DataParallel* parallel) {
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
   const int64_t n = split.size();
+  // Several workers: each evaluates its own rows, then the predictions are gathered.
+  const auto [first, last] = is_parallel(parallel) ? shard_range(n, parallel->rank(), parallel->world_size())
+                                                    : std::pair<int64_t, int64_t>{0, n};
   EvalResult r;
-  r.pred = torch::empty({n}, torch::kInt64);
-  r.prob = torch::empty({n}, torch::kFloat32);
+  r.pred = torch::empty({last - first}, torch::kInt64);
+  r.prob = torch::empty({last - first}, torch::kFloat32);
   torch::Tensor buffer;  // each batch is dropped before the next is made: reuse its memory
-  for (int64_t s = 0; s < n; s += batch_size) {
-    const int64_t e = std::min(n, s + batch_size);
+  for (int64_t s = first; s < last; s += batch_size) {
+    const int64_t e = std::min(last, s + batch_size);
     auto logits = mask_logits(model.forward(split.slice(s, e, buffer)), mask);
     auto [p, idx] = torch::softmax(logits, 1).max(1);
-    r.pred.slice(0, s, e).copy_(idx);
-    r.prob.slice(0, s, e).copy_(p);
+    r.pred.slice(0, s - first, e - first).copy_(idx);
+    r.prob.slice(0, s - first, e - first).copy_(p);
+  }
+  if (is_parallel(parallel)) {
+    // One gather for both: class ids and float32 probabilities are exact in float64.
+    auto both = torch::stack({r.pred.to(torch::kFloat64), r.prob.to(torch::kFloat64)}, 1);
+    auto all = parallel->all_gather_rows(both, n);
+    r.pred = all.select(1, 0).to(torch::kInt64).contiguous();
+    r.prob = all.select(1, 1).to(torch::kFloat32).contiguous();
   }
   r.correct = r.pred.eq(split.y);
   if (was_training) model.train();
   return r;
 }
 
+TrainOptions with_recipe(TrainOptions o, const OptimizerRecipe& r) {
+  return o.optimizer(r.optimizer)
+      .lr(r.lr)
+      .beta1(r.beta1)
+      .beta2(r.beta2)
+      .momentum(r.momentum)
+      .weight_decay(r.weight_decay)
+      .schedule(r.schedule);
+}
+
+double scheduled_lr(const TrainOptions& o, int64_t step, int64_t total_steps) {
+  if (o.schedule() != "cosine" || total_steps <= 0) return o.lr();
+  const double pi = std::acos(-1.0);
+  return o.lr() * 0.5 * (1.0 + std::cos(pi * static_cast<double>(step) / static_cast<double>(total_steps)));
+}
+
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& o, const std::vector<torch::Tensor>& params) {
   if (o.optimizer() == "sgd")
     return std::make_unique<torch::optim::SGD>(
         params, torch::optim::SGDOptions(o.lr()).momentum(o.momentum()).weight_decay(o.weight_decay()));
+  const auto betas = std::make_tuple(o.beta1(), o.beta2());
   if (o.optimizer() == "adam")
-    return std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(o.lr()).weight_decay(o.weight_decay()));
-  return std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(o.lr()).weight_decay(o.weight_decay()));
+    return std::make_unique<torch::optim::Adam>(
+        params, torch::optim::AdamOptions(o.lr()).betas(betas).weight_decay(o.weight_decay()));
+  return std::make_unique<torch::optim::AdamW>(
+      params, torch::optim::AdamWOptions(o.lr()).betas(betas).weight_decay(o.weight_decay()));
 }
 
 namespace {
@@ -68,6 +102,11 @@ at::Generator shuffle_generator(int64_t seed, int64_t task, int64_t epoch) {
   h ^= (static_cast<uint64_t>(task) + 1) * 0xBF58476D1CE4E5B9ull;
   h ^= (static_cast<uint64_t>(epoch) + 1) * 0x94D049BB133111EBull;
   return at::detail::createCPUGenerator(h);
+}
+
+void check_finite(double loss, int64_t task, int64_t epoch, int64_t step) {
+  TORCH_CHECK(std::isfinite(loss), "strata::continual::train_task(): non-finite loss (", loss, ") at task ", task,
+              " epoch ", epoch, " step ", step, "; lower the learning rate. Finished versions are untouched.");
 }
 
 }  // namespace
@@ -95,9 +134,12 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
   auto optimizer = method.make_optimizer(ctx, params);
   if (!optimizer) optimizer = make_optimizer(options, params);
 
+  DataParallel* parallel = is_parallel(ctx.parallel) ? ctx.parallel : nullptr;
   model.train();
   const int64_t bs = options.batch_size();
   const int64_t steps_per_epoch = (n + bs - 1) / bs;
+  const int64_t total_steps = steps_per_epoch * options.epochs();
+  const bool cosine = options.schedule() == "cosine";
   int64_t step = 0;
   for (int64_t epoch = 0; epoch < options.epochs(); ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -105,37 +147,62 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
     const torch::Tensor perm = torch::randperm(n, gen, torch::TensorOptions().dtype(torch::kInt64));
     double loss_sum = 0;
     torch::Tensor correct_sum = torch::zeros({}, torch::kInt64);
+    double correct_global = 0;  // several workers: the all-reduced count
     for (int64_t s = 0, b = 0; s < n; s += bs, ++b) {
+      const int64_t e = std::min(n, s + bs);
       StepContext sc;
       sc.task = &ctx;
       sc.epoch = epoch;
       sc.step = step;
-      sc.batch_index = perm.slice(0, s, std::min(n, s + bs));
+      if (parallel) {
+        const auto [lo, hi] = shard_range(e - s, parallel->rank(), parallel->world_size());
+        sc.batch_index = perm.slice(0, s + lo, s + hi);
+      } else {
+        sc.batch_index = perm.slice(0, s, e);
+      }
       sc.x = data.gather(sc.batch_index);
       sc.y = data.y.index_select(0, sc.batch_index);
-      auto logits = model.forward(sc.x);
-      if (masked) logits = mask_logits(logits, mask_table.index_select(0, data.task.index_select(0, sc.batch_index)));
-      sc.logits = logits;
-      sc.loss = torch::nn::functional::cross_entropy(logits, sc.y);
-      torch::Tensor total = sc.loss;
-      if (auto extra = method.extra_loss(sc); extra.defined()) total = total + extra;
-      const double loss_value = total.item<double>();
-      TORCH_CHECK(std::isfinite(loss_value), "strata::continual::train_task(): non-finite loss (", loss_value,
-                  ") at task ", ctx.task_index, " epoch ", epoch, " step ", step,
-                  "; lower the learning rate. Finished versions are untouched.");
+      const int64_t local = sc.y.size(0);
       // Drop the gradients (PyTorch's zero_grad(set_to_none=True)) rather than zeroing them: one
       // kernel less per parameter and step, which matters at small batches; backward() writes
       // fresh gradients, and hooks check grad().defined() for parameters a step did not reach.
       for (auto& group : optimizer->param_groups())
         for (auto& p : group.params()) p.mutable_grad().reset();
-      total.backward();
+      if (cosine)
+        for (auto& group : optimizer->param_groups()) group.options().set_lr(scheduled_lr(options, step, total_steps));
+      double loss_value = 0;
+      torch::Tensor logits;
+      if (local > 0) {
+        logits = model.forward(sc.x);
+        sc.raw_logits = logits;
+        if (masked) logits = mask_logits(logits, mask_table.index_select(0, data.task.index_select(0, sc.batch_index)));
+        sc.logits = logits;
+        sc.loss = torch::nn::functional::cross_entropy(logits, sc.y);
+        torch::Tensor total = sc.loss;
+        if (auto extra = method.extra_loss(sc); extra.defined()) total = total + extra;
+        // This worker's share of the global batch's mean loss (the whole of it with one worker).
+        if (parallel) total = total * (static_cast<double>(local) / (e - s));
+        loss_value = total.item<double>();
+        if (!parallel) check_finite(loss_value, ctx.task_index, epoch, step);
+        total.backward();
+      }
+      if (parallel) {
+        // The loss and the correct count travel with the gradients; every worker then checks the
+        // same global loss, so all stop together on a non-finite one.
+        const double correct = local > 0 ? logits.detach().argmax(1).eq(sc.y).sum().item<double>() : 0.0;
+        auto stats = torch::tensor({loss_value, correct}, torch::kFloat64);
+        parallel->all_reduce_gradients(params, stats);
+        loss_value = stats[0].item<double>();
+        correct_global += stats[1].item<double>();
+        check_finite(loss_value, ctx.task_index, epoch, step);
+      }
       method.after_backward(sc);
       optimizer->step();
       method.after_step(sc);
-      loss_sum += loss_value * sc.y.size(0);
-      correct_sum += logits.detach().argmax(1).eq(sc.y).sum();
+      loss_sum += loss_value * (e - s);
+      if (!parallel) correct_sum += logits.detach().argmax(1).eq(sc.y).sum();
       ++step;
-      if (on_step) on_step(epoch, b + 1, steps_per_epoch, loss_sum / std::min(n, s + bs));
+      if (on_step) on_step(epoch, b + 1, steps_per_epoch, loss_sum / e);
     }
     EpochStats st;
     st.task = ctx.task_index;
@@ -143,12 +210,12 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
     st.steps = steps_per_epoch;
     st.examples = n;
     st.loss = loss_sum / n;
-    st.train_acc = correct_sum.item<double>() / n;
+    st.train_acc = (parallel ? correct_global : correct_sum.item<double>()) / n;
     st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const auto& val = ctx.task().val;
     if (val.size() > 0) {
       torch::Tensor mask = eval_masked ? stream.logit_mask(ctx.task_index)[ctx.task_index] : torch::Tensor();
-      st.val_acc = evaluate(model, val, mask, options.eval_batch_size()).accuracy();
+      st.val_acc = evaluate(model, val, mask, options.eval_batch_size(), ctx.parallel).accuracy();
     }
     if (on_epoch) on_epoch(st);
   }

@@ -13,6 +13,12 @@ struct TrainOptions {
   TORCH_ARG(double, lr) = 0.01;
   TORCH_ARG(double, momentum) = 0.0;      ///< SGD only
   TORCH_ARG(double, weight_decay) = 0.0;
+  /// Adam / AdamW moment decay rates β₁, β₂.
+  TORCH_ARG(double, beta1) = 0.9;
+  TORCH_ARG(double, beta2) = 0.999;
+  /// Learning-rate schedule within each task: "constant" | "cosine" (lr·½(1 + cos(π s / N)) at step
+  /// s of the task's N steps, no warm-up: each task starts again from lr, like the fresh optimizer).
+  TORCH_ARG(std::string, schedule) = "constant";
   TORCH_ARG(int64_t, batch_size) = 10;
   TORCH_ARG(int64_t, epochs) = 1;
   /// Seeds model init and every shuffle. Shuffles use a generator derived from (seed, task,
@@ -40,9 +46,10 @@ struct EvalResult {
 };
 
 /// Evaluates without gradients, in eval mode, in batches. `mask`: [num_classes] bool of allowed
-/// logits (undefined = all).
+/// logits (undefined = all). With `parallel` (several workers), each worker evaluates its shard_range of
+/// the split and every worker gets the gathered result.
 EvalResult evaluate(models::ModelImpl& model, const tasks::Split& split, const torch::Tensor& mask,
-                    int64_t batch_size = 1000);
+                    int64_t batch_size = 1000, DataParallel* parallel = nullptr);
 
 /// Called after every epoch (progress display, metrics.csv).
 using EpochCallback = std::function<void(const EpochStats&)>;
@@ -51,8 +58,19 @@ using StepCallback = std::function<void(int64_t, int64_t, int64_t, double)>;
 
 /// Trains the model on ctx's task with the method's hooks. Throws on a non-finite loss
 /// (naming task, epoch and step) before any optimizer step applies it.
+///
+/// With ctx.parallel (several workers), worker r takes the rows shard_range(B, r, N) of every global
+/// batch of B rows (the same shuffle everywhere), weights its mean loss (task loss + extra_loss) by
+/// its share of the batch, and the gradients are summed over workers before after_backward: the
+/// update is the one-process update up to float round-off, whatever N. Epoch statistics are global.
 void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, const EpochCallback& on_epoch = {},
                 const StepCallback& on_step = {});
+
+/// `options` with the recipe's optimizer settings (optimizer, lr, betas, momentum, weight decay, schedule).
+TrainOptions with_recipe(TrainOptions options, const OptimizerRecipe& recipe);
+
+/// The learning rate of step `step` (0-based) of a task of `total_steps` steps under options.schedule().
+double scheduled_lr(const TrainOptions& options, int64_t step, int64_t total_steps);
 
 /// Builds the optimizer the options name over `params`.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& options,

@@ -69,6 +69,9 @@ void quiet_hdf5();
 //   "... '<path>' is corrupt or truncated (HDF5 cannot open it)", "... already exists".
 H5::H5File open_file(const std::string& path, FileMode mode);
 
+/// The file name of an HDF5 object, for error messages ("<unknown file>" when HDF5 cannot tell).
+std::string file_of(const H5::H5Location& loc);
+
 // Runs `fn`, converting H5::Exception into c10::Error naming `what` (e.g. "read_tensor"), the file
 // and the object. Use it around direct H5Cpp calls so callers only ever see c10::Error.
 void h5_guard(const std::string& what, const std::string& file, const std::string& object,

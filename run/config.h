@@ -32,6 +32,9 @@ struct RunConfig {
   std::string pretrain;
   int64_t pretrain_epochs = 1;
   continual::TrainOptions train;
+  /// The method whose optimizer recipe (Method::recipe) set `train`'s optimizer settings because the
+  /// user gave none; "" = the user's or the trainer's defaults.
+  std::string train_recipe;
   /// --compat none|focal|muscle and its --compat-* options (compat_training.h).
   continual::CompatTrainingOptions compat;
   continual::MethodConfig method{"gpm", {}};
@@ -47,6 +50,10 @@ struct RunConfig {
 /// every method in `registry` (--METHOD.KEY).
 boost::program_options::options_description run_options(
     const continual::MethodRegistry& registry = continual::builtin_methods());
+/// boost::program_options builds its error messages by replacing placeholders such as "%value%" until
+/// none is left, so an option name or value that contains one makes what() loop forever. Every
+/// parser of user options calls this on each argument / INI line first; throws naming `where`.
+void reject_option_placeholders(const std::string& text, const std::string& where);
 /// Parses argv (after the sub-command) and an optional --config INI file; command line wins.
 /// Throws c10::Error / boost::program_options::error with a one-line message.
 RunConfig parse_run_config(int argc, const char* const* argv,

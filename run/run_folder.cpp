@@ -44,6 +44,19 @@ void RunFolder::write_config(const std::string& text) const { core::atomic_write
 
 void RunFolder::write_report(const std::string& json_text) const { core::atomic_write_text(report_json(), json_text); }
 
+void RunFolder::write_plot(const std::string& file, const std::string& text) const {
+  std::filesystem::create_directories(plots());
+  core::atomic_write_text(plots() + "/" + file, text);
+}
+
+std::string RunFolder::read_report() const {
+  std::ifstream in(report_json(), std::ios::binary);
+  if (!in) return "";
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
 void RunFolder::write_metrics(const std::vector<std::string>& rows) const {
   std::string text = std::string(kMetricsHeader) + "\n";
   for (const auto& r : rows) text += r + "\n";

@@ -46,6 +46,10 @@ class RunFolder {
   std::string read_config() const;
   void write_config(const std::string& text) const;
   void write_report(const std::string& json_text) const;
+  /// plots/<file> (creating plots/), atomically.
+  void write_plot(const std::string& file, const std::string& text) const;
+  /// report.json's text; "" when there is none.
+  std::string read_report() const;
 
   /// metrics.csv: rows without the header; written whole, atomically.
   void write_metrics(const std::vector<std::string>& rows) const;

@@ -1,13 +1,20 @@
 #include "run/runner.h"
 
-#include "run/compat_metrics.h"
+#include "compat/stream_report.h"
+#include "core/svg.h"
+#include "run/limits.h"
+#include "run/verify.h"
 #include "models/weights.h"
 #include "run/pretrain.h"
+
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <chrono>
 #include <algorithm>
 #include <filesystem>
+#include <limits>
 #include <iomanip>
+#include <mutex>
 #include <sstream>
 
 namespace fs = std::filesystem;
@@ -15,6 +22,19 @@ namespace fs = std::filesystem;
 namespace strata::run {
 
 using namespace strata::continual;
+
+namespace {
+
+void seed_worker_rng(int64_t seed, int64_t task, int64_t rank) {
+  uint64_t h = static_cast<uint64_t>(seed) * 0x9E3779B97F4A7C15ull;
+  h ^= (static_cast<uint64_t>(task) + 1) * 0xBF58476D1CE4E5B9ull;
+  h ^= static_cast<uint64_t>(rank) * 0x94D049BB133111EBull;
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_current_seed(h);
+}
+
+}  // namespace
 
 std::unique_ptr<Method> make_run_method(const RunConfig& config, const MethodRegistry& registry) {
   // --compat wraps the method (every hook forwarded), so any method can train compatibly.
@@ -24,6 +44,10 @@ std::unique_ptr<Method> make_run_method(const RunConfig& config, const MethodReg
 Runner::Runner(RunConfig config, const MethodRegistry& registry)
     : config_(std::move(config)), registry_(&registry) {
   config_.validate(registry);
+  TORCH_CHECK(config_.stream.num_tasks() <= kMaxRunTasks, "option --tasks: a run holds at most ", kMaxRunTasks,
+              " tasks (predictions.h5 names them task00..task99), got ", config_.stream.num_tasks());
+  // Before the stream or the model exists: a run that cannot fit is one line, not an OOM kill.
+  check_memory(estimate_memory(config_), available_memory());
   torch::manual_seed(config_.train.seed());
   stream_ = tasks::make_stream(config_.stream);
   config_.model.input_shape(stream_.input_shape).num_classes(stream_.num_classes);
@@ -37,12 +61,12 @@ Runner::Runner(RunConfig config, const MethodRegistry& registry)
 }
 
 std::vector<EvalResult> evaluate_stream(models::ModelImpl& model, const tasks::TaskStream& stream, int64_t stage,
-                                        int64_t batch_size) {
+                                        int64_t batch_size, DataParallel* parallel) {
   const bool masked = stream.scenario != tasks::Scenario::kDomainIncremental;
   const torch::Tensor masks = masked ? stream.logit_mask(std::max<int64_t>(stage, 0)) : torch::Tensor();
   std::vector<EvalResult> out;
   for (int64_t t = 0; t < stream.size(); ++t)
-    out.push_back(evaluate(model, stream.tasks[t].test, masked ? masks[t] : torch::Tensor(), batch_size));
+    out.push_back(evaluate(model, stream.tasks[t].test, masked ? masks[t] : torch::Tensor(), batch_size, parallel));
   return out;
 }
 
@@ -62,7 +86,7 @@ void restore_version(const checkpoints::Version& version, models::Model& model, 
 }
 
 void Runner::evaluate_all(int64_t stage, TaskResult& result) {
-  result.evals = evaluate_stream(*model_, stream_, stage, config_.train.eval_batch_size());
+  result.evals = evaluate_stream(*model_, stream_, stage, config_.train.eval_batch_size(), group_);
 }
 
 void Runner::log(const std::string& line) const {
@@ -95,11 +119,13 @@ void Runner::measure_initial_accuracy() {
 }
 
 ClMetrics Runner::run() {
-  folder_.create();
   config_text_ = config_.to_ini();
-  folder_.write_config(config_text_);
   metrics_rows_.clear();
-  folder_.write_metrics(metrics_rows_);
+  if (writes_files()) {
+    folder_.create();
+    folder_.write_config(config_text_);
+    folder_.write_metrics(metrics_rows_);
+  }
   prepare_start();
   method_->attach(model_);
   measure_initial_accuracy();
@@ -107,29 +133,60 @@ ClMetrics Runner::run() {
 }
 
 ClMetrics Runner::resume() {
-  folder_.check_resumable();
+  if (writes_files()) folder_.check_resumable();
   config_text_ = folder_.read_config();
   const std::string& dir = folder_.dir();
   const auto scan = checkpoints::scan_versions(dir);
   for (const auto& p : scan.partial) log("resume: ignoring partial file '" + p + "' (left by an interrupted write)");
   for (const auto& p : scan.other) log("resume: ignoring unexpected file '" + p + "'");
   const int64_t T = stream_.size();
-  if (scan.versions.empty()) {
+  std::vector<int64_t> versions = scan.versions;
+  if (!versions.empty()) {
+    const int64_t newest = versions.back();
+    for (int64_t v = 0; v <= newest; ++v)
+      TORCH_CHECK(std::binary_search(versions.begin(), versions.end(), v), "cannot resume '", dir, "': '",
+                  folder_.version(v), "' is missing but '", folder_.version(newest), "' exists");
+    // Every version the continued run builds on is verified (checksum, format, position, shapes)
+    // before anything is decided: a damaged newest version must never pass for a complete run.
+    for (int64_t v = 0; v <= newest; ++v) {
+      const std::string path = folder_.version(v);
+      const std::string problem = check_version(path, v, T, method_->name(), &model_);
+      if (problem.empty()) continue;
+      TORCH_CHECK(v == newest, "cannot resume '", dir, "': version '", path, "' is damaged (", problem,
+                  "); the versions after it were trained from it, so the run cannot continue past it");
+      // The newest one only: its task is trained again from the version before it.
+      const std::string aside = path + ".corrupt";
+      std::error_code ec;
+      fs::rename(path, aside, ec);
+      TORCH_CHECK(!ec, "cannot resume '", dir, "': version '", path, "' is damaged (", problem,
+                  ") and cannot be moved aside to '", aside, "': ", ec.message());
+      log("resume: version '" + path + "' is damaged (" + problem + "); moved aside to '" + aside + "', task " +
+          std::to_string(v + 1) + " is trained again" +
+          (v > 0 ? " from version " + std::to_string(v - 1) : std::string(" from the start")));
+      versions.pop_back();
+    }
+  }
+  if (versions.empty()) {
     // Killed during the first task: start over in the same folder (same seed => same run).
     prepare_start();  // the fresh model needs its starting point again
     method_->attach(model_);
     log("resume: no complete version in '" + dir + "/versions'; starting again from task 1");
     metrics_rows_.clear();
-    folder_.write_metrics(metrics_rows_);
+    if (writes_files()) folder_.write_metrics(metrics_rows_);
     measure_initial_accuracy();
     return train_tasks(0);
   }
-  const int64_t last = scan.versions.back();
-  for (int64_t v = 0; v <= last; ++v)
-    TORCH_CHECK(std::binary_search(scan.versions.begin(), scan.versions.end(), v), "cannot resume '", dir, "': '",
-                folder_.version(v), "' is missing but '", folder_.version(last), "' exists");
-  TORCH_CHECK(last + 1 < T, "run '", dir, "' is already complete: all ", T, " tasks have a version (last: '",
-              folder_.version(last), "'); nothing to resume");
+  const int64_t last = versions.back();
+  // Every task has a version: complete only if the report written after the last one says so (a
+  // kill between the last version and its report leaves predictions.h5 and report.json behind).
+  bool reported = false;
+  try {
+    reported = nlohmann::json::parse(folder_.read_report()).value("stages_done", int64_t(-1)) == T;
+  } catch (const std::exception&) {
+    // No report, or a damaged one: the run is not complete.
+  }
+  TORCH_CHECK(last + 1 < T || !reported, "run '", dir, "' is already complete: all ", T,
+              " tasks have a verified version (last: '", folder_.version(last), "'); nothing to resume");
   const std::string path = folder_.version(last);
   LoadVersionOptions lo;
   lo.registry = registry_;
@@ -158,7 +215,7 @@ ClMetrics Runner::resume() {
   // (the file may have been written before or after the kill) and checked against its R row.
   predictions_.clear();
   const std::string pred_path = folder_.predictions_h5();
-  if (fs::exists(pred_path)) {
+  if (writes_files() && fs::exists(pred_path)) {
     try {
       predictions_ = compat::read_predictions(pred_path);
     } catch (const c10::Error& e) {
@@ -167,7 +224,7 @@ ClMetrics Runner::resume() {
   }
   for (auto it = predictions_.begin(); it != predictions_.end();)
     it = it->first > last ? predictions_.erase(it) : std::next(it);
-  for (int64_t u = 0; u < last; ++u)
+  for (int64_t u = 0; u < last && writes_files(); ++u)
     if (!predictions_.count(u)) log("resume: predictions.h5 lacks version " + std::to_string(u));
   TaskResult check;
   evaluate_all(last, check);
@@ -179,10 +236,23 @@ ClMetrics Runner::resume() {
   store_predictions(last, check);
 
   // metrics.csv: drop the rows of the interrupted task.
-  metrics_rows_ = folder_.read_metrics(last);
-  folder_.write_metrics(metrics_rows_);
+  if (writes_files()) {
+    metrics_rows_ = folder_.read_metrics(last);
+    folder_.write_metrics(metrics_rows_);
+  }
   // Last: the global RNG exactly as the uninterrupted run had it after writing this version.
   checkpoints::set_cpu_rng_state(v.rng_cpu);
+  if (last + 1 == T) {
+    // Nothing left to train: write what the interruption left behind the last version.
+    if (writes_files()) {
+      compat::write_predictions(folder_.predictions_h5(), predictions_);
+      compat::write_compat_plots(folder_.dir(), predictions_);
+      write_report(T);
+    }
+    log("resume: every task of '" + dir + "' has a version; rewrote predictions.h5 and report.json, which the "
+        "interruption left behind");
+    return compute_metrics(R_, b_);
+  }
   log("resume: continuing '" + dir + "' after version " + std::to_string(last) + " (task " +
       std::to_string(last + 2) + " of " + std::to_string(T) + ")");
   return train_tasks(last + 1);
@@ -265,13 +335,20 @@ ClMetrics Runner::train_tasks(int64_t first) {
     ctx.stream = &stream_;
     ctx.task_index = t;
     ctx.train = &config_.train;
-    ctx.recorder = recorder_.get();
+    ctx.recorder = writes_files() ? recorder_.get() : nullptr;
+    ctx.parallel = group_;
+    ctx.pretrained = !config_.init.empty() || !config_.pretrain.empty();
     TaskResult result;
     result.task = t;
+    if (group_) dist::fault_point(group_->rank(), t);
     const auto t0 = std::chrono::steady_clock::now();
     method_->on_task_start(ctx);
+    // Workers draw their own dropout masks (from a per-task, per-rank seed, so runs repeat).
+    if (group_ && group_->rank() > 0) seed_worker_rng(config_.train.seed(), t, group_->rank());
     const int64_t examples = train_stages(ctx, result);
+    if (group_) sync_rng_state();
     method_->on_task_end(ctx);
+    if (group_) check_workers_agree(t);
     const auto t1 = std::chrono::steady_clock::now();
     result.train_seconds = std::chrono::duration<double>(t1 - t0).count();
     result.examples_per_s = examples / std::max(result.train_seconds, 1e-9);
@@ -279,13 +356,15 @@ ClMetrics Runner::train_tasks(int64_t first) {
     result.eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     for (int64_t j = 0; j < stream_.size(); ++j) R_[t][j] = result.evals[j].accuracy();
     results_.push_back(result);
-    // Version first (the resume point), then predictions, the hook, and the report.
-    checkpoints::write_version(folder_.version(t), snapshot(t));
     store_predictions(t, result);
-    compat::write_predictions(folder_.predictions_h5(), predictions_);
-    write_compat_plots(folder_.dir(), predictions_);
-    if (on_task_done) on_task_done(result);
-    write_report(t + 1);
+    if (writes_files()) {
+      // Version first (the resume point), then predictions, the hook, and the report.
+      checkpoints::write_version(folder_.version(t), snapshot(t));
+      compat::write_predictions(folder_.predictions_h5(), predictions_);
+      compat::write_compat_plots(folder_.dir(), predictions_);
+      if (on_task_done) on_task_done(result);
+      write_report(t + 1);
+    }
     std::ostringstream line;
     line << std::fixed << std::setprecision(2) << "task " << t + 1 << "/" << stream_.size() << " done in "
          << result.train_seconds << " s; accuracy on tasks seen: ";
@@ -295,12 +374,36 @@ ClMetrics Runner::train_tasks(int64_t first) {
   return compute_metrics(R_, b_);
 }
 
+void Runner::sync_rng_state() {
+  // Dropout draws differ per worker; what follows (on_task_end, the next task's start, the version's
+  // stored RNG state) must see rank 0's, as a resumed run will.
+  std::vector<torch::Tensor> state{checkpoints::cpu_rng_state()};
+  group_->broadcast(state, 0);
+  checkpoints::set_cpu_rng_state(state[0]);
+}
+
+void Runner::check_workers_agree(int64_t task) {
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : model_->named_parameters()) tensors.push_back(p.value());
+  for (const auto& b : model_->named_buffers()) tensors.push_back(b.value());
+  group_->check_agreement(dist::checksum(tensors), "the model's parameters after task " + std::to_string(task + 1));
+  const MethodState state = method_->save();
+  tensors.clear();
+  std::string keys;
+  for (const auto& [k, v] : state.tensors) {
+    keys += k + "\n";
+    tensors.push_back(v);
+  }
+  group_->check_agreement(dist::checksum(tensors, keys + state.meta.dump()),
+                          "the state of method '" + method_->name() + "' after task " + std::to_string(task + 1));
+}
+
 void Runner::add_metrics_row(const EpochStats& s) {
   std::ostringstream row;
   row << s.task << "," << s.epoch << "," << s.steps << "," << s.examples << "," << s.loss << "," << s.train_acc << ","
       << s.val_acc << "," << s.seconds << "," << s.examples_per_s();
   metrics_rows_.push_back(row.str());
-  folder_.write_metrics(metrics_rows_);
+  if (writes_files()) folder_.write_metrics(metrics_rows_);
 }
 
 namespace {
@@ -320,7 +423,8 @@ void Runner::write_report(int64_t stages_done) const {
   nlohmann::json r;
   r["strata_report_version"] = 1;
   r["run"] = {{"name", fs::path(folder_.dir()).filename().string()}, {"method", method_->name()},
-              {"threads", config_.threads}, {"seed", config_.train.seed()}, {"torch_version", TORCH_VERSION}};
+              {"threads", config_.threads},
+              {"workers", group_ ? group_->world_size() : 1}, {"seed", config_.train.seed()}, {"torch_version", TORCH_VERSION}};
   nlohmann::json tasks = nlohmann::json::array();
   for (const auto& t : stream_.tasks)
     tasks.push_back({{"index", t.index}, {"name", t.name}, {"classes", t.classes}, {"train", t.train.size()},
@@ -354,12 +458,34 @@ void Runner::write_report(int64_t stages_done) const {
   r["model"] = {{"arch", config_.model.arch()}, {"parameters", n_params}, {"trainable_parameters", n_trainable}};
   r["method_report"] = method_->report();
   // Flips between consecutive versions and the version x version NFR matrix (conventions inside).
-  r["compat"] = compat_section(predictions_);
+  r["compat"] = compat::compat_section(predictions_);
   r["compat"]["training"] = config_.compat.loss().mode() == compat::CompatMode::kNone
                                 ? nlohmann::json("none")
                                 : method_->report().value("compat_training", nlohmann::json());
   r["compat"]["plots"] = {{"nfr_heatmap", "plots/nfr_heatmap.svg"}, {"flips_per_task", "plots/flips_per_task_vNNN.svg (NNN = new version; tasks 0..NNN)"}};
+  r["plots"] = {{"accuracy_matrix", "plots/accuracy_matrix.svg"}};
   folder_.write_report(r.dump(2) + "\n");
+  write_accuracy_plot(stages_done);
+}
+
+void Runner::write_accuracy_plot(int64_t stages_done) const {
+  // Rows not trained yet are NaN (drawn grey), so a partial run's plot shows what exists.
+  torch::Tensor shown = R_.clone();
+  if (stages_done < shown.size(0)) shown.slice(0, stages_done).fill_(std::numeric_limits<double>::quiet_NaN());
+  std::vector<std::string> rows, cols;
+  for (int64_t i = 0; i < shown.size(0); ++i) {
+    rows.push_back("after " + std::to_string(i));
+    cols.push_back(std::to_string(i));
+  }
+  folder_.write_plot("accuracy_matrix.svg",
+                     core::heatmap_svg(shown, core::HeatmapOptions()
+                                                  .title("Test accuracy (%): row = after training task i, column = task j")
+                                                  .row_axis("trained through task")
+                                                  .column_axis("evaluated task")
+                                                  .row_labels(rows)
+                                                  .column_labels(cols)
+                                                  .vmax(1.0)
+                                                  .palette("greens")));
 }
 
 std::string Runner::summary() const {
@@ -399,6 +525,24 @@ LoadedVersion load_version(const std::string& path, const LoadVersionOptions& op
   lv.method->attach(lv.model);
   restore_version(lv.version, lv.model, *lv.method, path);
   return lv;
+}
+
+int64_t version_file_number(const std::string& path) { return checkpoints::read_version(path).version; }
+
+compat::PredictionTable evaluate_version_file(const std::string& path, int64_t last_task, int64_t* version_out) {
+  const LoadedVersion lv = load_version(path);
+  const auto& v = lv.version;
+  const auto& stream = lv.stream;
+  if (version_out) *version_out = v.version;
+  TORCH_CHECK(last_task >= 0 && last_task < stream.size(), "strata::run::evaluate_version_file(): '", path,
+              "': task ", last_task, " is not in its ", stream.size(), "-task stream");
+  const auto evals = evaluate_stream(*lv.model, stream, v.version, lv.config.train.eval_batch_size());
+  std::vector<compat::PredictionTable> parts;
+  for (int64_t t = 0; t <= last_task; ++t) {
+    const auto& test = stream.tasks[t].test;
+    parts.push_back({test.ids, test.y, evals[t].pred, evals[t].prob, torch::full({test.size()}, t, torch::kInt64)});
+  }
+  return compat::concat_tables(parts);
 }
 
 }  // namespace strata::run

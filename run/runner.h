@@ -11,6 +11,7 @@
 #include "compat/predictions.h"
 #include "checkpoints/version_store.h"
 #include "continual/metrics.h"
+#include "dist/group.h"
 #include "run/config.h"
 #include "run/run_folder.h"
 
@@ -54,11 +55,21 @@ class Runner {
   /// version restarts from the first task. Throws if the run is already complete.
   continual::ClMetrics resume();
 
+  /// Trains with the workers of `group` (must outlive the Runner; null = one process). Every worker
+  /// builds its own Runner from the same config and calls run() or resume(): each trains on its share
+  /// of every batch, evaluation is sharded and gathered, task-end state is computed on every worker
+  /// from identical inputs and compared (a checksum of the parameters and of the method state), and
+  /// only rank 0 writes the run folder. Set before run() / resume().
+  void set_group(dist::Group* group) { group_ = group; }
+  /// True on the process that writes the run folder (rank 0, or the only process).
+  bool writes_files() const { return !group_ || group_->rank() == 0; }
+
   /// Log lines (ignored files, task summaries, pre-training); unset = silent.
   std::function<void(const std::string&)> on_log;
   /// Progress inside a task; unset = none. Called at most every step: keep it cheap.
   std::function<void(const Progress&)> on_progress;
-  /// Called after each task is trained and evaluated (versions, predictions, compat hook here).
+  /// Called after each task is trained and evaluated (versions, predictions, compat hook here); with
+  /// several workers, on rank 0 only.
   std::function<void(const TaskResult&)> on_task_done;
 
   const RunConfig& config() const { return config_; }
@@ -77,6 +88,8 @@ class Runner {
   /// --init and --pretrain: the model the stream starts from (before Method::attach).
   void prepare_start();
   void measure_initial_accuracy();
+  /// plots/accuracy_matrix.svg: the accuracy matrix so far (rows not trained yet grey).
+  void write_accuracy_plot(int64_t stages_done) const;
   void write_report(int64_t stages_done) const;
   void add_metrics_row(const continual::EpochStats& s);
   continual::ClMetrics train_tasks(int64_t first);
@@ -85,6 +98,12 @@ class Runner {
   checkpoints::Version snapshot(int64_t task) const;
   void store_predictions(int64_t version, const TaskResult& result);
   void log(const std::string& line) const;
+  /// Several workers, at a task end: one RNG state for all (before on_task_end), then the check that
+  /// parameters and method state agree (after it).
+  void sync_rng_state();
+  void check_workers_agree(int64_t task);
+
+  dist::Group* group_ = nullptr;
 
   RunConfig config_;
   const continual::MethodRegistry* registry_;
@@ -107,7 +126,8 @@ std::unique_ptr<continual::Method> make_run_method(const RunConfig& config, cons
 /// Accuracy of `model` on every task's test set after training task `stage`, with the scenario's
 /// logit masks (what the Runner's accuracy-matrix rows are made of).
 std::vector<continual::EvalResult> evaluate_stream(models::ModelImpl& model, const tasks::TaskStream& stream,
-                                                   int64_t stage, int64_t batch_size);
+                                                   int64_t stage, int64_t batch_size,
+                                                   continual::DataParallel* parallel = nullptr);
 
 /// Restores a stored version into `model` (built from the version's config, method attached):
 /// method.load() first, so methods re-create the modules they add, then every parameter and
@@ -138,5 +158,13 @@ struct LoadVersionOptions {
 /// Reads, verifies and restores the version file at `path` (what resume, `strata eval` and
 /// `strata compare` use). Throws naming the file on any problem.
 LoadedVersion load_version(const std::string& path, const LoadVersionOptions& options = {});
+
+/// A stored version (runs/X/versions/vNNN.h5) re-evaluated on its run's stream, rebuilt from the
+/// config.ini stored in the version: predictions on the test splits of tasks 0..last_task (tasks = task,
+/// ids = example id, conf = probability of the prediction), as `strata compare` consumes them. *version_out gets
+/// the version number. Throws naming the file when it cannot be read or restored.
+compat::PredictionTable evaluate_version_file(const std::string& path, int64_t last_task, int64_t* version_out = nullptr);
+/// The version number stored in a version file (cheap header read is not available: reads the file).
+int64_t version_file_number(const std::string& path);
 
 }  // namespace strata::run

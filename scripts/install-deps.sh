@@ -5,6 +5,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config
   libtorch-dev libopenblas0-pthread
+  libgloo-dev
   libhdf5-dev hdf5-tools
   libboost-program-options-dev
   libgtest-dev

@@ -298,4 +298,22 @@ double projector_distance(const torch::Tensor& A, const torch::Tensor& B) {
   return std::sqrt(std::max(d2, 0.0));
 }
 
+torch::Tensor added_directions(const torch::Tensor& previous, const torch::Tensor& current, double tol) {
+  torch::NoGradGuard no_grad;
+  TORCH_CHECK(current.dim() == 2, "strata::subspaces::added_directions(): expected current [n, q], got ",
+              current.sizes());
+  const int64_t n = current.size(0);
+  if (current.size(1) == 0) return torch::empty({n, 0}, torch::kFloat64);
+  torch::Tensor C = std::get<0>(torch::linalg_qr(current.to(torch::kFloat64), "reduced"));
+  if (previous.defined() && previous.numel() > 0) {
+    TORCH_CHECK(previous.dim() == 2 && previous.size(0) == n, "strata::subspaces::added_directions(): expected previous [",
+                n, ", p], got ", previous.sizes());
+    torch::Tensor P = std::get<0>(torch::linalg_qr(previous.to(torch::kFloat64), "reduced"));
+    C = C - P.mm(P.t().mm(C));
+  }
+  auto [U, S, Vh] = torch::linalg_svd(C, /*full_matrices=*/false);
+  const int64_t a = (S > tol).sum().item<int64_t>();
+  return U.slice(1, 0, a).contiguous();
+}
+
 }  // namespace strata::subspaces

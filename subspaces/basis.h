@@ -113,4 +113,13 @@ torch::Tensor principal_angles(const torch::Tensor& A, const torch::Tensor& B);
 // sqrt(p + q - 2‖AᵀB‖_F²) = sqrt(‖B - A AᵀB‖_F² + ‖A - B BᵀA‖_F²) (the latter is evaluated).
 double projector_distance(const torch::Tensor& A, const torch::Tensor& B);
 
+// What span(current) adds to span(previous): an orthonormal basis [n, a] (float64) of the part of
+// span(current) orthogonal to span(previous), i.e. the left singular vectors of (I - P Pᵀ) C with
+// singular value > tol (P, C orthonormalised first). When GPM-style memories grow by appending
+// (span(previous) ⊂ span(current)) the singular values are 0 or 1 and this is exactly the new
+// columns; principal angles between cumulative memories are then 0 by construction, between
+// additions they say whether two tasks used related directions. previous may be undefined or
+// empty (everything in current is new).
+torch::Tensor added_directions(const torch::Tensor& previous, const torch::Tensor& current, double tol = 1e-3);
+
 }  // namespace strata::subspaces

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 namespace strata::tasks {
 namespace {
@@ -88,10 +89,29 @@ torch::Tensor read_idx(const std::string& path) {
                 c10::IntArrayRef(sizes.data(), d + 1), " exceed ", kMaxIdxBytes, " bytes)");
   }
 
-  torch::Tensor out = torch::empty(sizes, torch::kUInt8);
-  const uint64_t got = read_bytes(g.f, out.data_ptr<uint8_t>(), total, path);
+  // The header's sizes are not trusted with memory: the data is read in chunks (64 KiB, doubling up
+  // to 16 MiB) and the tensor allocated only once the file has shown it holds them all, so a 12-byte
+  // file claiming 4 GiB fails as truncated after a 64 KiB read instead of allocating 4 GiB first.
+  constexpr uint64_t kMaxReadChunk = uint64_t(1) << 24;
+  std::vector<std::vector<uint8_t>> chunks;
+  uint64_t got = 0, chunk = uint64_t(1) << 16;
+  while (got < total) {
+    const uint64_t want = std::min(chunk, total - got);
+    chunks.emplace_back(want);
+    const uint64_t n = read_bytes(g.f, chunks.back().data(), want, path);
+    got += n;
+    if (n < want) break;
+    chunk = std::min(2 * chunk, kMaxReadChunk);
+  }
   TORCH_CHECK(got == total, "strata::tasks::read_idx(): ", path, ": truncated data: dimensions ",
               c10::IntArrayRef(sizes), " need ", total, " bytes, file has ", got, gz_error_text(g.f));
+  torch::Tensor out = torch::empty(sizes, torch::kUInt8);
+  uint8_t* dst = out.data_ptr<uint8_t>();
+  for (const auto& c : chunks) {
+    std::memcpy(dst, c.data(), c.size());
+    dst += c.size();
+  }
+  chunks.clear();
   uint8_t extra;
   const int more = gzread(g.f, &extra, 1);
   TORCH_CHECK(more >= 0, "strata::tasks::read_idx(): ", path, ": corrupt gzip stream after the data",

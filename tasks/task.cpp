@@ -417,4 +417,17 @@ torch::Tensor TaskStream::logit_mask(int64_t stage) const {
   return mask;
 }
 
+torch::Tensor TaskStream::own_task_mask() const {
+  TORCH_CHECK(num_classes > 0, "strata::tasks::TaskStream::own_task_mask(): num_classes is ", num_classes);
+  auto mask = torch::zeros({size(), num_classes}, torch::kBool);
+  auto acc = mask.accessor<bool, 2>();
+  for (int64_t t = 0; t < size(); ++t)
+    for (int64_t c : tasks[t].classes) {
+      TORCH_CHECK(c >= 0 && c < num_classes, "strata::tasks::TaskStream::own_task_mask(): task ", t, " has class ", c,
+                  " outside the head of ", num_classes, " classes");
+      acc[t][c] = true;
+    }
+  return mask;
+}
+
 }  // namespace strata::tasks

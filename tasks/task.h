@@ -153,6 +153,9 @@ struct TaskStream {
   /// is trained or evaluated after training task `stage` (Task-IL: t's classes; Class-IL: every
   /// class of tasks 0..max(t, stage); Domain-IL: all). Index rows by Split::task for a batch mask.
   torch::Tensor logit_mask(int64_t stage) const;
+  /// [num_tasks, num_classes] bool: row t marks task t's own classes (a class-IL loss that ignores
+  /// the classes of earlier tasks).
+  torch::Tensor own_task_mask() const;
 };
 
 }  // namespace strata::tasks

@@ -5,7 +5,8 @@
 #include "compat/predictions.h"
 #include "compat/report.h"
 #include "compat/stats.h"
-#include "run/compat_metrics.h"
+#include "run/config.h"
+#include "run/runner.h"
 #include "tools/commands.h"
 
 #include <boost/program_options.hpp>
@@ -182,10 +183,14 @@ int strata_cmd_compare(int argc, char** argv) {
     pos.add("inputs", 2);
     po::variables_map vm;
     try {
+      for (int i = 1; i < argc; ++i) strata::run::reject_option_placeholders(argv[i], "command line");
       po::store(po::command_line_parser(argc, argv).options(all).positional(pos).run(), vm);
       po::notify(vm);
     } catch (const po::error& e) {
       std::cerr << "strata compare: " << e.what() << " (see strata compare --help)\n";
+      return 2;
+    } catch (const c10::Error& e) {
+      std::cerr << "strata compare: " << e.what_without_backtrace() << "\n";
       return 2;
     }
     if (vm.count("help")) {

@@ -5,6 +5,7 @@
 #include "checkpoints/version_store.h"
 #include "models/weights.h"
 #include "run/runner.h"
+#include "run/config.h"
 #include "tools/commands.h"
 
 #include <boost/program_options.hpp>
@@ -41,6 +42,7 @@ int strata_cmd_export(int argc, char** argv) {
   pos.add("version-file", 1);
   try {
     po::variables_map vm;
+    for (int i = 1; i < argc; ++i) strata::run::reject_option_placeholders(argv[i], "command line");
     po::store(po::command_line_parser(argc, argv).options(desc).positional(pos).run(), vm);
     po::notify(vm);
     if (vm.count("help")) {

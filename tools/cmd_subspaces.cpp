@@ -1,8 +1,12 @@
-// `strata subspaces ls|show|angles|export`: inspect a subspaces.h5 store (strata::subspaces::SubspaceStore).
+// `strata subspaces ls|show|angles|plot|export`: inspect a subspaces.h5 store (strata::subspaces::SubspaceStore).
 #include <boost/program_options.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
+#include <filesystem>
+#include <limits>
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
@@ -10,8 +14,10 @@
 #include <sstream>
 
 #include "core/h5.h"
+#include "core/svg.h"
 #include "subspaces/basis.h"
 #include "subspaces/store.h"
+#include "run/config.h"
 #include "tools/commands.h"
 
 namespace po = boost::program_options;
@@ -23,11 +29,15 @@ constexpr const char* kUsage =
     "usage: strata subspaces <command> FILE [options]\n"
     "  ls FILE                                   tasks, layers, ranks\n"
     "  show FILE --layer L [--task T]            rank, energy and spectrum of a layer\n"
-    "  angles FILE --layer L                     principal angles (degrees) between tasks' subspaces\n"
+    "  angles FILE --layer L [--between additions|memories]\n"
+    "                                            principal angles (degrees) between what each task added to the\n"
+    "                                            layer's memory (default), or between the stored memories\n"
+    "  plot FILE --output DIR                    SVG charts: per layer the cumulative spectrum energy of every\n"
+    "                                            task (chosen rank marked), ranks and captured energy per task\n"
     "  export FILE --layer L --task T --format csv|npy --output PATH [--dataset basis|singular_values|extra/NAME]\n";
 
 struct Args {
-  std::string command, file, layer, task, format, output, dataset = "basis";
+  std::string command, file, layer, task, format, output, dataset = "basis", between = "additions";
 };
 
 Args parse(int argc, char** argv) {
@@ -36,10 +46,12 @@ Args parse(int argc, char** argv) {
   opts.add_options()("command", po::value(&a.command))("file", po::value(&a.file))(
       "layer", po::value(&a.layer), "layer name")("task", po::value(&a.task), "task name")(
       "format", po::value(&a.format), "csv or npy")("output,o", po::value(&a.output), "output path")(
-      "dataset", po::value(&a.dataset)->default_value("basis"), "basis, singular_values or extra/NAME");
+      "dataset", po::value(&a.dataset)->default_value("basis"), "basis, singular_values or extra/NAME")(
+      "between", po::value(&a.between)->default_value("additions"), "additions or memories");
   po::positional_options_description pos;
   pos.add("command", 1).add("file", 1);
   po::variables_map vm;
+  for (int i = 1; i < argc; ++i) strata::run::reject_option_placeholders(argv[i], "command line");
   po::store(po::command_line_parser(argc, argv).options(opts).positional(pos).run(), vm);
   po::notify(vm);
   return a;
@@ -104,12 +116,28 @@ int cmd_show(const ss::SubspaceStore& store, const Args& a) {
 
 int cmd_angles(const ss::SubspaceStore& store, const Args& a) {
   require(!a.layer.empty(), "angles needs --layer");
+  require(a.between == "additions" || a.between == "memories",
+          "--between must be additions or memories, got '" + a.between + "'");
+  // A GPM-style memory grows by appending, so task t's stored basis contains task t-1's and the
+  // angles between stored memories are 0 by construction; what each task added is what differs.
   std::vector<std::pair<std::string, torch::Tensor>> bases;
-  for (const auto& task : store.tasks())
-    if (store.has(task, a.layer)) bases.emplace_back(task, store.get(task, a.layer).basis);
+  torch::Tensor previous;
+  for (const auto& task : store.tasks()) {
+    if (!store.has(task, a.layer)) continue;
+    const torch::Tensor basis = store.get(task, a.layer).basis;
+    if (a.between == "memories") {
+      bases.emplace_back(task, basis);
+      continue;
+    }
+    require(!previous.defined() || previous.size(0) == basis.size(0),
+            "layer '" + a.layer + "' changes dimension at task '" + task + "'");
+    bases.emplace_back(task, ss::added_directions(previous, basis));
+    previous = basis;
+  }
   require(bases.size() >= 2, "angles needs layer '" + a.layer + "' in at least two tasks (found " +
                                  std::to_string(bases.size()) + ")");
-  std::cout << "principal angles (degrees) for layer " << a.layer << "\n";
+  std::cout << "principal angles (degrees) for layer " << a.layer << " between "
+            << (a.between == "additions" ? "the directions each task added" : "the stored memories") << "\n";
   for (size_t i = 0; i < bases.size(); ++i) {
     for (size_t j = i + 1; j < bases.size(); ++j) {
       std::cout << bases[i].first << " (rank " << bases[i].second.size(1) << ") vs " << bases[j].first << " (rank "
@@ -120,7 +148,7 @@ int cmd_angles(const ss::SubspaceStore& store, const Args& a) {
       }
       auto ang = ss::principal_angles(bases[i].second, bases[j].second) * (180.0 / M_PI);
       if (ang.numel() == 0) {
-        std::cout << " (empty basis)\n";
+        std::cout << " (nothing added)\n";
         continue;
       }
       std::cout << " min " << fmt(ang.min().item<double>(), 2) << " mean " << fmt(ang.mean().item<double>(), 2)
@@ -129,6 +157,75 @@ int cmd_angles(const ss::SubspaceStore& store, const Args& a) {
       std::cout << "\n";
     }
   }
+  return 0;
+}
+
+// File-name form of a layer path ("blocks.0.attn.proj" stays, '/' and odd characters become '_').
+std::string file_part(const std::string& name) {
+  std::string out;
+  for (char c : name) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-') ? c : '_';
+  return out;
+}
+
+int cmd_plot(const ss::SubspaceStore& store, const Args& a) {
+  require(!a.output.empty(), "plot needs --output DIR");
+  const auto tasks = store.tasks();
+  require(!tasks.empty(), "the store holds no task");
+  std::vector<std::string> layers;
+  for (const auto& t : tasks)
+    for (const auto& l : store.layers(t))
+      if (std::find(layers.begin(), layers.end(), l) == layers.end()) layers.push_back(l);
+  std::filesystem::create_directories(a.output);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  auto ranks = torch::full({static_cast<int64_t>(tasks.size()), static_cast<int64_t>(layers.size())}, nan, torch::kDouble);
+  auto energy = ranks.clone();
+  std::vector<std::string> written;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    std::vector<strata::core::LineSeries> series;
+    double threshold = nan;
+    for (size_t t = 0; t < tasks.size(); ++t) {
+      if (!store.has(tasks[t], layers[l])) continue;
+      const auto r = store.get(tasks[t], layers[l]);
+      ranks[t][l] = static_cast<double>(r.rank());
+      energy[t][l] = r.captured_energy;
+      threshold = r.threshold;
+      strata::core::LineSeries s{tasks[t], {}, -1};
+      if (r.singular_values.defined() && r.singular_values.numel() > 0) {
+        const auto e = r.singular_values.to(torch::kDouble).square();
+        const double total = e.sum().item<double>();
+        const auto cum = (e.cumsum(0) / (total > 0 ? total : 1.0)).contiguous();
+        s.y.assign(cum.data_ptr<double>(), cum.data_ptr<double>() + cum.numel());
+      }
+      series.push_back(std::move(s));
+    }
+    if (series.empty()) continue;
+    const std::string file = "spectrum_" + file_part(layers[l]) + ".svg";
+    strata::core::atomic_write_text(
+        a.output + "/" + file,
+        strata::core::line_chart_svg(series, strata::core::LineChartOptions()
+                                                 .title("Layer " + layers[l] + ": cumulative energy of the spectrum each task's rank was chosen from")
+                                                 .x_label("singular value index")
+                                                 .y_label("cumulative energy")
+                                                 .reference(threshold)));
+    written.push_back(file);
+  }
+  const auto heat = [&](const std::string& file, const torch::Tensor& m, const std::string& title, double scale,
+                        int decimals, const std::string& palette) {
+    strata::core::atomic_write_text(a.output + "/" + file,
+                                    strata::core::heatmap_svg(m, strata::core::HeatmapOptions()
+                                                                     .title(title)
+                                                                     .row_axis("task")
+                                                                     .column_axis("layer")
+                                                                     .row_labels(tasks)
+                                                                     .column_labels(layers)
+                                                                     .scale(scale)
+                                                                     .decimals(decimals)
+                                                                     .palette(palette)));
+    written.push_back(file);
+  };
+  heat("ranks.svg", ranks, "Rank of the stored basis per task and layer", 1.0, 0, "blues");
+  heat("captured_energy.svg", energy, "Captured energy (%) per task and layer", 100.0, 1, "greens");
+  for (const auto& f : written) std::cout << "wrote " << a.output << "/" << f << "\n";
   return 0;
 }
 
@@ -217,13 +314,15 @@ int strata_cmd_subspaces(int argc, char** argv) {
       std::cout << kUsage;
       return a.command.empty() ? 2 : 0;
     }
-    require(a.command == "ls" || a.command == "show" || a.command == "angles" || a.command == "export",
+    require(a.command == "ls" || a.command == "show" || a.command == "angles" || a.command == "export" ||
+                a.command == "plot",
             "unknown command '" + a.command + "'");
     require(!a.file.empty(), a.command + " needs FILE");
     auto store = ss::SubspaceStore::open(a.file);
     if (a.command == "ls") return cmd_ls(store);
     if (a.command == "show") return cmd_show(store, a);
     if (a.command == "angles") return cmd_angles(store, a);
+    if (a.command == "plot") return cmd_plot(store, a);
     return cmd_export(store, a);
   } catch (const c10::Error& e) {
     std::cerr << "strata subspaces: " << e.what_without_backtrace() << "\n";

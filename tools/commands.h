@@ -9,3 +9,4 @@ int strata_cmd_subspaces(int argc, char** argv);
 int strata_cmd_compare(int argc, char** argv);
 int strata_cmd_eval(int argc, char** argv);
 int strata_cmd_export(int argc, char** argv);
+int strata_cmd_verify(int argc, char** argv);

@@ -20,6 +20,7 @@ const Command kCommands[] = {
     {"eval", strata_cmd_eval, "evaluate a stored version (runs/NAME/versions/vNNN.h5) or a weight file on a stream"},
     {"compare", strata_cmd_compare, "compare two model versions for negative flips; gate a release"},
     {"export", strata_cmd_export, "write a version as safetensors / HDF5 weights (strata, torchvision or timm names)"},
+    {"verify", strata_cmd_verify, "check a run folder (versions, predictions, subspaces, report) for damage"},
 };
 
 void usage(std::ostream& o) {

@@ -76,9 +76,14 @@ TEST(CoDyRAMethod, PrunesExactlyZeroedRanksAndMergeKeepsOutputs) {
   }
   EXPECT_TRUE(rep["shrinkage"].get<bool>());
   EXPECT_DOUBLE_EQ(rep["final_kappa"].get<double>(), 0.03);
-  // Fresh full-rank adapters for the next task.
-  for (auto& [name, a] : ad::adapters_of<ad::CoDyRAImpl>(*model)) EXPECT_EQ(a->rank(), 8);
+  // Merged and removed: nothing of the adapters is left in the forward path.
+  EXPECT_TRUE(ad::adapted_layers(*model).empty());
   expect_round_trip("codyra", opts, *m, model, s, false);
+  // Fresh full-rank adapters for the next task.
+  TaskContext next{model, &s, 1, &train};
+  m->on_task_start(next);
+  ASSERT_FALSE(ad::adapters_of<ad::CoDyRAImpl>(*model).empty());
+  for (auto& [name, a] : ad::adapters_of<ad::CoDyRAImpl>(*model)) EXPECT_EQ(a->rank(), 8);
   std::filesystem::remove_all(run_dir);
 }
 

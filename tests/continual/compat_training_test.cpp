@@ -1,5 +1,5 @@
 // Compatibility-aware training (CompatMethod) and the Runner's "compat" report section.
-#include "run/compat_metrics.h"
+#include "compat/flips.h"
 #include "continual/compat_training.h"
 #include "continual/gpm.h"
 #include "continual/naive.h"

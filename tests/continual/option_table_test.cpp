@@ -89,5 +89,34 @@ TEST(OptionTable, RegisteredDefaultsParseBackToTheStruct) {
   EXPECT_EQ(o.inner().rank(), d.inner().rank());
 }
 
+TEST(OptionTable, MethodTablesKeepTheirDefaults) {
+  // The defaults every converted method had before its table (`strata methods`), plus the options
+  // added since (osft.protect_start, codyra/mora.mask_seen) and osft.rank_rule, changed to progressive
+  // by evidence (README).
+  const std::map<std::string, std::map<std::string, std::string>> expected = {
+      {"lora", {{"rank", "8"}, {"alpha", "32"}, {"dropout", "0.1"}, {"target", "auto"}, {"train_head", "true"}}},
+      {"olora",
+       {{"rank", "8"}, {"alpha", "32"}, {"dropout", "0.1"}, {"lambda1", "0.5"}, {"lambda2", "0"}, {"target", "auto"},
+        {"train_head", "true"}}},
+      {"codyra",
+       {{"rank", "16"}, {"kappa_max", "0.005"}, {"dense_fraction", "0.5"}, {"num_kappas", "50"}, {"shrink", "paper"},
+        {"dropout", "0"}, {"mask_seen", "true"}, {"target", "auto"}, {"train_head", "true"}}},
+      {"mora",
+       {{"rank", "16"}, {"top_k", "0"}, {"temperature", "0.01"}, {"threshold", "0.2"}, {"report_samples", "256"},
+        {"mask_seen", "true"}, {"target", "auto"}, {"train_head", "true"}}},
+      {"osft",
+       {{"target", "auto"}, {"head", "head"}, {"rank_rule", "progressive"}, {"mrr", "0.1"}, {"trr", "0.8"},
+        {"fraction", "0.5"}, {"importance_data", "previous"}, {"importance_samples", "128"}, {"train_other", "false"},
+        {"protect_start", "auto"}}},
+  };
+  for (const auto& [method, keys] : expected) {
+    std::map<std::string, std::string> got;
+    for (const auto& o : builtin_methods().get(method).options) got[o.key] = o.default_value;
+    EXPECT_EQ(got, keys) << method;
+    // And the defaults parse back (the registry passes them as text).
+    EXPECT_NO_THROW(builtin_methods().make(MethodConfig(method, {}))) << method;
+  }
+}
+
 }  // namespace
 }  // namespace strata::continual

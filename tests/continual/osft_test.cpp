@@ -142,8 +142,25 @@ TEST(OSFT, ImportanceRuleOnHandMadeActivations) {
   EXPECT_NEAR(osft_layer_importance(x, -torch::eye(6)), -1.0, 1e-6);
   torch::manual_seed(2);
   EXPECT_LT(osft_layer_importance(x, torch::randn({6, 6})), 0.9);
-  // Non-square: the first min(m, n) coordinates; W = [I 0] passes them through unchanged.
-  EXPECT_NEAR(osft_layer_importance(x, torch::eye(6).slice(0, 0, 4)), 1.0, 1e-6);
+  // Non-square: uncentred linear CKA of inputs and outputs. W = [I 0] on inputs that live in its
+  // first 4 coordinates passes them through: 1.
+  auto x4 = torch::cat({torch::rand({50, 4}), torch::zeros({50, 2})}, 1);
+  EXPECT_NEAR(osft_layer_importance(x4, torch::eye(6).slice(0, 0, 4)), 1.0, 1e-6);
+  // Basis-free: rotating the output space and scaling W leave the score unchanged (the old
+  // first-min(m, n)-coordinates score changed sign under such a rotation).
+  auto W = torch::randn({4, 6});
+  auto Q = std::get<0>(torch::linalg_qr(torch::randn({4, 4})));
+  const double s0 = osft_layer_importance(x, W);
+  EXPECT_NEAR(osft_layer_importance(x, 3.0 * Q.mm(W)), s0, 1e-6);
+  EXPECT_GT(s0, 0.0);
+  EXPECT_LE(s0, 1.0 + 1e-9);
+  // An MNIST-sized first layer (784 -> 100) on non-negative images: in (0, 1], never negative.
+  auto img = torch::rand({128, 784});
+  const double s1 = osft_layer_importance(img, torch::randn({100, 784}) / 28.0);
+  EXPECT_GT(s1, 0.0);
+  EXPECT_LE(s1, 1.0 + 1e-9);
+  // A layer that discards the inputs' span scores 0.
+  EXPECT_NEAR(osft_layer_importance(x4, torch::eye(6).slice(0, 4, 6).contiguous()), 0.0, 1e-9);
 
   // I = {1.0, 0.5}: mean 0.75, I_n = {4/3, 2/3}; r = 0.1 + I_n * 0.7 = {1.033, 0.567}; R = 10.
   auto k = osft_importance_ranks({1.0, 0.5}, {10, 10}, 0.1, 0.8);
@@ -152,16 +169,20 @@ TEST(OSFT, ImportanceRuleOnHandMadeActivations) {
   EXPECT_EQ(osft_importance_ranks({0.3, 0.3}, {10, 20}, 0.1, 0.8), (std::vector<int64_t>{8, 16}));
   // No usable signal (mean <= 0): average layer.
   EXPECT_EQ(osft_importance_ranks({-0.2, 0.1}, {10, 10}, 0.1, 0.5), (std::vector<int64_t>{5, 5}));
+  // Groups are normalised by their own means: {1.0, 0.5} in one group, 0.9 alone in another (= trr).
+  EXPECT_EQ(osft_importance_ranks({1.0, 0.5, 0.9}, {10, 10, 10}, 0.1, 0.8, {0, 0, 1}),
+            (std::vector<int64_t>{9, 5, 8}));
 
   // Through the method: fc2 = identity (a pass-through layer on non-negative ReLU inputs) is
-  // protected more than a random fc1.
+  // protected more than the random square fc3; fc1 (64 -> 16), alone of its kind, gets trr.
   auto stream = tiny_stream();
-  auto model = strata::models::make_model(strata::models::ModelOptions().input_shape({1, 8, 8}).hidden({16, 16}).num_classes(4));
+  auto model =
+      strata::models::make_model(strata::models::ModelOptions().input_shape({1, 8, 8}).hidden({16, 16, 16}).num_classes(4));
   {
     torch::NoGradGuard g;
     weight_of(model, "fc2").copy_(torch::eye(16));
   }
-  auto m = make_osft({});
+  auto m = make_osft({{"rank_rule", "importance"}});
   TaskContext ctx;
   ctx.model = model;
   ctx.stream = &stream;
@@ -169,8 +190,10 @@ TEST(OSFT, ImportanceRuleOnHandMadeActivations) {
   m->on_task_start(ctx);
   auto rep = m->report()["tasks"][0]["layers"];
   EXPECT_NEAR(rep["fc2"]["importance"].get<double>(), 1.0, 1e-5);
-  EXPECT_LT(rep["fc1"]["importance"].get<double>(), 0.9);
-  EXPECT_GT(rep["fc2"]["k"].get<int64_t>(), rep["fc1"]["k"].get<int64_t>());
+  EXPECT_LT(rep["fc3"]["importance"].get<double>(), 0.9);
+  EXPECT_GT(rep["fc2"]["k"].get<int64_t>(), rep["fc3"]["k"].get<int64_t>());
+  EXPECT_EQ(rep["fc1"]["k"].get<int64_t>(), 12);  // floor(0.8 * 16)
+  EXPECT_GT(rep["fc1"]["importance"].get<double>(), 0.0);
   // Task 0 is plain full fine-tuning.
   ctx.task_index = 0;
   m->on_task_start(ctx);
@@ -291,4 +314,71 @@ TEST(OSFT, PlainSgdFactoredGradientMatchesTheProjectedStep) {
   EXPECT_FALSE(torch::equal(a, w0));
   EXPECT_LT(U.t().mm(a - w0).abs().max().item<double>(), 1e-5);
   EXPECT_LT((a - w0).mm(V).abs().max().item<double>(), 1e-5);
+}
+
+TEST(OSFT, ProtectedStartFreezesThePretrainedDirectionsInTaskZero) {
+  // ctx.pretrained (the Runner sets it for --init / --pretrain): task 0 already freezes the top
+  // singular directions of the starting weights (progressive: k = floor(1/(T+1) R)), and the
+  // non-target, non-head parameters stay frozen.
+  auto stream = tiny_stream();
+  for (const std::string protect : {"auto", "never"}) {
+    auto model = tiny_model(4);
+    auto m = make_osft({{"rank_rule", "progressive"}, {"target", "fc1"}, {"protect_start", protect}});
+    TaskContext ctx;
+    ctx.model = model;
+    ctx.stream = &stream;
+    ctx.task_index = 0;
+    ctx.pretrained = true;
+    const auto W0 = weight_of(model, "fc1").detach().clone();
+    const auto F0 = weight_of(model, "fc2").detach().clone();
+    m->on_task_start(ctx);
+    const int64_t k = m->report()["tasks"][0]["layers"]["fc1"]["k"].get<int64_t>();
+    auto opt = torch::optim::AdamW(trainable(model), torch::optim::AdamWOptions(1e-2).weight_decay(0.1));
+    for (int i = 0; i < 4; ++i) step(*m, ctx, opt, 16 * i);
+    const auto dW = (weight_of(model, "fc1").detach() - W0).to(torch::kFloat64);
+    ASSERT_GT(dW.norm().item<double>(), 1e-3);
+    if (protect == "never") {
+      EXPECT_EQ(k, 0);
+      EXPECT_FALSE(torch::equal(weight_of(model, "fc2").detach(), F0));  // task 0 trains everything
+      continue;
+    }
+    EXPECT_EQ(k, 24 / 3);  // R = min(24, 64) = 24, T = 2: floor(1/3 * 24)
+    EXPECT_TRUE(m->report()["tasks"][0]["protected_start"].get<bool>());
+    auto [U, S, Vh] = torch::linalg_svd(W0.to(torch::kFloat64), false);
+    EXPECT_LT(rel(U.slice(1, 0, k).t().mm(dW), dW), 1e-4);
+    EXPECT_LT(rel(dW.mm(Vh.slice(0, 0, k).t()), dW), 1e-4);
+    EXPECT_TRUE(torch::equal(weight_of(model, "fc2").detach(), F0));
+    // Task 1 of the same run: k = floor(2/3 * 24).
+    ctx.task_index = 1;
+    m->on_task_start(ctx);
+    EXPECT_EQ(m->report()["tasks"][1]["layers"]["fc1"]["k"].get<int64_t>(), 16);
+  }
+}
+
+TEST(OSFT, ImportanceSamplesAreDrawnAtRandomFromTheWholeSplit) {
+  // The previous task's first 128 examples are zeros and the rest random: the old first-128 draw saw
+  // only zeros (score 0 everywhere); a random draw over the split sees real inputs. The draw is
+  // seeded by the run seed: the same seed gives the same scores.
+  auto stream = tiny_stream(512);
+  {
+    auto& x = stream.tasks[0].train.x;
+    x.slice(0, 0, 128).zero_();
+  }
+  auto importance = [&](int64_t seed) {
+    auto model = tiny_model(2);
+    auto m = make_osft({{"rank_rule", "importance"}, {"importance_samples", "128"}});
+    TrainOptions o;
+    o.seed(seed);
+    TaskContext ctx;
+    ctx.model = model;
+    ctx.stream = &stream;
+    ctx.task_index = 1;
+    ctx.train = &o;
+    m->on_task_start(ctx);
+    return m->report()["tasks"][0]["layers"]["fc1"]["importance"].get<double>();
+  };
+  const double a = importance(1), b = importance(1), c = importance(2);
+  EXPECT_GT(a, 0.05);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
 }

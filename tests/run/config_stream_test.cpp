@@ -56,3 +56,17 @@ TEST(RunConfigStream, BadStreamOptionsNameTheOption) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(RunConfigStream, RelativeFilePathsAreStoredAbsolute) {
+  // config.ini is read again by --resume, eval and compare, possibly from another directory.
+  const char* argv[] = {"train", "--stream", "split", "--dataset", "data/my.h5", "--data-dir", "fm"};
+  const RunConfig c = parse_run_config(7, argv);
+  EXPECT_EQ(c.stream.dataset(), (fs::current_path() / "data" / "my.h5").string());
+  EXPECT_EQ(c.stream.data_dir(), (fs::current_path() / "fm").string());
+  const char* builtin[] = {"train", "--stream", "split-fmnist"};
+  EXPECT_EQ(parse_run_config(3, builtin).stream.dataset(), "fmnist");
+}
+
+}  // namespace

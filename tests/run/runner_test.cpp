@@ -50,7 +50,17 @@ TEST(Runner, EndToEndSyntheticLearnsAndWritesRunFolder) {
   const auto& R = runner.accuracy_matrix();
   for (int64_t t = 0; t < 3; ++t) EXPECT_GT(R[t][t].item<double>(), 0.6) << "task " << t;
   EXPECT_GT(m.acc, 0.3);
-  for (const char* f : {"config.ini", "report.json", "metrics.csv"}) EXPECT_TRUE(fs::exists(dir / "run" / f)) << f;
+  for (const char* f : {"config.ini", "report.json", "metrics.csv", "plots/accuracy_matrix.svg", "plots/nfr_heatmap.svg"})
+    EXPECT_TRUE(fs::exists(dir / "run" / f)) << f;
+  {
+    // The accuracy heatmap shows the whole 3 x 3 matrix, every row trained (no grey cell).
+    std::ifstream svg(dir / "run" / "plots" / "accuracy_matrix.svg");
+    const std::string text((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
+    int64_t cells = 0;
+    for (size_t p = text.find("<rect x="); p != std::string::npos; p = text.find("<rect x=", p + 1)) ++cells;
+    EXPECT_EQ(cells, 9);
+    EXPECT_EQ(text.find("rgb(220,220,220)"), std::string::npos);
+  }
   // metrics.csv: header + tasks * epochs rows.
   std::ifstream csv(dir / "run" / "metrics.csv");
   int lines = 0;

@@ -1,6 +1,8 @@
 // IDX reader and Fashion-MNIST loader: valid files, every malformed-file error, the real data.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <filesystem>
@@ -9,6 +11,18 @@
 #include <vector>
 
 #include "tasks/idx.h"
+
+// AddressSanitizer: gcc defines __SANITIZE_ADDRESS__, clang answers __has_feature.
+#if defined(__SANITIZE_ADDRESS__)
+#define STRATA_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define STRATA_TEST_ASAN 1
+#endif
+#endif
+#ifndef STRATA_TEST_ASAN
+#define STRATA_TEST_ASAN 0
+#endif
 
 namespace fs = std::filesystem;
 using strata::tasks::read_idx;
@@ -33,6 +47,25 @@ std::vector<uint8_t> iota_bytes(size_t n) {
   std::vector<uint8_t> v(n);
   for (size_t i = 0; i < n; ++i) v[i] = uint8_t(i * 7 + 3);
   return v;
+}
+
+// Reads `path` with the address space capped 256 MiB above what the process maps now; for a
+// child process. 0: the truncation error; anything else: a wrong answer or no cap.
+int read_idx_with_capped_memory(const std::string& path) {
+  long pages = 0;
+  std::ifstream("/proc/self/statm") >> pages;
+  const rlim_t cap = rlim_t(pages) * rlim_t(::sysconf(_SC_PAGESIZE)) + (rlim_t(256) << 20);
+  const rlimit lim{cap, cap};
+  if (::setrlimit(RLIMIT_AS, &lim) != 0) return 2;
+  try {
+    read_idx(path);
+  } catch (const c10::Error& e) {
+    const std::string msg = e.what_without_backtrace();
+    return msg.find("truncated data") != std::string::npos ? 0 : 3;
+  } catch (...) {
+    return 4;
+  }
+  return 5;
 }
 
 class IdxTest : public ::testing::Test {
@@ -116,6 +149,18 @@ TEST_F(IdxTest, TruncatedData) {
   const auto bytes = idx_bytes(0x08, {4, 3}, iota_bytes(11));  // one byte short
   expect_error(write_plain("short.idx", bytes), "truncated data");
   expect_error(write_gz("short.idx.gz", bytes), "truncated data");
+}
+
+// Found by fuzzing (fuzz_idx): a 12-byte file whose header claims 1 GiB made read_idx allocate the
+// whole claimed size before noticing the data is missing (any size up to the 4 GiB bound). Here a
+// file claims 65536 x 256 x 256 = 4 GiB, read in a child whose address space is capped 256 MiB above
+// what it already maps: the answer must be the truncation error, not an allocation failure.
+TEST_F(IdxTest, HugeHeaderOnTinyFileAllocatesNothingLarge) {
+#if STRATA_TEST_ASAN
+  GTEST_SKIP() << "an address-space limit cannot be combined with AddressSanitizer's shadow memory";
+#endif
+  const std::string p = write_plain("claims_4gib.idx", idx_bytes(0x08, {65536, 256, 256}, iota_bytes(3)));
+  EXPECT_EXIT(std::_Exit(read_idx_with_capped_memory(p)), ::testing::ExitedWithCode(0), "");
 }
 
 TEST_F(IdxTest, TrailingGarbage) {

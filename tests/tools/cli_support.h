@@ -14,8 +14,9 @@ struct CliResult {
 };
 
 /// Runs `strata ARGS` through the shell (args are passed as written) and collects its output.
-inline CliResult run_strata(const std::string& args) {
-  const std::string cmd = std::string(STRATA_CLI_PATH) + " " + args + " 2>&1";
+/// `env`: shell variable assignments for this run only ("NAME=value ...").
+inline CliResult run_strata(const std::string& args, const std::string& env = "") {
+  const std::string cmd = (env.empty() ? "" : env + " ") + std::string(STRATA_CLI_PATH) + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   CliResult r{-1, ""};
   if (!p) return r;

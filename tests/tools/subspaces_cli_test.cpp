@@ -50,9 +50,30 @@ TEST(SubspacesCli, LsShowAnglesExport) {
   std::tie(rc, out) = run("show " + path + " --layer fc1 --task t1");
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("rank 2"), std::string::npos) << out;
-  std::tie(rc, out) = run("angles " + path + " --layer fc1");
+  std::tie(rc, out) = run("angles " + path + " --layer fc1 --between memories");
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("45.00"), std::string::npos) << out;  // principal angles 0 and 45 degrees
+  // What t1 added beyond t0's span(e0, e1) is e2: orthogonal to everything t0 had.
+  std::tie(rc, out) = run("angles " + path + " --layer fc1");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("t1 (rank 1)"), std::string::npos) << out;
+  EXPECT_NE(out.find("min 90.00"), std::string::npos) << out;
+  std::tie(rc, out) = run("angles " + path + " --layer fc1 --between everything");
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("--between"), std::string::npos) << out;
+  // plot: one spectrum chart per layer plus the rank and energy heatmaps.
+  const std::string plots = tmp_file("plots");
+  std::tie(rc, out) = run("plot " + path + " --output " + plots);
+  EXPECT_EQ(rc, 0) << out;
+  for (const char* f : {"spectrum_fc1.svg", "ranks.svg", "captured_energy.svg"}) {
+    std::ifstream svg(plots + "/" + f);
+    const std::string text((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("</svg>"), std::string::npos) << f;
+    if (std::string(f) == "spectrum_fc1.svg") EXPECT_NE(text.find("t1"), std::string::npos);
+  }
+  std::tie(rc, out) = run("plot " + path);
+  EXPECT_NE(rc, 0);
+  EXPECT_NE(out.find("--output"), std::string::npos) << out;
   const std::string csv = tmp_file("basis.csv");
   std::tie(rc, out) = run("export " + path + " --layer fc1 --task t0 --format csv --output " + csv);
   EXPECT_EQ(rc, 0) << out;

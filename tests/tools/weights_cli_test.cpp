@@ -49,7 +49,7 @@ TEST(WeightsCli, ExportThenEvalTheWeightFileGivesTheVersionsAccuracy) {
   const std::string model = "--model vit --patch 4 --dim 16 --depth 1 --heads 2 --mlp-dim 24";
   const std::string stream = "--stream synthetic --tasks 2 --scenario class";
   auto t = run("train --quiet --out " + dir.string() + " --name vit " + stream + " " + model +
-               " --method lora --epochs 1 --test-limit 64");
+               " --method olora --epochs 1 --test-limit 64");  // unmerged banks: export merges them
   ASSERT_EQ(t.code, 0) << t.output;
   const std::string version = (dir / "vit" / "versions" / "v001.h5").string();
   auto ev = run("eval " + version + " --predictions " + (dir / "version.csv").string());

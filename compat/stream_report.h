@@ -9,7 +9,7 @@
 //     was trained), overall and per task (Holm over the per-task one-sided McNemar p-values).
 //   * pair (v-1 → v), "current_task": flips on task v's test split alone (the old version never
 //     trained on it, so it shows mostly PF); not included in "seen_tasks".
-//   * seen_tasks is what `strata compare` scores by default (compat::default_compare_tasks).
+//   * seen_tasks is what `strata compare` scores by default (default_compare_tasks).
 //   * nfr_matrix M[a][b] = #{a right, b wrong}/N over the test splits of tasks 0..min(a, b)
 //     (row = old, column = new; M[b][a] is then PFR(a → b) on the same items; diagonal 0).
 #include "compat/flips.h"
@@ -19,24 +19,16 @@
 
 #include <string>
 
-namespace strata::run {
+namespace strata::compat {
 
 /// The "compat" section for the versions held in `table` (must have consecutive keys 0..V-1 to form
 /// pairs; a missing version drops the pairs and matrix cells that need it, listed under "missing_versions").
 /// `alpha`: level of the Wilson intervals, one-sided Wilson NFR upper bounds and Holm alarms.
-nlohmann::json compat_section(const compat::PredictionVersions& table, double alpha = 0.05);
+nlohmann::json compat_section(const PredictionVersions& table, double alpha = 0.05);
 
 /// Writes <run_dir>/plots/nfr_heatmap.svg (the matrix above over the versions present) and, for the
 /// newest version v ≥ 1, <run_dir>/plots/flips_per_task_vNNN.svg (PF up / NF down per task, tasks 0..v,
 /// v-1 → v). Returns the paths written, relative to run_dir.
-std::vector<std::string> write_compat_plots(const std::string& run_dir, const compat::PredictionVersions& table);
+std::vector<std::string> write_compat_plots(const std::string& run_dir, const PredictionVersions& table);
 
-/// A stored version (runs/X/versions/vNNN.h5) re-evaluated on its run's stream, rebuilt from the
-/// config.ini stored in the version: predictions on the test splits of tasks 0..last_task (tasks = task,
-/// ids = example id, conf = probability of the prediction), as `strata compare` consumes them. *version_out gets
-/// the version number. Throws naming the file when it cannot be read or restored.
-compat::PredictionTable evaluate_version_file(const std::string& path, int64_t last_task, int64_t* version_out = nullptr);
-/// The version number stored in a version file (cheap header read is not available: reads the file).
-int64_t version_file_number(const std::string& path);
-
-}  // namespace strata::run
+}  // namespace strata::compat

@@ -1,10 +1,7 @@
-#include "run/compat_metrics.h"
+#include "compat/stream_report.h"
 
 #include "compat/report.h"
 #include "compat/stats.h"
-#include "run/runner.h"
-
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -14,29 +11,26 @@
 
 namespace fs = std::filesystem;
 
-namespace strata::run {
-
-using namespace strata::continual;
+namespace strata::compat {
 
 namespace {
 
-using compat::PredictionVersions;
 
 // Aligned inputs of versions a (old) and b (new) on the test splits of `tasks`.
-compat::FlipInputs pair_inputs(const PredictionVersions& table, int64_t a, int64_t b, const std::vector<int64_t>& tasks) {
+FlipInputs pair_inputs(const PredictionVersions& table, int64_t a, int64_t b, const std::vector<int64_t>& tasks) {
   for (int64_t v : {a, b}) {
-    const auto present = compat::table_tasks(table.at(v));
+    const auto present = table_tasks(table.at(v));
     for (int64_t t : tasks)
-      TORCH_CHECK(std::binary_search(present.begin(), present.end(), t), "strata::run::compat_section(): version ",
+      TORCH_CHECK(std::binary_search(present.begin(), present.end(), t), "strata::compat::compat_section(): version ",
                   v, " has no predictions for task ", t);
   }
-  return compat::align_by_id(compat::select_tasks(table.at(a), tasks), compat::select_tasks(table.at(b), tasks),
+  return align_by_id(select_tasks(table.at(a), tasks), select_tasks(table.at(b), tasks),
                              "version " + std::to_string(a), "version " + std::to_string(b));
 }
 
 void add_upper(nlohmann::json& entry, double alpha) {
   const int64_t nf = entry["counts"]["n10"].get<int64_t>(), n = entry["n"].get<int64_t>();
-  entry["nfr_wilson_upper"] = compat::wilson_upper(nf, n, alpha);
+  entry["nfr_wilson_upper"] = wilson_upper(nf, n, alpha);
 }
 
 std::vector<int64_t> consecutive_versions(const PredictionVersions& table) {
@@ -75,7 +69,7 @@ nlohmann::json compat_section(const PredictionVersions& table, double alpha) {
   s["alpha"] = alpha;
   s["conventions"] = {
       {"version", "v = the model after training task v (0-based)"},
-      {"pairs", "consecutive versions old = v-1, new = v; counts from compat::count_flips (n11 both right, n10 = NF, "
+      {"pairs", "consecutive versions old = v-1, new = v; counts from count_flips (n11 both right, n10 = NF, "
                 "n01 = PF, n00s/n00d both wrong with the same/different answer)"},
       {"seen_tasks", "flips on the test splits of tasks 0..v-1 (where the old version was trained), overall and "
                      "per task; per-task Holm-Bonferroni over one-sided McNemar p-values"},
@@ -95,8 +89,8 @@ nlohmann::json compat_section(const PredictionVersions& table, double alpha) {
     nlohmann::json p;
     p["old"] = v - 1;
     p["new"] = v;
-    const std::vector<int64_t> seen_tasks = compat::default_compare_tasks(v - 1, v);
-    const auto seen = compat::compare_predictions(pair_inputs(table, v - 1, v, seen_tasks));
+    const std::vector<int64_t> seen_tasks = default_compare_tasks(v - 1, v);
+    const auto seen = compare_predictions(pair_inputs(table, v - 1, v, seen_tasks));
     nlohmann::json sj = seen.to_json(alpha);
     sj.erase("per_class");  // per class: `strata compare runs/X/predictions.h5 --old-version A --new-version B`
     sj["tasks"] = {seen_tasks.front(), seen_tasks.back()};
@@ -104,14 +98,14 @@ nlohmann::json compat_section(const PredictionVersions& table, double alpha) {
     for (auto& e : sj["per_task"]) add_upper(e, alpha);
     p["seen_tasks"] = sj;
     const auto cur_in = pair_inputs(table, v - 1, v, {v});
-    nlohmann::json cj = compat::count_flips(cur_in.labels, cur_in.old_pred, cur_in.new_pred).to_json(alpha);
+    nlohmann::json cj = count_flips(cur_in.labels, cur_in.old_pred, cur_in.new_pred).to_json(alpha);
     cj["task"] = v;
     add_upper(cj, alpha);
     p["current_task"] = cj;
     pairs.push_back(p);
   }
   s["pairs"] = pairs;
-  const compat::StreamMatrix m = compat::stream_nfr_matrix(table);
+  const StreamMatrix m = stream_nfr_matrix(table);
   s["nfr_matrix"] = {{"versions", m.versions}, {"matrix", to_json(m.nfr)}, {"n", to_json(m.n)}};
   return s;
 }
@@ -123,33 +117,15 @@ std::vector<std::string> write_compat_plots(const std::string& run_dir, const Pr
   const auto vs = consecutive_versions(table);
   std::vector<std::string> labels;
   for (int64_t v : vs) labels.push_back(vname(v));
-  compat::write_nfr_heatmap_svg(run_dir + "/plots/nfr_heatmap.svg", compat::stream_nfr_matrix(table).nfr, labels);
+  write_nfr_heatmap_svg(run_dir + "/plots/nfr_heatmap.svg", stream_nfr_matrix(table).nfr, labels);
   written.push_back("plots/nfr_heatmap.svg");
   const int64_t v = vs.back();
   if (v >= 1 && table.count(v - 1)) {
     const std::string rel = "plots/flips_per_task_" + vname(v) + ".svg";
-    compat::write_task_flips_svg(run_dir + "/" + rel, compat::compare_predictions(pair_inputs(table, v - 1, v, compat::tasks_trained_by(v))));
+    write_task_flips_svg(run_dir + "/" + rel, compare_predictions(pair_inputs(table, v - 1, v, tasks_trained_by(v))));
     written.push_back(rel);
   }
   return written;
 }
 
-int64_t version_file_number(const std::string& path) { return checkpoints::read_version(path).version; }
-
-compat::PredictionTable evaluate_version_file(const std::string& path, int64_t last_task, int64_t* version_out) {
-  const LoadedVersion lv = load_version(path);
-  const auto& v = lv.version;
-  const auto& stream = lv.stream;
-  if (version_out) *version_out = v.version;
-  TORCH_CHECK(last_task >= 0 && last_task < stream.size(), "strata::run::evaluate_version_file(): '", path,
-              "': task ", last_task, " is not in its ", stream.size(), "-task stream");
-  const auto evals = evaluate_stream(*lv.model, stream, v.version, lv.config.train.eval_batch_size());
-  std::vector<compat::PredictionTable> parts;
-  for (int64_t t = 0; t <= last_task; ++t) {
-    const auto& test = stream.tasks[t].test;
-    parts.push_back({test.ids, test.y, evals[t].pred, evals[t].prob, torch::full({test.size()}, t, torch::kInt64)});
-  }
-  return compat::concat_tables(parts);
-}
-
-}  // namespace strata::run
+}  // namespace strata::compat
