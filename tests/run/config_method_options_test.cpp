@@ -6,20 +6,14 @@
 #include <fstream>
 
 #include "run/config.h"
-#include "tests/support.h"
+#include "tests/run/config_support.h"
 
 using namespace strata::run;
 using strata::testing::error_of;
+using strata::testing::parse_error;
 using strata::testing::TempDir;
 
 namespace {
-
-std::string parse_error(std::vector<std::string> args) {
-  args.insert(args.begin(), "train");
-  std::vector<const char*> argv;
-  for (const auto& a : args) argv.push_back(a.c_str());
-  return error_of([&] { parse_run_config(static_cast<int>(argv.size()), argv.data()); });
-}
 
 TEST(ConfigMethodOptions, OtherMethodsOptionOnTheCommandLineIsNamed) {
   EXPECT_EQ(parse_error({"--coso.r1", "-3", "--method", "gpm"}),

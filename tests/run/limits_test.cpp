@@ -2,7 +2,7 @@
 // whose estimated memory exceeds what the machine has is refused before the stream or model exists.
 #include "run/limits.h"
 #include "run/runner.h"
-#include "tests/support.h"
+#include "tests/run/config_support.h"
 
 #include <gtest/gtest.h>
 
@@ -10,16 +10,10 @@
 
 using namespace strata::run;
 using strata::testing::error_of;
+using strata::testing::parse_error;
 using strata::testing::TempDir;
 
 namespace {
-
-std::string parse_error(std::vector<std::string> args) {
-  args.insert(args.begin(), "train");
-  std::vector<const char*> argv;
-  for (const auto& a : args) argv.push_back(a.c_str());
-  return error_of([&] { parse_run_config(static_cast<int>(argv.size()), argv.data()); });
-}
 
 TEST(Limits, HugeCountsInAConfigAreOneLineNamingTheOption) {
   TempDir dir;
