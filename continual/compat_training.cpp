@@ -158,6 +158,15 @@ std::optional<TrainOptions> CompatMethod::next_stage(TaskContext& ctx, int64_t s
     if (const torch::Tensor table = training_logit_mask(ctx); table.defined())
       row_masked_ = table.index_select(0, data_task_).logical_not();
     current_["plain_train_acc"] = new_logits_.argmax(1).eq(data.y).to(torch::kFloat64).mean().item<double>();
+    // MUSCLE's old teacher is meant to be a comparable model. On a new task's data the previous
+    // version is often far weaker (it never saw these classes): then a^old mostly pulls wrong
+    // examples towards a model that is wrong too, and only the known classes' logits are kept.
+    const double gap = current_["plain_train_acc"].get<double>() - current_["reference_train_acc"].get<double>();
+    if (gap > kWeakReferenceGap)
+      current_["warnings"].push_back("the previous version is " + std::to_string(static_cast<int>(100 * gap)) +
+                                     " points less accurate than the plain model on this task's training data "
+                                     "(it never saw most of its classes): the old-teacher term can only keep the "
+                                     "old classes' logits, it cannot make the new task compatible");
     TrainOptions o = *ctx.train;
     o.epochs(options_.stage2_epochs() > 0 ? options_.stage2_epochs() : ctx.train->epochs());
     // Stage-2 shuffles differ from stage 1's.

@@ -90,6 +90,9 @@ class CompatMethod : public Method {
   const torch::Tensor& plain_logits() const { return new_logits_; }
 
  private:
+  /// MUSCLE: a report warning when the plain model beats the previous version on the current task's
+  /// training data by more than this (accuracy difference).
+  static constexpr double kWeakReferenceGap = 0.3;
   torch::Tensor focal_term(StepContext& step);
   torch::Tensor muscle_term(StepContext& step);
 

@@ -264,5 +264,9 @@ TEST(CompatTraining, MuscleOldTeacherTermIsLiveOnTaskIncrementalStreams) {
   ASSERT_EQ(t.size(), 1u);
   // Two all-masked rows gave ~1e-10 (float noise); the live term is orders of magnitude above it.
   EXPECT_GT(t[0]["mean_l_mcomp"].get<double>(), 1e-7);
+  // The previous version never saw task 1's classes: the report says the old teacher is weak.
+  EXPECT_EQ(t[0]["reference_train_acc"].get<double>(), 0.0);
+  ASSERT_TRUE(t[0].contains("warnings"));
+  EXPECT_NE(t[0]["warnings"][0].get<std::string>().find("less accurate"), std::string::npos);
   fs::remove_all(root);
 }
