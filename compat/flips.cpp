@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
+#include <tuple>
 
 namespace strata::compat {
 namespace {
@@ -282,7 +284,35 @@ ItemKeys item_keys(const PredictionTable& o, const PredictionTable& n) {
     k.old_key = k.new_key = torch::zeros({0}, torch::kLong);
     return k;
   }
-  auto [items, inverse, counts] = torch::unique_dim(all, 0, /*sorted=*/true, /*return_inverse=*/true);
+  // (task, id) rows map to one int64 (task - t0) * span + (id - i0), monotone in the lexicographic order,
+  // so a 1-D sort-based unique does the work: unique_dim compares rows one by one through tensor views,
+  // which made aligning two 100 000-row tables take seconds. When the ranges are too wide for one
+  // int64 the row-wise unique remains.
+  const torch::Tensor lo = std::get<0>(all.min(0)), hi = std::get<0>(all.max(0));
+  const auto lo_a = lo.accessor<int64_t, 1>(), hi_a = hi.accessor<int64_t, 1>();
+  const int64_t cols = all.size(1);
+  long double span_product = 1;
+  std::vector<int64_t> spans(static_cast<size_t>(cols));
+  bool fits = true;
+  for (int64_t c = 0; c < cols; ++c) {
+    const long double span = static_cast<long double>(hi_a[c]) - static_cast<long double>(lo_a[c]) + 1;
+    span_product *= span;
+    if (span_product > static_cast<long double>(int64_t{1} << 62)) fits = false;
+    if (fits) spans[static_cast<size_t>(c)] = static_cast<int64_t>(span);
+  }
+  torch::Tensor items, inverse;
+  if (fits) {
+    torch::Tensor key = all.select(1, 0) - lo_a[0];
+    if (cols == 2) key = key * spans[1] + (all.select(1, 1) - lo_a[1]);
+    torch::Tensor unique_keys;
+    std::tie(unique_keys, inverse, std::ignore) = torch::_unique2(key, /*sorted=*/true, /*return_inverse=*/true);
+    items = cols == 2 ? torch::stack({unique_keys.div(spans[1], "floor") + lo_a[0],
+                                      unique_keys.remainder(spans[1]) + lo_a[1]},
+                                     1)
+                      : (unique_keys + lo_a[0]).reshape({-1, 1});
+  } else {
+    std::tie(items, inverse, std::ignore) = torch::unique_dim(all, 0, /*sorted=*/true, /*return_inverse=*/true);
+  }
   k.items = items;
   k.old_key = inverse.slice(0, 0, n_old).to(torch::kLong);
   k.new_key = inverse.slice(0, n_old).to(torch::kLong);
@@ -374,28 +404,51 @@ torch::Tensor nfr_matrix(const std::vector<torch::Tensor>& preds, const torch::T
 }
 
 StreamMatrix stream_nfr_matrix(const PredictionVersions& versions) {
+  torch::NoGradGuard no_grad;
   StreamMatrix out;
   for (const auto& [v, t] : versions) out.versions.push_back(v);
   const int64_t V = static_cast<int64_t>(out.versions.size());
   out.nfr = torch::zeros({V, V}, torch::kFloat64);
   out.n = torch::zeros({V, V}, torch::kInt64);
-  auto acc_nfr = out.nfr.accessor<double, 2>();
-  auto acc_n = out.n.accessor<int64_t, 2>();
-  for (int64_t i = 0; i < V; ++i)
-    for (int64_t j = 0; j < V; ++j) {
-      const int64_t a = out.versions[static_cast<size_t>(i)], b = out.versions[static_cast<size_t>(j)];
-      const auto tasks = default_compare_tasks(a, b);
-      const PredictionTable ta = select_tasks(versions.at(a), tasks);
-      if (i == j) {
-        acc_n[i][j] = ta.ids.size(0);
-        continue;
-      }
-      const FlipInputs in = align_by_id(ta, select_tasks(versions.at(b), tasks), "version " + std::to_string(a),
-                                        "version " + std::to_string(b));
-      const FlipCounts c = count_flips(in.labels, in.old_pred, in.new_pred);
-      acc_nfr[i][j] = c.nfr();
-      acc_n[i][j] = c.n();
+  if (V == 0) return out;
+  // Cell (a, b) counts over tasks 0..min(a, b). Per task t, every version holding it is aligned once to
+  // the first one (V aligns per task, not V² per matrix), and one product C_t (1 − C_t)ᵀ of the
+  // correctness rows gives NF(a → b) on t for every pair at once.
+  std::vector<std::map<int64_t, PredictionTable>> parts(static_cast<size_t>(V));
+  for (int64_t i = 0; i < V; ++i) {
+    const PredictionTable& table = versions.at(out.versions[static_cast<size_t>(i)]);
+    check_table(table, "version " + std::to_string(out.versions[static_cast<size_t>(i)]));
+    TORCH_CHECK(table.tasks.defined(), "strata::compat::stream_nfr_matrix(): version ",
+                out.versions[static_cast<size_t>(i)], " has no task column");
+    for (int64_t t : table_tasks(table)) parts[static_cast<size_t>(i)][t] = select_tasks(table, {t});
+  }
+  torch::Tensor nf = torch::zeros({V, V}, torch::kFloat64);
+  auto n_acc = out.n.accessor<int64_t, 2>();
+  for (int64_t t = 0; t <= out.versions.back(); ++t) {
+    std::vector<int64_t> rows;  // indices of the versions that need task t (version >= t)
+    for (int64_t i = 0; i < V; ++i)
+      if (out.versions[static_cast<size_t>(i)] >= t) rows.push_back(i);
+    if (rows.empty()) continue;
+    const auto name = [&](int64_t i) { return "version " + std::to_string(out.versions[static_cast<size_t>(i)]); };
+    for (int64_t i : rows)
+      TORCH_CHECK(parts[static_cast<size_t>(i)].count(t), "strata::compat::stream_nfr_matrix(): ", name(i),
+                  " has no predictions for task ", t);
+    const PredictionTable& ref = parts[static_cast<size_t>(rows.front())].at(t);
+    std::vector<torch::Tensor> correct;
+    for (int64_t i : rows) {
+      const FlipInputs in = align_by_id(ref, parts[static_cast<size_t>(i)].at(t), name(rows.front()), name(i));
+      correct.push_back(in.new_pred.eq(in.labels));
     }
+    const torch::Tensor c = torch::stack(correct).to(torch::kFloat64);  // [R, N_t], rows in one item order
+    const torch::Tensor nf_t = c.matmul((1.0 - c).t());                 // [R, R] NF(row → column) on t
+    const torch::Tensor idx = torch::tensor(rows, torch::kLong);
+    nf.index_put_({idx.unsqueeze(1), idx.unsqueeze(0)}, nf.index({idx.unsqueeze(1), idx.unsqueeze(0)}) + nf_t);
+    const int64_t n_t = ref.ids.size(0);
+    for (int64_t i : rows)
+      for (int64_t j : rows) n_acc[i][j] += n_t;
+  }
+  out.nfr = nf / out.n.to(torch::kFloat64);  // 0/0 = NaN where a cell has no items, as FlipCounts::nfr()
+  out.nfr.fill_diagonal_(0);
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include "compat/stats.h"
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 using namespace strata::compat;
@@ -239,4 +240,62 @@ TEST(CompatFlips, NfrMatrix) {
       EXPECT_NEAR(m[a][b].item<double>(), count_flips(y, preds[a], preds[b]).nfr(), 1e-15) << a << "," << b;
   EXPECT_EQ(m[0][0].item<double>(), 0.0);
   EXPECT_THROW(nfr_matrix({L({0, 1})}, y), c10::Error);
+}
+
+// stream_nfr_matrix against its definition: align each pair of versions on tasks 0..min(a, b) and count.
+// Each version's rows are shuffled differently, so a matrix that skipped the alignment would be wrong.
+TEST(CompatFlips, StreamNfrMatrixMatchesPairwiseCounts) {
+  torch::manual_seed(3);
+  const int64_t T = 4, N = 50, K = 5;
+  std::vector<torch::Tensor> ids(T), labels(T);
+  for (int64_t t = 0; t < T; ++t) {
+    ids[t] = torch::randperm(1000, torch::kLong).slice(0, 0, N);  // each task its own ids
+    labels[t] = torch::randint(K, {N}, torch::kLong);
+  }
+  PredictionVersions versions;
+  for (int64_t v = 0; v < T; ++v) {
+    std::vector<PredictionTable> parts;
+    for (int64_t t = 0; t < T; ++t) {
+      const torch::Tensor perm = torch::randperm(N, torch::kLong);
+      parts.push_back({ids[t].index_select(0, perm), labels[t].index_select(0, perm),
+                       torch::randint(K, {N}, torch::kLong), torch::rand({N}), torch::full({N}, t, torch::kLong)});
+    }
+    versions[v] = concat_tables(parts);
+  }
+  const StreamMatrix m = stream_nfr_matrix(versions);
+  ASSERT_EQ(m.versions, (std::vector<int64_t>{0, 1, 2, 3}));
+  for (int64_t a = 0; a < T; ++a)
+    for (int64_t b = 0; b < T; ++b) {
+      const auto tasks = default_compare_tasks(a, b);
+      EXPECT_EQ(m.n[a][b].item<int64_t>(), N * static_cast<int64_t>(tasks.size())) << a << "," << b;
+      if (a == b) {
+        EXPECT_EQ(m.nfr[a][b].item<double>(), 0.0);
+        continue;
+      }
+      const FlipInputs in = align_by_id(select_tasks(versions[a], tasks), select_tasks(versions[b], tasks));
+      EXPECT_NEAR(m.nfr[a][b].item<double>(), count_flips(in.labels, in.old_pred, in.new_pred).nfr(), 1e-15)
+          << a << "," << b;
+    }
+  PredictionVersions gap = versions;  // version 2 lost its task-1 rows: named, not silently skipped
+  gap[2] = select_tasks(versions[2], {0, 2, 3});
+  try {
+    stream_nfr_matrix(gap);
+    FAIL() << "no error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("version 2 has no predictions for task 1"), std::string::npos) << e.what();
+  }
+}
+
+// Ids anywhere in int64 (negative, or spread too wide for one combined key) align like small ones.
+TEST(CompatFlips, AlignByIdWideIdRanges) {
+  const int64_t big = std::numeric_limits<int64_t>::max() - 1, small = std::numeric_limits<int64_t>::min() + 1;
+  for (const bool with_tasks : {false, true}) {
+    PredictionTable o{L({big, -5, small}), L({1, 0, 2}), L({1, 1, 2}), torch::Tensor(), torch::Tensor()};
+    PredictionTable n{L({small, big, -5}), L({2, 1, 0}), L({0, 1, 0}), torch::Tensor(), torch::Tensor()};
+    if (with_tasks) o.tasks = L({7, 7, 7}), n.tasks = L({7, 7, 7});
+    const FlipInputs in = align_by_id(o, n);
+    EXPECT_TRUE(in.ids.equal(L({small, -5, big}))) << with_tasks;
+    EXPECT_TRUE(in.old_pred.equal(L({2, 1, 1}))) << with_tasks;
+    EXPECT_TRUE(in.new_pred.equal(L({0, 0, 1}))) << with_tasks;
+  }
 }
