@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <map>
 #include <tuple>
 
 namespace strata::compat {
@@ -401,55 +400,6 @@ torch::Tensor nfr_matrix(const std::vector<torch::Tensor>& preds, const torch::T
   }
   const torch::Tensor c = torch::stack(rows).to(torch::kDouble);  // [V, N] correctness
   return c.matmul((1.0 - c).t()) / static_cast<double>(n);
-}
-
-StreamMatrix stream_nfr_matrix(const PredictionVersions& versions) {
-  torch::NoGradGuard no_grad;
-  StreamMatrix out;
-  for (const auto& [v, t] : versions) out.versions.push_back(v);
-  const int64_t V = static_cast<int64_t>(out.versions.size());
-  out.nfr = torch::zeros({V, V}, torch::kFloat64);
-  out.n = torch::zeros({V, V}, torch::kInt64);
-  if (V == 0) return out;
-  // Cell (a, b) counts over tasks 0..min(a, b). Per task t, every version holding it is aligned once to
-  // the first one (V aligns per task, not V² per matrix), and one product C_t (1 − C_t)ᵀ of the
-  // correctness rows gives NF(a → b) on t for every pair at once.
-  std::vector<std::map<int64_t, PredictionTable>> parts(static_cast<size_t>(V));
-  for (int64_t i = 0; i < V; ++i) {
-    const PredictionTable& table = versions.at(out.versions[static_cast<size_t>(i)]);
-    check_table(table, "version " + std::to_string(out.versions[static_cast<size_t>(i)]));
-    TORCH_CHECK(table.tasks.defined(), "strata::compat::stream_nfr_matrix(): version ",
-                out.versions[static_cast<size_t>(i)], " has no task column");
-    for (int64_t t : table_tasks(table)) parts[static_cast<size_t>(i)][t] = select_tasks(table, {t});
-  }
-  torch::Tensor nf = torch::zeros({V, V}, torch::kFloat64);
-  auto n_acc = out.n.accessor<int64_t, 2>();
-  for (int64_t t = 0; t <= out.versions.back(); ++t) {
-    std::vector<int64_t> rows;  // indices of the versions that need task t (version >= t)
-    for (int64_t i = 0; i < V; ++i)
-      if (out.versions[static_cast<size_t>(i)] >= t) rows.push_back(i);
-    if (rows.empty()) continue;
-    const auto name = [&](int64_t i) { return "version " + std::to_string(out.versions[static_cast<size_t>(i)]); };
-    for (int64_t i : rows)
-      TORCH_CHECK(parts[static_cast<size_t>(i)].count(t), "strata::compat::stream_nfr_matrix(): ", name(i),
-                  " has no predictions for task ", t);
-    const PredictionTable& ref = parts[static_cast<size_t>(rows.front())].at(t);
-    std::vector<torch::Tensor> correct;
-    for (int64_t i : rows) {
-      const FlipInputs in = align_by_id(ref, parts[static_cast<size_t>(i)].at(t), name(rows.front()), name(i));
-      correct.push_back(in.new_pred.eq(in.labels));
-    }
-    const torch::Tensor c = torch::stack(correct).to(torch::kFloat64);  // [R, N_t], rows in one item order
-    const torch::Tensor nf_t = c.matmul((1.0 - c).t());                 // [R, R] NF(row → column) on t
-    const torch::Tensor idx = torch::tensor(rows, torch::kLong);
-    nf.index_put_({idx.unsqueeze(1), idx.unsqueeze(0)}, nf.index({idx.unsqueeze(1), idx.unsqueeze(0)}) + nf_t);
-    const int64_t n_t = ref.ids.size(0);
-    for (int64_t i : rows)
-      for (int64_t j : rows) n_acc[i][j] += n_t;
-  }
-  out.nfr = nf / out.n.to(torch::kFloat64);  // 0/0 = NaN where a cell has no items, as FlipCounts::nfr()
-  out.nfr.fill_diagonal_(0);
-  return out;
 }
 
 }  // namespace strata::compat

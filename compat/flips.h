@@ -144,6 +144,7 @@ struct StreamMatrix {
   torch::Tensor nfr;              ///< [V, V] float64
   torch::Tensor n;                ///< [V, V] int64
 };
+/// (Computed by StreamCompat, compat/stream_report.h, which a run feeds one version at a time.)
 StreamMatrix stream_nfr_matrix(const PredictionVersions& versions);
 
 }  // namespace strata::compat

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <sstream>
@@ -186,36 +187,66 @@ std::vector<int64_t> default_compare_tasks(int64_t old_version, int64_t new_vers
   return tasks_trained_by(std::min(old_version, new_version));
 }
 
-void write_predictions(const std::string& path, const PredictionVersions& versions) {
-  for (const auto& [version, t] : versions) {
-    const std::string what = "'" + path + "' version " + std::to_string(version);
-    TORCH_CHECK(version >= 0 && version < 1000, "strata::compat::write_predictions(): '", path,
-                "': version must be in [0, 999], got ", version);
-    check_table(t, what);
-    TORCH_CHECK(t.tasks.defined() && t.conf.defined(), "strata::compat::write_predictions(): ", what,
-                " needs the tasks and conf columns");
-    for (int64_t task : table_tasks(t))
-      TORCH_CHECK(task >= 0 && task < 100, "strata::compat::write_predictions(): ", what,
-                  ": task must be in [0, 99], got ", task);
+namespace {
+
+void check_writable(const std::string& path, int64_t version, const PredictionTable& t) {
+  const std::string what = "'" + path + "' version " + std::to_string(version);
+  TORCH_CHECK(version >= 0 && version < 1000, "strata::compat::write_predictions(): '", path,
+              "': version must be in [0, 999], got ", version);
+  check_table(t, what);
+  TORCH_CHECK(t.tasks.defined() && t.conf.defined(), "strata::compat::write_predictions(): ", what,
+              " needs the tasks and conf columns");
+  for (int64_t task : table_tasks(t))
+    TORCH_CHECK(task >= 0 && task < 100, "strata::compat::write_predictions(): ", what,
+                ": task must be in [0, 99], got ", task);
+}
+
+void write_root(H5::H5File& f) {
+  core::set_attr(f, "format", "strata-predictions");
+  core::set_attr(f, "format_version", static_cast<int64_t>(1));
+}
+
+void write_version_group(H5::H5File& f, int64_t version, const PredictionTable& t) {
+  const std::string vg = version_group(version);
+  auto g = core::open_group(f, vg, true);
+  core::set_attr(g, "version", version);
+  for (int64_t task : table_tasks(t)) {
+    const PredictionTable p = select_tasks(t, {task});
+    const std::string tg = vg + "/" + core::indexed_name("task", task, 2);
+    core::write_tensor(f, tg + "/id", p.ids.to(torch::kInt64));
+    core::write_tensor(f, tg + "/label", p.labels.to(torch::kInt64));
+    core::write_tensor(f, tg + "/pred", p.preds.to(torch::kInt64));
+    core::write_tensor(f, tg + "/prob", p.conf.to(torch::kFloat32));
+    auto group = core::open_group(f, tg);
+    core::set_attr(group, "task", task);
   }
+}
+
+}  // namespace
+
+void write_predictions(const std::string& path, const PredictionVersions& versions) {
+  for (const auto& [version, t] : versions) check_writable(path, version, t);
   core::atomic_write_h5(path, [&](H5::H5File& f) {
-    core::set_attr(f, "format", "strata-predictions");
-    core::set_attr(f, "format_version", static_cast<int64_t>(1));
-    for (const auto& [version, t] : versions) {
-      const std::string vg = version_group(version);
-      auto g = core::open_group(f, vg, true);
-      core::set_attr(g, "version", version);
-      for (int64_t task : table_tasks(t)) {
-        const PredictionTable p = select_tasks(t, {task});
-        const std::string tg = vg + "/" + core::indexed_name("task", task, 2);
-        core::write_tensor(f, tg + "/id", p.ids.to(torch::kInt64));
-        core::write_tensor(f, tg + "/label", p.labels.to(torch::kInt64));
-        core::write_tensor(f, tg + "/pred", p.preds.to(torch::kInt64));
-        core::write_tensor(f, tg + "/prob", p.conf.to(torch::kFloat32));
-        auto group = core::open_group(f, tg);
-        core::set_attr(group, "task", task);
-      }
-    }
+    write_root(f);
+    for (const auto& [version, t] : versions) write_version_group(f, version, t);
+  });
+}
+
+void append_predictions(const std::string& path, int64_t version, const PredictionTable& table) {
+  check_writable(path, version, table);
+  if (std::filesystem::exists(path)) {  // a file that is not ours is an error, not something to extend
+    core::quiet_hdf5();
+    H5::H5File f = core::open_file(path, core::FileMode::kRead);
+    TORCH_CHECK(core::has_attr(f, "format") && core::get_attr_string(f, "format") == "strata-predictions",
+                "strata::compat::append_predictions(): '", path, "' is not a strata-predictions file");
+  }
+  core::atomic_update_h5(path, [&](H5::H5File& f) {
+    if (!core::has_attr(f, "format")) write_root(f);
+    for (const auto& name : core::list_children(f, "/"))
+      if (core::parse_indexed_name(name, "v") >= version)
+        TORCH_CHECK(H5Ldelete(f.getId(), name.c_str(), H5P_DEFAULT) >= 0, "strata::compat::append_predictions(): '",
+                    path, "': cannot replace group /", name);
+    write_version_group(f, version, table);
   });
 }
 

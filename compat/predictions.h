@@ -70,6 +70,12 @@ std::vector<int64_t> default_compare_tasks(int64_t old_version, int64_t new_vers
 /// (lengths, dtypes, missing tasks or conf); nothing changes on error.
 void write_predictions(const std::string& path, const PredictionVersions& versions);
 
+/// Adds version `version` to the predictions.h5 at `path` (created when missing), atomically (a copy
+/// of the file is extended and renamed over it). Groups of this and later versions are replaced: a
+/// run that retrains from version v rewrites v and has nothing after it yet. Throws as write_predictions,
+/// and when `path` is not a strata-predictions file.
+void append_predictions(const std::string& path, int64_t version, const PredictionTable& table);
+
 /// Every version in a predictions.h5. Throws naming the file and group on a missing or malformed file.
 PredictionVersions read_predictions(const std::string& path);
 

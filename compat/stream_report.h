@@ -17,18 +17,60 @@
 
 #include <nlohmann/json.hpp>
 
+#include <map>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace strata::compat {
 
-/// The "compat" section for the versions held in `table` (must have consecutive keys 0..V-1 to form
-/// pairs; a missing version drops the pairs and matrix cells that need it, listed under "missing_versions").
-/// `alpha`: level of the Wilson intervals, one-sided Wilson NFR upper bounds and Holm alarms.
+/// The report.json "compat" section and the run's compatibility plots, built one version at a time, so
+/// that a run keeps neither every version's predictions nor recomputes old pairs after each task:
+///   * each consecutive pair's entry is computed once, when its newer version arrives;
+///   * the NFR matrix keeps per (version, task) only which items the version got right (one bit per
+///     item, ordered like the task's first version), and NF counts against every earlier version;
+///   * the newest version's rows on tasks 0..v+1 are kept for the next pair.
+/// Memory is (Σ_v (v+1)) · N_task / 8 bytes of correctness bits plus one version's rows: at 100 tasks of
+/// 10 000 test items each, about 6 MB of bits.
+class StreamCompat {
+ public:
+  /// `alpha`: level of the Wilson intervals, one-sided Wilson NFR upper bounds and Holm alarms.
+  explicit StreamCompat(double alpha = 0.05) : alpha_(alpha) {}
+
+  /// Adds version `version`'s predictions (tasks column required; at least tasks 0..version). Versions
+  /// come in increasing order; a gap drops the pairs that need the missing version and is listed under
+  /// "missing_versions". Throws naming the version on missing tasks or items that differ from the
+  /// earlier versions' (the tables are checked before anything is kept).
+  void add(int64_t version, const PredictionTable& table);
+
+  bool empty() const { return versions_.empty(); }
+  const std::vector<int64_t>& versions() const { return versions_; }
+
+  /// The "compat" section of report.json.
+  nlohmann::json section() const;
+  /// NFR matrix over the versions added (stream_nfr_matrix's definition).
+  StreamMatrix matrix() const;
+  /// Writes <run_dir>/plots/nfr_heatmap.svg and, for the newest version v ≥ 1 whose predecessor was
+  /// added, <run_dir>/plots/flips_per_task_vNNN.svg (PF up / NF down per task, tasks 0..v, v-1 → v).
+  /// Returns the paths written, relative to run_dir.
+  std::vector<std::string> write_plots(const std::string& run_dir) const;
+
+ private:
+  double alpha_;
+  std::vector<int64_t> versions_;
+  std::vector<nlohmann::json> pairs_;
+  std::map<int64_t, PredictionTable> reference_;                // task -> ids, labels of its first version
+  std::map<int64_t, int64_t> reference_version_;                // task -> that version
+  std::vector<std::vector<torch::Tensor>> correct_;             // [version index][task] uint8 bit-packed
+  std::vector<std::vector<int64_t>> nf_, n_;                    // [V][V] NF counts and items per cell
+  PredictionTable newest_;                                      // newest version, tasks 0..v+1
+  std::optional<FlipReport> newest_flips_;                      // v-1 → v on tasks 0..v, for the plot
+};
+
+/// The "compat" section for the versions held in `table` (StreamCompat over them in order).
 nlohmann::json compat_section(const PredictionVersions& table, double alpha = 0.05);
 
-/// Writes <run_dir>/plots/nfr_heatmap.svg (the matrix above over the versions present) and, for the
-/// newest version v ≥ 1, <run_dir>/plots/flips_per_task_vNNN.svg (PF up / NF down per task, tasks 0..v,
-/// v-1 → v). Returns the paths written, relative to run_dir.
+/// StreamCompat::write_plots over the versions held in `table`.
 std::vector<std::string> write_compat_plots(const std::string& run_dir, const PredictionVersions& table);
 
 }  // namespace strata::compat

@@ -2,6 +2,7 @@
 
 #include "core/fault.h"
 
+#include <filesystem>
 #include <fstream>
 
 #include <fcntl.h>
@@ -430,6 +431,24 @@ void atomic_write_h5(const std::string& path, const std::function<void(H5::H5Fil
     H5::H5File f = open_file(af.tmp_path(), FileMode::kTruncate);
     fill(f);
     h5_guard("atomic_write_h5", af.tmp_path(), "/", [&] {
+      f.flush(H5F_SCOPE_GLOBAL);
+      f.close();
+    });
+  }
+  af.commit();
+}
+
+void atomic_update_h5(const std::string& path, const std::function<void(H5::H5File&)>& update) {
+  if (!std::filesystem::exists(path)) return atomic_write_h5(path, update);
+  AtomicFile af(path);
+  std::error_code ec;
+  std::filesystem::copy_file(path, af.tmp_path(), std::filesystem::copy_options::overwrite_existing, ec);
+  TORCH_CHECK(!ec, "strata::core::atomic_update_h5(): cannot copy '", path, "' to '", af.tmp_path(), "': ",
+              ec.message());
+  {
+    H5::H5File f = open_file(af.tmp_path(), FileMode::kReadWrite);
+    update(f);
+    h5_guard("atomic_update_h5", af.tmp_path(), "/", [&] {
       f.flush(H5F_SCOPE_GLOBAL);
       f.close();
     });

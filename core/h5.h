@@ -160,6 +160,11 @@ class AtomicFile {
 // Creates a fresh HDF5 file at the temporary path, runs `fill` on it, closes it and commits.
 // If `fill` throws, nothing at `path` changes and the exception propagates.
 void atomic_write_h5(const std::string& path, const std::function<void(H5::H5File&)>& fill);
+// Changes an existing HDF5 file atomically: copies it to the temporary path, opens the copy for
+// writing, runs `update`, closes and commits; a missing `path` is created fresh (as atomic_write_h5).
+// A file that only grows (one group per task or version) costs one sequential copy per change, and a
+// crash or full disk at any point leaves the previous file whole.
+void atomic_update_h5(const std::string& path, const std::function<void(H5::H5File&)>& update);
 // Writes `text` to `path` through an AtomicFile (a short write, e.g. on a full disk, is an error
 // naming the file, and the old content stays).
 void atomic_write_text(const std::string& path, const std::string& text);

@@ -218,19 +218,25 @@ ClMetrics Runner::resume() {
 
   // Predictions of earlier versions from predictions.h5; the resumed version's are recomputed
   // (the file may have been written before or after the kill) and checked against its R row.
-  predictions_.clear();
+  compat_ = compat::StreamCompat();
   const std::string pred_path = folder_.predictions_h5();
   if (writes_files() && fs::exists(pred_path)) {
     try {
-      predictions_ = compat::read_predictions(pred_path);
+      for (int64_t u : compat::list_prediction_versions(pred_path))
+        if (u < last) compat_.add(u, compat::read_predictions(pred_path, u));
     } catch (const c10::Error& e) {
-      log(std::string("resume: cannot read predictions.h5 (") + e.msg() + "); earlier versions' predictions are lost");
+      // Appending needs a sound file: the damaged one is kept aside, and a new one starts.
+      compat_ = compat::StreamCompat();
+      const std::string aside = pred_path + ".corrupt";
+      std::error_code ec;
+      fs::rename(pred_path, aside, ec);
+      log(std::string("resume: cannot read predictions.h5 (") + e.msg() + "); earlier versions' predictions are lost" +
+          (ec ? "" : "; the file was moved to " + aside));
     }
   }
-  for (auto it = predictions_.begin(); it != predictions_.end();)
-    it = it->first > last ? predictions_.erase(it) : std::next(it);
   for (int64_t u = 0; u < last && writes_files(); ++u)
-    if (!predictions_.count(u)) log("resume: predictions.h5 lacks version " + std::to_string(u));
+    if (!std::binary_search(compat_.versions().begin(), compat_.versions().end(), u))
+      log("resume: predictions.h5 lacks version " + std::to_string(u));
   TaskResult check;
   evaluate_all(last, check);
   for (int64_t j = 0; j < T; ++j)
@@ -238,7 +244,7 @@ ClMetrics Runner::resume() {
       log("resume: warning: re-evaluating version " + std::to_string(last) + " on task " + std::to_string(j) +
           " gives accuracy " + std::to_string(check.evals[j].accuracy()) + ", the version recorded " +
           std::to_string(R_[last][j].item<double>()) + " (different threads or hardware?)");
-  store_predictions(last, check);
+  record_predictions(last, check);
 
   // metrics.csv: drop the rows of the interrupted task.
   if (writes_files()) {
@@ -250,8 +256,7 @@ ClMetrics Runner::resume() {
   if (last + 1 == T) {
     // Nothing left to train: write what the interruption left behind the last version.
     if (writes_files()) {
-      compat::write_predictions(folder_.predictions_h5(), predictions_);
-      compat::write_compat_plots(folder_.dir(), predictions_);
+      compat_.write_plots(folder_.dir());
       write_report(T);
     }
     log("resume: every task of '" + dir + "' has a version; rewrote predictions.h5 and report.json, which the "
@@ -286,14 +291,17 @@ checkpoints::Version Runner::snapshot(int64_t task) const {
   return v;
 }
 
-void Runner::store_predictions(int64_t version, const TaskResult& result) {
+void Runner::record_predictions(int64_t version, const TaskResult& result) {
+  if (!writes_files()) return;
   std::vector<compat::PredictionTable> parts;
   for (int64_t j = 0; j < stream_.size(); ++j) {
     const auto& test = stream_.tasks[j].test;
     parts.push_back({test.ids, test.y, result.evals[j].pred, result.evals[j].prob,
                      torch::full({test.size()}, j, torch::kInt64)});
   }
-  predictions_[version] = compat::concat_tables(parts);
+  const compat::PredictionTable table = compat::concat_tables(parts);
+  compat::append_predictions(folder_.predictions_h5(), version, table);
+  compat_.add(version, table);
 }
 
 int64_t Runner::train_stages(TaskContext& ctx, TaskResult& result) {
@@ -361,12 +369,11 @@ ClMetrics Runner::train_tasks(int64_t first) {
     result.eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     for (int64_t j = 0; j < stream_.size(); ++j) R_[t][j] = result.evals[j].accuracy();
     results_.push_back(result);
-    store_predictions(t, result);
     if (writes_files()) {
       // Version first (the resume point), then predictions, the hook, and the report.
       checkpoints::write_version(folder_.version(t), snapshot(t));
-      compat::write_predictions(folder_.predictions_h5(), predictions_);
-      compat::write_compat_plots(folder_.dir(), predictions_);
+      record_predictions(t, result);
+      compat_.write_plots(folder_.dir());
       if (on_task_done) on_task_done(result);
       write_report(t + 1);
     }
@@ -473,7 +480,7 @@ void Runner::write_report(int64_t stages_done) const {
   r["model"] = {{"arch", config_.model.arch()}, {"parameters", n_params}, {"trainable_parameters", n_trainable}};
   r["method_report"] = method_->report();
   // Flips between consecutive versions and the version x version NFR matrix (conventions inside).
-  r["compat"] = compat::compat_section(predictions_);
+  r["compat"] = compat_.section();
   r["compat"]["training"] = config_.compat.loss().mode() == compat::CompatMode::kNone
                                 ? nlohmann::json("none")
                                 : method_->report().value("compat_training", nlohmann::json());

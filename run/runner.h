@@ -9,6 +9,7 @@
 // The libraries never print: progress and log lines go to the sinks the caller sets (`on_log`,
 // `on_progress`); without them the Runner is silent.
 #include "compat/predictions.h"
+#include "compat/stream_report.h"
 #include "checkpoints/version_store.h"
 #include "continual/metrics.h"
 #include "dist/group.h"
@@ -96,7 +97,9 @@ class Runner {
   /// Trains every stage of the task; returns the examples seen in stage 0.
   int64_t train_stages(continual::TaskContext& ctx, TaskResult& result);
   checkpoints::Version snapshot(int64_t task) const;
-  void store_predictions(int64_t version, const TaskResult& result);
+  /// Adds the version's test predictions to the compatibility accounting and appends them to
+  /// predictions.h5 (replacing this and later versions there); only where this worker writes files.
+  void record_predictions(int64_t version, const TaskResult& result);
   void log(const std::string& line) const;
   /// Several workers, at a task end: one RNG state for all (before on_task_end), then the check that
   /// parameters and method state agree (after it).
@@ -117,7 +120,7 @@ class Runner {
   std::vector<TaskResult> results_;
   std::vector<std::string> metrics_rows_;  ///< metrics.csv without its header
   std::string config_text_;  ///< config.ini as written (stored in every version)
-  compat::PredictionVersions predictions_;
+  compat::StreamCompat compat_;  ///< flips and NFR matrix of the versions so far (rank 0)
 };
 
 /// The run's method: the registered method, wrapped for compatibility-aware training when

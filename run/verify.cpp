@@ -202,15 +202,17 @@ RunCheck verify_run(const std::string& dir_in, const continual::MethodRegistry& 
     if (last >= 0) add(folder.predictions_h5(), "missing (the run has versions)");
   } else {
     try {
-      const auto preds = compat::read_predictions(folder.predictions_h5());
+      // One version at a time: a 100-task run's predictions do not fit in memory at once.
+      const auto present = compat::list_prediction_versions(folder.predictions_h5());
       std::string problem;
-      for (const auto& [u, table] : preds) {
+      for (int64_t u : present) {
         if (!problem.empty()) break;
         if (u > last) {
           problem = "holds version " + std::to_string(u) + " but the newest version file is " + vname(last);
           break;
         }
         if (!good.count(u)) continue;
+        const compat::PredictionTable table = compat::read_predictions(folder.predictions_h5(), u);
         const auto& Ru = good.at(u).position.accuracy_matrix;
         for (int64_t j = 0; j < Ru.size(1) && problem.empty(); ++j) {
           const auto sel = table.tasks.eq(j);
@@ -224,7 +226,7 @@ RunCheck verify_run(const std::string& dir_in, const continual::MethodRegistry& 
         }
       }
       for (int64_t u = 0; u <= last && problem.empty(); ++u)
-        if (!preds.count(u)) problem = "lacks version " + std::to_string(u);
+        if (!std::binary_search(present.begin(), present.end(), u)) problem = "lacks version " + std::to_string(u);
       add(folder.predictions_h5(), problem, "accuracies agree with the versions");
     } catch (const c10::Error& e) {
       add(folder.predictions_h5(), message(e));

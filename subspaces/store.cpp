@@ -110,13 +110,7 @@ void SubspaceStore::append(const std::string& task, const std::map<std::string, 
     check_record(rec, task, layer);
   }
   { open_checked(path_, core::FileMode::kRead); }  // validates before copying
-  core::AtomicFile af(path_);
-  std::error_code ec;
-  std::filesystem::copy_file(path_, af.tmp_path(), std::filesystem::copy_options::overwrite_existing, ec);
-  TORCH_CHECK(!ec, "strata::subspaces::SubspaceStore::put(): cannot copy '", path_, "' to '", af.tmp_path(),
-              "': ", ec.message());
-  {
-    H5::H5File f = open_checked(af.tmp_path(), core::FileMode::kReadWrite);
+  core::atomic_update_h5(path_, [&](H5::H5File& f) {
     const std::string tpath = "tasks/" + task;
     const bool exists = core::exists(f, tpath);
     TORCH_CHECK(!(exists && new_task_only), "strata::subspaces::SubspaceStore::put_task(): task '", task,
@@ -135,11 +129,7 @@ void SubspaceStore::append(const std::string& task, const std::map<std::string, 
       H5::Group lg = core::open_group(tg, layer, /*create=*/true);
       write_record(lg, rec);
     }
-    core::h5_guard("SubspaceStore::put", af.tmp_path(), "/", [&] {
-      f.flush(H5F_SCOPE_GLOBAL);
-    });
-  }
-  af.commit();
+  });
 }
 
 std::vector<std::string> SubspaceStore::tasks() const {

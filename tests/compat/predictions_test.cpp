@@ -93,6 +93,41 @@ TEST(CompatPredictions, H5RoundTripAndLayout) {
   EXPECT_EQ(bytes(path), before);
 }
 
+// A run appends one version per task; retraining from version v replaces v and everything after it.
+TEST(CompatPredictions, AppendAddsOneVersionAndReplacesLaterOnes) {
+  TempDir dir;
+  const std::string path = (dir.path / "predictions.h5").string();
+  auto version_table = [](int64_t seed) {
+    torch::manual_seed(seed);
+    std::vector<PredictionTable> parts;
+    for (int64_t t = 0; t < 2; ++t)
+      parts.push_back({torch::arange(4, torch::kLong) + 10 * t, torch::randint(3, {4}, torch::kLong),
+                       torch::randint(3, {4}, torch::kLong), torch::rand({4}), torch::full({4}, t, torch::kLong)});
+    return concat_tables(parts);
+  };
+  for (int64_t v = 0; v < 3; ++v) append_predictions(path, v, version_table(v));
+  EXPECT_EQ(list_prediction_versions(path), (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_TRUE(torch::equal(read_predictions(path, 2).preds, version_table(2).preds));
+  {
+    auto f = core::open_file(path, core::FileMode::kRead);
+    EXPECT_EQ(core::get_attr_string(f, "format"), "strata-predictions");
+  }
+  append_predictions(path, 1, version_table(7));  // retrained from v000: v001 replaced, v002 gone
+  EXPECT_EQ(list_prediction_versions(path), (std::vector<int64_t>{0, 1}));
+  EXPECT_TRUE(torch::equal(read_predictions(path, 0).preds, version_table(0).preds));
+  EXPECT_TRUE(torch::equal(read_predictions(path, 1).preds, version_table(7).preds));
+  // Bad input, or a file that is not a predictions file: refused, the file as it was.
+  const std::string before = bytes(path);
+  PredictionTable bad = version_table(3);
+  bad.conf = torch::Tensor();
+  EXPECT_NE(error_of([&] { append_predictions(path, 2, bad); }).find("needs the tasks and conf"), std::string::npos);
+  EXPECT_EQ(bytes(path), before);
+  const std::string other = (dir.path / "other.h5").string();
+  core::atomic_write_h5(other, [](H5::H5File& f) { core::set_attr(f, "format", "strata-version"); });
+  EXPECT_NE(error_of([&] { append_predictions(other, 0, version_table(0)); }).find("is not a strata-predictions file"),
+            std::string::npos);
+}
+
 TEST(CompatPredictions, SelectTasksKeepsRowOrder) {
   const PredictionTable t{L({5, 6, 7, 8}), L({0, 1, 0, 1}), L({0, 0, 0, 1}), torch::rand({4}), L({2, 0, 2, 1})};
   const PredictionTable s = select_tasks(t, {2, 1});
