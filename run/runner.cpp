@@ -87,7 +87,9 @@ void Runner::prepare_start() {
   }
   if (!config_.pretrain.empty()) {
     const auto t0 = std::chrono::steady_clock::now();
-    const int64_t n = pretrain(model_, config_.pretrain, config_.pretrain_epochs, config_.train, stream_, config_.stream);
+    // Sharded like a task: every worker trains its rows of each global batch (the same model on all).
+    const int64_t n =
+        pretrain(model_, config_.pretrain, config_.pretrain_epochs, config_.train, stream_, config_.stream, group_);
     std::ostringstream line;
     line << "pretrain " << config_.pretrain << ": " << config_.pretrain_epochs << " epoch(s) on " << n << " examples in "
          << std::fixed << std::setprecision(2)

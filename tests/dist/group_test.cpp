@@ -1,11 +1,12 @@
 // strata::dist::Group with two workers as two threads of this process, on 127.0.0.1: the bucketed
 // gradient sum, the sharded gather, broadcast, the agreement check, a lost worker, and the trainer's
-// batch sharding (with and without dropout) against one process.
+// batch sharding (with and without dropout, and --pretrain's) against one process.
 #include "continual/lora_method.h"
 #include "continual/naive.h"
 #include "continual/trainer.h"
 #include "dist/group.h"
 #include "dist/launch.h"
+#include "run/pretrain.h"
 #include "tasks/streams.h"
 #include "tests/support.h"
 
@@ -233,4 +234,34 @@ TEST(DistGroup, TwoWorkersTrainLikeOneProcess) {
     untrained = flat_parameters(make_mlp(stream));
   }
   EXPECT_FALSE(torch::allclose(naive.weights, untrained, 1e-2, 1e-3));
+}
+
+// --pretrain is sharded like a task: one gradient all-reduce per step on each worker, and the
+// one-process pre-trained weights up to float round-off.
+TEST(DistGroup, PretrainIsShardedLikeATask) {
+  const auto stream = small_stream();
+  const tasks::StreamOptions stream_options = tasks::StreamOptions().name("synthetic");
+  auto pretrained = [&](continual::DataParallel* parallel) {
+    models::Model model;
+    {
+      std::lock_guard<std::mutex> lock(init_mutex);
+      model = make_mlp(stream);
+    }
+    EXPECT_EQ(run::pretrain(model, "task:0", 2, train_options(), stream, stream_options, parallel), 97);
+    return flat_parameters(model);
+  };
+  const torch::Tensor single = pretrained(nullptr);
+  std::vector<torch::Tensor> got(2);
+  std::vector<int64_t> reduces(2);
+  const auto errors = on_workers(2, [&](dist::Group& g) {
+    torch::set_num_threads(1);
+    got[g.rank()] = pretrained(&g);
+    reduces[g.rank()] = g.reduce_calls();
+  });
+  ASSERT_EQ(errors, std::vector<std::string>(2));
+  EXPECT_EQ(reduces, (std::vector<int64_t>{20, 20}));  // 2 epochs of 10 global batches
+  EXPECT_TRUE(torch::equal(got[0], got[1]));
+  EXPECT_TRUE(torch::allclose(got[0], single, 1e-4, 1e-5)) << (got[0] - single).abs().max();
+  std::lock_guard<std::mutex> lock(init_mutex);
+  EXPECT_FALSE(torch::allclose(single, flat_parameters(make_mlp(stream)), 1e-2, 1e-3));
 }

@@ -1,8 +1,8 @@
 // Distributed training end to end through the CLI, on 127.0.0.1: `strata train --nproc 2` gives one
 // worker's accuracy matrix (global batch split in two) for naive, gpm, coso, osft, lora and olora (with
-// adapter dropout); a killed worker is a clean error naming its rank, and resuming after it is
-// bit-identical to an uninterrupted two-worker run (and works with one worker too); a hung worker stops
-// the others within --dist-timeout.
+// adapter dropout) and from a --pretrain start; a killed worker is a clean error naming its rank, and
+// resuming after it is bit-identical to an uninterrupted two-worker run (and works with one worker too);
+// a hung worker stops the others within --dist-timeout.
 #ifdef STRATA_CLI_PATH
 #include "checkpoints/version_store.h"
 #include "tests/support.h"
@@ -66,9 +66,10 @@ double max_difference(const nlohmann::json& a, const nlohmann::json& b) {
 TEST(DistCli, TwoWorkersGiveOneWorkersAccuracyMatrix) {
   strata::testing::TempDir dir;
   // lora and olora with their default adapter dropout (0.1): every worker draws the global batch's
-  // masks.
+  // masks. "pretrained": --pretrain is sharded like a task, then lora trains on it.
   const std::vector<std::pair<std::string, std::string>> methods{
-      {"naive", "naive"}, {"gpm", "gpm"}, {"coso", "coso"}, {"osft", "osft"}, {"lora", "lora"}, {"olora", "olora"}};
+      {"naive", "naive"}, {"gpm", "gpm"}, {"coso", "coso"}, {"osft", "osft"}, {"lora", "lora"}, {"olora", "olora"},
+      {"pretrained", "lora --pretrain task:1 --pretrain-epochs 2"}};
   std::vector<std::string> commands;
   for (const auto& [name, method] : methods) {
     commands.push_back(args(method, dir.path.string(), name + "1"));
@@ -83,6 +84,9 @@ TEST(DistCli, TwoWorkersGiveOneWorkersAccuracyMatrix) {
     EXPECT_EQ(b["run"]["workers"], 2);
     EXPECT_LE(max_difference(a["accuracy_matrix"], b["accuracy_matrix"]), 0.001)
         << method << ": " << a["accuracy_matrix"] << " vs " << b["accuracy_matrix"];
+    // The starting model (pre-trained or not) too.
+    EXPECT_LE(max_difference(a["initial_accuracy"], b["initial_accuracy"]), 0.001)
+        << method << ": " << a["initial_accuracy"] << " vs " << b["initial_accuracy"];
     // One writer: metrics.csv has each (task, epoch) row once.
     std::istringstream csv(slurp(dir / (name + "2") + "/metrics.csv"));
     int rows = -1;
@@ -90,6 +94,9 @@ TEST(DistCli, TwoWorkersGiveOneWorkersAccuracyMatrix) {
     EXPECT_EQ(rows, 2 * 2) << method;
   }
   EXPECT_GT(report(dir / "naive2")["accuracy_matrix"][0][0].get<double>(), 0.4) << "naive should learn task 1";
+  // The pre-training took: before any task the model knows task 2 (it was pre-trained on it).
+  const auto pre = report(dir / "pretrained2")["initial_accuracy"], plain = report(dir / "lora2")["initial_accuracy"];
+  EXPECT_GT(pre[1].get<double>(), plain[1].get<double>() + 0.2) << pre << " vs " << plain;
 }
 
 TEST(DistCli, KilledWorkerIsACleanErrorAndResumeIsBitIdentical) {
