@@ -1,6 +1,7 @@
 #include "run/runner.h"
 
 #include "compat/stream_report.h"
+#include "core/fault.h"
 #include "core/svg.h"
 #include "run/limits.h"
 #include "run/verify.h"
@@ -331,7 +332,7 @@ ClMetrics Runner::train_tasks(int64_t first) {
     ctx.pretrained = !config_.init.empty() || !config_.pretrain.empty();
     TaskResult result;
     result.task = t;
-    if (group_) dist::fault_point(group_->rank(), t);
+    core::fault_at_task_start(t, group_ ? group_->rank() : 0);
     const auto t0 = std::chrono::steady_clock::now();
     method_->on_task_start(ctx);
     const int64_t examples = train_stages(ctx, result);

@@ -40,7 +40,7 @@ std::string args(const std::string& method, const std::string& out, const std::s
 
 // Runs the CLI commands at once (most of a tiny run is process start-up) and returns their results.
 // A command may start with environment assignments, ending in "; " (e.g. the injected fault, a test
-// hook of strata::dist: "STRATA_DIST_FAULT=1:2:kill; train ...").
+// hook of core/fault.h: "STRATA_FAULT=kill:task=2:rank=1; train ...").
 std::vector<strata::testing::CliResult> run_all(const std::vector<std::string>& commands) {
   std::vector<strata::testing::CliResult> results(commands.size());
   std::vector<std::thread> threads;
@@ -105,7 +105,7 @@ TEST(DistCli, KilledWorkerIsACleanErrorAndResumeIsBitIdentical) {
   {
     // The uninterrupted run, and one whose rank 1 dies as task 2 starts.
     const auto runs = run_all({args("gpm", out, "ref", 3) + " --nproc 2",
-                               "STRATA_DIST_FAULT=1:2:kill; " + args("gpm", out, "killed", 3) + " --nproc 2"});
+                               "STRATA_FAULT=kill:task=2:rank=1; " + args("gpm", out, "killed", 3) + " --nproc 2"});
     const auto& killed = runs[1];
     ASSERT_EQ(runs[0].code, 0) << runs[0].output;
     EXPECT_NE(killed.code, 0);
@@ -142,7 +142,7 @@ TEST(DistCli, HungWorkerStopsTheOthersWithinTheTimeout) {
   strata::testing::TempDir dir;
   // Rank 1 hangs (SIGSTOP) as task 2 starts.
   const auto r = run_strata(args("naive", dir.path.string(), "hung") + " --nproc 2 --dist-timeout 2",
-                            "STRATA_DIST_FAULT=1:2:stop");
+                            "STRATA_FAULT=stop:task=2:rank=1");
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_NE(r.output.find("rank 0 of 2: gradient all-reduce failed"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("at most 2 s, --dist-timeout"), std::string::npos) << r.output;
