@@ -23,18 +23,9 @@ BatchShardGuard::~BatchShardGuard() { current_guard = previous_; }
 
 BatchShardGuard* BatchShardGuard::current() { return current_guard; }
 
-at::Generator& BatchShardGuard::generator(const torch::Device& device) {
-  auto it = generators_.find(device.type());
-  if (it != generators_.end()) return it->second;
-  at::Generator g;
-  if (device.is_cpu()) {
-    g = at::detail::createCPUGenerator(shard_.seed());
-  } else {
-    g = at::globalContext().defaultGenerator(device).clone();
-    std::lock_guard<std::mutex> lock(g.mutex());
-    g.set_current_seed(shard_.seed());
-  }
-  return generators_.emplace(device.type(), std::move(g)).first->second;
+at::Generator& BatchShardGuard::generator() {
+  if (!generator_.defined()) generator_ = at::detail::createCPUGenerator(shard_.seed());
+  return generator_;
 }
 
 torch::Tensor batch_dropout(const torch::Tensor& x, double p) {
@@ -51,12 +42,12 @@ torch::Tensor batch_dropout(const torch::Tensor& x, double p) {
   shape[0] = s.global_rows() * per_example;
   // What torch::dropout computes on the CPU (a Bernoulli(1 − p) mask scaled by 1/(1 − p), times x),
   // with the mask drawn for the global batch.
-  torch::Tensor noise = torch::empty(shape, x.options());
-  noise.bernoulli_(1 - p, guard->generator(x.device()));
+  torch::Tensor noise = torch::empty(shape, x.options().device(torch::kCPU));
+  noise.bernoulli_(1 - p, guard->generator());
   noise.div_(1 - p);
   if (s.rows() != s.global_rows())
     noise = noise.slice(0, s.first() * per_example, (s.first() + s.rows()) * per_example);
-  return x * noise;
+  return x * (x.is_cpu() ? noise : noise.to(x.device()));
 }
 
 }  // namespace strata::core

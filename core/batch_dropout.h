@@ -11,7 +11,6 @@
 #include <torch/torch.h>
 
 #include <cstdint>
-#include <map>
 
 namespace strata::core {
 
@@ -29,8 +28,8 @@ struct BatchShard {
 };
 
 /// Makes `shard` the current batch shard of this thread for the guard's lifetime (guards nest; the
-/// previous one is current again afterwards). The generators are made on first use, one per device
-/// type, each seeded with shard.seed(): a step without dropout costs nothing.
+/// previous one is current again afterwards). The step's generator is made on first use, seeded with
+/// shard.seed(): a step without dropout costs nothing.
 class BatchShardGuard {
  public:
   explicit BatchShardGuard(const BatchShard& shard);
@@ -39,23 +38,22 @@ class BatchShardGuard {
   BatchShardGuard& operator=(const BatchShardGuard&) = delete;
 
   const BatchShard& shard() const { return shard_; }
-  /// The step's generator for tensors on `device` (CPU: a fresh CPU generator; another device: a
-  /// clone of its default generator, reseeded), the same sequence on every worker.
-  at::Generator& generator(const torch::Device& device);
+  /// The step's CPU generator: the same sequence on every worker.
+  at::Generator& generator();
   /// The innermost guard of this thread, or null.
   static BatchShardGuard* current();
 
  private:
   BatchShard shard_;
   BatchShardGuard* previous_;
-  std::map<c10::DeviceType, at::Generator> generators_;
+  at::Generator generator_;
 };
 
 /// Inverted dropout in training (each element zeroed with probability p, the rest scaled by
 /// 1/(1 − p)), the first dimension of `x` being the batch (or a whole number of rows per example, as
 /// a flattened [B·T, D] input has). Inside a BatchShardGuard the mask is rows [first, first + rows)
-/// of the global batch's mask; outside one it is torch::dropout(x, p, true). p in [0, 1); p = 0
-/// returns x.
+/// of the global batch's mask, drawn on the CPU (and moved to x's device, should x live elsewhere);
+/// outside one it is torch::dropout(x, p, true). p in [0, 1); p = 0 returns x.
 torch::Tensor batch_dropout(const torch::Tensor& x, double p);
 
 }  // namespace strata::core
