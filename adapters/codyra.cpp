@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "adapters/inject.h"
+#include "core/batch_dropout.h"
 
 namespace strata::adapters {
 
@@ -67,9 +68,8 @@ void CoDyRAImpl::reset_parameters() {
 
 torch::Tensor CoDyRAImpl::forward(const torch::Tensor& x, const torch::Tensor& base_out) {
   if (rank() == 0) return base_out;
-  const torch::Tensor xd = (options_.dropout() > 0.0 && is_training())
-                               ? torch::dropout(x, options_.dropout(), /*train=*/true)
-                               : x;
+  // The mask is a function of the global batch (core/batch_dropout.h): N workers draw what one does.
+  const torch::Tensor xd = is_training() ? core::batch_dropout(x, options_.dropout()) : x;
   return base_out + torch::matmul(torch::matmul(xd, A.t()) * w, B.t());
 }
 

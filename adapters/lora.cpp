@@ -1,6 +1,7 @@
 #include "adapters/lora.h"
 
 #include "adapters/inject.h"
+#include "core/batch_dropout.h"
 
 #include <cmath>
 
@@ -26,9 +27,8 @@ void LoRAImpl::reset_parameters() {
 }
 
 torch::Tensor LoRAImpl::forward(const torch::Tensor& x, const torch::Tensor& base_out) {
-  const torch::Tensor xd = (options_.dropout() > 0.0 && is_training())
-                               ? torch::dropout(x, options_.dropout(), /*train=*/true)
-                               : x;
+  // The mask is a function of the global batch (core/batch_dropout.h): N workers draw what one does.
+  const torch::Tensor xd = is_training() ? core::batch_dropout(x, options_.dropout()) : x;
   // Factored: never form ΔW in the forward pass. addmm folds the scale and the sum into the second
   // product (two kernels and one autograd node per factor pair instead of four and four).
   const torch::Tensor x2 = xd.reshape({-1, xd.size(-1)});

@@ -1,5 +1,7 @@
 #include "continual/trainer.h"
 
+#include "core/batch_dropout.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <chrono>
@@ -104,6 +106,16 @@ at::Generator shuffle_generator(int64_t seed, int64_t task, int64_t epoch) {
   return at::detail::createCPUGenerator(h);
 }
 
+// The seed of one step's random draws (dropout masks, core/batch_dropout.h): a function of (seed,
+// task, stage, step) alone, the same on every worker and in a resumed run.
+uint64_t step_seed(int64_t seed, int64_t task, int64_t stage, int64_t step) {
+  uint64_t h = static_cast<uint64_t>(seed) * 0xD1B54A32D192ED03ull;
+  h ^= (static_cast<uint64_t>(task) + 1) * 0xAEF17502108EF2D9ull;
+  h ^= (static_cast<uint64_t>(stage) + 1) * 0x9E3779B97F4A7C15ull;
+  h ^= (static_cast<uint64_t>(step) + 1) * 0xBF58476D1CE4E5B9ull;
+  return h ^ (h >> 31);
+}
+
 void check_finite(double loss, int64_t task, int64_t epoch, int64_t step) {
   TORCH_CHECK(std::isfinite(loss), "strata::continual::train_task(): non-finite loss (", loss, ") at task ", task,
               " epoch ", epoch, " step ", step, "; lower the learning rate. Finished versions are untouched.");
@@ -156,12 +168,10 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
       sc.task = &ctx;
       sc.epoch = epoch;
       sc.step = step;
-      if (parallel) {
-        const auto [lo, hi] = shard_range(e - s, parallel->rank(), parallel->world_size());
-        sc.batch_index = perm.slice(0, s + lo, s + hi);
-      } else {
-        sc.batch_index = perm.slice(0, s, e);
-      }
+      // This worker's rows [first, last) of the global batch (all of it with one process).
+      const auto [first, last] = parallel ? shard_range(e - s, parallel->rank(), parallel->world_size())
+                                          : std::pair<int64_t, int64_t>{0, e - s};
+      sc.batch_index = perm.slice(0, s + first, s + last);
       sc.x = data.gather(sc.batch_index);
       sc.y = data.y.index_select(0, sc.batch_index);
       const int64_t local = sc.y.size(0);
@@ -175,7 +185,16 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
       double loss_value = 0;
       torch::Tensor logits;
       if (local > 0) {
-        logits = model.forward(sc.x);
+        {
+          // Dropout masks of the whole global batch, this worker's rows kept: the same mask for the
+          // same example whatever the number of workers.
+          core::BatchShardGuard shard(core::BatchShard()
+                                          .global_rows(e - s)
+                                          .first(first)
+                                          .rows(local)
+                                          .seed(step_seed(options.seed(), ctx.task_index, ctx.stage, step)));
+          logits = model.forward(sc.x);
+        }
         sc.raw_logits = logits;
         if (masked) logits = mask_logits(logits, mask_table.index_select(0, data.task.index_select(0, sc.batch_index)));
         sc.logits = logits;

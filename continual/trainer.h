@@ -64,6 +64,9 @@ using StepCallback = std::function<void(int64_t, int64_t, int64_t, double)>;
 /// batch of B rows (the same shuffle everywhere), weights its mean loss (task loss + extra_loss) by
 /// its share of the batch, and the gradients are summed over workers before after_backward: the
 /// update is the one-process update up to float round-off, whatever N. Epoch statistics are global.
+/// Each step's forward pass runs inside a core::BatchShardGuard seeded by (seed, task, stage, step):
+/// adapter dropout draws the global batch's mask and keeps the worker's rows, so one worker and N
+/// draw the same mask for the same example.
 void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, const EpochCallback& on_epoch = {},
                 const StepCallback& on_step = {});
 

@@ -14,11 +14,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
-#include <signal.h>
-
 #include <cerrno>
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -323,18 +320,6 @@ uint64_t checksum(const std::vector<torch::Tensor>& tensors, const std::string& 
   }
   mix_bytes(reinterpret_cast<const unsigned char*>(text.data()), text.size());
   return h;
-}
-
-void fault_point(int64_t rank, int64_t task_index) {
-  const char* spec = std::getenv("STRATA_DIST_FAULT");
-  if (!spec || !*spec) return;
-  long long r = -1, t = -1;
-  char what[16] = {0};
-  TORCH_CHECK(std::sscanf(spec, "%lld:%lld:%15s", &r, &t, what) == 3 &&
-                  (std::strcmp(what, "kill") == 0 || std::strcmp(what, "stop") == 0),
-              "strata::dist: STRATA_DIST_FAULT='", spec, "' is not RANK:TASK:kill or RANK:TASK:stop");
-  if (r != rank || t != task_index + 1) return;
-  ::raise(std::strcmp(what, "kill") == 0 ? SIGKILL : SIGSTOP);
 }
 
 }  // namespace strata::dist

@@ -89,9 +89,4 @@ class Group final : public continual::DataParallel {
 /// as contiguous CPU copies; equal values with equal layouts hash equal on every machine.
 uint64_t checksum(const std::vector<torch::Tensor>& tensors, const std::string& text = "");
 
-/// Fault injection, for testing how a run handles a lost worker: with the environment variable
-/// STRATA_DIST_FAULT = "RANK:TASK:kill" (or ":stop"), worker RANK sends itself SIGKILL (or SIGSTOP, a
-/// hang) as it starts task TASK (1-based, as the log counts). Does nothing otherwise.
-void fault_point(int64_t rank, int64_t task_index);
-
 }  // namespace strata::dist

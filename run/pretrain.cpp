@@ -33,7 +33,8 @@ PretrainSpec PretrainSpec::parse(const std::string& text) {
 }
 
 int64_t pretrain(const models::Model& model, const std::string& text, int64_t epochs, const TrainOptions& train,
-                 const tasks::TaskStream& stream, const tasks::StreamOptions& stream_options) {
+                 const tasks::TaskStream& stream, const tasks::StreamOptions& stream_options,
+                continual::DataParallel* parallel) {
   TORCH_CHECK(epochs >= 1, "option --pretrain-epochs: must be >= 1, got ", epochs);
   const auto spec = PretrainSpec::parse(text);
   tasks::TaskStream data;
@@ -75,6 +76,7 @@ int64_t pretrain(const models::Model& model, const std::string& text, int64_t ep
   ctx.model = model;
   ctx.stream = &data;
   ctx.task_index = 0;
+  ctx.parallel = parallel;
   auto opt = train;
   opt.epochs(epochs).seed(train.seed() + 7919);  // its own shuffles, never a task's
   ctx.train = &opt;

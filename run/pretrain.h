@@ -30,8 +30,11 @@ struct PretrainSpec {
 
 /// Trains the whole model (every parameter) on the spec's data for `epochs` epochs with the run's
 /// training options (the optimizer is the run's, the seed offset so it never repeats a task's
-/// shuffles). Returns the pre-training set's size.
+/// shuffles). With `parallel` (several workers) it is sharded like a task (continual::train_task):
+/// each worker trains its rows of every global batch and every worker ends with the same model.
+/// Returns the pre-training set's size.
 int64_t pretrain(const models::Model& model, const std::string& spec, int64_t epochs, const continual::TrainOptions& train,
-                 const tasks::TaskStream& stream, const tasks::StreamOptions& stream_options);
+                 const tasks::TaskStream& stream, const tasks::StreamOptions& stream_options,
+                 continual::DataParallel* parallel = nullptr);
 
 }  // namespace strata::run

@@ -1,20 +1,18 @@
 #include "run/runner.h"
 
 #include "compat/stream_report.h"
+#include "core/fault.h"
 #include "core/svg.h"
 #include "run/limits.h"
 #include "run/verify.h"
 #include "models/weights.h"
 #include "run/pretrain.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include <chrono>
 #include <algorithm>
 #include <filesystem>
 #include <limits>
 #include <iomanip>
-#include <mutex>
 #include <sstream>
 
 namespace fs = std::filesystem;
@@ -22,19 +20,6 @@ namespace fs = std::filesystem;
 namespace strata::run {
 
 using namespace strata::continual;
-
-namespace {
-
-void seed_worker_rng(int64_t seed, int64_t task, int64_t rank) {
-  uint64_t h = static_cast<uint64_t>(seed) * 0x9E3779B97F4A7C15ull;
-  h ^= (static_cast<uint64_t>(task) + 1) * 0xBF58476D1CE4E5B9ull;
-  h ^= static_cast<uint64_t>(rank) * 0x94D049BB133111EBull;
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_current_seed(h);
-}
-
-}  // namespace
 
 std::unique_ptr<Method> make_run_method(const RunConfig& config, const MethodRegistry& registry) {
   // --compat wraps the method (every hook forwarded), so any method can train compatibly.
@@ -103,7 +88,9 @@ void Runner::prepare_start() {
   }
   if (!config_.pretrain.empty()) {
     const auto t0 = std::chrono::steady_clock::now();
-    const int64_t n = pretrain(model_, config_.pretrain, config_.pretrain_epochs, config_.train, stream_, config_.stream);
+    // Sharded like a task: every worker trains its rows of each global batch (the same model on all).
+    const int64_t n =
+        pretrain(model_, config_.pretrain, config_.pretrain_epochs, config_.train, stream_, config_.stream, group_);
     std::ostringstream line;
     line << "pretrain " << config_.pretrain << ": " << config_.pretrain_epochs << " epoch(s) on " << n << " examples in "
          << std::fixed << std::setprecision(2)
@@ -353,11 +340,9 @@ ClMetrics Runner::train_tasks(int64_t first) {
     ctx.pretrained = !config_.init.empty() || !config_.pretrain.empty();
     TaskResult result;
     result.task = t;
-    if (group_) dist::fault_point(group_->rank(), t);
+    core::fault_at_task_start(t, group_ ? group_->rank() : 0);
     const auto t0 = std::chrono::steady_clock::now();
     method_->on_task_start(ctx);
-    // Workers draw their own dropout masks (from a per-task, per-rank seed, so runs repeat).
-    if (group_ && group_->rank() > 0) seed_worker_rng(config_.train.seed(), t, group_->rank());
     const int64_t examples = train_stages(ctx, result);
     if (group_) sync_rng_state();
     method_->on_task_end(ctx);
@@ -397,8 +382,10 @@ void Runner::broadcast_model() {
 }
 
 void Runner::sync_rng_state() {
-  // Dropout draws differ per worker; what follows (on_task_end, the next task's start, the version's
-  // stored RNG state) must see rank 0's, as a resumed run will.
+  // Training draws nothing from the global generator (dropout masks come from per-step generators,
+  // core/batch_dropout.h), so the workers' states agree already; rank 0's is broadcast anyway, so that
+  // what follows (on_task_end, the next task's start, the version's stored RNG state) sees it whatever
+  // a method drew on one worker only.
   std::vector<torch::Tensor> state{checkpoints::cpu_rng_state()};
   group_->broadcast(state, 0);
   checkpoints::set_cpu_rng_state(state[0]);

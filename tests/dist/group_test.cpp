@@ -1,10 +1,12 @@
 // strata::dist::Group with two workers as two threads of this process, on 127.0.0.1: the bucketed
 // gradient sum, the sharded gather, broadcast, the agreement check, a lost worker, and the trainer's
-// batch sharding against one process.
+// batch sharding (with and without dropout, and --pretrain's) against one process.
+#include "continual/lora_method.h"
 #include "continual/naive.h"
 #include "continual/trainer.h"
 #include "dist/group.h"
 #include "dist/launch.h"
+#include "run/pretrain.h"
 #include "tasks/streams.h"
 #include "tests/support.h"
 
@@ -12,6 +14,7 @@
 
 #include <cstdlib>
 #include <functional>
+#include <mutex>
 #include <thread>
 
 using namespace strata;
@@ -135,41 +138,130 @@ TEST(DistGroup, OptionsFromTheTorchrunEnvironment) {
   for (const char* v : {"WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"}) ::unsetenv(v);
 }
 
+namespace {
+
+// Every parameter of a trained model, flattened, and its last epoch's numbers.
+struct Trained {
+  torch::Tensor weights;
+  continual::EpochStats last;
+};
+
+torch::Tensor flat_parameters(const models::Model& model) {
+  std::vector<torch::Tensor> flat;
+  for (const auto& p : model->parameters()) flat.push_back(p.detach().reshape({-1}));
+  return torch::cat(flat);
+}
+
+// Worker threads share the global generator, so models (and their adapters) are made under one lock,
+// each from seed 0; training draws only from its own generators (shuffles, per-step dropout seeds).
+std::mutex init_mutex;
+
+continual::TrainOptions train_options() {
+  continual::TrainOptions o;
+  o.lr(0.1).momentum(0.9).batch_size(10).epochs(2);
+  return o;
+}
+
+models::Model make_mlp(const tasks::TaskStream& stream) {
+  torch::manual_seed(0);
+  return models::make_model(
+      models::ModelOptions().input_shape(stream.input_shape).num_classes(stream.num_classes).hidden({16}));
+}
+
+Trained train_one_task(const tasks::TaskStream& stream, const std::function<std::unique_ptr<continual::Method>()>& make,
+                       continual::DataParallel* parallel) {
+  const auto o = train_options();
+  continual::TaskContext ctx;
+  ctx.stream = &stream;
+  ctx.train = &o;
+  ctx.parallel = parallel;
+  std::unique_ptr<continual::Method> method;
+  {
+    std::lock_guard<std::mutex> lock(init_mutex);
+    ctx.model = make_mlp(stream);
+    method = make();
+    method->attach(ctx.model);
+    method->on_task_start(ctx);
+  }
+  std::vector<continual::EpochStats> epochs;
+  continual::train_task(ctx, *method, o, [&](const continual::EpochStats& s) { epochs.push_back(s); });
+  return {flat_parameters(ctx.model), epochs.back()};
+}
+
+tasks::TaskStream small_stream() {
+  return tasks::make_stream(tasks::StreamOptions().name("synthetic").num_tasks(1).seed(3).train_limit(97).val_fraction(0));
+}
+
+std::unique_ptr<continual::Method> lora(double dropout) {
+  return std::make_unique<continual::LoRAMethod>(continual::LoRAMethodOptions().dropout(dropout));
+}
+
+}  // namespace
+
 // The trainer's sharding: two workers with a global batch of 10 (the last batch of 7 rows splits 3/4)
-// end with the one-process model's weights, up to float round-off.
+// end with the one-process model's weights, up to float round-off: plain fine-tuning, and LoRA with
+// dropout 0.1 (every worker draws the global batch's mask and keeps its rows).
 TEST(DistGroup, TwoWorkersTrainLikeOneProcess) {
-  auto stream = tasks::make_stream(tasks::StreamOptions().name("synthetic").num_tasks(1).seed(3).train_limit(97).val_fraction(0));
-  auto train = [&](continual::DataParallel* parallel) {
-    torch::manual_seed(0);
-    auto model = models::make_model(
-        models::ModelOptions().input_shape(stream.input_shape).num_classes(stream.num_classes).hidden({16}));
-    continual::TrainOptions o;
-    o.lr(0.1).momentum(0.9).batch_size(10).epochs(2);
-    continual::TaskContext ctx;
-    ctx.model = model;
-    ctx.stream = &stream;
-    ctx.train = &o;
-    ctx.parallel = parallel;
-    continual::Naive naive;
-    std::vector<continual::EpochStats> epochs;
-    continual::train_task(ctx, naive, o, [&](const continual::EpochStats& s) { epochs.push_back(s); });
-    return std::make_pair(torch::cat({model->parameters()[0].detach().reshape({-1}),
-                                      model->parameters().back().detach().reshape({-1})}),
-                          epochs.back());
+  const auto stream = small_stream();
+  const std::vector<std::pair<std::string, std::function<std::unique_ptr<continual::Method>()>>> methods{
+      {"naive", [] { return std::make_unique<continual::Naive>(); }},
+      {"lora dropout 0.1", [] { return lora(0.1); }}};
+  for (const auto& entry : methods) {
+    const std::string& name = entry.first;
+    const auto& make = entry.second;
+    const Trained single = train_one_task(stream, make, nullptr);
+    std::vector<Trained> got(2);
+    const auto errors = on_workers(2, [&](dist::Group& g) {
+      torch::set_num_threads(1);
+      got[g.rank()] = train_one_task(stream, make, &g);
+    });
+    ASSERT_EQ(errors, std::vector<std::string>(2)) << name;
+    EXPECT_TRUE(torch::equal(got[0].weights, got[1].weights)) << name;  // the workers agree bit for bit
+    EXPECT_TRUE(torch::allclose(got[0].weights, single.weights, 1e-4, 1e-5))
+        << name << ": " << (got[0].weights - single.weights).abs().max();
+    EXPECT_NEAR(got[0].last.loss, single.last.loss, 1e-4) << name;
+    EXPECT_DOUBLE_EQ(got[0].last.train_acc, single.last.train_acc) << name;
+  }
+  // Not vacuous: training moved the weights, and dropout changes LoRA's result by far more than the
+  // tolerance above.
+  const Trained no_dropout = train_one_task(stream, [] { return lora(0.0); }, nullptr);
+  const Trained with_dropout = train_one_task(stream, [] { return lora(0.1); }, nullptr);
+  EXPECT_FALSE(torch::allclose(no_dropout.weights, with_dropout.weights, 1e-2, 1e-3));
+  const Trained naive = train_one_task(stream, [] { return std::make_unique<continual::Naive>(); }, nullptr);
+  torch::Tensor untrained;
+  {
+    std::lock_guard<std::mutex> lock(init_mutex);
+    untrained = flat_parameters(make_mlp(stream));
+  }
+  EXPECT_FALSE(torch::allclose(naive.weights, untrained, 1e-2, 1e-3));
+}
+
+// --pretrain is sharded like a task: one gradient all-reduce per step on each worker, and the
+// one-process pre-trained weights up to float round-off.
+TEST(DistGroup, PretrainIsShardedLikeATask) {
+  const auto stream = small_stream();
+  const tasks::StreamOptions stream_options = tasks::StreamOptions().name("synthetic");
+  auto pretrained = [&](continual::DataParallel* parallel) {
+    models::Model model;
+    {
+      std::lock_guard<std::mutex> lock(init_mutex);
+      model = make_mlp(stream);
+    }
+    EXPECT_EQ(run::pretrain(model, "task:0", 2, train_options(), stream, stream_options, parallel), 97);
+    return flat_parameters(model);
   };
-  const auto [single, single_stats] = train(nullptr);
+  const torch::Tensor single = pretrained(nullptr);
   std::vector<torch::Tensor> got(2);
-  std::vector<continual::EpochStats> stats(2);
+  std::vector<int64_t> reduces(2);
   const auto errors = on_workers(2, [&](dist::Group& g) {
     torch::set_num_threads(1);
-    auto [w, s] = train(&g);
-    got[g.rank()] = w;
-    stats[g.rank()] = s;
+    got[g.rank()] = pretrained(&g);
+    reduces[g.rank()] = g.reduce_calls();
   });
   ASSERT_EQ(errors, std::vector<std::string>(2));
-  EXPECT_TRUE(torch::equal(got[0], got[1]));  // the workers agree bit for bit
+  EXPECT_EQ(reduces, (std::vector<int64_t>{20, 20}));  // 2 epochs of 10 global batches
+  EXPECT_TRUE(torch::equal(got[0], got[1]));
   EXPECT_TRUE(torch::allclose(got[0], single, 1e-4, 1e-5)) << (got[0] - single).abs().max();
-  EXPECT_FALSE(torch::equal(single, torch::zeros_like(single)));
-  EXPECT_NEAR(stats[0].loss, single_stats.loss, 1e-4);
-  EXPECT_DOUBLE_EQ(stats[0].train_acc, single_stats.train_acc);
+  std::lock_guard<std::mutex> lock(init_mutex);
+  EXPECT_FALSE(torch::allclose(single, flat_parameters(make_mlp(stream)), 1e-2, 1e-3));
 }

@@ -1,8 +1,8 @@
 // Distributed training end to end through the CLI, on 127.0.0.1: `strata train --nproc 2` gives one
-// worker's accuracy matrix (global batch split in two) for naive, gpm, coso, osft and lora; a killed
-// worker is a clean error naming its rank, and resuming after it is bit-identical to an uninterrupted
-// two-worker run (and works with one worker too); a hung worker stops the others within
-// --dist-timeout.
+// worker's accuracy matrix (global batch split in two) for naive, gpm, coso, osft, lora and olora (with
+// adapter dropout) and from a --pretrain start; a killed worker is a clean error naming its rank, and
+// resuming after it is bit-identical to an uninterrupted two-worker run (and works with one worker too);
+// a hung worker stops the others within --dist-timeout.
 #ifdef STRATA_CLI_PATH
 #include "checkpoints/version_store.h"
 #include "tests/support.h"
@@ -40,7 +40,7 @@ std::string args(const std::string& method, const std::string& out, const std::s
 
 // Runs the CLI commands at once (most of a tiny run is process start-up) and returns their results.
 // A command may start with environment assignments, ending in "; " (e.g. the injected fault, a test
-// hook of strata::dist: "STRATA_DIST_FAULT=1:2:kill; train ...").
+// hook of core/fault.h: "STRATA_FAULT=kill:task=2:rank=1; train ...").
 std::vector<strata::testing::CliResult> run_all(const std::vector<std::string>& commands) {
   std::vector<strata::testing::CliResult> results(commands.size());
   std::vector<std::thread> threads;
@@ -54,33 +54,39 @@ std::vector<strata::testing::CliResult> run_all(const std::vector<std::string>& 
   return results;
 }
 
+// The largest entry-wise difference of two equally shaped vectors or matrices.
 double max_difference(const nlohmann::json& a, const nlohmann::json& b) {
+  if (a.is_number() && b.is_number()) return std::abs(a.get<double>() - b.get<double>());
   double m = 0;
   EXPECT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size() && i < b.size(); ++i)
-    for (size_t j = 0; j < a[i].size(); ++j) m = std::max(m, std::abs(a[i][j].get<double>() - b[i][j].get<double>()));
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, max_difference(a[i], b[i]));
   return m;
 }
 
 TEST(DistCli, TwoWorkersGiveOneWorkersAccuracyMatrix) {
   strata::testing::TempDir dir;
-  const std::vector<std::string> methods{"naive", "gpm", "coso", "osft", "lora --lora.dropout 0"};
+  // lora and olora with their default adapter dropout (0.1): every worker draws the global batch's
+  // masks. "pretrained": --pretrain is sharded like a task, then lora trains on it.
+  const std::vector<std::pair<std::string, std::string>> methods{
+      {"naive", "naive"}, {"gpm", "gpm"}, {"coso", "coso"}, {"osft", "osft"}, {"lora", "lora"}, {"olora", "olora"},
+      {"pretrained", "lora --pretrain task:1 --pretrain-epochs 2"}};
   std::vector<std::string> commands;
-  for (const auto& method : methods) {
-    const std::string name = method.substr(0, method.find(' '));
+  for (const auto& [name, method] : methods) {
     commands.push_back(args(method, dir.path.string(), name + "1"));
     commands.push_back(args(method, dir.path.string(), name + "2") + " --nproc 2");
   }
   const auto results = run_all(commands);
   for (size_t m = 0; m < methods.size(); ++m) {
-    const std::string& method = methods[m];
-    const std::string name = method.substr(0, method.find(' '));
+    const auto& [name, method] = methods[m];
     ASSERT_EQ(results[2 * m].code, 0) << method << ": " << results[2 * m].output;
     ASSERT_EQ(results[2 * m + 1].code, 0) << method << ": " << results[2 * m + 1].output;
     const auto a = report(dir / (name + "1")), b = report(dir / (name + "2"));
     EXPECT_EQ(b["run"]["workers"], 2);
     EXPECT_LE(max_difference(a["accuracy_matrix"], b["accuracy_matrix"]), 0.001)
         << method << ": " << a["accuracy_matrix"] << " vs " << b["accuracy_matrix"];
+    // The starting model (pre-trained or not) too.
+    EXPECT_LE(max_difference(a["initial_accuracy"], b["initial_accuracy"]), 0.001)
+        << method << ": " << a["initial_accuracy"] << " vs " << b["initial_accuracy"];
     // One writer: metrics.csv has each (task, epoch) row once.
     std::istringstream csv(slurp(dir / (name + "2") + "/metrics.csv"));
     int rows = -1;
@@ -88,6 +94,9 @@ TEST(DistCli, TwoWorkersGiveOneWorkersAccuracyMatrix) {
     EXPECT_EQ(rows, 2 * 2) << method;
   }
   EXPECT_GT(report(dir / "naive2")["accuracy_matrix"][0][0].get<double>(), 0.4) << "naive should learn task 1";
+  // The pre-training took: before any task the model knows task 2 (it was pre-trained on it).
+  const auto pre = report(dir / "pretrained2")["initial_accuracy"], plain = report(dir / "lora2")["initial_accuracy"];
+  EXPECT_GT(pre[1].get<double>(), plain[1].get<double>() + 0.2) << pre << " vs " << plain;
 }
 
 TEST(DistCli, KilledWorkerIsACleanErrorAndResumeIsBitIdentical) {
@@ -96,7 +105,7 @@ TEST(DistCli, KilledWorkerIsACleanErrorAndResumeIsBitIdentical) {
   {
     // The uninterrupted run, and one whose rank 1 dies as task 2 starts.
     const auto runs = run_all({args("gpm", out, "ref", 3) + " --nproc 2",
-                               "STRATA_DIST_FAULT=1:2:kill; " + args("gpm", out, "killed", 3) + " --nproc 2"});
+                               "STRATA_FAULT=kill:task=2:rank=1; " + args("gpm", out, "killed", 3) + " --nproc 2"});
     const auto& killed = runs[1];
     ASSERT_EQ(runs[0].code, 0) << runs[0].output;
     EXPECT_NE(killed.code, 0);
@@ -133,7 +142,7 @@ TEST(DistCli, HungWorkerStopsTheOthersWithinTheTimeout) {
   strata::testing::TempDir dir;
   // Rank 1 hangs (SIGSTOP) as task 2 starts.
   const auto r = run_strata(args("naive", dir.path.string(), "hung") + " --nproc 2 --dist-timeout 2",
-                            "STRATA_DIST_FAULT=1:2:stop");
+                            "STRATA_FAULT=stop:task=2:rank=1");
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_NE(r.output.find("rank 0 of 2: gradient all-reduce failed"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("at most 2 s, --dist-timeout"), std::string::npos) << r.output;

@@ -2,7 +2,7 @@
 // predictions.h5 or subspaces.h5 is written is one clear error with every earlier version intact, and
 // --resume then finishes the run; SIGKILLs at seeded random points across a whole run (including the
 // subspace-store append and the report write) each resume to the uninterrupted run's accuracy matrix,
-// bit for bit, in a folder `strata verify` finds sound.
+// bit for bit, in a folder `strata verify` finds sound; so does a kill as a task starts ("kill:task=T").
 #ifdef STRATA_CLI_PATH
 #include "checkpoints/version_store.h"
 #include "tests/tools/cli_support.h"
@@ -127,6 +127,21 @@ TEST_F(Faults, KilledAtSeededRandomPointsResumesBitIdentical) {
       EXPECT_EQ(v.code, 0) << point << "\n" << v.output;
     }
   }
+}
+
+TEST_F(Faults, KilledAsATaskStartsResumesBitIdenticalAndABadSpecIsOneError) {
+  ASSERT_EQ(run_strata(train("ref")).code, 0);
+  const auto r = with_fault("kill:task=2", train("task"));
+  ASSERT_EQ(r.code, 128 + 9) << r.output;
+  EXPECT_TRUE(fs::exists(strata::checkpoints::version_path(dir("task"), 0)));
+  EXPECT_FALSE(fs::exists(strata::checkpoints::version_path(dir("task"), 1)));
+  const auto resumed = run_strata("train --resume " + dir("task"));
+  ASSERT_EQ(resumed.code, 0) << resumed.output;
+  EXPECT_EQ(matrix("task"), matrix("ref"));
+  // The retired STRATA_DIST_FAULT form is not a spec.
+  const auto bad = with_fault("1:2:kill", train("bad"));
+  EXPECT_EQ(bad.code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("STRATA_FAULT: '1:2:kill' is not ACTION:PATTERN:N"), std::string::npos) << bad.output;
 }
 
 TEST_F(Faults, VerifyExitCodes) {

@@ -1,0 +1,89 @@
+// core::batch_dropout: outside a BatchShardGuard it is torch::dropout; inside one the mask is a
+// function of the global batch and the step's seed, so the shards' outputs put together are the
+// one-process output bit for bit, for batch-first and flattened [B·T, D] inputs.
+#include "core/batch_dropout.h"
+#include "tests/support.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
+
+using strata::core::batch_dropout;
+using strata::core::BatchShard;
+using strata::core::BatchShardGuard;
+
+namespace {
+
+torch::Tensor in_shard(const torch::Tensor& x, int64_t global, int64_t first, uint64_t seed, double p) {
+  BatchShardGuard guard(BatchShard().global_rows(global).first(first).rows(x.size(0)).seed(seed));
+  return batch_dropout(x, p);
+}
+
+}  // namespace
+
+TEST(BatchDropout, OutsideAGuardItIsTorchDropout) {
+  const auto x = torch::randn({6, 5});
+  torch::manual_seed(11);
+  const auto a = batch_dropout(x, 0.3);
+  torch::manual_seed(11);
+  const auto b = torch::dropout(x, 0.3, /*train=*/true);
+  EXPECT_TRUE(torch::equal(a, b));
+  EXPECT_TRUE(batch_dropout(x, 0.0).is_same(x));
+  EXPECT_NE(strata::testing::error_of([&] { batch_dropout(x, 1.0); }).find("p must be in [0, 1), got 1"),
+            std::string::npos);
+}
+
+TEST(BatchDropout, OneProcessDrawsOneMaskFromTheStepSeed) {
+  const auto x = torch::randn({8, 4, 3});
+  const auto y = in_shard(x, 8, 0, 42, 0.25);
+  // One Bernoulli(0.75) draw of x's shape from a generator seeded with the step's seed, scaled.
+  auto gen = at::detail::createCPUGenerator(42);
+  const auto mask = torch::empty({8, 4, 3}).bernoulli_(0.75, gen).div_(0.75);
+  EXPECT_TRUE(torch::equal(y, x * mask));
+  EXPECT_TRUE(torch::equal(in_shard(x, 8, 0, 42, 0.25), y));     // a function of the seed
+  EXPECT_FALSE(torch::equal(in_shard(x, 8, 0, 43, 0.25), y));    // another step, another mask
+  const double kept = y.ne(0).to(torch::kFloat64).mean().item<double>();
+  EXPECT_GT(kept, 0.6);
+  EXPECT_LT(kept, 0.9);
+  // Two adapters in one step draw two different masks (the generator advances).
+  BatchShardGuard guard(BatchShard().global_rows(8).rows(8).seed(42));
+  EXPECT_FALSE(torch::equal(batch_dropout(x, 0.25), batch_dropout(x, 0.25)));
+}
+
+TEST(BatchDropout, ShardsTogetherAreTheOneProcessOutput) {
+  // 7 examples over 2 and over 3 workers (shares 3/4 and 2/2/3), batch-first [B, T, D] and
+  // flattened [B·T, D] inputs.
+  const auto x = torch::randn({7, 5, 6});
+  const auto x_flat = x.reshape({35, 6});
+  const auto whole = in_shard(x, 7, 0, 9, 0.1);
+  const auto whole_flat = in_shard(x_flat, 7 * 5, 0, 9, 0.1);
+  EXPECT_TRUE(torch::equal(whole_flat, whole.reshape({35, 6})));
+  for (const std::vector<int64_t>& cuts : {std::vector<int64_t>{0, 3, 7}, std::vector<int64_t>{0, 2, 4, 7}}) {
+    std::vector<torch::Tensor> parts, flat_parts;
+    for (size_t k = 0; k + 1 < cuts.size(); ++k) {
+      const int64_t f = cuts[k], l = cuts[k + 1];
+      parts.push_back(in_shard(x.slice(0, f, l), 7, f, 9, 0.1));
+      BatchShardGuard guard(BatchShard().global_rows(7).first(f).rows(l - f).seed(9));
+      flat_parts.push_back(batch_dropout(x_flat.slice(0, f * 5, l * 5), 0.1));
+    }
+    EXPECT_TRUE(torch::equal(torch::cat(parts), whole)) << cuts.size() - 1 << " workers";
+    EXPECT_TRUE(torch::equal(torch::cat(flat_parts), whole.reshape({35, 6}))) << cuts.size() - 1 << " workers";
+  }
+}
+
+TEST(BatchDropout, GuardsNestAndCheckTheirRows) {
+  EXPECT_EQ(BatchShardGuard::current(), nullptr);
+  {
+    BatchShardGuard outer(BatchShard().global_rows(4).rows(4).seed(1));
+    {
+      BatchShardGuard inner(BatchShard().global_rows(2).first(1).rows(1).seed(2));
+      EXPECT_EQ(BatchShardGuard::current(), &inner);
+    }
+    EXPECT_EQ(BatchShardGuard::current(), &outer);
+    const std::string err = strata::testing::error_of([] { batch_dropout(torch::ones({6, 2}), 0.5); });
+    EXPECT_NE(err.find("an input of 6 rows in a step of 4 examples"), std::string::npos) << err;
+  }
+  EXPECT_EQ(BatchShardGuard::current(), nullptr);
+  const std::string err = strata::testing::error_of(
+      [] { BatchShardGuard g(BatchShard().global_rows(5).first(3).rows(3)); });
+  EXPECT_NE(err.find("rows [3, 6) are not inside a global batch of 5 rows"), std::string::npos) << err;
+}
