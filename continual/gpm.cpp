@@ -11,6 +11,7 @@
 #include <torch/version.h>
 
 #include <filesystem>
+#include <set>
 #include <variant>
 
 namespace strata::continual {
@@ -53,7 +54,9 @@ const OptionTable<GpmOptions>& gpm_table() {
                [](GpmOptions& o) -> auto& { return o.conv(); })
           .add("conv_samples", "samples (of gpm.samples) whose patches form a convolution's representation",
                [](GpmOptions& o) -> auto& { return o.conv_samples(); })
-          .add("freeze_1d", "freeze every 1-D parameter (biases, norms) from the second task on",
+          .add("freeze_1d",
+               "freeze every 1-D parameter (biases, norms) and the ViT's class token and position embedding from "
+               "the second task on",
                [](GpmOptions& o) -> auto& { return o.freeze_1d(); });
   return table;
 }
@@ -92,15 +95,23 @@ std::vector<torch::Tensor> Gpm::parameters(TaskContext& ctx) {
   const bool own_heads =
       ctx.stream && ctx.stream->scenario == tasks::Scenario::kTaskIncremental && options_.target() == "auto";
   if (own_heads) release_head();
-  if (options_.freeze_1d() && ctx.task_index > 0)
+  if (options_.freeze_1d() && ctx.task_index > 0) {
+    // Frozen: every parameter that is not a Linear or Conv2d weight, i.e. the 1-D ones (biases,
+    // norms) and, on the ViT, the class token and the position embedding ([1, 1, D], [1, N, D]).
+    // None of them is in a representation matrix: the position embedding is added to every token of
+    // every old input, so training it moves old tasks' outputs as a bias does.
+    std::set<const void*> weights;
+    for (auto& [name, layer] : ctx.model->linear_layers()) weights.insert(layer->weight.data_ptr());
+    for (auto& [name, conv] : ctx.model->conv_layers()) weights.insert(conv->weight.data_ptr());
     for (auto& item : ctx.model->named_parameters()) {
       auto& p = item.value();
-      if (p.dim() > 1 || !p.requires_grad()) continue;
+      if (weights.count(p.data_ptr()) || !p.requires_grad()) continue;
       if (own_heads && item.key().rfind("head.", 0) == 0) continue;  // per-task heads stay free
       p.requires_grad_(false);
       frozen_.push_back(p);
       frozen_names_.push_back(item.key());
     }
+  }
   return Method::parameters(ctx);
 }
 

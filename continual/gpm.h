@@ -16,7 +16,8 @@
 //
 // 1-D parameters (`freeze_1d`, default on): biases and norm weights are frozen from the second
 // task on (GPM's code zeroes their gradients); they are in no representation matrix, so
-// training them would move old tasks' outputs.
+// training them would move old tasks' outputs. The same holds for the ViT's class token and
+// position embedding (not 1-D, but no Linear or Conv2d weight): they are frozen with them.
 //
 // Task-incremental streams with target = auto: the head is neither projected nor frozen. GPM's
 // task-IL models have one unprojected head per task; Strata's shared head with per-task logit
@@ -48,7 +49,8 @@ struct GpmOptions {
   TORCH_ARG(bool, conv) = true;
   /// Samples (of the S) whose patches form a convolution's representation matrix.
   TORCH_ARG(int64_t, conv_samples) = 100;
-  /// Freeze every 1-D parameter (biases, norms) from the second task on.
+  /// Freeze every 1-D parameter (biases, norms), and the ViT's class token and position embedding,
+  /// from the second task on.
   TORCH_ARG(bool, freeze_1d) = true;
 
  public:

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 namespace fs = std::filesystem;
@@ -170,6 +171,42 @@ TEST(Gpm, FreezesOneDimensionalParametersFromTheSecondTask) {
       EXPECT_EQ(torch::equal(p.value(), before[p.key()]), freeze) << p.key() << " freeze_1d " << freeze;
     }
     EXPECT_EQ(gpm.frozen().size(), freeze ? 2u : 0u);  // fc1.bias, head.bias
+  }
+}
+
+TEST(Gpm, FreezesTheVitClassTokenAndPositionEmbeddingFromTheSecondTask) {
+  // Neither is a Linear weight, so no basis protects them; the position embedding is added to every
+  // token of every old input. Before the fix they kept training (dim > 1) and moved old outputs.
+  for (bool freeze : {true, false}) {
+    Fixture f;
+    torch::manual_seed(3);
+    f.model = strata::models::make_model(strata::models::ModelOptions()
+                                             .arch("vit")
+                                             .patch(4)
+                                             .dim(16)
+                                             .depth(1)
+                                             .heads(2)
+                                             .mlp_dim(32)
+                                             .input_shape(f.stream.input_shape)
+                                             .num_classes(f.stream.num_classes));
+    Gpm gpm(GpmOptions().thresholds({0.9}).samples(100).freeze_1d(freeze));
+    gpm.attach(f.model);
+    auto c0 = f.ctx(0);
+    train_task(c0, gpm, f.train);
+    gpm.on_task_end(c0);
+    std::map<std::string, torch::Tensor> before;
+    for (auto& p : f.model->named_parameters()) before[p.key()] = p.value().detach().clone();
+    auto c1 = f.ctx(1);
+    train_task(c1, gpm, f.train);
+    auto params = f.model->named_parameters();
+    for (const std::string name : {"cls_token", "pos_embed"}) {
+      ASSERT_TRUE(params.contains(name)) << name;
+      EXPECT_EQ(torch::equal(params[name], before[name]), freeze) << name << " freeze_1d " << freeze;
+    }
+    // The Linear weights still train (projected), whatever freeze_1d says.
+    EXPECT_FALSE(torch::equal(params["blocks.0.mlp.fc1.weight"], before["blocks.0.mlp.fc1.weight"]));
+    const auto& names = gpm.frozen();
+    EXPECT_EQ(std::count(names.begin(), names.end(), "pos_embed"), freeze ? 1 : 0);
   }
 }
 
