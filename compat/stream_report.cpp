@@ -155,7 +155,7 @@ void StreamCompat::add(int64_t version, const PredictionTable& table) {
   nf_row[idx] = 0;
   nf_.push_back(nf_row);
   n_.push_back(n_row);
-  if (pair) pairs_.push_back(*pair);
+  if (pair) pairs_.push_back(pair->dump());
   newest_flips_ = flips;
   newest_ = select_tasks(table, keep);
 }
@@ -178,7 +178,13 @@ StreamMatrix StreamCompat::matrix() const {
   return out;
 }
 
-nlohmann::json StreamCompat::section() const {
+std::string StreamCompat::pairs_text() const {
+  std::string out = "[";
+  for (size_t i = 0; i < pairs_.size(); ++i) (out += i ? "," : "") += pairs_[i];
+  return out + "]";
+}
+
+nlohmann::json StreamCompat::section(bool with_pairs) const {
   nlohmann::json s;
   s["alpha"] = alpha_;
   s["conventions"] = {
@@ -196,7 +202,7 @@ nlohmann::json StreamCompat::section() const {
     for (int64_t v = 0; v < versions_.back(); ++v)
       if (!std::binary_search(versions_.begin(), versions_.end(), v)) missing.push_back(v);
   s["missing_versions"] = missing;
-  s["pairs"] = pairs_;
+  s["pairs"] = with_pairs ? nlohmann::json::parse(pairs_text()) : nlohmann::json(kPairsPlaceholder);
   const StreamMatrix m = matrix();
   s["nfr_matrix"] = {{"versions", m.versions}, {"matrix", to_json(m.nfr)}, {"n", to_json(m.n)}};
   return s;

@@ -46,8 +46,13 @@ class StreamCompat {
   bool empty() const { return versions_.empty(); }
   const std::vector<int64_t>& versions() const { return versions_; }
 
-  /// The "compat" section of report.json.
-  nlohmann::json section() const;
+  /// The "compat" section of report.json. With `with_pairs` false, "pairs" holds the string
+  /// kPairsPlaceholder instead, for a writer that splices pairs_text() into the dumped report: at 100
+  /// tasks the pairs are ~20 MB of JSON text and several times that as nlohmann::json objects.
+  nlohmann::json section(bool with_pairs = true) const;
+  /// The "pairs" array as compact JSON text.
+  std::string pairs_text() const;
+  static constexpr const char* kPairsPlaceholder = "@@strata:compat-pairs@@";
   /// NFR matrix over the versions added (stream_nfr_matrix's definition).
   StreamMatrix matrix() const;
   /// Writes <run_dir>/plots/nfr_heatmap.svg and, for the newest version v ≥ 1 whose predecessor was
@@ -58,7 +63,7 @@ class StreamCompat {
  private:
   double alpha_;
   std::vector<int64_t> versions_;
-  std::vector<nlohmann::json> pairs_;
+  std::vector<std::string> pairs_;  // each pair's entry, dumped (text is ~5x smaller than json objects)
   std::map<int64_t, PredictionTable> reference_;                // task -> ids, labels of its first version
   std::map<int64_t, int64_t> reference_version_;                // task -> that version
   std::vector<std::vector<torch::Tensor>> correct_;             // [version index][task] uint8 bit-packed

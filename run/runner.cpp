@@ -467,13 +467,18 @@ void Runner::write_report(int64_t stages_done) const {
   r["model"] = {{"arch", config_.model.arch()}, {"parameters", n_params}, {"trainable_parameters", n_trainable}};
   r["method_report"] = method_->report();
   // Flips between consecutive versions and the version x version NFR matrix (conventions inside).
-  r["compat"] = compat_.section();
+  r["compat"] = compat_.section(/*with_pairs=*/false);  // spliced in as text below
   r["compat"]["training"] = config_.compat.loss().mode() == compat::CompatMode::kNone
                                 ? nlohmann::json("none")
                                 : method_->report().value("compat_training", nlohmann::json());
   r["compat"]["plots"] = {{"nfr_heatmap", "plots/nfr_heatmap.svg"}, {"flips_per_task", "plots/flips_per_task_vNNN.svg (NNN = new version; tasks 0..NNN)"}};
   r["plots"] = {{"accuracy_matrix", "plots/accuracy_matrix.svg"}};
-  folder_.write_report(r.dump(2) + "\n");
+  std::string text = r.dump(2);
+  const std::string placeholder = std::string("\"") + compat::StreamCompat::kPairsPlaceholder + "\"";
+  const size_t at = text.find(placeholder, text.find("\"compat\": {"));
+  TORCH_INTERNAL_ASSERT(at != std::string::npos, "report.json: the compat pairs placeholder is missing");
+  text.replace(at, placeholder.size(), compat_.pairs_text());
+  folder_.write_report(text + "\n");
   write_accuracy_plot(stages_done);
 }
 
