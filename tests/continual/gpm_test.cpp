@@ -151,6 +151,20 @@ strata::models::Model model_for(const Fixture& f, const std::string& arch) {
 // The rows of a weight ([out, in] or a conv's [out, C·kh·kw]) as a matrix.
 torch::Tensor flat(const torch::Tensor& w) { return w.detach().reshape({w.size(0), -1}).clone(); }
 
+
+// Trains task 0, ends it, snapshots every parameter, then trains task 1; returns the snapshot.
+std::map<std::string, torch::Tensor> train_two_tasks(Fixture& f, Gpm& gpm) {
+  gpm.attach(f.model);
+  auto c0 = f.ctx(0);
+  train_task(c0, gpm, f.train);
+  gpm.on_task_end(c0);
+  std::map<std::string, torch::Tensor> before;
+  for (auto& p : f.model->named_parameters()) before[p.key()] = p.value().detach().clone();
+  auto c1 = f.ctx(1);
+  train_task(c1, gpm, f.train);
+  return before;
+}
+
 }  // namespace
 
 TEST(Gpm, FreezesOneDimensionalParametersFromTheSecondTask) {
@@ -158,17 +172,10 @@ TEST(Gpm, FreezesOneDimensionalParametersFromTheSecondTask) {
     Fixture f;
     f.model = model_for(f, "mlp");
     Gpm gpm(GpmOptions().thresholds({0.8}).samples(100).freeze_1d(freeze));
-    gpm.attach(f.model);
-    auto c0 = f.ctx(0);
-    train_task(c0, gpm, f.train);
-    gpm.on_task_end(c0);
-    std::map<std::string, torch::Tensor> before;
-    for (auto& p : f.model->named_parameters()) before[p.key()] = p.value().detach().clone();
-    auto c1 = f.ctx(1);
-    train_task(c1, gpm, f.train);
+    const auto before = train_two_tasks(f, gpm);
     for (auto& p : f.model->named_parameters()) {
       if (p.value().dim() != 1) continue;
-      EXPECT_EQ(torch::equal(p.value(), before[p.key()]), freeze) << p.key() << " freeze_1d " << freeze;
+      EXPECT_EQ(torch::equal(p.value(), before.at(p.key())), freeze) << p.key() << " freeze_1d " << freeze;
     }
     EXPECT_EQ(gpm.frozen().size(), freeze ? 2u : 0u);  // fc1.bias, head.bias
   }
@@ -190,21 +197,14 @@ TEST(Gpm, FreezesTheVitClassTokenAndPositionEmbeddingFromTheSecondTask) {
                                              .input_shape(f.stream.input_shape)
                                              .num_classes(f.stream.num_classes));
     Gpm gpm(GpmOptions().thresholds({0.9}).samples(100).freeze_1d(freeze));
-    gpm.attach(f.model);
-    auto c0 = f.ctx(0);
-    train_task(c0, gpm, f.train);
-    gpm.on_task_end(c0);
-    std::map<std::string, torch::Tensor> before;
-    for (auto& p : f.model->named_parameters()) before[p.key()] = p.value().detach().clone();
-    auto c1 = f.ctx(1);
-    train_task(c1, gpm, f.train);
+    const auto before = train_two_tasks(f, gpm);
     auto params = f.model->named_parameters();
     for (const std::string name : {"cls_token", "pos_embed"}) {
       ASSERT_TRUE(params.contains(name)) << name;
-      EXPECT_EQ(torch::equal(params[name], before[name]), freeze) << name << " freeze_1d " << freeze;
+      EXPECT_EQ(torch::equal(params[name], before.at(name)), freeze) << name << " freeze_1d " << freeze;
     }
     // The Linear weights still train (projected), whatever freeze_1d says.
-    EXPECT_FALSE(torch::equal(params["blocks.0.mlp.fc1.weight"], before["blocks.0.mlp.fc1.weight"]));
+    EXPECT_FALSE(torch::equal(params["blocks.0.mlp.fc1.weight"], before.at("blocks.0.mlp.fc1.weight")));
     const auto& names = gpm.frozen();
     EXPECT_EQ(std::count(names.begin(), names.end(), "pos_embed"), freeze ? 1 : 0);
   }
