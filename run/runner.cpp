@@ -9,6 +9,9 @@
 #include "run/pretrain.h"
 
 #include <chrono>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <algorithm>
 #include <filesystem>
 #include <limits>
@@ -353,7 +356,11 @@ ClMetrics Runner::train_tasks(int64_t first) {
     evaluate_all(t, result);
     result.eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     for (int64_t j = 0; j < stream_.size(); ++j) R_[t][j] = result.evals[j].accuracy();
-    results_.push_back(result);
+    // Only the timings are kept: every task's predictions after every task would grow as T² (at 100
+    // tasks of 1 000 test items, 130 MB); R_ holds the accuracies, predictions.h5 the predictions.
+    TaskResult kept = result;
+    kept.evals.clear();
+    results_.push_back(std::move(kept));
     if (writes_files()) {
       // Version first (the resume point), then predictions, the hook, and the report.
       checkpoints::write_version(folder_.version(t), snapshot(t));
@@ -367,6 +374,12 @@ ClMetrics Runner::train_tasks(int64_t first) {
          << result.train_seconds << " s; accuracy on tasks seen: ";
     for (int64_t j = 0; j <= t; ++j) line << 100 * R_[t][j].item<double>() << (j < t ? " " : "%");
     log(line.str());
+#ifdef __GLIBC__
+    // The end of a task frees its evaluation, report text and HDF5 buffers in the middle of a heap
+    // that glibc does not shrink by itself: a 100-task run's RSS otherwise grows by ~180 MB of free
+    // chunks (measured). Giving them back costs one call per task.
+    malloc_trim(0);
+#endif
   }
   return compute_metrics(R_, b_);
 }

@@ -117,7 +117,7 @@ class Runner {
   std::unique_ptr<continual::Method> method_;
   std::unique_ptr<subspaces::SubspaceRecorder> recorder_;
   torch::Tensor R_, b_;
-  std::vector<TaskResult> results_;
+  std::vector<TaskResult> results_;  ///< per finished task, timings only (evals dropped)
   std::vector<std::string> metrics_rows_;  ///< metrics.csv without its header
   std::string config_text_;  ///< config.ini as written (stored in every version)
   compat::StreamCompat compat_;  ///< flips and NFR matrix of the versions so far (rank 0)
