@@ -295,6 +295,38 @@ TEST(Gpm, AdamUpdatesAreReprojectedOnTheMlp) {
   }
 }
 
+TEST(Gpm, EveryVitLinearIncludingThePatchEmbeddingIsProtected) {
+  // The ViT's patch embedding is a Linear on flattened (C, p, p) patches: GPM's convolution rule
+  // (representations from unfolded input patches) is then its Linear rule, applied to the patches
+  // of each image. After task 0 every Linear, patch_embed and q/k/v included, has a basis, and
+  // training task 1 leaves W M unchanged on all of them while W still moves.
+  Fixture f;
+  torch::manual_seed(3);
+  f.model = strata::models::make_model(strata::models::ModelOptions()
+                                           .arch("vit")
+                                           .patch(4)
+                                           .dim(16)
+                                           .depth(1)
+                                           .heads(2)
+                                           .mlp_dim(32)
+                                           .input_shape(f.stream.input_shape)
+                                           .num_classes(f.stream.num_classes));
+  Gpm gpm(GpmOptions().thresholds({0.9}).samples(100));
+  const auto before = train_two_tasks(f, gpm);
+  int64_t checked = 0;
+  for (auto& [name, layer] : f.model->linear_layers()) {
+    const auto& M = gpm.basis(name);
+    if (name == "head") continue;  // task-IL: the head is left free (see Gpm.TaskIncremental...)
+    ASSERT_TRUE(M.defined()) << name;
+    const torch::Tensor dW = layer->weight.detach() - before.at(name + ".weight");
+    if (M.size(1) < M.size(0)) EXPECT_GT(dW.abs().max().item<double>(), 1e-4) << name;
+    EXPECT_LT(dW.mm(M).abs().max().item<double>(), 1e-5) << name;
+    ++checked;
+  }
+  EXPECT_TRUE(gpm.basis("patch_embed").defined());
+  EXPECT_GE(checked, 7);  // patch_embed, q, k, v, proj, fc1, fc2
+}
+
 TEST(Gpm, RandomizedAndAutoSvdRunEndToEnd) {
   auto dir = fs::temp_directory_path() / ("strata_gpm_svd_" + std::to_string(::getpid()));
   fs::remove_all(dir);
