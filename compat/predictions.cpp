@@ -17,6 +17,9 @@
 namespace strata::compat {
 namespace {
 
+// First line of predictions.h5's user block (whole-file checksum, core/h5.h).
+constexpr const char* kPredictionsUserBlock = "strata-predictions-userblock";
+
 std::string version_group(int64_t version) { return core::indexed_name("v", version, 3); }
 
 void check_column(const torch::Tensor& t, const std::string& what, const char* name, int64_t n, bool integral) {
@@ -216,10 +219,17 @@ void write_predictions(const std::string& path, const PredictionVersions& versio
         core::set_attr(group, "task", task);
       }
     }
-  });
+  }, kPredictionsUserBlock);
 }
 
 namespace {
+
+// The whole file, before HDF5 opens it (core/h5.h, user block); files without one open as before.
+H5::H5File open_predictions(const std::string& path, const char* fn) {
+  const core::UserBlockCheck block = core::check_user_block(path, kPredictionsUserBlock);
+  TORCH_CHECK(block.problem.empty(), "strata::compat::", fn, "(): '", path, "': ", block.problem);
+  return core::open_file(path, core::FileMode::kRead);
+}
 
 PredictionTable read_version_group(const H5::H5File& f, const std::string& path, const std::string& vg) {
   std::vector<PredictionTable> parts;
@@ -252,7 +262,7 @@ PredictionTable read_version_group(const H5::H5File& f, const std::string& path,
 
 PredictionVersions read_predictions(const std::string& path) {
   core::quiet_hdf5();
-  H5::H5File f = core::open_file(path, core::FileMode::kRead);
+  H5::H5File f = open_predictions(path, "read_predictions");
   PredictionVersions out;
   for (const auto& name : core::list_children(f, "/")) {
     const int64_t v = core::parse_indexed_name(name, "v");
@@ -265,7 +275,7 @@ PredictionVersions read_predictions(const std::string& path) {
 
 PredictionTable read_predictions(const std::string& path, int64_t version) {
   core::quiet_hdf5();
-  H5::H5File f = core::open_file(path, core::FileMode::kRead);
+  H5::H5File f = open_predictions(path, "read_predictions");
   const std::string vg = version_group(version);
   if (!core::is_group(f, vg)) {
     std::ostringstream present;
@@ -279,7 +289,7 @@ PredictionTable read_predictions(const std::string& path, int64_t version) {
 
 std::vector<int64_t> list_prediction_versions(const std::string& path) {
   core::quiet_hdf5();
-  H5::H5File f = core::open_file(path, core::FileMode::kRead);
+  H5::H5File f = open_predictions(path, "list_prediction_versions");
   std::vector<int64_t> out;
   for (const auto& name : core::list_children(f, "/")) {
     const int64_t v = core::parse_indexed_name(name, "v");

@@ -93,6 +93,33 @@ TEST(CompatPredictions, H5RoundTripAndLayout) {
   EXPECT_EQ(bytes(path), before);
 }
 
+TEST(CompatPredictions, H5UserBlockIsCheckedBeforeHdf5) {
+  TempDir dir;
+  const std::string path = (dir.path / "predictions.h5").string();
+  PredictionVersions versions;
+  versions[0] = {torch::arange(6, torch::kLong), torch::zeros({6}, torch::kLong), torch::ones({6}, torch::kLong),
+                 torch::rand({6}), torch::zeros({6}, torch::kLong)};
+  write_predictions(path, versions);
+  const std::string good = bytes(path);
+  EXPECT_EQ(good.rfind("strata-predictions-userblock\nsize=" + std::to_string(good.size()) + "\n", 0), 0u);
+  auto put = [&](const std::string& b) { std::ofstream(path, std::ios::binary | std::ios::trunc) << b; };
+  put(good.substr(0, good.size() - 100));
+  for (const std::string& msg : {error_of([&] { read_predictions(path); }), error_of([&] { read_predictions(path, 0); }),
+                                 error_of([&] { list_prediction_versions(path); })})
+    EXPECT_NE(msg.find("'" + path + "': file is truncated: " + std::to_string(good.size() - 100) +
+                       " bytes, header says " + std::to_string(good.size())),
+              std::string::npos)
+        << msg;
+  std::string flipped = good;
+  flipped[good.size() - 10] ^= 0x01;
+  put(flipped);
+  const std::string msg = error_of([&] { read_predictions(path); });
+  EXPECT_EQ(msg.rfind("strata::compat::read_predictions(): '" + path + "': checksum mismatch: bytes 512..", 0), 0u) << msg;
+  // Without the user block (a file from before it existed) it reads as before.
+  put(good.substr(512));
+  EXPECT_TRUE(torch::equal(read_predictions(path, 0).ids, versions[0].ids));
+}
+
 TEST(CompatPredictions, SelectTasksKeepsRowOrder) {
   const PredictionTable t{L({5, 6, 7, 8}), L({0, 1, 0, 1}), L({0, 0, 0, 1}), torch::rand({4}), L({2, 0, 2, 1})};
   const PredictionTable s = select_tasks(t, {2, 1});
