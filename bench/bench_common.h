@@ -2,6 +2,7 @@
 // Shared by the benchmark programs: one-thread BLAS, and running a Python reference loop whose
 // output lines carry "key=value" fields, so C++ and Python rounds can alternate in one run.
 #include "core/threads.h"
+#include "run/config.h"
 
 #include <boost/program_options.hpp>
 
@@ -17,13 +18,18 @@ namespace strata::bench {
 inline bool set_blas_threads(int threads) { return core::set_num_threads(threads); }
 
 // Parses argv into `vm`. Returns -1 to go on, else the exit code: 0 after printing --help, 2 after one
-// line naming the bad option.
+// line naming the bad option. Every argument is first checked by run::reject_option_placeholders, as
+// the CLI's are (a "%value%" in an argument makes boost's error message loop forever).
 inline int parse_options(int argc, char** argv, const boost::program_options::options_description& desc,
                          const char* program, boost::program_options::variables_map& vm) {
   namespace po = boost::program_options;
   try {
+    for (int i = 1; i < argc; ++i) run::reject_option_placeholders(argv[i], "command line");
     po::store(po::parse_command_line(argc, argv, desc), vm);
     po::notify(vm);
+  } catch (const c10::Error& e) {
+    std::cerr << program << ": " << e.what_without_backtrace() << "\n";
+    return 2;
   } catch (const po::error& e) {
     std::cerr << program << ": " << e.what() << "\n";
     return 2;

@@ -157,11 +157,16 @@ void write_version(const std::string& path, const Version& v) {
     core::set_attr(position, "num_tasks", T);
     auto tds = core::open_dataset(f, "/position/timings");
     core::set_attr(tds, "columns", kTimingColumns);
-  });
+  }, kUserBlockMagic);
 }
+
+bool has_version_user_block(const std::string& path) { return core::starts_with_user_block(path, kUserBlockMagic); }
 
 Version read_version(const std::string& path) {
   Version v;
+  // The whole file first, with plain reads: HDF5 never sees a damaged file that has a user block.
+  const core::UserBlockCheck block = core::check_user_block(path, kUserBlockMagic);
+  if (!block.problem.empty()) fail(path, block.problem);
   try {
     H5::H5File f = core::open_file(path, core::FileMode::kRead);
     auto str_attr = [&](const H5::H5Object& o, const std::string& obj, const std::string& name) {

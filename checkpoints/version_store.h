@@ -35,6 +35,16 @@
 // in the file, datasets taken in byte-wise sorted order of their full path ("/method/tensors/...",
 // "/model/fc1.weight", ...; Python: sorted(paths)), starting from 0. Stored as checksum_crc32,
 // verified by read_version().
+//
+// User block (whole-file checksum, checked before HDF5 opens the file): the file's first 512 bytes
+// are an HDF5 user block (the HDF5 superblock is at byte 512; h5py and h5dump skip the block) with
+// the text header of core/h5.h, magic "strata-version-userblock":
+//     strata-version-userblock\n size=<file bytes>\n crc32=<CRC-32 of bytes [512, size)>\n
+//     header_crc32=<CRC-32 of the lines above>\n, then NUL bytes.
+// read_version() checks it with plain reads first, so a truncated or damaged file is refused
+// ("file is truncated: N bytes, header says M", "checksum mismatch ...") without HDF5 parsing any
+// of it. Files written before the user block (HDF5 superblock at byte 0) still load, through the
+// in-HDF5 checksum alone.
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
@@ -48,6 +58,8 @@ namespace strata::checkpoints {
 
 constexpr int64_t kFormatVersion = 1;
 constexpr const char* kFormatName = "strata-version";
+/// First line of a version file's user block (core::check_user_block).
+constexpr const char* kUserBlockMagic = "strata-version-userblock";
 
 using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
@@ -92,9 +104,14 @@ std::string version_path(const std::string& run_dir, int64_t version);
 void write_version(const std::string& path, const Version& v);
 
 /// Reads and verifies a version file. Throws c10::Error naming the file and the field for:
-/// missing file, non-HDF5 or truncated file, wrong format name, unknown format_version, missing
-/// datasets/attributes, inconsistent shapes in /position, and checksum mismatch.
+/// missing file, a truncated or damaged file (user block: before HDF5 opens it), non-HDF5 file,
+/// wrong format name, unknown format_version, missing datasets/attributes, inconsistent shapes in
+/// /position, and checksum mismatch.
 Version read_version(const std::string& path);
+
+/// True when `path` starts with a version file's user block (its first bytes only; no HDF5): how
+/// `strata eval` and --init tell a version file from a weight file without HDF5 parsing it.
+bool has_version_user_block(const std::string& path);
 
 /// What a run's versions/ folder holds.
 struct VersionScan {

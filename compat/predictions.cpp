@@ -18,6 +18,9 @@
 namespace strata::compat {
 namespace {
 
+// First line of predictions.h5's user block (whole-file checksum, core/h5.h).
+constexpr const char* kPredictionsUserBlock = "strata-predictions-userblock";
+
 std::string version_group(int64_t version) { return core::indexed_name("v", version, 3); }
 
 void check_column(const torch::Tensor& t, const std::string& what, const char* name, int64_t n, bool integral) {
@@ -189,6 +192,13 @@ std::vector<int64_t> default_compare_tasks(int64_t old_version, int64_t new_vers
 
 namespace {
 
+// The whole file, before HDF5 opens it (core/h5.h, user block); files without one open as before.
+H5::H5File open_predictions(const std::string& path, const char* fn) {
+  const core::UserBlockCheck block = core::check_user_block(path, kPredictionsUserBlock);
+  TORCH_CHECK(block.problem.empty(), "strata::compat::", fn, "(): '", path, "': ", block.problem);
+  return core::open_file(path, core::FileMode::kRead);
+}
+
 void check_writable(const std::string& path, int64_t version, const PredictionTable& t) {
   const std::string what = "'" + path + "' version " + std::to_string(version);
   TORCH_CHECK(version >= 0 && version < 1000, "strata::compat::write_predictions(): '", path,
@@ -229,14 +239,14 @@ void write_predictions(const std::string& path, const PredictionVersions& versio
   core::atomic_write_h5(path, [&](H5::H5File& f) {
     write_root(f);
     for (const auto& [version, t] : versions) write_version_group(f, version, t);
-  });
+  }, kPredictionsUserBlock);
 }
 
 void append_predictions(const std::string& path, int64_t version, const PredictionTable& table) {
   check_writable(path, version, table);
   if (std::filesystem::exists(path)) {  // a file that is not ours is an error, not something to extend
     core::quiet_hdf5();
-    H5::H5File f = core::open_file(path, core::FileMode::kRead);
+    H5::H5File f = open_predictions(path, "append_predictions");
     TORCH_CHECK(core::has_attr(f, "format") && core::get_attr_string(f, "format") == "strata-predictions",
                 "strata::compat::append_predictions(): '", path, "' is not a strata-predictions file");
   }
@@ -247,10 +257,11 @@ void append_predictions(const std::string& path, int64_t version, const Predicti
         TORCH_CHECK(H5Ldelete(f.getId(), name.c_str(), H5P_DEFAULT) >= 0, "strata::compat::append_predictions(): '",
                     path, "': cannot replace group /", name);
     write_version_group(f, version, table);
-  });
+  }, kPredictionsUserBlock);
 }
 
 namespace {
+
 
 PredictionTable read_version_group(const H5::H5File& f, const std::string& path, const std::string& vg) {
   std::vector<PredictionTable> parts;
@@ -283,7 +294,7 @@ PredictionTable read_version_group(const H5::H5File& f, const std::string& path,
 
 PredictionVersions read_predictions(const std::string& path) {
   core::quiet_hdf5();
-  H5::H5File f = core::open_file(path, core::FileMode::kRead);
+  H5::H5File f = open_predictions(path, "read_predictions");
   PredictionVersions out;
   for (const auto& name : core::list_children(f, "/")) {
     const int64_t v = core::parse_indexed_name(name, "v");
@@ -296,7 +307,7 @@ PredictionVersions read_predictions(const std::string& path) {
 
 PredictionTable read_predictions(const std::string& path, int64_t version) {
   core::quiet_hdf5();
-  H5::H5File f = core::open_file(path, core::FileMode::kRead);
+  H5::H5File f = open_predictions(path, "read_predictions");
   const std::string vg = version_group(version);
   if (!core::is_group(f, vg)) {
     std::ostringstream present;
@@ -310,7 +321,7 @@ PredictionTable read_predictions(const std::string& path, int64_t version) {
 
 std::vector<int64_t> list_prediction_versions(const std::string& path) {
   core::quiet_hdf5();
-  H5::H5File f = core::open_file(path, core::FileMode::kRead);
+  H5::H5File f = open_predictions(path, "list_prediction_versions");
   std::vector<int64_t> out;
   for (const auto& name : core::list_children(f, "/")) {
     const int64_t v = core::parse_indexed_name(name, "v");

@@ -10,6 +10,8 @@
 //   /vNNN/taskTT/label  int64   [N] true class
 //   /vNNN/taskTT/pred   int64   [N] predicted class
 //   /vNNN/taskTT/prob   float32 [N] probability of pred
+// The file starts with a 512-byte HDF5 user block, magic "strata-predictions-userblock" (a
+// whole-file CRC-32, core/h5.h), checked before HDF5 opens the file; files without one still read.
 // A version number is the index of the last task that version was trained on. Every version holds
 // predictions on every task's test split, also the tasks it has not been trained on yet.
 //

@@ -425,21 +425,41 @@ void AtomicFile::commit() {
   }
 }
 
-void atomic_write_h5(const std::string& path, const std::function<void(H5::H5File&)>& fill) {
+void atomic_write_h5(const std::string& path, const std::function<void(H5::H5File&)>& fill,
+                     const std::string& user_block_magic) {
   AtomicFile af(path);
   {
-    H5::H5File f = open_file(af.tmp_path(), FileMode::kTruncate);
+    auto create = [&] {
+      if (user_block_magic.empty()) return open_file(af.tmp_path(), FileMode::kTruncate);
+      quiet_hdf5();
+      try {
+        H5::FileCreatPropList fcpl;
+        fcpl.setUserblock(kUserBlockSize);
+        return H5::H5File(af.tmp_path(), H5F_ACC_TRUNC, fcpl);
+      } catch (const H5::Exception& e) {
+        fail_h5("atomic_write_h5", af.tmp_path(), "/", e);
+      }
+    };
+    H5::H5File f = create();
     fill(f);
     h5_guard("atomic_write_h5", af.tmp_path(), "/", [&] {
       f.flush(H5F_SCOPE_GLOBAL);
       f.close();
     });
   }
+  if (!user_block_magic.empty()) write_user_block(af.tmp_path(), user_block_magic);
   af.commit();
 }
 
-void atomic_update_h5(const std::string& path, const std::function<void(H5::H5File&)>& update) {
-  if (!std::filesystem::exists(path)) return atomic_write_h5(path, update);
+void atomic_update_h5(const std::string& path, const std::function<void(H5::H5File&)>& update,
+                      const std::string& user_block_magic) {
+  if (!std::filesystem::exists(path)) return atomic_write_h5(path, update, user_block_magic);
+  bool user_block = false;
+  if (!user_block_magic.empty()) {
+    const UserBlockCheck block = check_user_block(path, user_block_magic);
+    TORCH_CHECK(block.problem.empty(), "strata::core::atomic_update_h5(): '", path, "': ", block.problem);
+    user_block = block.present;
+  }
   AtomicFile af(path);
   std::error_code ec;
   std::filesystem::copy_file(path, af.tmp_path(), std::filesystem::copy_options::overwrite_existing, ec);
@@ -453,6 +473,8 @@ void atomic_update_h5(const std::string& path, const std::function<void(H5::H5Fi
       f.close();
     });
   }
+  // HDF5 never touches the user block's bytes: the copy still describes the old file until this.
+  if (user_block) write_user_block(af.tmp_path(), user_block_magic);
   af.commit();
 }
 
@@ -466,6 +488,194 @@ void atomic_write_text(const std::string& path, const std::string& text) {
     TORCH_CHECK(f, "strata::core::atomic_write_text(): writing '", af.tmp_path(), "' failed (disk full?)");
   }
   af.commit();
+}
+
+// ---- whole-file checksum in the HDF5 user block ----------------------------------------------
+
+namespace {
+
+constexpr char kHdf5Signature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+
+// Reads up to `n` bytes at `offset` (fewer at the end of the file); -1 on an error.
+ssize_t read_at(int fd, void* buf, size_t n, off_t offset) {
+  size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::pread(fd, static_cast<char*>(buf) + got, n - got, offset + static_cast<off_t>(got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) return -1;
+    if (r == 0) break;
+    got += static_cast<size_t>(r);
+  }
+  return static_cast<ssize_t>(got);
+}
+
+// CRC-32 of bytes [from, end of file); false on a read error.
+bool crc32_file_from(int fd, off_t from, uint32_t& crc, int64_t& bytes) {
+  std::vector<char> buf(1 << 20);
+  crc = 0;
+  bytes = 0;
+  for (off_t at = from;;) {
+    const ssize_t r = read_at(fd, buf.data(), buf.size(), at);
+    if (r < 0) return false;
+    if (r == 0) return true;
+    crc = crc32_bytes(buf.data(), static_cast<size_t>(r), crc);
+    at += r;
+    bytes += r;
+  }
+}
+
+std::string hex8(uint32_t v) {
+  char b[9];
+  std::snprintf(b, sizeof b, "%08x", v);
+  return b;
+}
+
+// The exact 512 bytes of the user block for (magic, size, crc).
+std::string user_block_bytes(const std::string& magic, int64_t size, uint32_t crc) {
+  std::string h = magic + "\nsize=" + std::to_string(size) + "\ncrc32=" + hex8(crc) + "\n";
+  h += "header_crc32=" + hex8(crc32_bytes(h.data(), h.size())) + "\n";
+  TORCH_CHECK(h.size() < kUserBlockSize, "strata::core::write_user_block(): magic '", magic, "' is too long");
+  h.resize(kUserBlockSize, '\0');
+  return h;
+}
+
+// "key=value\n" at `pos` of `text`; advances `pos`. False when the line is not there.
+bool take_field(const std::string& text, size_t& pos, const std::string& key, std::string& value) {
+  if (text.compare(pos, key.size() + 1, key + "=") != 0) return false;
+  const size_t end = text.find('\n', pos);
+  if (end == std::string::npos) return false;
+  value = text.substr(pos + key.size() + 1, end - pos - key.size() - 1);
+  pos = end + 1;
+  return true;
+}
+
+bool parse_decimal(const std::string& s, int64_t& out) {
+  if (s.empty() || s.size() > 18) return false;
+  out = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    out = out * 10 + (c - '0');
+  }
+  return true;
+}
+
+bool parse_hex8(const std::string& s, uint32_t& out) {
+  if (s.size() != 8) return false;
+  out = 0;
+  for (char c : s) {
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0) return false;
+    out = out * 16 + static_cast<uint32_t>(d);
+  }
+  return true;
+}
+
+struct Fd {
+  int fd;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+}  // namespace
+
+bool starts_with_user_block(const std::string& path, const std::string& magic) {
+  Fd f{::open(path.c_str(), O_RDONLY)};
+  if (f.fd < 0) return false;
+  std::string head(magic.size() + 1, '\0');
+  return read_at(f.fd, head.data(), head.size(), 0) == static_cast<ssize_t>(head.size()) && head == magic + "\n";
+}
+
+UserBlockCheck check_user_block(const std::string& path, const std::string& magic) {
+  UserBlockCheck out;
+  Fd f{::open(path.c_str(), O_RDONLY)};
+  if (f.fd < 0) return out;  // open_file() names a missing or unreadable file
+  struct stat st {};
+  if (::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode)) return out;
+  const int64_t size = st.st_size;
+  std::string block(kUserBlockSize, '\0');
+  const ssize_t got = read_at(f.fd, block.data(), block.size(), 0);
+  if (got < 0) {
+    out.present = true;
+    out.problem = std::string("cannot read the file: ") + std::strerror(errno);
+    return out;
+  }
+  char sig[8] = {};
+  const bool sig_at_512 = read_at(f.fd, sig, sizeof sig, kUserBlockSize) == 8 && std::memcmp(sig, kHdf5Signature, 8) == 0;
+  const bool has_magic = block.compare(0, magic.size() + 1, magic + "\n") == 0;
+  if (!has_magic) {
+    if (!sig_at_512 || block.compare(0, 8, std::string(kHdf5Signature, 8)) == 0) return out;  // no user block
+    out.present = true;
+    out.problem = "user block is damaged: it does not start with '" + magic + "' (the HDF5 data starts at byte " +
+                  std::to_string(kUserBlockSize) + ")";
+    return out;
+  }
+  out.present = true;
+  // The header, as written: every field and the NUL padding (user_block_bytes() rebuilds it).
+  size_t pos = magic.size() + 1;
+  std::string size_s, crc_s, hcrc_s;
+  int64_t want_size = 0;
+  uint32_t want_crc = 0, want_hcrc = 0;
+  const bool parsed = take_field(block, pos, "size", size_s) && parse_decimal(size_s, want_size) &&
+                      take_field(block, pos, "crc32", crc_s) && parse_hex8(crc_s, want_crc);
+  const size_t header_end = pos;
+  const bool hparsed = parsed && take_field(block, pos, "header_crc32", hcrc_s) && parse_hex8(hcrc_s, want_hcrc);
+  if (!hparsed) {
+    out.problem = size < static_cast<int64_t>(kUserBlockSize)
+                      ? "file is truncated: " + std::to_string(size) + " bytes, shorter than its " +
+                            std::to_string(kUserBlockSize) + "-byte header"
+                      : "user block is damaged: its header does not parse";
+    return out;
+  }
+  if (crc32_bytes(block.data(), header_end) != want_hcrc || block != user_block_bytes(magic, want_size, want_crc)) {
+    out.problem = "user block is damaged: header checksum mismatch";
+    return out;
+  }
+  if (size != want_size) {
+    out.problem = size < want_size ? "file is truncated: " + std::to_string(size) + " bytes, header says " +
+                                         std::to_string(want_size)
+                                   : "file is longer than written: " + std::to_string(size) + " bytes, header says " +
+                                         std::to_string(want_size);
+    return out;
+  }
+  uint32_t crc = 0;
+  int64_t bytes = 0;
+  if (!crc32_file_from(f.fd, kUserBlockSize, crc, bytes)) {
+    out.problem = std::string("cannot read the file: ") + std::strerror(errno);
+    return out;
+  }
+  if (bytes + static_cast<int64_t>(kUserBlockSize) != want_size) {
+    out.problem = "file changed while it was read (" + std::to_string(bytes + kUserBlockSize) + " bytes, header says " +
+                  std::to_string(want_size) + ")";
+    return out;
+  }
+  if (crc != want_crc)
+    out.problem = "checksum mismatch: bytes " + std::to_string(kUserBlockSize) + ".." + std::to_string(size) +
+                  " give crc32 " + hex8(crc) + ", the header says " + hex8(want_crc) + " (the file is corrupt)";
+  return out;
+}
+
+void write_user_block(const std::string& path, const std::string& magic) {
+  TORCH_CHECK(!magic.empty() && magic.find('\n') == std::string::npos && magic.find('\0') == std::string::npos,
+              "strata::core::write_user_block(): bad magic '", magic, "'");
+  Fd f{::open(path.c_str(), O_RDWR)};
+  TORCH_CHECK(f.fd >= 0, "strata::core::write_user_block(): cannot open '", path, "': ", std::strerror(errno));
+  char sig[8] = {};
+  TORCH_CHECK(read_at(f.fd, sig, sizeof sig, kUserBlockSize) == 8 && std::memcmp(sig, kHdf5Signature, 8) == 0,
+              "strata::core::write_user_block(): '", path, "' has no ", kUserBlockSize,
+              "-byte HDF5 user block (its HDF5 superblock is not at byte ", kUserBlockSize, ")");
+  uint32_t crc = 0;
+  int64_t bytes = 0;
+  TORCH_CHECK(crc32_file_from(f.fd, kUserBlockSize, crc, bytes), "strata::core::write_user_block(): reading '", path,
+              "' failed: ", std::strerror(errno));
+  const std::string block = user_block_bytes(magic, bytes + static_cast<int64_t>(kUserBlockSize), crc);
+  size_t done = 0;
+  while (done < block.size()) {
+    const ssize_t w = ::pwrite(f.fd, block.data() + done, block.size() - done, static_cast<off_t>(done));
+    if (w < 0 && errno == EINTR) continue;
+    TORCH_CHECK(w > 0, "strata::core::write_user_block(): writing '", path, "' failed: ", std::strerror(errno));
+    done += static_cast<size_t>(w);
+  }
 }
 
 // ---- checksums ----------------------------------------------------------------------------

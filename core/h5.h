@@ -158,16 +158,52 @@ class AtomicFile {
 };
 
 // Creates a fresh HDF5 file at the temporary path, runs `fill` on it, closes it and commits.
-// If `fill` throws, nothing at `path` changes and the exception propagates.
-void atomic_write_h5(const std::string& path, const std::function<void(H5::H5File&)>& fill);
+// If `fill` throws, nothing at `path` changes and the exception propagates. With a non-empty
+// `user_block_magic` the file gets a whole-file checksum in its HDF5 user block (below), written
+// after the HDF5 file is closed and before the rename.
+void atomic_write_h5(const std::string& path, const std::function<void(H5::H5File&)>& fill,
+                     const std::string& user_block_magic = "");
 // Changes an existing HDF5 file atomically: copies it to the temporary path, opens the copy for
 // writing, runs `update`, closes and commits; a missing `path` is created fresh (as atomic_write_h5).
 // A file that only grows (one group per task or version) costs one sequential copy per change, and a
-// crash or full disk at any point leaves the previous file whole.
-void atomic_update_h5(const std::string& path, const std::function<void(H5::H5File&)>& update);
+// crash or full disk at any point leaves the previous file whole. With `user_block_magic`, an
+// existing file must be sound (check_user_block) and the copy's user block is rewritten for its new
+// bytes; a file without a user block (older) stays without one.
+void atomic_update_h5(const std::string& path, const std::function<void(H5::H5File&)>& update,
+                      const std::string& user_block_magic = "");
 // Writes `text` to `path` through an AtomicFile (a short write, e.g. on a full disk, is an error
 // naming the file, and the old content stays).
 void atomic_write_text(const std::string& path, const std::string& text);
+
+// ---- whole-file checksum in the HDF5 user block ----------------------------------------------
+// A file written by atomic_write_h5(path, fill, magic) starts with a 512-byte HDF5 user block
+// (H5Pset_userblock: the HDF5 superblock sits at byte 512, and HDF5 — h5py, h5dump, every tool —
+// skips the block, so the file reads as usual). It holds a text header, then NUL bytes up to 512:
+//     <magic>\n                           e.g. "strata-version-userblock"
+//     size=<the file's length in bytes, decimal>\n
+//     crc32=<zlib CRC-32 of bytes [512, size), 8 lowercase hex digits>\n
+//     header_crc32=<CRC-32 of the header bytes before this line, 8 lowercase hex digits>\n
+// check_user_block() verifies it with plain reads, before HDF5 parses a single byte: a cut or a
+// flipped byte anywhere in the file becomes one clear error instead of whatever damaged HDF5
+// metadata makes the library do (HDF5 1.10.8 over-reads on a damaged global heap). It catches
+// accidental damage, not a crafted file (whoever forges the bytes can forge the CRC).
+constexpr size_t kUserBlockSize = 512;
+
+struct UserBlockCheck {
+  bool present = false;  ///< the file carries a user block with `magic` (intact or damaged)
+  std::string problem;   ///< "" = sound or absent; else one line: "file is truncated: ...", ...
+};
+// present = false, no problem: a missing file, or an HDF5 file whose superblock is at byte 0 (one
+// written without a user block: older files), or any other file not starting with `magic` (left
+// for open_file() to refuse). A file whose HDF5 superblock is at byte 512 but that lacks `magic`
+// is a damaged user block (present, with a problem).
+UserBlockCheck check_user_block(const std::string& path, const std::string& magic);
+// Only the first bytes: does `path` start with `magic`? (Tells a file's kind without HDF5.)
+bool starts_with_user_block(const std::string& path, const std::string& magic);
+// Fills the user block of the closed HDF5 file at `path` (created with a 512-byte user block) with
+// the header above for the file's current bytes. For writers that modify a copy in place before an
+// AtomicFile commit; atomic_write_h5 calls it itself.
+void write_user_block(const std::string& path, const std::string& magic);
 
 // ---- checksums ----------------------------------------------------------------------------
 

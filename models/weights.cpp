@@ -157,6 +157,19 @@ std::vector<WeightNames> supported_names(const ModelImpl& model) {
   return {WeightNames::kStrata};
 }
 
+namespace {
+// The model tensors of a version file (checked by read_version).
+WeightFile version_weights(const std::string& path) {
+  const auto v = checkpoints::read_version(path);
+  WeightFile f;
+  f.format = "strata-version";
+  f.tensors = v.parameters;
+  f.tensors.insert(f.tensors.end(), v.buffers.begin(), v.buffers.end());
+  f.metadata["method"] = v.method;
+  return f;
+}
+}  // namespace
+
 WeightFile read_weight_file(const std::string& path) {
   WeightFile f;
   if (core::looks_like_safetensors(path)) {
@@ -166,6 +179,9 @@ WeightFile read_weight_file(const std::string& path) {
     f.metadata = std::move(st.metadata);
     return f;
   }
+  // A version file with a user block goes straight to read_version, which checks the whole file
+  // before HDF5 opens it (reading the 'format' attribute here first would parse a damaged file).
+  if (checkpoints::has_version_user_block(path)) return version_weights(path);
   core::quiet_hdf5();
   bool hdf5 = false;
   try {
@@ -194,12 +210,7 @@ WeightFile read_weight_file(const std::string& path) {
   auto h5 = core::open_file(path, core::FileMode::kRead);
   if (core::has_attr(h5, "format") && core::get_attr_string(h5, "format") == checkpoints::kFormatName) {
     h5.close();
-    const auto v = checkpoints::read_version(path);
-    f.format = "strata-version";
-    f.tensors = v.parameters;
-    f.tensors.insert(f.tensors.end(), v.buffers.begin(), v.buffers.end());
-    f.metadata["method"] = v.method;
-    return f;
+    return version_weights(path);
   }
   f.format = "h5-state-dict";
   read_h5_tree(h5, "", "", f.tensors);

@@ -1,6 +1,7 @@
 #include "run/limits.h"
 
 #include "core/h5.h"
+#include "tasks/dataset.h"
 
 #include <algorithm>
 #include <cctype>
@@ -47,11 +48,8 @@ DataShape data_shape(const RunConfig& c) {
       if (!core::exists(f, path) || core::is_group(f, path)) return int64_t(0);
       const auto info = core::dataset_info(f, path);
       if (info.shape.empty()) return int64_t(0);
-      if (shape) {
-        std::vector<int64_t> in(info.shape.begin() + 1, info.shape.end());
-        if (in.size() == 1) in = {1, 1, in[0]};
-        if (in.size() == 3) d.input = in;
-      }
+      // The loader's own bounds (tasks::example_shape), checked here before any memory estimate.
+      if (shape) d.input = tasks::example_shape(info.shape, "dataset '" + s.dataset() + "': '" + path + "'");
       return info.shape[0];
     };
     if (recipe(s.name()) == "tasks") {
@@ -65,13 +63,7 @@ DataShape data_shape(const RunConfig& c) {
     }
     d.classes = std::max<int64_t>(10, s.first_task_classes() + s.classes_per_task() * T);
   }
-  for (auto v : d.input) {
-    TORCH_CHECK(v >= 1 && v <= (1 << 16), "dataset '", s.dataset(), "': example dimension ", v,
-                " is out of range 1..65536");
-    d.pixels *= v;
-  }
-  TORCH_CHECK(d.pixels <= (int64_t(1) << 28), "dataset '", s.dataset(), "': examples of ", d.pixels,
-              " values are too large (at most 268435456)");
+  for (auto v : d.input) d.pixels *= v;
   return d;
 }
 

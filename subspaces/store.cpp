@@ -56,6 +56,13 @@ void write_record(H5::Group& layer_group, const SubspaceRecord& r) {
   core::set_attr(layer_group, "captured_energy", r.captured_energy);
 }
 
+// The whole file with plain reads (core/h5.h, user block); true when it has a user block.
+bool check_whole_file(const std::string& path, const char* fn) {
+  const core::UserBlockCheck block = core::check_user_block(path, SubspaceStore::kUserBlockMagic);
+  TORCH_CHECK(block.problem.empty(), "strata::subspaces::SubspaceStore::", fn, "(): '", path, "': ", block.problem);
+  return block.present;
+}
+
 H5::H5File open_checked(const std::string& path, core::FileMode mode) {
   H5::H5File f = core::open_file(path, mode);
   TORCH_CHECK(core::has_attr(f, "format") && core::get_attr_string(f, "format") == SubspaceStore::kFormat,
@@ -80,11 +87,12 @@ SubspaceStore SubspaceStore::create(const std::string& path) {
     core::set_attr(f, "format", kFormat);
     core::set_attr(f, "format_version", kFormatVersion);
     core::open_group(f, "tasks", /*create=*/true);
-  });
+  }, kUserBlockMagic);
   return SubspaceStore(path);
 }
 
 SubspaceStore SubspaceStore::open(const std::string& path) {
+  check_whole_file(path, "open");
   open_checked(path, core::FileMode::kRead);
   return SubspaceStore(path);
 }
@@ -109,6 +117,7 @@ void SubspaceStore::append(const std::string& task, const std::map<std::string, 
     check_name(layer, "layer", "put");
     check_record(rec, task, layer);
   }
+  check_whole_file(path_, "put");
   { open_checked(path_, core::FileMode::kRead); }  // validates before copying
   core::atomic_update_h5(path_, [&](H5::H5File& f) {
     const std::string tpath = "tasks/" + task;
@@ -129,7 +138,7 @@ void SubspaceStore::append(const std::string& task, const std::map<std::string, 
       H5::Group lg = core::open_group(tg, layer, /*create=*/true);
       write_record(lg, rec);
     }
-  });
+  }, kUserBlockMagic);
 }
 
 std::vector<std::string> SubspaceStore::tasks() const {

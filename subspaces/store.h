@@ -22,6 +22,10 @@
 // Names: task and layer names are any non-empty strings without '/' and not "." (e.g.
 // "task03", "fc1", "blocks.0.attn.proj"). Every write goes through a copy-and-rename
 // (strata::core::AtomicFile), so a crash leaves the previous file intact.
+// The file starts with a 512-byte HDF5 user block, magic "strata-subspaces-userblock" (a whole-file
+// CRC-32, core/h5.h), rewritten on every append; open() and every append check it before HDF5 opens
+// the file (the per-record reads of an opened store do not). Stores without one still open, and stay
+// without one when appended to.
 // History is never overwritten: a (task, layer) record, once written, cannot be replaced, and
 // put_task() refuses a task that already exists.
 // Readable with h5dump / h5py, e.g. h5py.File(p)["tasks/task00/fc1/basis"][()].
@@ -51,6 +55,7 @@ class SubspaceStore {
  public:
   static constexpr const char* kFormat = "strata.subspaces";
   static constexpr int64_t kFormatVersion = 1;
+  static constexpr const char* kUserBlockMagic = "strata-subspaces-userblock";
 
   // Creates a new empty store; error if `path` exists.
   static SubspaceStore create(const std::string& path);

@@ -19,7 +19,6 @@ constexpr double kFmnistStd = 0.3530;
 
 // Refuse absurd sizes from a file header before allocating.
 constexpr int64_t kMaxExamples = int64_t(1) << 31;
-constexpr int64_t kMaxValuesPerExample = int64_t(1) << 24;
 constexpr int64_t kMaxBytes = int64_t(1) << 36;  // 64 GiB
 
 std::string shape_str(const std::vector<int64_t>& s) {
@@ -74,8 +73,7 @@ RawSplit read_split(H5::H5File& f, const std::string& path, const std::string& g
   const core::DatasetInfo xi = core::dataset_info(f, xp), yi = core::dataset_info(f, yp);
   TORCH_CHECK(xi.dtype == torch::kUInt8 || xi.dtype == torch::kFloat32, fn, "dataset '", xp, "': unsupported dtype ",
               xi.type_name, " (expected uint8 or float32)");
-  TORCH_CHECK(xi.shape.size() == 4 || xi.shape.size() == 2, fn, "dataset '", xp, "': wrong rank ", xi.shape.size(),
-              " (shape ", shape_str(xi.shape), "; expected [N, C, H, W] or [N, D])");
+  const std::vector<int64_t> shape = example_shape(xi.shape, fn + "dataset '" + xp + "'");
   TORCH_CHECK(yi.dtype && (*yi.dtype == torch::kUInt8 || *yi.dtype == torch::kInt32 || *yi.dtype == torch::kInt64) &&
                   yi.type_name != "bool",
               fn, "dataset '", yp, "': unsupported dtype ", yi.type_name, " (labels must be integers)");
@@ -84,16 +82,7 @@ RawSplit read_split(H5::H5File& f, const std::string& path, const std::string& g
   const int64_t n = xi.shape[0];
   TORCH_CHECK(n > 0, fn, "dataset '", xp, "': empty split (no examples)");
   TORCH_CHECK(yi.shape[0] == n, fn, "N mismatch: '", xp, "' has ", n, " examples but '", yp, "' has ", yi.shape[0]);
-  std::vector<int64_t> shape(xi.shape.begin() + 1, xi.shape.end());
-  if (shape.size() == 1) shape = {1, 1, shape[0]};
-  int64_t p = 1;
-  for (int64_t d : shape) {
-    TORCH_CHECK(d > 0 && d <= kMaxValuesPerExample, fn, "dataset '", xp, "': bad example shape ",
-                shape_str(xi.shape));
-    p *= d;
-    TORCH_CHECK(p <= kMaxValuesPerExample, fn, "dataset '", xp, "': ", shape_str(xi.shape), " has more than ",
-                kMaxValuesPerExample, " values per example");
-  }
+  const int64_t p = shape[0] * shape[1] * shape[2];
   const int64_t elem = xi.dtype == torch::kUInt8 ? 1 : 4;
   TORCH_CHECK(n <= kMaxExamples && n * p * elem <= kMaxBytes, fn, "dataset '", xp, "': ", shape_str(xi.shape),
               " is too large to load (limit ", kMaxBytes >> 30, " GiB)");
@@ -158,6 +147,25 @@ Dataset read_pair(H5::H5File& f, const std::string& path, const std::string& pre
 }
 
 }  // namespace
+
+std::vector<int64_t> example_shape(const std::vector<int64_t>& dataset_shape, const std::string& what) {
+  const size_t rank = dataset_shape.size();
+  TORCH_CHECK(rank == 4 || rank == 2, what, ": wrong rank ", rank, " (shape ", shape_str(dataset_shape),
+              "; expected [N, C, H, W] or [N, D])");
+  static const char* const kSides[] = {"channels", "height", "width"};
+  int64_t values = 1;
+  for (size_t i = 1; i < rank; ++i) {
+    const int64_t d = dataset_shape[i];
+    const char* side = rank == 2 ? "D (values per example)" : kSides[i - 1];
+    TORCH_CHECK(d >= 1 && d <= kMaxExampleSide, what, ": shape ", shape_str(dataset_shape), ": ", side, " ", d,
+                " is out of range 1..", kMaxExampleSide);
+    values *= d;  // <= 65536^3: no overflow
+  }
+  TORCH_CHECK(values <= kMaxValuesPerExample, what, ": shape ", shape_str(dataset_shape), ": examples of ", values,
+              " values are too large (at most ", kMaxValuesPerExample, " = C x H x W)");
+  if (rank == 2) return {1, 1, dataset_shape[1]};
+  return {dataset_shape[1], dataset_shape[2], dataset_shape[3]};
+}
 
 Dataset fashion_mnist_dataset(const std::string& data_dir) {
   const FashionMnist& data = load_fashion_mnist(data_dir);

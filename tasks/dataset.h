@@ -23,6 +23,16 @@
 
 namespace strata::tasks {
 
+/// Bounds on an example's shape {C, H, W}, wherever it is read: each of channels, height and width
+/// (or the D of [N, D] data) 1..kMaxExampleSide, and at most kMaxValuesPerExample values in all.
+constexpr int64_t kMaxExampleSide = 65536;
+constexpr int64_t kMaxValuesPerExample = int64_t(1) << 24;
+
+/// The example shape {C, H, W} of a dataset of shape [N, C, H, W] or [N, D] ({1, 1, D}), checked
+/// against the bounds above. Throws one c10::Error starting with `what` (the file and dataset)
+/// naming the dataset's shape, the side ("height") and its value.
+std::vector<int64_t> example_shape(const std::vector<int64_t>& dataset_shape, const std::string& what);
+
 /// Train and test examples over classes 0..num_classes-1, kept once in memory.
 struct Dataset {
   std::string name;  ///< "fmnist" or the file path

@@ -52,6 +52,8 @@ void usage(std::ostream& o) {
 
 // True for a Strata version file (an HDF5 file whose root says format = strata-version).
 bool is_version_file(const std::string& path) {
+  // By the user block alone when it has one: read_version checks such a file before HDF5 sees it.
+  if (checkpoints::has_version_user_block(path)) return true;
   core::quiet_hdf5();
   try {
     if (!fs::is_regular_file(path) || !H5::H5File::isHdf5(path)) return false;

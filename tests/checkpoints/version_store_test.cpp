@@ -59,6 +59,29 @@ std::string file_bytes(const std::string& path) {
   return s.str();
 }
 
+void put_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// XORs the byte at `offset` with `mask` in place.
+void flip(const std::string& path, size_t offset, char mask = 0x01) {
+  std::fstream io(path, std::ios::in | std::ios::out | std::ios::binary);
+  io.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  io.read(&c, 1);
+  c ^= mask;
+  io.seekp(static_cast<std::streamoff>(offset));
+  io.write(&c, 1);
+}
+
+// A version file as written before the user block existed: the same HDF5 bytes with the HDF5
+// superblock at byte 0 (what h5unjam does; HDF5 addresses are relative to the superblock).
+std::string legacy_copy(const std::string& good, const std::string& path) {
+  put_bytes(path, file_bytes(good).substr(core::kUserBlockSize));
+  return path;
+}
+
 }  // namespace
 
 TEST(Checkpoints, VersionRoundTrip) {
@@ -132,6 +155,8 @@ TEST(Checkpoints, RefusesBadFilesNamingFileAndField) {
     auto f = core::open_file(p, core::FileMode::kReadWrite);
     edit(f);
     f.close();
+    // An intact file another writer made this way: a fresh user block, so only the check under test sees it.
+    core::write_user_block(p, kUserBlockMagic);
     return p;
   };
   auto expect = [&](const std::string& path, std::vector<std::string> parts) {
@@ -166,7 +191,8 @@ TEST(Checkpoints, RefusesBadFilesNamingFileAndField) {
   const std::string trunc = dir / "trunc.h5";
   fs::copy_file(good, trunc);
   fs::resize_file(trunc, fs::file_size(good) / 2);
-  expect(trunc, {"cannot load version file"});
+  expect(trunc, {"file is truncated: " + std::to_string(fs::file_size(good) / 2) + " bytes, header says " +
+                 std::to_string(fs::file_size(good))});
   // Not HDF5 at all.
   const std::string text = dir / "text.h5";
   std::ofstream(text) << "not an hdf5 file\n";
@@ -244,3 +270,111 @@ TEST(Checkpoints, ScanReportsPartialFiles) {
   ASSERT_EQ(s.other.size(), 1u);
 }
 
+
+TEST(Checkpoints, UserBlockDescribesTheWholeFile) {
+  TempDir dir;
+  const std::string path = dir / "v001.h5";
+  write_version(path, sample_version());
+  const std::string bytes = file_bytes(path);
+  ASSERT_GT(bytes.size(), core::kUserBlockSize);
+  // The header a reader sees with `head -c 512`: magic, size, CRC of the rest, then the header's own CRC.
+  const std::string header = bytes.substr(0, bytes.find('\0'));
+  EXPECT_EQ(header.rfind("strata-version-userblock\nsize=" + std::to_string(bytes.size()) + "\ncrc32=", 0), 0u)
+      << header;
+  char crc[16];
+  std::snprintf(crc, sizeof crc, "%08x",
+                core::crc32_bytes(bytes.data() + core::kUserBlockSize, bytes.size() - core::kUserBlockSize));
+  EXPECT_NE(header.find(std::string("\ncrc32=") + crc + "\nheader_crc32="), std::string::npos) << header;
+  EXPECT_EQ(bytes.substr(core::kUserBlockSize, 4), "\x89HDF") << "the HDF5 superblock is not at byte 512";
+  EXPECT_EQ(bytes.find_first_not_of('\0', header.size()), core::kUserBlockSize) << "padding is not NUL";
+  EXPECT_TRUE(has_version_user_block(path));
+  const auto check = core::check_user_block(path, kUserBlockMagic);
+  EXPECT_TRUE(check.present);
+  EXPECT_EQ(check.problem, "");
+  // HDF5 itself skips the block: the file opens and reads as before.
+  auto f = core::open_file(path, core::FileMode::kRead);
+  EXPECT_EQ(core::get_attr_string(f, "format"), "strata-version");
+}
+
+TEST(Checkpoints, TruncatedFileIsRefusedBeforeHdf5) {
+  TempDir dir;
+  const std::string good = dir / "good.h5";
+  write_version(good, sample_version());
+  const std::string bytes = file_bytes(good);
+  const std::string cut = dir / "cut.h5";
+  for (size_t keep : {bytes.size() - 1, bytes.size() / 2, core::kUserBlockSize + 8, core::kUserBlockSize, size_t(200)}) {
+    put_bytes(cut, bytes.substr(0, keep));
+    const std::string msg = load_error(cut);
+    EXPECT_EQ(msg, "strata::checkpoints::read_version(): '" + cut + "': file is truncated: " + std::to_string(keep) +
+                       " bytes, header says " + std::to_string(bytes.size()))
+        << keep;
+  }
+  // Cut inside the header itself.
+  put_bytes(cut, bytes.substr(0, 40));
+  EXPECT_NE(load_error(cut).find("file is truncated: 40 bytes, shorter than its 512-byte header"), std::string::npos)
+      << load_error(cut);
+  // Longer than written (bytes appended) is damage too.
+  put_bytes(cut, bytes + "x");
+  EXPECT_NE(load_error(cut).find("file is longer than written: " + std::to_string(bytes.size() + 1) +
+                                 " bytes, header says " + std::to_string(bytes.size())),
+            std::string::npos)
+      << load_error(cut);
+}
+
+TEST(Checkpoints, EveryFlippedByteAfterTheUserBlockIsACleanChecksumError) {
+  TempDir dir;
+  const std::string path = dir / "v001.h5";
+  write_version(path, sample_version());
+  const size_t size = fs::file_size(path);
+  // Every byte of the HDF5 part: superblock, object headers, the global heap HDF5 1.10.8 over-reads
+  // when damaged, dataset bytes. Each is refused by the user block check, before HDF5 opens the file.
+  size_t refused = 0;
+  for (size_t at = core::kUserBlockSize; at < size; ++at) {
+    flip(path, at, 0x20);
+    const std::string msg = load_error(path);
+    flip(path, at, 0x20);
+    const bool ok = msg.rfind("strata::checkpoints::read_version(): '" + path + "': checksum mismatch: bytes 512..", 0) == 0;
+    refused += ok;
+    if (!ok) ADD_FAILURE() << "byte " << at << ": " << msg;
+    if (!ok) break;
+  }
+  EXPECT_EQ(refused, size - core::kUserBlockSize);
+  EXPECT_NO_THROW(read_version(path)) << "the restored file no longer loads";
+}
+
+TEST(Checkpoints, EveryFlippedByteInsideTheUserBlockIsRefused) {
+  TempDir dir;
+  const std::string path = dir / "v001.h5";
+  write_version(path, sample_version());
+  for (size_t at = 0; at < core::kUserBlockSize; ++at) {
+    flip(path, at, 0x04);
+    const std::string msg = load_error(path);
+    flip(path, at, 0x04);
+    ASSERT_EQ(msg.rfind("strata::checkpoints::read_version(): '" + path + "': user block is damaged: ", 0), 0u)
+        << "byte " << at << ": " << msg;
+  }
+  EXPECT_NO_THROW(read_version(path));
+}
+
+TEST(Checkpoints, LegacyFileWithoutUserBlockStillLoadsAndIsChecked) {
+  TempDir dir;
+  const Version v = sample_version();
+  const std::string good = dir / "good.h5";
+  write_version(good, v);
+  const std::string legacy = legacy_copy(good, dir / "legacy.h5");
+  const auto check = core::check_user_block(legacy, kUserBlockMagic);
+  EXPECT_FALSE(check.present);
+  EXPECT_EQ(check.problem, "");
+  EXPECT_FALSE(has_version_user_block(legacy));
+  const Version r = read_version(legacy);
+  EXPECT_EQ(r.checksum, read_version(good).checksum);
+  for (const auto& [n, t] : r.parameters)
+    if (n == "fc1.weight") EXPECT_TRUE(torch::equal(t, v.parameters[0].second));
+  // The in-HDF5 checksum still guards it: one value changed in a dataset's bytes.
+  auto f = core::open_file(legacy, core::FileMode::kRead);
+  const haddr_t offset = core::open_dataset(f, "/model/fc1.weight").getOffset();
+  f.close();
+  flip(legacy, offset, 0x10);
+  const std::string msg = load_error(legacy);
+  EXPECT_NE(msg.find("'" + legacy + "': checksum mismatch (stored checksum_crc32"), std::string::npos) << msg;
+}

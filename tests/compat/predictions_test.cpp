@@ -112,6 +112,11 @@ TEST(CompatPredictions, AppendAddsOneVersionAndReplacesLaterOnes) {
     auto f = core::open_file(path, core::FileMode::kRead);
     EXPECT_EQ(core::get_attr_string(f, "format"), "strata-predictions");
   }
+  {  // every append rewrites the whole-file checksum for the new bytes
+    const auto block = core::check_user_block(path, "strata-predictions-userblock");
+    EXPECT_TRUE(block.present);
+    EXPECT_EQ(block.problem, "");
+  }
   append_predictions(path, 1, version_table(7));  // retrained from v000: v001 replaced, v002 gone
   EXPECT_EQ(list_prediction_versions(path), (std::vector<int64_t>{0, 1}));
   EXPECT_TRUE(torch::equal(read_predictions(path, 0).preds, version_table(0).preds));
@@ -126,6 +131,33 @@ TEST(CompatPredictions, AppendAddsOneVersionAndReplacesLaterOnes) {
   core::atomic_write_h5(other, [](H5::H5File& f) { core::set_attr(f, "format", "strata-version"); });
   EXPECT_NE(error_of([&] { append_predictions(other, 0, version_table(0)); }).find("is not a strata-predictions file"),
             std::string::npos);
+}
+
+TEST(CompatPredictions, H5UserBlockIsCheckedBeforeHdf5) {
+  TempDir dir;
+  const std::string path = (dir.path / "predictions.h5").string();
+  PredictionVersions versions;
+  versions[0] = {torch::arange(6, torch::kLong), torch::zeros({6}, torch::kLong), torch::ones({6}, torch::kLong),
+                 torch::rand({6}), torch::zeros({6}, torch::kLong)};
+  write_predictions(path, versions);
+  const std::string good = bytes(path);
+  EXPECT_EQ(good.rfind("strata-predictions-userblock\nsize=" + std::to_string(good.size()) + "\n", 0), 0u);
+  auto put = [&](const std::string& b) { std::ofstream(path, std::ios::binary | std::ios::trunc) << b; };
+  put(good.substr(0, good.size() - 100));
+  for (const std::string& msg : {error_of([&] { read_predictions(path); }), error_of([&] { read_predictions(path, 0); }),
+                                 error_of([&] { list_prediction_versions(path); })})
+    EXPECT_NE(msg.find("'" + path + "': file is truncated: " + std::to_string(good.size() - 100) +
+                       " bytes, header says " + std::to_string(good.size())),
+              std::string::npos)
+        << msg;
+  std::string flipped = good;
+  flipped[good.size() - 10] ^= 0x01;
+  put(flipped);
+  const std::string msg = error_of([&] { read_predictions(path); });
+  EXPECT_EQ(msg.rfind("strata::compat::read_predictions(): '" + path + "': checksum mismatch: bytes 512..", 0), 0u) << msg;
+  // Without the user block (a file from before it existed) it reads as before.
+  put(good.substr(512));
+  EXPECT_TRUE(torch::equal(read_predictions(path, 0).ids, versions[0].ids));
 }
 
 TEST(CompatPredictions, SelectTasksKeepsRowOrder) {

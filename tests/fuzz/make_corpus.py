@@ -94,8 +94,20 @@ def config_corpus():
     put("config", "bad_syntax.ini", "[coso\nr1 4\n")
 
 
+USER_BLOCK = 512
+
+
+def user_block(magic, rest):
+    """The 512-byte user block core::write_user_block puts before the HDF5 bytes `rest`."""
+    h = "%s\nsize=%d\ncrc32=%08x\n" % (magic, USER_BLOCK + len(rest), zlib.crc32(rest))
+    h += "header_crc32=%08x\n" % zlib.crc32(h.encode())
+    return h.encode().ljust(USER_BLOCK, b"\0")
+
+
 def version_corpus():
-    """A tiny but complete version file, as checkpoints::write_version lays it out (checksum included)."""
+    """A tiny but complete version file, as checkpoints::write_version lays it out (checksum and user
+    block included), the same file without the user block (as written before it existed), and damaged
+    copies of both."""
     data = {
         "/model/fc.weight": np.arange(6, dtype=np.float32).reshape(2, 3),
         "/model/fc.bias": np.zeros(2, dtype=np.float32),
@@ -110,7 +122,7 @@ def version_corpus():
         crc = zlib.crc32(np.ascontiguousarray(data[p]).tobytes(), crc)
     path = os.path.join(ROOT, "version", "valid_v000.h5")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with h5py.File(path, "w", libver="latest") as f:
+    with h5py.File(path, "w", libver="latest", userblock_size=USER_BLOCK) as f:
         for p, a in data.items():
             f.create_dataset(p, data=a)
         f.create_group("optimizer")
@@ -128,12 +140,22 @@ def version_corpus():
             f["model"][n].attrs["kind"] = "parameter"
             f["model"][n].attrs["requires_grad"] = np.int64(1)
     with open(path, "rb") as f:
-        good = f.read()
-    # Damaged copies: cut short, and one flipped byte in the middle of the data.
+        hdf5 = f.read()[USER_BLOCK:]
+    good = user_block("strata-version-userblock", hdf5) + hdf5
+    put("version", "valid_v000.h5", good)
+    # HDF5 addresses are relative to the superblock: without the block it is an older, valid file.
+    put("version", "valid_legacy_v000.h5", hdf5)
+    # Damaged copies: cut short, one flipped byte in the middle of the data, one in the header.
     put("version", "bad_truncated.h5", good[: len(good) // 2])
     flipped = bytearray(good)
     flipped[len(good) * 3 // 4] ^= 0xFF
     put("version", "bad_flipped.h5", bytes(flipped))
+    header = bytearray(good)
+    header[30] ^= 0x01
+    put("version", "bad_header.h5", bytes(header))
+    legacy = bytearray(hdf5)
+    legacy[len(hdf5) * 3 // 4] ^= 0xFF
+    put("version", "bad_legacy_flipped.h5", bytes(legacy))
     put("version", "bad_not_hdf5.h5", b"\x89HDF\r\n\x1a\n" + bytes(40))
 
 

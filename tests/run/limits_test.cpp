@@ -1,5 +1,6 @@
 // Bounds before allocation: counts and sizes out of range are one line naming the option, and a run
 // whose estimated memory exceeds what the machine has is refused before the stream or model exists.
+#include "core/h5.h"
 #include "run/limits.h"
 #include "run/runner.h"
 #include "tests/run/config_support.h"
@@ -75,6 +76,24 @@ TEST(Limits, RunnerRefusesAnOversizedRunBeforeBuildingAnything) {
   c = RunConfig();
   c.stream.num_tasks(100).train_limit(10).test_limit(10);
   EXPECT_LT(estimate_memory(c).total(), 1ll << 30) << estimate_memory(c).describe();
+}
+
+TEST(Limits, ImageSizeOfAUserDatasetIsBoundedBeforeTheEstimate) {
+  TempDir dir;
+  const std::string path = dir / "wide.h5";
+  {
+    // Shapes only (no data written): what the estimate reads.
+    H5::H5File f = strata::core::open_file(path, strata::core::FileMode::kTruncate);
+    strata::core::open_group(f, "train", true);
+    strata::core::open_group(f, "test", true);
+    const hsize_t x[4] = {2, 1, 1, 70000}, y[1] = {2};
+    f.createDataSet("train/x", H5::PredType::STD_U8LE, H5::DataSpace(4, x));
+    f.createDataSet("train/y", H5::PredType::STD_I64LE, H5::DataSpace(1, y));
+  }
+  RunConfig c;
+  c.stream.name("permuted").dataset(path).num_tasks(2);
+  EXPECT_EQ(error_of([&] { estimate_memory(c); }),
+            "dataset '" + path + "': 'train/x': shape [2, 1, 1, 70000]: width 70000 is out of range 1..65536");
 }
 
 }  // namespace

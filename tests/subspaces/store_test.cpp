@@ -138,3 +138,44 @@ TEST(Store, MissingCorruptForeignFiles) {
   EXPECT_NE(err.find(cut), std::string::npos) << err;
   for (auto& p : {text, foreign, good, cut}) std::remove(p.c_str());
 }
+
+TEST(Store, UserBlockIsRewrittenOnAppendAndCheckedBeforeHdf5) {
+  const std::string path = tmp_file("ub.h5");
+  std::remove(path.c_str());
+  auto store = ss::SubspaceStore::create(path);
+  auto sound = [&] { return strata::core::check_user_block(path, ss::SubspaceStore::kUserBlockMagic); };
+  EXPECT_TRUE(sound().present);
+  EXPECT_EQ(sound().problem, "");
+  // Every append rewrites the header for the new bytes.
+  store.put("t0", "fc1", make_record(30, 4, "input", 5));
+  store.put_task("t1", {{"fc1", make_record(30, 3, "input", 6)}});
+  EXPECT_TRUE(sound().present);
+  EXPECT_EQ(sound().problem, "");
+  EXPECT_EQ(ss::SubspaceStore::open(path).tasks(), (std::vector<std::string>{"t0", "t1"}));
+
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  in.close();
+  // One flipped byte in the HDF5 part: open() and put() refuse it, naming the file, before HDF5 reads it.
+  std::string damaged = bytes;
+  damaged[bytes.size() / 3] ^= 0x40;
+  const std::string bad = tmp_file("ub_bad.h5");
+  { std::ofstream(bad, std::ios::binary).write(damaged.data(), static_cast<std::streamsize>(damaged.size())); }
+  const std::string err = error_of([&] { ss::SubspaceStore::open(bad); });
+  EXPECT_EQ(err.rfind("strata::subspaces::SubspaceStore::open(): '" + bad + "': checksum mismatch: bytes 512..", 0), 0u)
+      << err;
+  { std::ofstream(bad, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size() - 7)); }
+  EXPECT_NE(error_of([&] { ss::SubspaceStore::open(bad); })
+                .find("'" + bad + "': file is truncated: " + std::to_string(bytes.size() - 7) + " bytes, header says " +
+                      std::to_string(bytes.size())),
+            std::string::npos);
+
+  // A store written before the user block (HDF5 superblock at byte 0) opens and is appended to without one.
+  const std::string legacy = tmp_file("ub_legacy.h5");
+  { std::ofstream(legacy, std::ios::binary).write(bytes.data() + 512, static_cast<std::streamsize>(bytes.size() - 512)); }
+  auto old = ss::SubspaceStore::open(legacy);
+  old.put("t2", "fc1", make_record(30, 2, "input", 7));
+  EXPECT_EQ(old.tasks(), (std::vector<std::string>{"t0", "t1", "t2"}));
+  EXPECT_FALSE(strata::core::check_user_block(legacy, ss::SubspaceStore::kUserBlockMagic).present);
+  for (auto& p : {path, bad, legacy}) std::remove(p.c_str());
+}

@@ -325,6 +325,56 @@ TEST(H5Dataset, BadFilesGiveOneClearError) {
   expect_error([&] { load_h5_dataset(dir.file("missing.h5")); }, {"missing.h5", "no such file"});
 }
 
+// A uint8 dataset of this shape whose data is never written (HDF5 allocates nothing): the shape is
+// all the bounds look at, so a file claiming huge images costs nothing to make.
+void declare_u8(H5::H5File& f, const std::string& path, const std::vector<hsize_t>& shape) {
+  core::open_group(f, path.substr(0, path.rfind('/')), true);
+  f.createDataSet(path, H5::PredType::STD_U8LE, H5::DataSpace(static_cast<int>(shape.size()), shape.data()));
+}
+
+TEST(H5Dataset, ImageSizesAreBoundedWhereTheyAreRead) {
+  TempDir dir;
+  const Pair te = u8_images(4, 1, 2, 2, 2, 2);
+  auto error_for = [&](const std::string& name, const std::vector<hsize_t>& train_shape) {
+    const std::string path = write_file(dir.file(name + ".h5"), [&](H5::H5File& f) {
+      declare_u8(f, "train/x", train_shape);
+      core::write_tensor(f, "train/y", labels(static_cast<int64_t>(train_shape[0]), 2));
+      core::write_tensor(f, "test/x", te.x);
+      core::write_tensor(f, "test/y", te.y);
+    });
+    std::string msg;
+    try {
+      load_h5_dataset(path);
+    } catch (const c10::Error& e) {
+      msg = e.what_without_backtrace();
+    }
+    return std::make_pair(path, msg);
+  };
+  const auto [wide, wide_msg] = error_for("wide", {2, 1, 3, 70000});
+  EXPECT_EQ(wide_msg, "strata::tasks::load_h5_dataset(): '" + wide +
+                          "': dataset 'train/x': shape [2, 1, 3, 70000]: width 70000 is out of range 1..65536");
+  const auto [tall, tall_msg] = error_for("tall", {2, 3, 1000000, 1});
+  EXPECT_EQ(tall_msg, "strata::tasks::load_h5_dataset(): '" + tall +
+                          "': dataset 'train/x': shape [2, 3, 1000000, 1]: height 1000000 is out of range 1..65536");
+  const auto [deep, deep_msg] = error_for("deep", {2, 100000, 2, 2});
+  EXPECT_NE(deep_msg.find("'" + deep + "': dataset 'train/x': shape [2, 100000, 2, 2]: channels 100000 is out of range 1..65536"),
+            std::string::npos) << deep_msg;
+  const auto [flat, flat_msg] = error_for("flat", {2, 100000});
+  EXPECT_NE(flat_msg.find("'" + flat + "': dataset 'train/x': shape [2, 100000]: D (values per example) 100000 is out of range"),
+            std::string::npos) << flat_msg;
+  // Every side in range, too many values in all (4 x 4096 x 4096 = 2^26).
+  const auto [big, big_msg] = error_for("big", {2, 4, 4096, 4096});
+  EXPECT_EQ(big_msg, "strata::tasks::load_h5_dataset(): '" + big +
+                         "': dataset 'train/x': shape [2, 4, 4096, 4096]: examples of 67108864 values are too large "
+                         "(at most 16777216 = C x H x W)");
+  // The same function answers the callers that look before loading (the run's memory estimate).
+  EXPECT_EQ(example_shape({5, 3, 32, 32}, "x"), (std::vector<int64_t>{3, 32, 32}));
+  EXPECT_EQ(example_shape({5, 10}, "x"), (std::vector<int64_t>{1, 1, 10}));
+  expect_error([] { example_shape({5, 3, 0, 32}, "file 'f.h5': 'train/x'"); },
+               {"file 'f.h5': 'train/x': shape [5, 3, 0, 32]: height 0 is out of range 1..65536"});
+  expect_error([] { example_shape({5}, "x"); }, {"x: wrong rank 1 (shape [5]; expected [N, C, H, W] or [N, D])"});
+}
+
 TEST(StreamOptions, RecipeAndBoundsMessages) {
   auto err = [](const StreamOptions& o, const std::string& what) { expect_error([&] { make_stream(o); }, {what}); };
   err(StreamOptions().num_tasks(10001), "num_tasks must be <= 10000, got 10001");
