@@ -148,6 +148,20 @@ strata::models::Model model_for(const Fixture& f, const std::string& arch) {
   return strata::models::make_model(o);
 }
 
+// A one-block ViT (patch 4, dim 16, 2 heads) on the fixture's stream.
+strata::models::Model vit_for(const Fixture& f) {
+  torch::manual_seed(3);
+  return strata::models::make_model(strata::models::ModelOptions()
+                                        .arch("vit")
+                                        .patch(4)
+                                        .dim(16)
+                                        .depth(1)
+                                        .heads(2)
+                                        .mlp_dim(32)
+                                        .input_shape(f.stream.input_shape)
+                                        .num_classes(f.stream.num_classes));
+}
+
 // The rows of a weight ([out, in] or a conv's [out, C·kh·kw]) as a matrix.
 torch::Tensor flat(const torch::Tensor& w) { return w.detach().reshape({w.size(0), -1}).clone(); }
 
@@ -186,16 +200,7 @@ TEST(Gpm, FreezesTheVitClassTokenAndPositionEmbeddingFromTheSecondTask) {
   // token of every old input. Before the fix they kept training (dim > 1) and moved old outputs.
   for (bool freeze : {true, false}) {
     Fixture f;
-    torch::manual_seed(3);
-    f.model = strata::models::make_model(strata::models::ModelOptions()
-                                             .arch("vit")
-                                             .patch(4)
-                                             .dim(16)
-                                             .depth(1)
-                                             .heads(2)
-                                             .mlp_dim(32)
-                                             .input_shape(f.stream.input_shape)
-                                             .num_classes(f.stream.num_classes));
+    f.model = vit_for(f);
     Gpm gpm(GpmOptions().thresholds({0.9}).samples(100).freeze_1d(freeze));
     const auto before = train_two_tasks(f, gpm);
     auto params = f.model->named_parameters();
@@ -301,16 +306,7 @@ TEST(Gpm, EveryVitLinearIncludingThePatchEmbeddingIsProtected) {
   // of each image. After task 0 every Linear, patch_embed and q/k/v included, has a basis, and
   // training task 1 leaves W M unchanged on all of them while W still moves.
   Fixture f;
-  torch::manual_seed(3);
-  f.model = strata::models::make_model(strata::models::ModelOptions()
-                                           .arch("vit")
-                                           .patch(4)
-                                           .dim(16)
-                                           .depth(1)
-                                           .heads(2)
-                                           .mlp_dim(32)
-                                           .input_shape(f.stream.input_shape)
-                                           .num_classes(f.stream.num_classes));
+  f.model = vit_for(f);
   Gpm gpm(GpmOptions().thresholds({0.9}).samples(100));
   const auto before = train_two_tasks(f, gpm);
   int64_t checked = 0;
