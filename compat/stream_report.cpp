@@ -178,10 +178,20 @@ StreamMatrix StreamCompat::matrix() const {
   return out;
 }
 
+std::vector<std::string_view> StreamCompat::pairs_parts() const {
+  std::vector<std::string_view> out{"["};
+  for (size_t i = 0; i < pairs_.size(); ++i) {
+    if (i) out.emplace_back(",");
+    out.emplace_back(pairs_[i]);
+  }
+  out.emplace_back("]");
+  return out;
+}
+
 std::string StreamCompat::pairs_text() const {
-  std::string out = "[";
-  for (size_t i = 0; i < pairs_.size(); ++i) (out += i ? "," : "") += pairs_[i];
-  return out + "]";
+  std::string out;
+  for (const auto& part : pairs_parts()) out += part;
+  return out;
 }
 
 nlohmann::json StreamCompat::section(bool with_pairs) const {

@@ -20,6 +20,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace strata::compat {
@@ -47,11 +48,14 @@ class StreamCompat {
   const std::vector<int64_t>& versions() const { return versions_; }
 
   /// The "compat" section of report.json. With `with_pairs` false, "pairs" holds the string
-  /// kPairsPlaceholder instead, for a writer that splices pairs_text() into the dumped report: at 100
+  /// kPairsPlaceholder instead, for a writer that splices pairs_parts() into the dumped report: at 100
   /// tasks the pairs are ~20 MB of JSON text and several times that as nlohmann::json objects.
   nlohmann::json section(bool with_pairs = true) const;
   /// The "pairs" array as compact JSON text.
   std::string pairs_text() const;
+  /// The same array as pieces ("[", entry, ",", entry, ..., "]") that point into this object, for a
+  /// writer that streams them without joining.
+  std::vector<std::string_view> pairs_parts() const;
   static constexpr const char* kPairsPlaceholder = "@@strata:compat-pairs@@";
   /// NFR matrix over the versions added (stream_nfr_matrix's definition).
   StreamMatrix matrix() const;

@@ -479,11 +479,15 @@ void atomic_update_h5(const std::string& path, const std::function<void(H5::H5Fi
 }
 
 void atomic_write_text(const std::string& path, const std::string& text) {
+  atomic_write_text(path, std::vector<std::string_view>{text});
+}
+
+void atomic_write_text(const std::string& path, const std::vector<std::string_view>& parts) {
   AtomicFile af(path);
   {
     std::ofstream f(af.tmp_path(), std::ios::binary | std::ios::trunc);
     TORCH_CHECK(f, "strata::core::atomic_write_text(): cannot write '", af.tmp_path(), "': ", std::strerror(errno));
-    f.write(text.data(), static_cast<std::streamsize>(text.size()));
+    for (const auto& part : parts) f.write(part.data(), static_cast<std::streamsize>(part.size()));
     f.flush();
     TORCH_CHECK(f, "strata::core::atomic_write_text(): writing '", af.tmp_path(), "' failed (disk full?)");
   }

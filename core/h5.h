@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace strata::core {
@@ -174,6 +175,9 @@ void atomic_update_h5(const std::string& path, const std::function<void(H5::H5Fi
 // Writes `text` to `path` through an AtomicFile (a short write, e.g. on a full disk, is an error
 // naming the file, and the old content stays).
 void atomic_write_text(const std::string& path, const std::string& text);
+// The same for a text given in pieces, written one after the other (a large report need not be
+// joined into one string first).
+void atomic_write_text(const std::string& path, const std::vector<std::string_view>& parts);
 
 // ---- whole-file checksum in the HDF5 user block ----------------------------------------------
 // A file written by atomic_write_h5(path, fill, magic) starts with a 512-byte HDF5 user block

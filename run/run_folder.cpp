@@ -43,6 +43,9 @@ std::string RunFolder::read_config() const {
 void RunFolder::write_config(const std::string& text) const { core::atomic_write_text(config_ini(), text); }
 
 void RunFolder::write_report(const std::string& json_text) const { core::atomic_write_text(report_json(), json_text); }
+void RunFolder::write_report(const std::vector<std::string_view>& json_parts) const {
+  core::atomic_write_text(report_json(), json_parts);
+}
 
 void RunFolder::write_plot(const std::string& file, const std::string& text) const {
   std::filesystem::create_directories(plots());

@@ -15,6 +15,7 @@
 // memory and rewritten whole after every epoch for the same reason.
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace strata::run {
@@ -46,6 +47,8 @@ class RunFolder {
   std::string read_config() const;
   void write_config(const std::string& text) const;
   void write_report(const std::string& json_text) const;
+  /// The report given in pieces (core::atomic_write_text's streaming form).
+  void write_report(const std::vector<std::string_view>& json_parts) const;
   /// plots/<file> (creating plots/), atomically.
   void write_plot(const std::string& file, const std::string& text) const;
   /// report.json's text; "" when there is none.

@@ -486,12 +486,16 @@ void Runner::write_report(int64_t stages_done) const {
                                 : method_->report().value("compat_training", nlohmann::json());
   r["compat"]["plots"] = {{"nfr_heatmap", "plots/nfr_heatmap.svg"}, {"flips_per_task", "plots/flips_per_task_vNNN.svg (NNN = new version; tasks 0..NNN)"}};
   r["plots"] = {{"accuracy_matrix", "plots/accuracy_matrix.svg"}};
-  std::string text = r.dump(2);
+  // The pairs are streamed into the file between the two halves of the dump, never joined: at 100
+  // tasks they are ~20 MB, and a joined copy of the whole report would double the peak.
+  const std::string text = r.dump(2) + "\n";
   const std::string placeholder = std::string("\"") + compat::StreamCompat::kPairsPlaceholder + "\"";
   const size_t at = text.find(placeholder, text.find("\"compat\": {"));
   TORCH_INTERNAL_ASSERT(at != std::string::npos, "report.json: the compat pairs placeholder is missing");
-  text.replace(at, placeholder.size(), compat_.pairs_text());
-  folder_.write_report(text + "\n");
+  std::vector<std::string_view> parts{std::string_view(text).substr(0, at)};
+  for (const auto& part : compat_.pairs_parts()) parts.push_back(part);
+  parts.push_back(std::string_view(text).substr(at + placeholder.size()));
+  folder_.write_report(parts);
   write_accuracy_plot(stages_done);
 }
 
