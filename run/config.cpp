@@ -42,9 +42,7 @@ std::vector<int64_t> parse_ints(const std::string& key, const std::string& s) {
       long long v = std::stoll(item, &pos);
       TORCH_CHECK(pos == item.size(), "");
       out.push_back(v);
-    } catch (const std::exception&) {
-      TORCH_CHECK(false, "option --", key, ": '", s, "' is not a comma-separated list of integers");
-    } catch (const c10::Error&) {
+    } catch (const std::exception&) {  // std::stoll's errors and the TORCH_CHECK above (c10::Error)
       TORCH_CHECK(false, "option --", key, ": '", s, "' is not a comma-separated list of integers");
     }
   }
