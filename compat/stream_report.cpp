@@ -94,6 +94,7 @@ void StreamCompat::add(int64_t version, const PredictionTable& table) {
                 " has no predictions for task ", t);
     const PredictionTable part = select_tasks(table, {t});
     const auto ref = reference_.find(t);
+    // The reference is only ever the "old" side of align_by_id, which needs a preds column: labels stand in.
     if (ref == reference_.end()) new_refs[t] = {part.ids, part.labels, part.labels, {}, part.tasks};
     const PredictionTable& reference = ref != reference_.end() ? ref->second : new_refs.at(t);
     const std::string ref_name =
