@@ -168,7 +168,7 @@ Version read_version(const std::string& path) {
   const core::UserBlockCheck block = core::check_user_block(path, kUserBlockMagic);
   if (!block.problem.empty()) fail(path, block.problem);
   try {
-    H5::H5File f = core::open_file(path, core::FileMode::kRead);
+    H5::H5File f = core::open_file(path, core::FileMode::kRead, block.present);
     auto str_attr = [&](const H5::H5Object& o, const std::string& obj, const std::string& name) {
       if (!core::has_attr(o, name)) fail(path, "missing attribute '" + name + "' on '" + obj + "'");
       return core::get_attr_string(o, name);

@@ -196,7 +196,7 @@ namespace {
 H5::H5File open_predictions(const std::string& path, const char* fn) {
   const core::UserBlockCheck block = core::check_user_block(path, kPredictionsUserBlock);
   TORCH_CHECK(block.problem.empty(), "strata::compat::", fn, "(): '", path, "': ", block.problem);
-  return core::open_file(path, core::FileMode::kRead);
+  return core::open_file(path, core::FileMode::kRead, block.present);
 }
 
 void check_writable(const std::string& path, int64_t version, const PredictionTable& t) {

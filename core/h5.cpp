@@ -130,12 +130,13 @@ void h5_guard(const std::string& what, const std::string& file, const std::strin
   }
 }
 
-H5::H5File open_file(const std::string& path, FileMode mode) {
+H5::H5File open_file(const std::string& path, FileMode mode, bool checksum_verified) {
   quiet_hdf5();
   if (mode == FileMode::kRead || mode == FileMode::kReadWrite) {
     TORCH_CHECK(file_exists(path), "strata::core::open_file(): '", path, "': no such file");
     htri_t is = H5Fis_hdf5(path.c_str());
     TORCH_CHECK(is > 0, "strata::core::open_file(): '", path, "' is not an HDF5 file");
+    if (!checksum_verified) probe_h5_file(path, "strata::core::open_file()");
     try {
       return H5::H5File(path, mode == FileMode::kRead ? H5F_ACC_RDONLY : H5F_ACC_RDWR);
     } catch (const H5::Exception& e) {
@@ -466,7 +467,8 @@ void atomic_update_h5(const std::string& path, const std::function<void(H5::H5Fi
   TORCH_CHECK(!ec, "strata::core::atomic_update_h5(): cannot copy '", path, "' to '", af.tmp_path(), "': ",
               ec.message());
   {
-    H5::H5File f = open_file(af.tmp_path(), FileMode::kReadWrite);
+    // A copy of a file whose checksum was just checked needs no probe.
+    H5::H5File f = open_file(af.tmp_path(), FileMode::kReadWrite, user_block);
     update(f);
     h5_guard("atomic_update_h5", af.tmp_path(), "/", [&] {
       f.flush(H5F_SCOPE_GLOBAL);

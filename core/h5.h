@@ -68,7 +68,22 @@ void quiet_hdf5();
 // Opens or creates `path`. Errors are one clear c10::Error:
 //   "... '<path>': no such file", "... '<path>' is not an HDF5 file",
 //   "... '<path>' is corrupt or truncated (HDF5 cannot open it)", "... already exists".
-H5::H5File open_file(const std::string& path, FileMode mode);
+// Unless `checksum_verified` (the caller checked the file's Strata user block, check_user_block),
+// an existing file is first probed (probe_h5_file): HDF5 reads its metadata in a child process, and
+// a file that crashes or hangs the library there is refused with one line.
+H5::H5File open_file(const std::string& path, FileMode mode, bool checksum_verified = false);
+
+// HDF5 1.10.8 trusts damaged metadata in places (H5HG_read over-reads a damaged global heap and
+// can spend minutes decoding one), and a file without a Strata checksum — an older Strata file, a
+// file made by h5py, a crafted one — reaches it. The probe forks; the child opens `path` and reads
+// every object header, every attribute and every dataset of variable-length data, strings or
+// references (the global heap; numeric datasets are not read), and exits. A child that crashes or
+// runs past the timeout (set_h5_probe_timeout, default 30 s) is an error "<who>: '<path>': HDF5
+// crashed (signal 11, ...) reading its metadata in a probe process; ...". HDF5 errors in the child
+// are not reported: the in-process read that follows names them as before. Costs one fork and one
+// metadata pass per unchecked file; files with a Strata checksum skip it.
+void probe_h5_file(const std::string& path, const std::string& who);
+void set_h5_probe_timeout(double seconds);
 
 /// The file name of an HDF5 object, for error messages ("<unknown file>" when HDF5 cannot tell).
 std::string file_of(const H5::H5Location& loc);

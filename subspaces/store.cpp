@@ -64,7 +64,9 @@ bool check_whole_file(const std::string& path, const char* fn) {
 }
 
 H5::H5File open_checked(const std::string& path, core::FileMode mode) {
-  H5::H5File f = core::open_file(path, mode);
+  // A store with a user block had its checksum checked when it was opened (check_whole_file); one
+  // without (older) is probed at every open, as every unchecked HDF5 file is.
+  H5::H5File f = core::open_file(path, mode, core::starts_with_user_block(path, SubspaceStore::kUserBlockMagic));
   TORCH_CHECK(core::has_attr(f, "format") && core::get_attr_string(f, "format") == SubspaceStore::kFormat,
               "strata::subspaces::SubspaceStore::open(): '", path,
               "' is an HDF5 file but not a Strata subspace store (no format = '", SubspaceStore::kFormat,
