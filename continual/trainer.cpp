@@ -155,6 +155,9 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
   const int64_t total_steps = steps_per_epoch * options.epochs();
   const bool cosine = own_optimizer && options.schedule() == "cosine";
   int64_t step = 0;
+  // The batch's inputs are gathered into one buffer for the whole task: the previous step's graph,
+  // the only holder of its view, is freed by backward() before the next gather overwrites it.
+  torch::Tensor x_buffer;
   for (int64_t epoch = 0; epoch < options.epochs(); ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
     auto gen = shuffle_generator(options.seed(), ctx.task_index, epoch);
@@ -172,7 +175,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
       const auto [first, last] = parallel ? shard_range(e - s, parallel->rank(), parallel->world_size())
                                           : std::pair<int64_t, int64_t>{0, e - s};
       sc.batch_index = perm.slice(0, s + first, s + last);
-      sc.x = data.gather(sc.batch_index);
+      sc.x = data.x.gather(sc.batch_index, x_buffer);
       sc.y = data.y.index_select(0, sc.batch_index);
       const int64_t local = sc.y.size(0);
       // Drop the gradients (PyTorch's zero_grad(set_to_none=True)) rather than zeroing them: one
