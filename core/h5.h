@@ -81,7 +81,9 @@ H5::H5File open_file(const std::string& path, FileMode mode, bool checksum_verif
 // runs past the timeout (set_h5_probe_timeout, default 30 s) is an error "<who>: '<path>': HDF5
 // crashed (signal 11, ...) reading its metadata in a probe process; ...". HDF5 errors in the child
 // are not reported: the in-process read that follows names them as before. Costs one fork and one
-// metadata pass per unchecked file; files with a Strata checksum skip it.
+// metadata pass per unchecked file; files with a Strata checksum skip it. The child has only the
+// calling thread: were another thread inside HDF5 at that moment (HDF5's global lock held), the
+// child would wait on the lock until the timeout. Strata uses HDF5 from one thread at a time.
 void probe_h5_file(const std::string& path, const std::string& who);
 void set_h5_probe_timeout(double seconds);
 
