@@ -126,9 +126,18 @@ void CoSO::set_basis(CoSOLayer& l, torch::Tensor M) const {
 
 torch::Tensor CoSO::refresh_power(CoSOLayer& l, const torch::Tensor& G) const {
   const int64_t r = std::min(options_.r1(), std::min(G.size(0), G.size(1)));
+  // The iteration runs on Gc = (I − MMᵀ)G without forming it: only its [m, r] iterates are
+  // projected (O(m·K·r) each, against O(m·n·K) for Gc; see subspaces::subspace_iteration). The
+  // warm start, the previous P, was projected at its refresh, as the method requires.
+  std::function<torch::Tensor(const torch::Tensor&)> project;
+  if (l.M_perp.defined())
+    project = [&l](const torch::Tensor& Y) { return l.M_perp.mm(l.M_perp.t().mm(Y)); };
+  else if (l.basis_rank() > 0)
+    project = [&l](const torch::Tensor& Y) { return subspaces::project_out_output(Y, l.M); };
   // The range finder's seed is fixed by the layer's shape so resumed runs draw the same.
   return subspaces::subspace_iteration(G, r, l.P, options_.power_iters(),
-                                       0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(l.rows() * 131 + G.size(1)));
+                                       0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(l.rows() * 131 + G.size(1)),
+                                       project);
 }
 
 void CoSO::attach(models::Model& model) {
@@ -230,12 +239,18 @@ void CoSO::step_layer(CoSOLayer& l, double lr) {
   // Zero budget: no projector rank, or the historical basis spans the whole output space.
   if (!grad.defined() || options_.r1() == 0 || l.basis_rank() >= m) return;
   torch::Tensor G = grad.scalar_type() == torch::kFloat32 ? grad : grad.to(torch::kFloat32);
-  if (l.M_perp.defined())
-    G = l.M_perp.mm(l.M_perp.t().mm(G));  // = G − M MᵀG, through the narrower complement
-  else if (l.basis_rank() > 0)
-    G = subspaces::project_out_output(G, l.M);
   const bool power = options_.refresh() == "power";
   const bool refresh = !l.P.defined() || l.step % options_.gap() == 0;
+  // The power refresh never forms Gc = (I − MMᵀ)G (4·m·n·K flops a step, more than the rest of the
+  // step once K ≈ m/2): it projects the thin iterates (refresh_power), and every P is projected off
+  // M, so R = Pᵀ Gc = ((I − MMᵀ)P)ᵀ G = Pᵀ G. The exact refresh keeps the explicit Gc (its SVD
+  // needs it).
+  if (!power) {
+    if (l.M_perp.defined())
+      G = l.M_perp.mm(l.M_perp.t().mm(G));  // = G − M MᵀG, through the narrower complement
+    else if (l.basis_rank() > 0)
+      G = subspaces::project_out_output(G, l.M);
+  }
   if (power && refresh) {
     torch::Tensor P = refresh_power(l, G);
     if (l.basis_rank() > 0) P = subspaces::project_out_output(P, l.M);
@@ -261,14 +276,14 @@ void CoSO::step_layer(CoSOLayer& l, double lr) {
     }
   }
   const double b1 = options_.beta1(), b2 = options_.beta2();
-  torch::Tensor R = l.P.t().mm(G);  // [r1, n]
-  // The captured part P R of G, as P diag(row norms of R) (exact for converged singular vectors).
+  torch::Tensor R = l.P.t().mm(G);  // [r1, n]  (= Pᵀ Gc, see above)
+  // The captured part P R of Gc: C ← decay·C + P (R Rᵀ) Pᵀ.
   if (power && refresh) {
     auto PS = l.P.mm(R.mm(R.t()));  // P (R Rᵀ)
     if (!l.cov.defined())
       l.cov = PS.mm(l.P.t());
     else
-      l.cov.mul_(options_.decay()).addmm_(PS, l.P.t());
+      l.cov.addmm_(PS, l.P.t(), /*beta=*/options_.decay());  // one kernel: decay folded into addmm's beta
   }
   l.exp_avg.lerp_(R, 1 - b1);
   l.exp_avg_sq.mul_(b2).addcmul_(R, R, 1 - b2);

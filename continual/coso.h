@@ -12,7 +12,11 @@
 //        P ← qr(G (Gᵀ P)) (`power_iters` times; diag(R) > 0 so columns keep their sign and the
 //        Adam moments stay aligned), at the first refresh of a task P = qr(G Ω), Ω [n, r1]
 //        seeded Gaussian, then power_iters + 1 iterations; P ← P - M MᵀP as above.
-//        Only the r1 vectors are computed (no Vᵀ, no SVD per step). Instead of an FD merge per
+//        Only the r1 vectors are computed (no Vᵀ, no SVD per step). Step 1 is never formed here:
+//        with Π = I − MMᵀ, Π G Gᵀ Π Q = Π (G (Gᵀ Q)) for Q in range(Π), so only the [m, r1] iterates
+//        are projected (O(m K r1) each instead of O(m n K)), and R = Pᵀ Π G = Pᵀ G since P = Π P.
+//        Per step that leaves four passes over G or W of 2·m·n·r1 flops each (Gᵀ P, G (GᵀP),
+//        PᵀG, P N). Instead of an FD merge per
 //        step, the captured part PR (R = PᵀG) is accumulated as C += P (R Rᵀ) Pᵀ [m, m] (O(m²r1 +
 //        r1²n)); at task end the sketch takes the top r2 + 1 eigenpairs of C (one FD update: the
 //        incoming block is shrunk by λ_{r2+1}), i.e. the best rank-r2 FD summary of the stream

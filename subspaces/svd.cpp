@@ -85,7 +85,7 @@ torch::Tensor positive_qr(const torch::Tensor& Y) {
 }  // namespace
 
 torch::Tensor subspace_iteration(const torch::Tensor& G, int64_t r, const torch::Tensor& warm, int64_t iters,
-                                 uint64_t seed) {
+                                 uint64_t seed, const std::function<torch::Tensor(const torch::Tensor&)>& project) {
   torch::NoGradGuard no_grad;
   TORCH_CHECK(G.dim() == 2 && r > 0 && r <= std::min(G.size(0), G.size(1)),
               "strata::subspaces::subspace_iteration(): need G [m, n] and 0 < r <= min(m, n), got ", G.sizes(),
@@ -94,10 +94,14 @@ torch::Tensor subspace_iteration(const torch::Tensor& G, int64_t r, const torch:
   torch::Tensor P = warm;
   if (!P.defined() || P.size(0) != G.size(0) || P.size(1) != r) {
     auto gen = at::detail::createCPUGenerator(seed);
-    P = positive_qr(G.mm(torch::randn({G.size(1), r}, gen, G.options().device(torch::kCPU)).to(G.device())));
+    auto Y = G.mm(torch::randn({G.size(1), r}, gen, G.options().device(torch::kCPU)).to(G.device()));
+    P = positive_qr(project ? project(Y) : Y);
     ++iters;
   }
-  for (int64_t i = 0; i < iters; ++i) P = positive_qr(G.mm(G.t().mm(P)));
+  for (int64_t i = 0; i < iters; ++i) {
+    auto Y = G.mm(G.t().mm(P));
+    P = positive_qr(project ? project(Y) : Y);
+  }
   return P;
 }
 

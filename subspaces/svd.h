@@ -27,6 +27,8 @@
 
 #include <torch/torch.h>
 
+#include <functional>
+
 #include <string>
 #include <vector>
 
@@ -71,8 +73,15 @@ bool cusolver_compiled();
 // one with diag(R) >= 0, so a converged iteration keeps its columns and their signs. Computes no
 // singular values, no Vᵀ, and does no finiteness check (callers on a hot path own that).
 // Convergence per iteration is (σ_{r+1}/σ_r)²; columns are ordered by the iteration, not sorted.
+//
+// `project` (optional) is an orthogonal projector Π applied to every [m, r] iterate before its QR:
+// the iteration then runs on Π G without forming it, since Π G (Π G)ᵀ Q = Π (G (Gᵀ Q)) for Q in
+// range(Π) (every QR of a projected iterate is; a `warm` start must be too), and the range finder's
+// Π G Ω = Π (G Ω). With Π = I − MMᵀ, M [m, K], that is O(m K r) per iterate instead of O(m n K) to
+// form Π G once (CoSO's historical projection).
 torch::Tensor subspace_iteration(const torch::Tensor& G, int64_t r, const torch::Tensor& warm = {}, int64_t iters = 1,
-                                 uint64_t seed = 0);
+                                 uint64_t seed = 0,
+                                 const std::function<torch::Tensor(const torch::Tensor&)>& project = {});
 
 // Throws c10::Error naming `who` when A has NaN or Inf entries.
 void check_finite(const torch::Tensor& A, const char* who);

@@ -347,6 +347,26 @@ TEST(Svd, SubspaceIterationTracksTheTopSubspace) {
   EXPECT_THROW(ss::subspace_iteration(A, m + 1), c10::Error);
 }
 
+// With a projector Π = I − MMᵀ the iteration runs on Π A without forming it (CoSO's historical
+// projection): the same subspace as iterating on the explicit Π A, from the range finder and warm.
+TEST(Svd, SubspaceIterationWithAProjectorMatchesTheProjectedMatrix) {
+  const int64_t m = 40, n = 120, r = 4, K = 10;
+  auto s = torch::tensor({10.0, 8.0, 6.0, 5.0, 1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1}, torch::kFloat64);
+  auto A = ((orthonormal(m, 12, 21) * s.unsqueeze(0)).mm(orthonormal(n, 12, 22).t())).to(torch::kFloat32);
+  // M overlaps A's top directions, so Π changes the answer (the check can fail).
+  auto M = std::get<0>(torch::linalg_qr(orthonormal(m, 12, 21).narrow(1, 0, K).to(torch::kFloat32) +
+                                        0.3 * orthonormal(m, K, 23).to(torch::kFloat32)));
+  auto PA = ss::project_out_output(A, M);
+  auto project = [&](const torch::Tensor& Y) { return ss::project_out_output(Y, M); };
+  auto ref = ss::subspace_iteration(PA, r, {}, 3, 5);
+  auto P = ss::subspace_iteration(A, r, {}, 3, 5, project);
+  EXPECT_LT(max_abs(P - ref), 1e-4);  // same seed, same iterates: the columns themselves agree
+  EXPECT_LT(max_abs(M.t().mm(P)), 1e-5);
+  EXPECT_GT(ss::projector_distance(ss::subspace_iteration(A, r, {}, 3, 5), ref), 0.1);
+  auto warm_ref = ss::subspace_iteration(PA, r, ref, 1);
+  EXPECT_LT(max_abs(ss::subspace_iteration(A, r, P, 1, 0, project) - warm_ref), 1e-4);
+}
+
 TEST(Basis, GpmUpdateWithATruncatedSvdGivesTheExactRule) {
   // R [400, 600]: a decaying rank-40 part plus noise, so the rule stops well inside the spectrum.
   // Randomized (no rank given) and auto (which now picks randomized on the CPU for this shape)
