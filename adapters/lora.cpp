@@ -79,13 +79,23 @@ void LoRAImpl::load_state(const TensorMap& s) {
 }
 
 torch::Tensor olora_penalty(const torch::nn::Module& model, double lambda1, double lambda2) {
+  std::vector<std::shared_ptr<LoRAImpl>> list;
+  for (auto& [name, a] : adapters_of<LoRAImpl>(model)) list.push_back(std::move(a));
+  const torch::Tensor total = olora_penalty(list, lambda1, lambda2);
+  return total.defined() ? total : torch::zeros({});
+}
+
+torch::Tensor olora_penalty(const std::vector<std::shared_ptr<LoRAImpl>>& adapters, double lambda1, double lambda2) {
   torch::Tensor total;
-  for (auto& [name, a] : adapters_of<LoRAImpl>(model)) {
-    torch::Tensor t = lambda1 * a->orthogonality_penalty();
-    if (lambda2 != 0.0) t = t + lambda2 * a->l2_penalty();
+  for (const auto& a : adapters) {
+    // An empty bank's term is exactly 0 (no gradient): skipping it adds no operators to the step.
+    const bool ortho = lambda1 != 0.0 && a->bank_rank() > 0;
+    if (!ortho && lambda2 == 0.0) continue;
+    torch::Tensor t = ortho ? lambda1 * torch::matmul(a->A_old, a->A.t()).abs().sum() : torch::Tensor();
+    if (lambda2 != 0.0) t = t.defined() ? t + lambda2 * a->l2_penalty() : lambda2 * a->l2_penalty();
     total = total.defined() ? total + t : t;
   }
-  return total.defined() ? total : torch::zeros({});
+  return total;
 }
 
 int64_t olora_end_task(const torch::nn::Module& model) {

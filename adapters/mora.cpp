@@ -7,6 +7,113 @@
 #include "adapters/inject.h"
 
 namespace strata::adapters {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// What one MoRA forward needs besides its tensors (the routing settings of this call).
+struct MoRAStep {
+  const torch::Tensor *A_all, *B_all;  // the forward's cached concatenations (tails refreshed)
+  double scaling, temperature, threshold, eps;
+  int64_t k;
+  bool threshold_on;
+};
+
+// MoRA's whole update as one autograd node: keys z = x A_allᵀ, routing w(z), values
+// y = base + (w ⊙ z) B_allᵀ. The forward computes exactly what the composed operators compute
+// (same kernels on the same concatenated bank, so the output is bitwise the same); the backward is
+// written out from the saved factors, which replaces about fifteen autograd nodes per layer and step,
+// and forms the gradient of the R_new trainable atoms only (autograd formed it for all R atoms and
+// then narrowed it). It reads A_old, A_new, B_old, B_new as saved here, never the caches, so an
+// in-place change of a factor before backward fails as in autograd instead of using other values.
+struct MoRAUpdate : public torch::autograd::Function<MoRAUpdate> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x2, const torch::Tensor& base2,
+                               const torch::Tensor& A_new, const torch::Tensor& B_new, const torch::Tensor& A_old,
+                               const torch::Tensor& B_old, const MoRAStep* p) {
+    const torch::Tensor z = x2.mm(p->A_all->t());  // [N, R]
+    const torch::Tensor nrm = z.norm(2, -1, /*keepdim=*/true);
+    const torch::Tensor d = nrm.clamp_min(p->eps);
+    const torch::Tensor s_hat = z / d;
+    torch::Tensor logits = s_hat;
+    if (p->k < s_hat.size(-1)) {
+      auto top = torch::topk(s_hat, p->k, -1);
+      logits = torch::full_like(s_hat, -std::numeric_limits<double>::infinity())
+                   .scatter(-1, std::get<1>(top), std::get<0>(top));
+    }
+    const torch::Tensor prob = torch::softmax(logits / p->temperature, -1);
+    const torch::Tensor keep = p->threshold_on ? (s_hat >= p->threshold).to(prob.scalar_type()) : torch::Tensor();
+    const torch::Tensor w = keep.defined() ? prob * keep : prob;
+    const torch::Tensor u = w * z;
+    ctx->save_for_backward({x2, A_new, B_new, A_old, B_old});
+    ctx->saved_data["z"] = z;
+    ctx->saved_data["nrm"] = nrm;
+    ctx->saved_data["d"] = d;
+    ctx->saved_data["prob"] = prob;
+    ctx->saved_data["keep"] = keep;
+    ctx->saved_data["w"] = w;
+    ctx->saved_data["u"] = u;
+    ctx->saved_data["scaling"] = p->scaling;
+    ctx->saved_data["temperature"] = p->temperature;
+    ctx->saved_data["eps"] = p->eps;
+    return base2 + u.mm(p->B_all->t());
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &x2 = saved[0], &A_new = saved[1], &B_new = saved[2], &A_old = saved[3], &B_old = saved[4];
+    const torch::Tensor z = ctx->saved_data["z"].toTensor(), nrm = ctx->saved_data["nrm"].toTensor(),
+                        d = ctx->saved_data["d"].toTensor(), prob = ctx->saved_data["prob"].toTensor(),
+                        keep = ctx->saved_data["keep"].toTensor(), w = ctx->saved_data["w"].toTensor(),
+                        u = ctx->saved_data["u"].toTensor();
+    const double s = ctx->saved_data["scaling"].toDouble(), tau = ctx->saved_data["temperature"].toDouble(),
+                 eps = ctx->saved_data["eps"].toDouble();
+    const torch::Tensor& g = grad_out[0];  // [N, m]
+    const int64_t R_old = A_old.size(0), r = A_new.size(0);
+    variable_list out(7);
+    if (ctx->needs_input_grad(1)) out[1] = g;
+    if (ctx->needs_input_grad(3) && r > 0) {
+      // B_all = [B_old, s·B_new]: dB_new = s·gᵀ u_new.
+      out[3] = g.t().mm(u.narrow(1, R_old, r));
+      if (s != 1.0) out[3].mul_(s);
+    }
+    if (!ctx->needs_input_grad(0) && !ctx->needs_input_grad(2)) return out;
+    // du = g B_all, the new atoms' block scaled by s.
+    torch::Tensor gu = torch::empty_like(u);
+    if (R_old > 0) {
+      auto block = gu.narrow(1, 0, R_old);
+      torch::mm_out(block, g, B_old);
+    }
+    if (r > 0) {
+      auto block = gu.narrow(1, R_old, r);
+      torch::mm_out(block, g, B_new);
+      if (s != 1.0) block.mul_(s);
+    }
+    // u = w ⊙ z: the direct term, and the routing's gradient dw = du ⊙ z.
+    torch::Tensor gz = gu * w;
+    torch::Tensor gp = gu * z;
+    if (keep.defined()) gp.mul_(keep);
+    // prob = softmax(logits / τ): dlogits = prob ⊙ (dprob − Σ prob ⊙ dprob) / τ. Entries outside the
+    // top k have prob = 0, so this is also the top-k scatter's gradient on ŝ.
+    const torch::Tensor gs = prob * (gp - (gp * prob).sum(-1, /*keepdim=*/true)) / tau;
+    // ŝ = z / d, d = max(‖z‖, eps): dz += dŝ / d − z · [‖z‖ ≥ eps] (Σ dŝ ⊙ z) / (d² ‖z‖)
+    // (clamp_min passes the gradient where ‖z‖ ≥ eps; the norm's gradient is 0 where ‖z‖ = 0).
+    gz.add_(gs / d);
+    const torch::Tensor gd = -(gs * z).sum(-1, /*keepdim=*/true) / (d * d);
+    const torch::Tensor gn = torch::where(nrm >= eps, gd, torch::zeros_like(gd)) / nrm;
+    gz.add_(z * gn.masked_fill(nrm == 0, 0.0));
+    if (ctx->needs_input_grad(0)) {
+      // z = x [A_old; A_new]ᵀ: dx = dz_old A_old + dz_new A_new.
+      torch::Tensor gx = r > 0 ? gz.narrow(1, R_old, r).mm(A_new) : torch::zeros_like(x2);
+      if (R_old > 0) gx.addmm_(gz.narrow(1, 0, R_old), A_old);
+      out[0] = gx;
+    }
+    if (ctx->needs_input_grad(2) && r > 0) out[2] = gz.narrow(1, R_old, r).t().mm(x2);
+    return out;
+  }
+};
+
+}  // namespace
 
 MoRAImpl::MoRAImpl(int64_t in_features, int64_t out_features, MoRAOptions options)
     : options_(std::move(options)), in_(in_features), out_(out_features) {
@@ -65,8 +172,45 @@ torch::Tensor MoRAImpl::routing_weights(const torch::Tensor& x) const {
   return routing_from(torch::matmul(x, torch::cat({A_old, A_new}, 0).t()));
 }
 
+void MoRAImpl::refresh_bank_cache() {
+  torch::NoGradGuard no_grad;
+  const BankKey key{A_old.data_ptr(), B_old.data_ptr(), A_old._version(), B_old._version(), A_old.size(0),
+                    A_new.size(0),    A_new.scalar_type(), A_new.device()};
+  const int64_t R_old = key.bank, r = key.fresh;
+  if (!A_all_.defined() || !(key == bank_key_)) {
+    // The frozen bank changed (task switch, load_state, to(), an in-place write): copy it once.
+    A_all_ = torch::empty({R_old + r, in_}, A_new.options());
+    B_all_ = torch::empty({out_, R_old + r}, B_new.options());
+    A_all_.narrow(0, 0, R_old).copy_(A_old);
+    B_all_.narrow(1, 0, R_old).copy_(B_old);
+    bank_key_ = key;
+  }
+  // The trainable tails change at every optimizer step: refreshed in place, never reallocated.
+  if (r > 0) {
+    A_all_.narrow(0, R_old, r).copy_(A_new);
+    auto tail = B_all_.narrow(1, R_old, r);
+    tail.copy_(B_new);
+    if (options_.scaling() != 1.0) tail.mul_(options_.scaling());
+  }
+}
+
 torch::Tensor MoRAImpl::forward(const torch::Tensor& x, const torch::Tensor& base_out) {
   if (total_atoms() == 0) return base_out;
+  if (!recording_) {
+    refresh_bank_cache();
+    const MoRAStep p{&A_all_,
+                     &B_all_,
+                     options_.scaling(),
+                     options_.temperature(),
+                     options_.threshold(),
+                     options_.eps(),
+                     effective_k(),
+                     threshold_on()};
+    const torch::Tensor y = MoRAUpdate::apply(x.reshape({-1, in_}), base_out.reshape({-1, out_}), A_new, B_new,
+                                              A_old, B_old, &p);
+    return y.view(base_out.sizes());
+  }
+  // Recording (the activation report, no gradient needed): the composed operators, which also give w.
   const torch::Tensor z = torch::matmul(x, torch::cat({A_old, A_new}, 0).t());  // [..., R]
   const torch::Tensor w = routing_from(z);
   if (recording_) {

@@ -278,3 +278,27 @@ TEST(AdaptersLoRA, MergeAndResetKeepsOutputAndRearms) {
   unwrap(*net);
   EXPECT_LT(max_abs_diff(net->forward(x), y), 1e-5);  // the update now lives in W
 }
+
+TEST(AdaptersOLoRA, PenaltyOverACachedListEqualsTheModelWalk) {
+  torch::manual_seed(31);
+  Net net(6, 8, 3);
+  inject(*net, "blocks.*.attn.q|blocks.*.attn.v", lora_factory(2, 2.0));
+  AdapterCache<LoRAImpl> cache;
+  // Empty banks and no norm term: nothing to add (undefined), where the model version returns 0.
+  EXPECT_FALSE(olora_penalty(cache.get(*net), 0.5, 0.0).defined());
+  EXPECT_EQ(olora_penalty(*net, 0.5, 0.0).item<double>(), 0.0);
+  EXPECT_TRUE(torch::equal(olora_penalty(cache.get(*net), 0.5, 0.1), olora_penalty(*net, 0.5, 0.1)));
+  olora_end_task(*net);
+  randomise_B(*net);
+  for (double l2 : {0.0, 0.1}) {
+    auto a = olora_penalty(cache.get(*net), 0.5, l2);
+    auto b = olora_penalty(*net, 0.5, l2);
+    EXPECT_TRUE(torch::equal(a, b)) << "lambda2 " << l2;
+  }
+  // New adapters on the same layers (a load re-attaches them): the cache follows.
+  inject(*net, "blocks.*.attn.q|blocks.*.attn.v", lora_factory(2, 2.0));
+  EXPECT_FALSE(olora_penalty(cache.get(*net), 0.5, 0.0).defined());  // fresh adapters, empty banks
+  auto expected = adapters_of<LoRAImpl>(*net);
+  ASSERT_EQ(cache.get(*net).size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(cache.get(*net)[i].get(), expected[i].second.get());
+}
