@@ -99,6 +99,16 @@ class CompatMethod : public Method {
   std::unique_ptr<Method> inner_;
   CompatTrainingOptions options_;
   torch::Tensor ref_logits_, new_logits_;
+  /// Per-row teacher data, built once per task (focal, the reference side of MUSCLE) or per stage
+  /// (MUSCLE's new teacher) instead of at every step; a step gathers its rows with one index_select.
+  ///   focal_rows_       [N, 2·K_old + 2]: log p, p of the reference over the known columns at T,
+  ///                     the focal weight w_i and the keep flag (float)
+  ///   muscle_ref_rows_  [N, 2·K_old]: log p, p of the reference over the known columns at T
+  ///   muscle_new_rows_  [N, 2·C]: log p, p of M_t^plain, masked like the trainer's loss (-1e9) and
+  ///                     in the known-first column order
+  torch::Tensor focal_rows_, muscle_ref_rows_, muscle_new_rows_;
+  /// The known columns are every column, in order (domain-IL): the student needs no gather.
+  bool all_known_ = false;
   torch::Tensor known_columns_;  ///< [K_old] int64: the logit columns the reference was trained on
   torch::Tensor data_ids_;       ///< ids of the cached rows (checked against the trainer's data)
   torch::Tensor data_task_;      ///< MUSCLE: task of each training row (for the per-example logit masks)
