@@ -7,7 +7,9 @@
 // --compat focal,muscle adds every method wrapped in that compatibility training (CompatMethod, as
 // `strata train --compat`); those rows time the task's last stage (MUSCLE: stage 2, the one with
 // the compatibility loss), and a second table compares them with the method alone over tasks 2..T
-// (task 1 has no previous version, so no compatibility term).
+// (task 1 has no previous version, so no compatibility term). --clock cpu times the epochs by the
+// thread's CPU time instead of wall time, which on a machine shared with other jobs leaves out the
+// waits for a core.
 #include "bench/bench_common.h"
 #include "continual/compat_training.h"
 #include "continual/method.h"
@@ -16,6 +18,8 @@
 #include "tasks/streams.h"
 
 #include <boost/program_options.hpp>
+
+#include <ctime>
 
 #include <algorithm>
 #include <iomanip>
@@ -39,9 +43,20 @@ std::vector<std::string> split(const std::string& s) {
 }
 
 // ms/step per task of one method run; empty when the method failed (message in `error`).
+// CPU time of the calling thread, which runs the whole step (one BLAS thread; LibTorch's CPU
+// autograd runs backward on the caller's thread): on a shared machine it leaves out the time the
+// thread waited for a core, which wall time counts.
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 // `compat_mode`: none | focal | muscle (the method wrapped by continual::with_compat_training).
+// `cpu_clock`: time the epochs by thread CPU time instead of the Trainer's wall time.
 std::vector<double> run_method(const std::string& method_name, const std::string& compat_mode, tasks::TaskStream& stream,
-                               const models::ModelOptions& mo, int64_t bs, int64_t epochs, std::string& error) {
+                               const models::ModelOptions& mo, int64_t bs, int64_t epochs, bool cpu_clock,
+                               std::string& error) {
   torch::manual_seed(0);
   auto model = models::make_model(mo);
   std::unique_ptr<continual::Method> method;
@@ -86,9 +101,13 @@ std::vector<double> run_method(const std::string& method_name, const std::string
         ctx.stage = stage;
         seconds = 0;
         steps = 0;
+        double cpu_start = 0;
         continual::train_task(ctx, *method, *stage_options, [&](const continual::EpochStats& s) {
-          if (s.epoch == 0) return;
-          seconds += s.seconds;
+          if (s.epoch == 0) {
+            cpu_start = thread_cpu_seconds();
+            return;
+          }
+          seconds = cpu_clock ? thread_cpu_seconds() - cpu_start : seconds + s.seconds;
           steps += s.steps;
         });
       }
@@ -117,6 +136,8 @@ int main(int argc, char** argv) {
       ("examples", po::value<int64_t>()->default_value(3000), "training examples per task")
       ("epochs", po::value<int64_t>()->default_value(2), "epochs per task (epoch 0 is not timed)")
       ("repeats", po::value<int>()->default_value(1), "rounds over all methods; each keeps its best")
+      ("clock", po::value<std::string>()->default_value("wall"),
+       "wall (the Trainer's epoch times) | cpu (thread CPU time: steadier on a shared machine)")
       ("compat", po::value<std::string>()->default_value(""),
        "also run every method wrapped in these compatibility trainings (comma-separated: focal, muscle)")
       ("data-dir", po::value<std::string>()->default_value("/usr/share/datasets/fashion-mnist"), "Fashion-MNIST folder");
@@ -132,6 +153,11 @@ int main(int argc, char** argv) {
   if (methods.empty()) methods = continual::builtin_methods().names();
   methods.erase(std::remove(methods.begin(), methods.end(), "naive"), methods.end());
   methods.insert(methods.begin(), "naive");
+  const std::string clock = vm["clock"].as<std::string>();
+  if (clock != "wall" && clock != "cpu") {
+    std::cerr << "methods_bench: --clock must be wall or cpu, got " << clock << "\n";
+    return 2;
+  }
   // Rows: (label, method, compat mode); a wrapped method follows its plain row.
   struct Row {
     std::string label, method, compat;
@@ -168,7 +194,7 @@ int main(int argc, char** argv) {
       for (const auto& row : rows) {
         const std::string& m = row.label;
         std::string error;
-        auto ms = run_method(row.method, row.compat, stream, mo, bs, epochs, error);
+        auto ms = run_method(row.method, row.compat, stream, mo, bs, epochs, clock == "cpu", error);
         if (ms.empty()) {
           errors[m] = error;
           continue;
@@ -186,7 +212,8 @@ int main(int argc, char** argv) {
     };
     const double naive = best.count("naive") ? mean(best["naive"]) : 0.0;
     std::cout << "\n" << arch << ", batch " << bs << ", " << so.train_limit() << " examples/task, threads "
-              << vm["threads"].as<int>() << " (ms/step; best of " << vm["repeats"].as<int>() << ")\n\n";
+              << vm["threads"].as<int>() << " (ms/step, " << clock << " clock; best of " << vm["repeats"].as<int>()
+              << ")\n\n";
     std::cout << "| method |";
     for (int64_t t = 0; t < T; ++t) std::cout << " task " << t + 1 << " |";
     std::cout << " mean | x naive |\n|---|";
