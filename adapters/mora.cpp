@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
+
+#include <ATen/AccumulateType.h>
 
 #include "adapters/inject.h"
 
@@ -21,40 +24,78 @@ struct MoRAStep {
 };
 
 // MoRA's whole update as one autograd node: keys z = x A_allᵀ, routing w(z), values
-// y = base + (w ⊙ z) B_allᵀ. The forward computes exactly what the composed operators compute
-// (same kernels on the same concatenated bank, so the output is bitwise the same); the backward is
-// written out from the saved factors, which replaces about fifteen autograd nodes per layer and step,
-// and forms the gradient of the R_new trainable atoms only (autograd formed it for all R atoms and
-// then narrowed it). It reads A_old, A_new, B_old, B_new as saved here, never the caches, so an
-// in-place change of a factor before backward fails as in autograd instead of using other values.
+// y = base + (w ⊙ z) B_allᵀ. The forward runs ATen's kernels for the products, the norm, ŝ and the
+// top-k (so the selected atoms are the ones the composed operators select), and one loop per row
+// for the softmax over the k selected scores, the threshold and w ⊙ z; the backward is one loop
+// per row for the routing and the products written out from the saved factors. That replaces
+// about forty dispatched operators per layer and step with about fifteen, and forms the gradient of
+// the r trainable atoms only (autograd formed it for all R atoms and then narrowed it). It reads
+// A_old, A_new, B_old, B_new as saved here, never the caches, so an in-place change of a factor
+// before backward fails as in autograd instead of using other values.
+//
+// Per token (row i), with T = the k selected atoms (all R when k ≥ R), d = max(‖z‖, eps), ŝ = z/d:
+//   p_t = softmax_t(ŝ_t / τ), w_t = p_t·[ŝ_t ≥ δ] (δ only when on), u_t = w_t z_t, u = 0 off T
+// and for du = dy B_all:
+//   dp_t = du_t z_t [ŝ_t ≥ δ],  dŝ_t = p_t (dp_t − Σ_T p dp) / τ,  c = Σ_T dŝ_t ŝ_t
+//   dz = du ⊙ w + dŝ / d − [‖z‖ ≥ eps]·ŝ·c / d      (dŝ = 0 off T)
 struct MoRAUpdate : public torch::autograd::Function<MoRAUpdate> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x2, const torch::Tensor& base2,
                                const torch::Tensor& A_new, const torch::Tensor& B_new, const torch::Tensor& A_old,
                                const torch::Tensor& B_old, const MoRAStep* p) {
-    const torch::Tensor z = x2.mm(p->A_all->t());  // [N, R]
+    const torch::Tensor z = x2.mm(p->A_all->t()).contiguous();  // [N, R]
     const torch::Tensor nrm = z.norm(2, -1, /*keepdim=*/true);
     const torch::Tensor d = nrm.clamp_min(p->eps);
-    const torch::Tensor s_hat = z / d;
-    torch::Tensor logits = s_hat;
-    if (p->k < s_hat.size(-1)) {
-      auto top = torch::topk(s_hat, p->k, -1);
-      logits = torch::full_like(s_hat, -std::numeric_limits<double>::infinity())
-                   .scatter(-1, std::get<1>(top), std::get<0>(top));
+    const torch::Tensor s_hat = (z / d).contiguous();
+    const int64_t N = z.size(0), R = z.size(1);
+    const bool full = p->k >= R;
+    const int64_t k = full ? R : p->k;
+    torch::Tensor vals, idx;  // the selected scores and their atoms [N, k] (undefined when full)
+    if (!full) {
+      auto top = torch::topk(s_hat, k, -1);
+      vals = std::get<0>(top).contiguous();
+      idx = std::get<1>(top).contiguous();
     }
-    const torch::Tensor prob = torch::softmax(logits / p->temperature, -1);
-    const torch::Tensor keep = p->threshold_on ? (s_hat >= p->threshold).to(prob.scalar_type()) : torch::Tensor();
-    const torch::Tensor w = keep.defined() ? prob * keep : prob;
-    const torch::Tensor u = w * z;
+    torch::Tensor wtop = torch::empty({N, k}, z.options());  // w_t on the selected atoms
+    torch::Tensor ptop = torch::empty({N, k}, z.options());  // p_t
+    torch::Tensor u = torch::zeros_like(z);
+    AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "MoRAUpdate::forward", [&] {
+      using acc_t = at::acc_type<scalar_t, false>;
+      const scalar_t tau = static_cast<scalar_t>(p->temperature), delta = static_cast<scalar_t>(p->threshold);
+      const scalar_t* zp = z.data_ptr<scalar_t>();
+      const scalar_t* sp = full ? s_hat.data_ptr<scalar_t>() : vals.data_ptr<scalar_t>();
+      const int64_t* ip = full ? nullptr : idx.data_ptr<int64_t>();
+      scalar_t *wp = wtop.data_ptr<scalar_t>(), *pp = ptop.data_ptr<scalar_t>(), *up = u.data_ptr<scalar_t>();
+      for (int64_t i = 0; i < N; ++i) {
+        const scalar_t* s = sp + i * k;
+        scalar_t* prob = pp + i * k;
+        scalar_t mx = -std::numeric_limits<scalar_t>::infinity();
+        for (int64_t t = 0; t < k; ++t) mx = std::max(mx, static_cast<scalar_t>(s[t] / tau));
+        acc_t sum = 0;
+        for (int64_t t = 0; t < k; ++t) {
+          prob[t] = std::exp(static_cast<scalar_t>(s[t] / tau) - mx);
+          sum += prob[t];
+        }
+        for (int64_t t = 0; t < k; ++t) {
+          prob[t] = static_cast<scalar_t>(prob[t] / sum);
+          const scalar_t w = (p->threshold_on && !(s[t] >= delta)) ? scalar_t(0) : prob[t];
+          const int64_t j = full ? t : ip[i * k + t];
+          wp[i * k + t] = w;
+          up[i * R + j] = w * zp[i * R + j];
+        }
+      }
+    });
     ctx->save_for_backward({x2, A_new, B_new, A_old, B_old});
     ctx->saved_data["z"] = z;
+    ctx->saved_data["s_hat"] = s_hat;
     ctx->saved_data["nrm"] = nrm;
     ctx->saved_data["d"] = d;
-    ctx->saved_data["prob"] = prob;
-    ctx->saved_data["keep"] = keep;
-    ctx->saved_data["w"] = w;
+    ctx->saved_data["idx"] = idx;
+    ctx->saved_data["ptop"] = ptop;
+    ctx->saved_data["wtop"] = wtop;
     ctx->saved_data["u"] = u;
     ctx->saved_data["scaling"] = p->scaling;
     ctx->saved_data["temperature"] = p->temperature;
+    ctx->saved_data["threshold"] = p->threshold_on ? p->threshold : -std::numeric_limits<double>::infinity();
     ctx->saved_data["eps"] = p->eps;
     return base2 + u.mm(p->B_all->t());
   }
@@ -62,12 +103,12 @@ struct MoRAUpdate : public torch::autograd::Function<MoRAUpdate> {
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     const auto saved = ctx->get_saved_variables();
     const torch::Tensor &x2 = saved[0], &A_new = saved[1], &B_new = saved[2], &A_old = saved[3], &B_old = saved[4];
-    const torch::Tensor z = ctx->saved_data["z"].toTensor(), nrm = ctx->saved_data["nrm"].toTensor(),
-                        d = ctx->saved_data["d"].toTensor(), prob = ctx->saved_data["prob"].toTensor(),
-                        keep = ctx->saved_data["keep"].toTensor(), w = ctx->saved_data["w"].toTensor(),
-                        u = ctx->saved_data["u"].toTensor();
+    const torch::Tensor z = ctx->saved_data["z"].toTensor(), s_hat = ctx->saved_data["s_hat"].toTensor(),
+                        nrm = ctx->saved_data["nrm"].toTensor(), d = ctx->saved_data["d"].toTensor(),
+                        idx = ctx->saved_data["idx"].toTensor(), ptop = ctx->saved_data["ptop"].toTensor(),
+                        wtop = ctx->saved_data["wtop"].toTensor(), u = ctx->saved_data["u"].toTensor();
     const double s = ctx->saved_data["scaling"].toDouble(), tau = ctx->saved_data["temperature"].toDouble(),
-                 eps = ctx->saved_data["eps"].toDouble();
+                 threshold = ctx->saved_data["threshold"].toDouble(), eps = ctx->saved_data["eps"].toDouble();
     const torch::Tensor& g = grad_out[0];  // [N, m]
     const int64_t R_old = A_old.size(0), r = A_new.size(0);
     variable_list out(7);
@@ -89,19 +130,45 @@ struct MoRAUpdate : public torch::autograd::Function<MoRAUpdate> {
       torch::mm_out(block, g, B_new);
       if (s != 1.0) block.mul_(s);
     }
-    // u = w ⊙ z: the direct term, and the routing's gradient dw = du ⊙ z.
-    torch::Tensor gz = gu * w;
-    torch::Tensor gp = gu * z;
-    if (keep.defined()) gp.mul_(keep);
-    // prob = softmax(logits / τ): dlogits = prob ⊙ (dprob − Σ prob ⊙ dprob) / τ. Entries outside the
-    // top k have prob = 0, so this is also the top-k scatter's gradient on ŝ.
-    const torch::Tensor gs = prob * (gp - (gp * prob).sum(-1, /*keepdim=*/true)) / tau;
-    // ŝ = z / d, d = max(‖z‖, eps): dz += dŝ / d − z · [‖z‖ ≥ eps] (Σ dŝ ⊙ z) / (d² ‖z‖)
-    // (clamp_min passes the gradient where ‖z‖ ≥ eps; the norm's gradient is 0 where ‖z‖ = 0).
-    gz.add_(gs / d);
-    const torch::Tensor gd = -(gs * z).sum(-1, /*keepdim=*/true) / (d * d);
-    const torch::Tensor gn = torch::where(nrm >= eps, gd, torch::zeros_like(gd)) / nrm;
-    gz.add_(z * gn.masked_fill(nrm == 0, 0.0));
+    torch::Tensor gz = torch::empty_like(z);
+    const int64_t N = z.size(0), R = z.size(1), k = ptop.size(1);
+    const bool full = !idx.defined();
+    AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "MoRAUpdate::backward", [&] {
+      using acc_t = at::acc_type<scalar_t, false>;
+      const scalar_t tau_s = static_cast<scalar_t>(tau);
+      const scalar_t delta = threshold == -std::numeric_limits<double>::infinity()
+                                 ? -std::numeric_limits<scalar_t>::infinity()
+                                 : static_cast<scalar_t>(threshold);
+      const scalar_t *zp = z.data_ptr<scalar_t>(), *sp = s_hat.data_ptr<scalar_t>(), *np = nrm.data_ptr<scalar_t>(),
+                     *dp = d.data_ptr<scalar_t>(), *pp = ptop.data_ptr<scalar_t>(), *wp = wtop.data_ptr<scalar_t>(),
+                     *gup = gu.data_ptr<scalar_t>();
+      const int64_t* ip = full ? nullptr : idx.data_ptr<int64_t>();
+      scalar_t* gzp = gz.data_ptr<scalar_t>();
+      std::vector<scalar_t> gs(k);
+      for (int64_t i = 0; i < N; ++i) {
+        const scalar_t *zi = zp + i * R, *si = sp + i * R, *gui = gup + i * R, *pi = pp + i * k, *wi = wp + i * k;
+        scalar_t* gzi = gzp + i * R;
+        auto atom = [&](int64_t t) { return full ? t : ip[i * k + t]; };
+        acc_t pdp = 0;  // Σ_T p dp
+        for (int64_t t = 0; t < k; ++t) {
+          const int64_t j = atom(t);
+          gs[t] = si[j] >= delta ? gui[j] * zi[j] : scalar_t(0);  // dp_t
+          pdp += pi[t] * gs[t];
+        }
+        acc_t c = 0;
+        for (int64_t t = 0; t < k; ++t) {
+          gs[t] = pi[t] * static_cast<scalar_t>(gs[t] - pdp) / tau_s;  // dŝ_t
+          c += gs[t] * si[atom(t)];
+        }
+        const scalar_t di = dp[i];
+        const scalar_t coef = np[i] >= static_cast<scalar_t>(eps) ? static_cast<scalar_t>(c / di) : scalar_t(0);
+        for (int64_t j = 0; j < R; ++j) gzi[j] = -si[j] * coef;
+        for (int64_t t = 0; t < k; ++t) {
+          const int64_t j = atom(t);
+          gzi[j] += gui[j] * wi[t] + gs[t] / di;
+        }
+      }
+    });
     if (ctx->needs_input_grad(0)) {
       // z = x [A_old; A_new]ᵀ: dx = dz_old A_old + dz_new A_new.
       torch::Tensor gx = r > 0 ? gz.narrow(1, R_old, r).mm(A_new) : torch::zeros_like(x2);

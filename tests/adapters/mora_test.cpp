@@ -333,8 +333,8 @@ TEST(AdaptersMoRA, FusedUpdateMatchesComposedOperatorsValuesAndGradients) {
 
       auto y = m->forward(x, base);
       auto y_ref = composed_reference(*m, x, base, threshold);
-      // The forward runs the same kernels on the same concatenated bank: bitwise equal.
-      EXPECT_TRUE(torch::equal(y, y_ref)) << "top_k " << top_k << " threshold " << threshold;
+      // The same atoms selected (ATen's top-k on the same ŝ); the softmax is the node's own loop.
+      EXPECT_LT(max_abs_diff(y, y_ref), 1e-5) << "top_k " << top_k << " threshold " << threshold;
       auto grads = torch::autograd::grad({y}, {x, base, m->A_new, m->B_new}, {g});
       auto refs = torch::autograd::grad({y_ref}, {x, base, m->A_new, m->B_new}, {g});
       for (size_t i = 0; i < grads.size(); ++i) {
@@ -354,7 +354,8 @@ TEST(AdaptersMoRA, CachedBankFollowsTaskSwitchLoadAndInPlaceWrites) {
   const auto x = torch::randn({7, 5});
   const auto base = torch::randn({7, 3});
   auto check = [&](const char* when) {
-    EXPECT_TRUE(torch::equal(m->forward(x, base), composed_reference(*m, x, base, false))) << when;
+    // A stale bank differs by O(1); the node and the composed operators agree to float round-off.
+    EXPECT_LT(max_abs_diff(m->forward(x, base), composed_reference(*m, x, base, false)), 1e-5) << when;
   };
   m->add_task_atoms();
   randomise_new_atoms(*m);
@@ -401,8 +402,9 @@ TEST(AdaptersMoRA, CachedBankFollowsTaskSwitchLoadAndInPlaceWrites) {
   check("after freeze_old_atoms");
   // Another dtype (Module::to replaces every tensor).
   m->to(torch::kFloat64);
-  EXPECT_TRUE(torch::equal(m->forward(x.to(torch::kFloat64), base.to(torch::kFloat64)),
-                           composed_reference(*m, x.to(torch::kFloat64), base.to(torch::kFloat64), false)));
+  EXPECT_LT(max_abs_diff(m->forward(x.to(torch::kFloat64), base.to(torch::kFloat64)),
+                         composed_reference(*m, x.to(torch::kFloat64), base.to(torch::kFloat64), false)),
+            1e-10);
 }
 
 TEST(AdaptersMoRA, TrainingThroughTheFusedNodeMatchesTheComposedOperators) {
