@@ -11,8 +11,11 @@
 //   inference only, δ > 0:  w_i ← w_i · 1[ŝ_i ≥ δ]   ("rank pruning"; not renormalised)
 //   y = base + B_all (w ⊙ z)                      weights multiply the RAW responses z
 //
-// Cost. forward() is one autograd node (keys, routing and values; its backward is written out and
-// forms the gradient of the r trainable atoms only). A_all and B_all are kept in a cache: the frozen
+// Cost. forward() is one autograd node: ATen's kernels for the two products, the norm and the top-k
+// (the atoms selected are the composed operators' own), one loop per token for the softmax over the
+// k selected scores, δ and w ⊙ z, and a backward written out as one loop per token plus the products,
+// forming the gradient of the r trainable atoms only. Outputs and gradients agree with the composed
+// operators to float round-off (tests/adapters/mora_test.cpp). A_all and B_all are kept in a cache: the frozen
 // part is copied once per bank (rebuilt when A_old or B_old is another tensor, has another size, or
 // was written in place: task switch, load_state, to()), and the r trainable rows/columns are
 // copied in place at each call; nothing of size R·(m + n) is allocated per step.

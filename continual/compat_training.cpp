@@ -76,15 +76,17 @@ struct FocalKL : public torch::autograd::Function<FocalKL> {
 // MUSCLE's L_mcomp of one step as one autograd node: mean_i [m_i·KL(p_i^old ‖ q_i^old) +
 // (1 − m_i)·KL(p_i^new ‖ q_i)], q = softmax(student / T), q^old = softmax(student_old / T), m_i =
 // 1[argmax student_i ≠ y_i]. Forward: the operators compat::muscle_loss runs; backward:
-// (m_i / (N·T))(q_i^old − p_i^old) and ((1 − m_i) / (N·T))(q_i − p_i^new).
+// (m_i / (N·T))(q_i^old − p_i^old) and ((1 − m_i) / (N·T))(q_i − p_i^new). `same`: student_old is
+// student (domain-IL: every column known, no mask), so q^old = q is computed once and the two
+// gradients are one.
 struct MuscleKL : public torch::autograd::Function<MuscleKL> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& student, const torch::Tensor& student_old,
                                const torch::Tensor& log_p_new, const torch::Tensor& p_new,
                                const torch::Tensor& log_p_old, const torch::Tensor& p_old, const torch::Tensor& y,
-                               double t) {
+                               double t, bool same) {
     const torch::Tensor mask = student.argmax(1).ne(y);
-    const torch::Tensor log_q_old = torch::log_softmax(student_old / t, 1);
     const torch::Tensor log_q = torch::log_softmax(student / t, 1);
+    const torch::Tensor log_q_old = same ? log_q : torch::log_softmax(student_old / t, 1);
     const torch::Tensor a_old = (p_old * (log_p_old - log_q_old)).sum(1);
     const torch::Tensor a_new = (p_new * (log_p_new - log_q)).sum(1);
     ctx->saved_data["mask"] = mask;
@@ -93,6 +95,7 @@ struct MuscleKL : public torch::autograd::Function<MuscleKL> {
     ctx->saved_data["p_old"] = p_old;
     ctx->saved_data["p_new"] = p_new;
     ctx->saved_data["t"] = t;
+    ctx->saved_data["same"] = same;
     return torch::where(mask, a_old, a_new).mean();
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
@@ -101,10 +104,12 @@ struct MuscleKL : public torch::autograd::Function<MuscleKL> {
     const torch::Tensor log_q = ctx->saved_data["log_q"].toTensor();
     const torch::Tensor c = grad_out[0] / (t * static_cast<double>(log_q.size(0)));
     const torch::Tensor m_old = mask.unsqueeze(1).to(log_q.scalar_type());
-    const torch::Tensor g_old =
-        (ctx->saved_data["log_q_old"].toTensor().exp() - ctx->saved_data["p_old"].toTensor()) * (m_old * c);
-    const torch::Tensor g = (log_q.exp() - ctx->saved_data["p_new"].toTensor()) * ((1 - m_old) * c);
-    return {g, g_old, {}, {}, {}, {}, {}, {}};
+    const torch::Tensor p_old = ctx->saved_data["p_old"].toTensor(), p_new = ctx->saved_data["p_new"].toTensor();
+    if (ctx->saved_data["same"].toBool())  // (q − [m p_old + (1 − m) p_new])·c
+      return {(log_q.exp() - torch::where(mask.unsqueeze(1), p_old, p_new)) * c, {}, {}, {}, {}, {}, {}, {}, {}};
+    const torch::Tensor g_old = (ctx->saved_data["log_q_old"].toTensor().exp() - p_old) * (m_old * c);
+    const torch::Tensor g = (log_q.exp() - p_new) * ((1 - m_old) * c);
+    return {g, g_old, {}, {}, {}, {}, {}, {}, {}};
   }
 };
 
@@ -205,7 +210,7 @@ torch::Tensor CompatMethod::focal_term(StepContext& step) {
   }
   compat_sum_ += term.detach();
   ++compat_steps_;
-  return options_.loss().weight() * term;
+  return options_.loss().weight() == 1.0 ? term : options_.loss().weight() * term;
 }
 
 torch::Tensor CompatMethod::muscle_term(StepContext& step) {
@@ -225,10 +230,11 @@ torch::Tensor CompatMethod::muscle_term(StepContext& step) {
   const torch::Tensor term = MuscleKL::apply(
       all_known_ ? student : student.index_select(1, muscle_order_), student_old, neu.narrow(1, 0, k),
       neu.narrow(1, k, k), ref.narrow(1, 0, k_old), ref.narrow(1, k_old, k_old), muscle_pos_.index_select(0, step.y),
-      options_.loss().resolved_temperature());
+      options_.loss().resolved_temperature(), /*same=*/all_known_ && !row_masked_.defined() && student.is_same(raw));
   compat_sum_ += term.detach();
   ++compat_steps_;
   const double lambda = options_.loss().weight();
+  if (lambda == 1.0) return term - step.loss;  // the default λ: the same value, two operators fewer
   return lambda * term - lambda * step.loss;
 }
 

@@ -27,6 +27,12 @@
 // logit mask the trainer applies at stage t. Stage-2 shuffles use seed + 1000003 so they differ from
 // stage 1's.
 //
+// Per-step cost: everything of a term that depends on the row alone (the teachers' log-softmax and
+// softmax, focal's weights and keep flags) is built once per task (MUSCLE's new teacher once per
+// stage) as a per-row table; a step gathers its rows with one index_select and computes the term as
+// one autograd node (KL distance; focal's L2 distance takes the generic path), with no cross-entropy
+// of its own, no host sync and no per-step mask rebuild.
+//
 // Loss bookkeeping: the Trainer always adds CE(masked logits, y). extra_loss returns, for muscle
 // stage 2, λ·L_mcomp − λ·CE (with the very CE tensor the Trainer computed), so the total is exactly
 // λ·L_mcomp + (1 − λ)·CE; for λ = 1 the CE gradients cancel exactly (same values subtracted).
