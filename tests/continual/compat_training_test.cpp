@@ -298,9 +298,10 @@ KnownColumns known_columns(const tasks::TaskStream& stream, int64_t task) {
 
 TEST(CompatTraining, CachedTeacherRowsGiveTheDirectLossesValuesAndGradients) {
   // The per-row teacher caches (built at task start and at next_stage) against the losses computed
-  // from the cached logits at the step, on class- and task-incremental streams, for two different
+  // from the cached logits at the step, on class-, task- and domain-incremental streams (domain: every
+  // column known, no mask, MUSCLE's single-softmax path), for two different
   // tasks (the caches are rebuilt at the task switch).
-  for (const std::string scenario : {"class", "task"}) {
+  for (const std::string scenario : {"class", "task", "domain"}) {
     for (const std::string mode : {"focal", "muscle"}) {
       Fixture f;
       f.stream = tasks::make_stream(tasks::StreamOptions().name("synthetic").num_tasks(3).seed(1).scenario(scenario));
