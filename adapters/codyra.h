@@ -3,7 +3,7 @@
 // proximal L1 step, pruned and merged into the base at every task end.
 //
 // Shapes (W [m=out, n=in]): A [r, n] Kaiming-uniform (U(-1/√n, 1/√n)), B [m, r] zeros, w [r] ~ N(0,1).
-//   forward:  y = base + B·(w ⊙ (A·x))        (LoRA scale 1, as in the code)
+//   forward:  y = base + B·(w ⊙ (A·x))        (LoRA scale 1, as in the code; one mm and one addmm)
 //   ΔW = B·diag(w)·A = Σ_i w_i B[:,i] A[i,:]   (effective rank ≤ ‖w‖₀)
 //
 // Per task (N optimizer steps, steps numbered 0..N-1):
@@ -12,6 +12,7 @@
 //   end:         codyra_end_task(model): prune zeroed ranks, W += B·diag(w)·A, re-initialise A, B, w.
 #include <torch/torch.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -90,6 +91,10 @@ TORCH_MODULE(CoDyRA);
 /// soft_threshold_(kappa_at(step, schedule), mode) on every CoDyRA adapter in the model.
 void codyra_after_step(const torch::nn::Module& model, int64_t step, const KappaSchedule& schedule,
                        ShrinkMode mode = ShrinkMode::Paper);
+/// The same on given adapters (a per-step caller keeps them in an AdapterCache instead of walking
+/// the model at every optimizer step).
+void codyra_after_step(const std::vector<std::shared_ptr<CoDyRAImpl>>& adapters, int64_t step,
+                       const KappaSchedule& schedule, ShrinkMode mode = ShrinkMode::Paper);
 
 struct CoDyRALayerStats {
   std::string name;

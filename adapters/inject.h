@@ -62,6 +62,42 @@ std::vector<std::pair<std::string, std::shared_ptr<A>>> adapters_of(const torch:
   return out;
 }
 
+/// The adapters of type A in one model, found by one walk of the module tree and then kept, so that
+/// per-step hooks (O-LoRA's penalty, CoDyRA's shrinkage) do not walk the tree at every step. get()
+/// walks again only when the model is another one, when a cached layer no longer routes through its
+/// cached adapter (one pointer comparison per layer: after a merge, an unwrap, a re-attachment or a
+/// load), when the last walk found none, or after reset() (call it when adapters may have been
+/// attached to layers that had none).
+template <class A>
+class AdapterCache {
+ public:
+  const std::vector<std::shared_ptr<A>>& get(const torch::nn::Module& model) {
+    if (!valid(model)) {
+      layers_.clear();
+      adapters_.clear();
+      for (auto& l : adapted_layers(model))
+        if (auto a = std::dynamic_pointer_cast<A>(l.layer->adapter())) {
+          layers_.push_back(l.layer);
+          adapters_.push_back(std::move(a));
+        }
+      model_ = adapters_.empty() ? nullptr : &model;
+    }
+    return adapters_;
+  }
+  void reset() { model_ = nullptr; }
+
+ private:
+  bool valid(const torch::nn::Module& model) const {
+    if (model_ != &model) return false;
+    for (size_t i = 0; i < layers_.size(); ++i)
+      if (layers_[i]->adapter().get() != adapters_[i].get()) return false;
+    return true;
+  }
+  const torch::nn::Module* model_ = nullptr;
+  std::vector<std::shared_ptr<AdaptableLinearImpl>> layers_;
+  std::vector<std::shared_ptr<A>> adapters_;
+};
+
 /// requires_grad=false on every parameter of `model` that is not a parameter of an attached adapter
 /// (base weights, biases, norms, embeddings, heads). Adapters keep their frozen parts in buffers, so
 /// after this the trainable parameters are exactly the adapters' current trainable factors. Call it

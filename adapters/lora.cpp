@@ -6,6 +6,50 @@
 #include <cmath>
 
 namespace strata::adapters {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// y = base + s·(x Aᵀ) Bᵀ [+ s·(x A_oldᵀ) B_oldᵀ] as one autograd node. The forward runs the kernels
+// the composed form runs (mm, then addmm folding the scale and the sum), so its output is the same;
+// the backward writes the four products out from the saved factors, which replaces the eight nodes
+// autograd records per layer and step (two transposes, three reshapes, mm, addmm, and the bank's).
+struct LoRAUpdate : public torch::autograd::Function<LoRAUpdate> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x2, const torch::Tensor& base2,
+                               const torch::Tensor& A, const torch::Tensor& B, const torch::Tensor& A_old,
+                               const torch::Tensor& B_old, double s) {
+    const torch::Tensor h = x2.mm(A.t());  // [N, r]
+    torch::Tensor y = torch::addmm(base2, h, B.t(), 1.0, s);
+    const bool bank = A_old.size(0) > 0;
+    if (bank) y = torch::addmm(y, x2.mm(A_old.t()), B_old.t(), 1.0, s);
+    ctx->save_for_backward({x2, A, B, A_old, B_old});
+    ctx->saved_data["h"] = h;
+    ctx->saved_data["s"] = s;
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor &x2 = saved[0], &A = saved[1], &B = saved[2], &A_old = saved[3], &B_old = saved[4];
+    const double s = ctx->saved_data["s"].toDouble();
+    const torch::Tensor& g = grad_out[0];  // [N, m]
+    variable_list out(7);
+    if (ctx->needs_input_grad(1)) out[1] = g;
+    if (ctx->needs_input_grad(3)) out[3] = g.t().mm(ctx->saved_data["h"].toTensor()).mul_(s);  // s·gᵀ h
+    const bool need_x = ctx->needs_input_grad(0), need_A = ctx->needs_input_grad(2);
+    if (!need_x && !need_A) return out;
+    const torch::Tensor gh = g.mm(B).mul_(s);  // [N, r]
+    if (need_A) out[2] = gh.t().mm(x2);
+    if (need_x) {
+      torch::Tensor gx = gh.mm(A);
+      if (A_old.size(0) > 0) gx.addmm_(g.mm(B_old), A_old, 1.0, s);
+      out[0] = gx;
+    }
+    return out;
+  }
+};
+
+}  // namespace
 
 LoRAImpl::LoRAImpl(int64_t in_features, int64_t out_features, LoRAOptions options)
     : options_(std::move(options)), in_(in_features), out_(out_features) {
@@ -30,11 +74,10 @@ torch::Tensor LoRAImpl::forward(const torch::Tensor& x, const torch::Tensor& bas
   // The mask is a function of the global batch (core/batch_dropout.h): N workers draw what one does.
   const torch::Tensor xd = is_training() ? core::batch_dropout(x, options_.dropout()) : x;
   // Factored: never form ΔW in the forward pass. addmm folds the scale and the sum into the second
-  // product (two kernels and one autograd node per factor pair instead of four and four).
+  // product; the whole update is one autograd node (LoRAUpdate).
   const torch::Tensor x2 = xd.reshape({-1, xd.size(-1)});
-  torch::Tensor y = torch::addmm(base_out.reshape({-1, base_out.size(-1)}), x2.mm(A.t()), B.t(), 1.0, scaling());
-  if (bank_rank() > 0) y = torch::addmm(y, x2.mm(A_old.t()), B_old.t(), 1.0, scaling());
-  return y.view(base_out.sizes());
+  return LoRAUpdate::apply(x2, base_out.reshape({-1, base_out.size(-1)}), A, B, A_old, B_old, scaling())
+      .view(base_out.sizes());
 }
 
 torch::Tensor LoRAImpl::delta_weight() const {
@@ -79,13 +122,23 @@ void LoRAImpl::load_state(const TensorMap& s) {
 }
 
 torch::Tensor olora_penalty(const torch::nn::Module& model, double lambda1, double lambda2) {
+  std::vector<std::shared_ptr<LoRAImpl>> list;
+  for (auto& [name, a] : adapters_of<LoRAImpl>(model)) list.push_back(std::move(a));
+  const torch::Tensor total = olora_penalty(list, lambda1, lambda2);
+  return total.defined() ? total : torch::zeros({});
+}
+
+torch::Tensor olora_penalty(const std::vector<std::shared_ptr<LoRAImpl>>& adapters, double lambda1, double lambda2) {
   torch::Tensor total;
-  for (auto& [name, a] : adapters_of<LoRAImpl>(model)) {
-    torch::Tensor t = lambda1 * a->orthogonality_penalty();
-    if (lambda2 != 0.0) t = t + lambda2 * a->l2_penalty();
+  for (const auto& a : adapters) {
+    // An empty bank's term is exactly 0 (no gradient): skipping it adds no operators to the step.
+    const bool ortho = lambda1 != 0.0 && a->bank_rank() > 0;
+    if (!ortho && lambda2 == 0.0) continue;
+    torch::Tensor t = ortho ? lambda1 * torch::matmul(a->A_old, a->A.t()).abs().sum() : torch::Tensor();
+    if (lambda2 != 0.0) t = t.defined() ? t + lambda2 * a->l2_penalty() : lambda2 * a->l2_penalty();
     total = total.defined() ? total + t : t;
   }
-  return total.defined() ? total : torch::zeros({});
+  return total;
 }
 
 int64_t olora_end_task(const torch::nn::Module& model) {

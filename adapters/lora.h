@@ -9,6 +9,7 @@
 // fresh one. O-LoRA calls bank_current() at task end and adds olora_penalty() to the loss.
 #include <torch/torch.h>
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -65,6 +66,10 @@ TORCH_MODULE(LoRA);
 ///   λ₁ Σ_layers Σ_ij |(A_old Aᵀ)_ij|  +  λ₂ Σ_layers (‖A‖_F + ‖B‖_F).
 /// Returns a 0-d tensor (0 when the model has no LoRA adapter).
 torch::Tensor olora_penalty(const torch::nn::Module& model, double lambda1 = 0.5, double lambda2 = 0.0);
+/// The same sum over given adapters (a per-step caller keeps them in an AdapterCache instead of
+/// walking the model). Layers whose term is exactly 0 (empty bank, λ₂ = 0) add no operator; the result
+/// is undefined when no layer has a term (the model version returns 0 then).
+torch::Tensor olora_penalty(const std::vector<std::shared_ptr<LoRAImpl>>& adapters, double lambda1, double lambda2);
 /// O-LoRA task end: bank_current() on every LoRA adapter. Returns the number of adapters banked.
 int64_t olora_end_task(const torch::nn::Module& model);
 /// Sequential-LoRA task end: for every LoRA adapter, W += ΔW (bank included), empty the bank and

@@ -11,6 +11,15 @@
 //   inference only, δ > 0:  w_i ← w_i · 1[ŝ_i ≥ δ]   ("rank pruning"; not renormalised)
 //   y = base + B_all (w ⊙ z)                      weights multiply the RAW responses z
 //
+// Cost. forward() is one autograd node: ATen's kernels for the two products, the norm and the top-k
+// (the atoms selected are the composed operators' own), one loop per token for the softmax over the
+// k selected scores, δ and w ⊙ z, and a backward written out as one loop per token plus the products,
+// forming the gradient of the r trainable atoms only. Outputs and gradients agree with the composed
+// operators to float round-off (tests/adapters/mora_test.cpp). A_all and B_all are kept in a cache: the frozen
+// part is copied once per bank (rebuilt when A_old or B_old is another tensor, has another size, or
+// was written in place: task switch, load_state, to()), and the r trainable rows/columns are
+// copied in place at each call; nothing of size R·(m + n) is allocated per step.
+//
 // The update depends on x, so it cannot be merged into W: delta_weight() is defined only when every
 // atom's value vector is zero (e.g. right after add_task_atoms on an empty bank) and fails otherwise.
 //
@@ -104,6 +113,24 @@ class MoRAImpl : public StatefulAdapter {
  private:
   bool threshold_on() const;
   torch::Tensor routing_from(const torch::Tensor& z) const;
+  /// A_all_ = [A_old; A_new], B_all_ = [B_old, s·B_new]: the bank part rebuilt only when bank_key_
+  /// changed, the trainable tails copied in place.
+  void refresh_bank_cache();
+
+  /// What the cached bank was copied from: storage, in-place write count and size of A_old and
+  /// B_old, the trainable atoms' count, dtype and device.
+  struct BankKey {
+    const void *a_data = nullptr, *b_data = nullptr;
+    int64_t a_version = -1, b_version = -1, bank = -1, fresh = -1;
+    torch::ScalarType dtype = torch::kFloat32;
+    torch::Device device = torch::kCPU;
+    bool operator==(const BankKey& o) const {
+      return a_data == o.a_data && b_data == o.b_data && a_version == o.a_version && b_version == o.b_version &&
+             bank == o.bank && fresh == o.fresh && dtype == o.dtype && device == o.device;
+    }
+  };
+  BankKey bank_key_;
+  torch::Tensor A_all_, B_all_;  // [R, n], [m, R]; never registered (not part of the state)
 
   MoRAOptions options_;
   int64_t in_, out_;

@@ -4,7 +4,14 @@
 // `epochs` epochs; epoch 0 warms up and the later ones are timed (EpochStats::seconds, training
 // steps only). Methods run in turn, `repeats` rounds, each keeping its best time per task, so all
 // of them see the same background load. Prints ms/step per task and the mean's ratio to naive.
+// --compat focal,muscle adds every method wrapped in that compatibility training (CompatMethod, as
+// `strata train --compat`); those rows time the task's last stage (MUSCLE: stage 2, the one with
+// the compatibility loss), and a second table compares them with the method alone over tasks 2..T
+// (task 1 has no previous version, so no compatibility term). --clock cpu times the epochs by the
+// thread's CPU time instead of wall time, which on a machine shared with other jobs leaves out the
+// waits for a core.
 #include "bench/bench_common.h"
+#include "continual/compat_training.h"
 #include "continual/method.h"
 #include "continual/trainer.h"
 #include "models/models.h"
@@ -12,11 +19,14 @@
 
 #include <boost/program_options.hpp>
 
+#include <ctime>
+
 #include <algorithm>
 #include <iomanip>
 #include <iostream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <sstream>
 
 namespace po = boost::program_options;
@@ -33,8 +43,20 @@ std::vector<std::string> split(const std::string& s) {
 }
 
 // ms/step per task of one method run; empty when the method failed (message in `error`).
-std::vector<double> run_method(const std::string& method_name, tasks::TaskStream& stream,
-                               const models::ModelOptions& mo, int64_t bs, int64_t epochs, std::string& error) {
+// CPU time of the calling thread, which runs the whole step (one BLAS thread; LibTorch's CPU
+// autograd runs backward on the caller's thread): on a shared machine it leaves out the time the
+// thread waited for a core, which wall time counts.
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// `compat_mode`: none | focal | muscle (the method wrapped by continual::with_compat_training).
+// `cpu_clock`: time the epochs by thread CPU time instead of the Trainer's wall time.
+std::vector<double> run_method(const std::string& method_name, const std::string& compat_mode, tasks::TaskStream& stream,
+                               const models::ModelOptions& mo, int64_t bs, int64_t epochs, bool cpu_clock,
+                               std::string& error) {
   torch::manual_seed(0);
   auto model = models::make_model(mo);
   std::unique_ptr<continual::Method> method;
@@ -52,6 +74,9 @@ std::vector<double> run_method(const std::string& method_name, tasks::TaskStream
       }
     }
     method = continual::builtin_methods().make(continual::MethodConfig(name, values));
+    continual::CompatTrainingOptions co;
+    co.loss().mode(compat::compat_mode_from_string(compat_mode));
+    method = continual::with_compat_training(std::move(method), co);
   } catch (const std::exception& e) {
     error = e.what();
     return {};
@@ -70,11 +95,22 @@ std::vector<double> run_method(const std::string& method_name, tasks::TaskStream
       method->on_task_start(ctx);
       double seconds = 0;
       int64_t steps = 0;
-      continual::train_task(ctx, *method, opt, [&](const continual::EpochStats& s) {
-        if (s.epoch == 0) return;
-        seconds += s.seconds;
-        steps += s.steps;
-      });
+      // The stages as the Runner runs them; only the last one is timed.
+      std::optional<continual::TrainOptions> stage_options = opt;
+      for (int64_t stage = 0; stage_options; stage_options = method->next_stage(ctx, ++stage)) {
+        ctx.stage = stage;
+        seconds = 0;
+        steps = 0;
+        double cpu_start = 0;
+        continual::train_task(ctx, *method, *stage_options, [&](const continual::EpochStats& s) {
+          if (s.epoch == 0) {
+            cpu_start = thread_cpu_seconds();
+            return;
+          }
+          seconds = cpu_clock ? thread_cpu_seconds() - cpu_start : seconds + s.seconds;
+          steps += s.steps;
+        });
+      }
       method->on_task_end(ctx);
       ms.push_back(1e3 * seconds / std::max<int64_t>(1, steps));
     }
@@ -100,6 +136,10 @@ int main(int argc, char** argv) {
       ("examples", po::value<int64_t>()->default_value(3000), "training examples per task")
       ("epochs", po::value<int64_t>()->default_value(2), "epochs per task (epoch 0 is not timed)")
       ("repeats", po::value<int>()->default_value(1), "rounds over all methods; each keeps its best")
+      ("clock", po::value<std::string>()->default_value("wall"),
+       "wall (the Trainer's epoch times) | cpu (thread CPU time: steadier on a shared machine)")
+      ("compat", po::value<std::string>()->default_value(""),
+       "also run every method wrapped in these compatibility trainings (comma-separated: focal, muscle)")
       ("data-dir", po::value<std::string>()->default_value("/usr/share/datasets/fashion-mnist"), "Fashion-MNIST folder");
   po::variables_map vm;
   if (const int rc = bench::parse_options(argc, argv, desc, "methods_bench", vm); rc >= 0) return rc;
@@ -113,6 +153,21 @@ int main(int argc, char** argv) {
   if (methods.empty()) methods = continual::builtin_methods().names();
   methods.erase(std::remove(methods.begin(), methods.end(), "naive"), methods.end());
   methods.insert(methods.begin(), "naive");
+  const std::string clock = vm["clock"].as<std::string>();
+  if (clock != "wall" && clock != "cpu") {
+    std::cerr << "methods_bench: --clock must be wall or cpu, got " << clock << "\n";
+    return 2;
+  }
+  // Rows: (label, method, compat mode); a wrapped method follows its plain row.
+  struct Row {
+    std::string label, method, compat;
+  };
+  std::vector<Row> rows;
+  const std::vector<std::string> compat_modes = split(vm["compat"].as<std::string>());
+  for (const auto& m : methods) {
+    rows.push_back({m, m, "none"});
+    for (const auto& c : compat_modes) rows.push_back({m + " +" + c, m, c});
+  }
 
   tasks::StreamOptions so;
   so.name("permuted-fmnist")
@@ -136,9 +191,10 @@ int main(int argc, char** argv) {
     std::map<std::string, std::vector<double>> best;
     std::map<std::string, std::string> errors;
     for (int rep = 0; rep < vm["repeats"].as<int>(); ++rep) {
-      for (const auto& m : methods) {
+      for (const auto& row : rows) {
+        const std::string& m = row.label;
         std::string error;
-        auto ms = run_method(m, stream, mo, bs, epochs, error);
+        auto ms = run_method(row.method, row.compat, stream, mo, bs, epochs, clock == "cpu", error);
         if (ms.empty()) {
           errors[m] = error;
           continue;
@@ -156,13 +212,15 @@ int main(int argc, char** argv) {
     };
     const double naive = best.count("naive") ? mean(best["naive"]) : 0.0;
     std::cout << "\n" << arch << ", batch " << bs << ", " << so.train_limit() << " examples/task, threads "
-              << vm["threads"].as<int>() << " (ms/step; best of " << vm["repeats"].as<int>() << ")\n\n";
+              << vm["threads"].as<int>() << " (ms/step, " << clock << " clock; best of " << vm["repeats"].as<int>()
+              << ")\n\n";
     std::cout << "| method |";
     for (int64_t t = 0; t < T; ++t) std::cout << " task " << t + 1 << " |";
     std::cout << " mean | x naive |\n|---|";
     for (int64_t t = 0; t <= T + 1; ++t) std::cout << "---:|";
     std::cout << "\n" << std::fixed;
-    for (const auto& m : methods) {
+    for (const auto& row : rows) {
+      const std::string& m = row.label;
       std::cout << "| " << m << " |";
       if (!best.count(m)) {
         std::cout << " failed: " << errors[m] << " |\n";
@@ -171,6 +229,31 @@ int main(int argc, char** argv) {
       for (double v : best[m]) std::cout << " " << std::setprecision(3) << v << " |";
       std::cout << " " << std::setprecision(3) << mean(best[m]) << " | " << std::setprecision(2)
                 << (naive > 0 ? mean(best[m]) / naive : 0.0) << " |\n";
+    }
+    if (compat_modes.empty() || T < 2) continue;
+    // The wrapper's cost: tasks 2..T only (task 1 trains without a previous version).
+    auto mean_from_2 = [&](const std::vector<double>& v) {
+      return mean(std::vector<double>(v.begin() + 1, v.end()));
+    };
+    std::cout << "\ncompatibility training against the method alone, tasks 2.." << T << " (ms/step)\n\n| method |";
+    for (const auto& c : compat_modes) std::cout << " " << c << " ms | x method |";
+    std::cout << "\n|---|";
+    for (size_t i = 0; i < compat_modes.size(); ++i) std::cout << "---:|---:|";
+    std::cout << "\n";
+    for (const auto& m : methods) {
+      if (!best.count(m)) continue;
+      const double alone = mean_from_2(best[m]);
+      std::cout << "| " << m << " (" << std::setprecision(3) << alone << ") |";
+      for (const auto& c : compat_modes) {
+        const std::string label = m + " +" + c;
+        if (!best.count(label)) {
+          std::cout << " failed | |";
+          continue;
+        }
+        const double wrapped = mean_from_2(best[label]);
+        std::cout << " " << std::setprecision(3) << wrapped << " | " << std::setprecision(2) << wrapped / alone << " |";
+      }
+      std::cout << "\n";
     }
   }
   return 0;

@@ -59,21 +59,22 @@ torch::Tensor kl_per_example(const torch::Tensor& student, const torch::Tensor& 
   return kl;
 }
 
-CompatLoss focal_distillation_loss(const torch::Tensor& student_logits, const torch::Tensor& old_logits,
-                                   const torch::Tensor& labels, const CompatTrainOptions& options) {
+namespace {
+
+// Everything of the focal loss but its cross-entropy: weights, mask, per_example and compat. The
+// mean over the kept samples divides by their count as a tensor, so a training step never waits
+// for a value on the host; with no kept sample every weight is 0 and the sum is 0 (as before).
+void focal_parts(const torch::Tensor& student_logits, const torch::Tensor& old_logits, const torch::Tensor& y,
+                 const CompatTrainOptions& options, CompatLoss& out) {
   const char* fn = "focal_distillation_loss";
-  check_student(student_logits, labels, fn);
-  check_logits(old_logits, labels, fn, "old_logits");
+  check_student(student_logits, y, fn);
+  check_logits(old_logits, y, fn, "old_logits");
   const int64_t k_old = old_logits.size(1);
   TORCH_CHECK(k_old >= 1 && k_old <= student_logits.size(1), "strata::compat::focal_distillation_loss(): old_logits has ",
               k_old, " classes; need 1..", student_logits.size(1), " (the student's)");
   TORCH_CHECK(options.alpha() >= 0.0 && options.beta() >= 0.0,
               "strata::compat::focal_distillation_loss(): alpha and beta must be >= 0, got ", options.alpha(), ", ",
               options.beta());
-  const torch::Tensor y = labels.to(torch::kLong);
-  CompatLoss out;
-  out.ce = torch::nn::functional::cross_entropy(student_logits, y);
-
   torch::Tensor keep, old_correct;
   {
     torch::NoGradGuard no_grad;
@@ -89,28 +90,46 @@ CompatLoss focal_distillation_loss(const torch::Tensor& student_logits, const to
         (student_logits.slice(1, 0, k_old) - old_logits.detach().to(student_logits.scalar_type())).pow(2).mean(1);
   }
   // Weighted per-sample losses averaged over the kept samples (PCT's code: multiply, then average).
-  const double n_keep = keep.sum().item<double>();
-  out.compat = n_keep > 0 ? (out.weights.to(out.per_example.options()) * out.per_example).sum() / n_keep
-                          : out.per_example.sum() * 0.0;
+  const torch::Tensor n_keep = keep.sum().clamp_min(1).to(out.per_example.scalar_type());
+  out.compat = (out.weights.to(out.per_example.options()) * out.per_example).sum() / n_keep;
+}
+
+}  // namespace
+
+CompatLoss focal_distillation_loss(const torch::Tensor& student_logits, const torch::Tensor& old_logits,
+                                   const torch::Tensor& labels, const CompatTrainOptions& options) {
+  check_student(student_logits, labels, "focal_distillation_loss");
+  const torch::Tensor y = labels.to(torch::kLong);
+  CompatLoss out;
+  out.ce = torch::nn::functional::cross_entropy(student_logits, y);
+  focal_parts(student_logits, old_logits, y, options, out);
   out.total = out.ce + options.weight() * out.compat;
   return out;
 }
 
-CompatLoss muscle_loss(const torch::Tensor& student_logits, const torch::Tensor& old_logits,
-                       const torch::Tensor& new_logits, const torch::Tensor& labels,
-                       const CompatTrainOptions& options, const torch::Tensor& student_old_view) {
+torch::Tensor focal_compat_term(const torch::Tensor& student_logits, const torch::Tensor& old_logits,
+                                const torch::Tensor& labels, const CompatTrainOptions& options) {
+  check_student(student_logits, labels, "focal_compat_term");
+  CompatLoss out;
+  focal_parts(student_logits, old_logits, labels.to(torch::kLong), options, out);
+  return out.compat;
+}
+
+namespace {
+
+// MUSCLE's mask, per_example and compat (everything but its cross-entropy); y is int64.
+void muscle_parts(const torch::Tensor& student_logits, const torch::Tensor& old_logits, const torch::Tensor& new_logits,
+                  const torch::Tensor& y, const CompatTrainOptions& options, const torch::Tensor& student_old_view,
+                  CompatLoss& out) {
   const char* fn = "muscle_loss";
-  check_student(student_logits, labels, fn);
-  check_logits(old_logits, labels, fn, "old_logits");
-  check_logits(new_logits, labels, fn, "new_logits");
+  check_student(student_logits, y, fn);
+  check_logits(old_logits, y, fn, "old_logits");
+  check_logits(new_logits, y, fn, "new_logits");
   TORCH_CHECK(new_logits.size(1) == student_logits.size(1), "strata::compat::muscle_loss(): new_logits has ",
               new_logits.size(1), " classes but the student has ", student_logits.size(1));
   TORCH_CHECK(options.weight() >= 0.0 && options.weight() <= 1.0,
               "strata::compat::muscle_loss(): weight (lambda) must be in [0, 1], got ", options.weight());
-  const torch::Tensor y = labels.to(torch::kLong);
   const double t = options.resolved_temperature();
-  CompatLoss out;
-  out.ce = torch::nn::functional::cross_entropy(student_logits, y);
   {
     torch::NoGradGuard no_grad;
     out.mask = student_logits.argmax(1).ne(y);  // the student's correctness, not the old model's
@@ -125,8 +144,29 @@ CompatLoss muscle_loss(const torch::Tensor& student_logits, const torch::Tensor&
   const torch::Tensor a_new = kl_per_example(student_logits, new_logits, t, /*scale_by_t2=*/false);
   out.per_example = torch::where(out.mask, a_old, a_new);
   out.compat = out.per_example.mean();
+}
+
+}  // namespace
+
+CompatLoss muscle_loss(const torch::Tensor& student_logits, const torch::Tensor& old_logits,
+                       const torch::Tensor& new_logits, const torch::Tensor& labels,
+                       const CompatTrainOptions& options, const torch::Tensor& student_old_view) {
+  check_student(student_logits, labels, "muscle_loss");
+  const torch::Tensor y = labels.to(torch::kLong);
+  CompatLoss out;
+  out.ce = torch::nn::functional::cross_entropy(student_logits, y);
+  muscle_parts(student_logits, old_logits, new_logits, y, options, student_old_view, out);
   out.total = options.weight() * out.compat + (1.0 - options.weight()) * out.ce;
   return out;
+}
+
+torch::Tensor muscle_compat_term(const torch::Tensor& student_logits, const torch::Tensor& old_logits,
+                                 const torch::Tensor& new_logits, const torch::Tensor& labels,
+                                 const CompatTrainOptions& options, const torch::Tensor& student_old_view) {
+  check_student(student_logits, labels, "muscle_compat_term");
+  CompatLoss out;
+  muscle_parts(student_logits, old_logits, new_logits, labels.to(torch::kLong), options, student_old_view, out);
+  return out.compat;
 }
 
 CompatLoss compat_loss(const torch::Tensor& student_logits, const torch::Tensor& labels,

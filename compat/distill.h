@@ -68,6 +68,12 @@ torch::Tensor kl_per_example(const torch::Tensor& student, const torch::Tensor& 
 CompatLoss focal_distillation_loss(const torch::Tensor& student_logits, const torch::Tensor& old_logits,
                                    const torch::Tensor& labels, const CompatTrainOptions& options);
 
+/// focal_distillation_loss(...).compat alone (no cross-entropy, which a training loop already has):
+/// what a training step adds. Its mean over the kept samples divides by their count on the device,
+/// never reading it on the host.
+torch::Tensor focal_compat_term(const torch::Tensor& student_logits, const torch::Tensor& old_logits,
+                                const torch::Tensor& labels, const CompatTrainOptions& options);
+
 /// MUSCLE (Echterhoff et al. 2024, Eq. 1): m_i = 1[argmax z_i ≠ y_i] (the *student's* correctness),
 /// a_i^old = KL(σ(z_i^old/T) ‖ σ(z_i/T)), a_i^new = KL(σ(z_i^new/T) ‖ σ(z_i/T)),
 /// L_mcomp = (1/N)·Σ_i [m_i·a_i^old + (1 − m_i)·a_i^new]; L = λ·L_mcomp + (1 − λ)·CE. T = 2 by default.
@@ -80,6 +86,11 @@ CompatLoss focal_distillation_loss(const torch::Tensor& student_logits, const to
 CompatLoss muscle_loss(const torch::Tensor& student_logits, const torch::Tensor& old_logits,
                        const torch::Tensor& new_logits, const torch::Tensor& labels,
                        const CompatTrainOptions& options, const torch::Tensor& student_old_view = {});
+
+/// muscle_loss(...).compat alone (no cross-entropy): L_mcomp.
+torch::Tensor muscle_compat_term(const torch::Tensor& student_logits, const torch::Tensor& old_logits,
+                                 const torch::Tensor& new_logits, const torch::Tensor& labels,
+                                 const CompatTrainOptions& options, const torch::Tensor& student_old_view = {});
 
 /// Dispatches on options.mode(). kNone: total = ce (teachers may be undefined); kFocal needs old_logits;
 /// kMuscle needs both.

@@ -79,7 +79,7 @@ void CoDyRAMethod::after_step(StepContext& step) {
   // end instead of replaying the dense phase, whatever its own length.
   const int64_t at = step.task && step.task->stage > 0 ? std::max<int64_t>(schedule_.total_steps() - 1, 0) : step.step;
   last_kappa_ = adapters::kappa_at(at, schedule_);
-  adapters::codyra_after_step(*model_, at, schedule_, mode_);
+  if (last_kappa_ > 0) adapters::codyra_after_step(codyra_adapters_.get(*model_), at, schedule_, mode_);
 }
 
 void CoDyRAMethod::on_task_end(TaskContext& ctx) {

@@ -66,6 +66,7 @@ class CoDyRAMethod : public AdapterMethod {
   adapters::ShrinkMode mode_ = adapters::ShrinkMode::Paper;
   double last_kappa_ = 0;
   bool mask_seen_ = true;
+  adapters::AdapterCache<adapters::CoDyRAImpl> codyra_adapters_;  // after_step runs at every step
 };
 
 

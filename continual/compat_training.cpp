@@ -37,11 +37,89 @@ CompatMethod::CompatMethod(std::unique_ptr<Method> inner, CompatTrainingOptions 
 
 namespace {
 int64_t eval_batch(const TaskContext& ctx) { return ctx.train ? ctx.train->eval_batch_size() : 1000; }
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// [log p | p] of a teacher's logits at temperature t, as compat::kl_per_example computes them
+// (float32), for every cached row at once: the rows are independent, so a step's slice of it is
+// what the step would have computed.
+torch::Tensor teacher_log_p_and_p(const torch::Tensor& logits, double t) {
+  const torch::Tensor log_p = torch::log_softmax(logits.to(torch::kFloat32) / t, 1);
+  return torch::cat({log_p, log_p.exp()}, 1);
+}
+
+// The focal KL term of one step as one autograd node, with the teacher side read from the
+// per-row cache: (1/n) Σ_i w_i·T²·KL(p_i ‖ q_i), q_i = softmax(z_i / T), n = max(kept rows, 1).
+// Forward: the operators compat::focal_distillation_loss runs. Backward: dL/dz_i = (w_i·T/n)(q_i − p_i)
+// (the teacher rows sum to 1), instead of autograd's nine nodes.
+struct FocalKL : public torch::autograd::Function<FocalKL> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& student, const torch::Tensor& log_p,
+                               const torch::Tensor& p, const torch::Tensor& w, const torch::Tensor& n_keep, double t) {
+    const torch::Tensor log_q = torch::log_softmax(student / t, 1);
+    const torch::Tensor kl = (p * (log_p - log_q)).sum(1) * (t * t);
+    ctx->saved_data["log_q"] = log_q;
+    ctx->saved_data["p"] = p;
+    ctx->saved_data["w"] = w;
+    ctx->saved_data["n"] = n_keep;
+    ctx->saved_data["t"] = t;
+    return (w * kl).sum() / n_keep;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const double t = ctx->saved_data["t"].toDouble();
+    const torch::Tensor coef = ctx->saved_data["w"].toTensor() * (grad_out[0] * t / ctx->saved_data["n"].toTensor());
+    const torch::Tensor g = (ctx->saved_data["log_q"].toTensor().exp() - ctx->saved_data["p"].toTensor()) * coef.unsqueeze(1);
+    return {g, {}, {}, {}, {}, {}};
+  }
+};
+
+// MUSCLE's L_mcomp of one step as one autograd node: mean_i [m_i·KL(p_i^old ‖ q_i^old) +
+// (1 − m_i)·KL(p_i^new ‖ q_i)], q = softmax(student / T), q^old = softmax(student_old / T), m_i =
+// 1[argmax student_i ≠ y_i]. Forward: the operators compat::muscle_loss runs; backward:
+// (m_i / (N·T))(q_i^old − p_i^old) and ((1 − m_i) / (N·T))(q_i − p_i^new). `same`: student_old is
+// student (domain-IL: every column known, no mask), so q^old = q is computed once and the two
+// gradients are one.
+struct MuscleKL : public torch::autograd::Function<MuscleKL> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& student, const torch::Tensor& student_old,
+                               const torch::Tensor& log_p_new, const torch::Tensor& p_new,
+                               const torch::Tensor& log_p_old, const torch::Tensor& p_old, const torch::Tensor& y,
+                               double t, bool same) {
+    const torch::Tensor mask = student.argmax(1).ne(y);
+    const torch::Tensor log_q = torch::log_softmax(student / t, 1);
+    const torch::Tensor log_q_old = same ? log_q : torch::log_softmax(student_old / t, 1);
+    const torch::Tensor a_old = (p_old * (log_p_old - log_q_old)).sum(1);
+    const torch::Tensor a_new = (p_new * (log_p_new - log_q)).sum(1);
+    ctx->saved_data["mask"] = mask;
+    ctx->saved_data["log_q_old"] = log_q_old;
+    ctx->saved_data["log_q"] = log_q;
+    ctx->saved_data["p_old"] = p_old;
+    ctx->saved_data["p_new"] = p_new;
+    ctx->saved_data["t"] = t;
+    ctx->saved_data["same"] = same;
+    return torch::where(mask, a_old, a_new).mean();
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const double t = ctx->saved_data["t"].toDouble();
+    const torch::Tensor mask = ctx->saved_data["mask"].toTensor();
+    const torch::Tensor log_q = ctx->saved_data["log_q"].toTensor();
+    const torch::Tensor c = grad_out[0] / (t * static_cast<double>(log_q.size(0)));
+    const torch::Tensor m_old = mask.unsqueeze(1).to(log_q.scalar_type());
+    const torch::Tensor p_old = ctx->saved_data["p_old"].toTensor(), p_new = ctx->saved_data["p_new"].toTensor();
+    if (ctx->saved_data["same"].toBool())  // (q − [m p_old + (1 − m) p_new])·c
+      return {(log_q.exp() - torch::where(mask.unsqueeze(1), p_old, p_new)) * c, {}, {}, {}, {}, {}, {}, {}, {}};
+    const torch::Tensor g_old = (ctx->saved_data["log_q_old"].toTensor().exp() - p_old) * (m_old * c);
+    const torch::Tensor g = (log_q.exp() - p_new) * ((1 - m_old) * c);
+    return {g, g_old, {}, {}, {}, {}, {}, {}, {}};
+  }
+};
+
 }  // namespace
 
 void CompatMethod::on_task_start(TaskContext& ctx) {
   ref_logits_ = new_logits_ = known_columns_ = data_ids_ = torch::Tensor();
   focal_pos_ = muscle_order_ = muscle_pos_ = row_masked_ = torch::Tensor();
+  focal_rows_ = muscle_ref_rows_ = muscle_new_rows_ = torch::Tensor();
+  all_known_ = false;
   stage2_ = false;
   compat_sum_ = torch::zeros({}, torch::kFloat64);
   compat_steps_ = 0;
@@ -86,6 +164,22 @@ void CompatMethod::on_task_start(TaskContext& ctx) {
     muscle_order_ = torch::cat({known_columns_, known.logical_not().nonzero().flatten().to(torch::kInt64)});
     muscle_pos_ = torch::empty({k}, torch::kInt64);
     muscle_pos_.index_put_({muscle_order_}, torch::arange(k, torch::kInt64));
+    all_known_ = k_old == k;  // known_columns_ is then 0..k-1 in order
+    // The reference side of every step's term, per row (it depends on the row alone).
+    const torch::Tensor teacher = ref_logits_.index_select(1, known_columns_);
+    const double t = options_.loss().resolved_temperature();
+    if (mode == compat::CompatMode::kFocal) {
+      const torch::Tensor y_local = focal_pos_.index_select(0, data.y);
+      const torch::Tensor keep = options_.loss().drop_new_class_samples() ? y_local.lt(k_old)
+                                                                           : torch::ones_like(y_local, torch::kBool);
+      const torch::Tensor old_correct = teacher.argmax(1).eq(y_local);
+      const torch::Tensor w = (options_.loss().alpha() + options_.loss().beta() * old_correct.to(torch::kFloat)) *
+                              keep.to(torch::kFloat);
+      focal_rows_ = torch::cat({teacher_log_p_and_p(teacher, t), w.unsqueeze(1), keep.to(torch::kFloat).unsqueeze(1)}, 1)
+                        .contiguous();
+    } else if (mode == compat::CompatMode::kMuscle) {
+      muscle_ref_rows_ = teacher_log_p_and_p(teacher, t).contiguous();
+    }
   }
   inner_->on_task_start(ctx);
   if (ref_logits_.defined()) {
@@ -100,41 +194,48 @@ torch::Tensor CompatMethod::focal_term(StepContext& step) {
   // The unmasked logits: task-IL masks the old tasks' columns to -inf for current-task examples, and
   // the distillation needs their raw values (a hand-made StepContext may carry only the logits).
   const torch::Tensor& raw = step.raw_logits.defined() ? step.raw_logits : step.logits;
-  const torch::Tensor student = raw.index_select(1, known_columns_);
-  const torch::Tensor teacher = ref_logits_.index_select(0, step.batch_index).index_select(1, known_columns_);
-  // A constant dummy student column k_old keeps unknown labels valid for the (unused) CE inside
-  // focal_distillation_loss; its KL and focal weights use only the first k_old columns, and labels
-  // >= k_old are the "new class" samples.
-  const torch::Tensor y_local = focal_pos_.index_select(0, step.y);
-  const torch::Tensor student_ext = torch::cat({student, torch::zeros({student.size(0), 1}, student.options())}, 1);
-  const auto l = compat::focal_distillation_loss(student_ext, teacher, y_local, options_.loss());
-  compat_sum_ += l.compat.detach();
+  const torch::Tensor student = all_known_ ? raw : raw.index_select(1, known_columns_);
+  torch::Tensor term;
+  if (options_.loss().distance() == compat::DistillDistance::kKL) {
+    // One gather of the step's rows of the cached teacher side, one autograd node, no host sync.
+    const int64_t k_old = known_columns_.size(0);
+    const torch::Tensor rows = focal_rows_.index_select(0, step.batch_index);
+    const torch::Tensor keep = rows.select(1, 2 * k_old + 1);
+    term = FocalKL::apply(student, rows.narrow(1, 0, k_old), rows.narrow(1, k_old, k_old), rows.select(1, 2 * k_old),
+                          keep.sum().clamp_min(1), options_.loss().resolved_temperature());
+  } else {
+    // Labels as positions among the known columns; labels >= k_old are the "new class" samples.
+    const torch::Tensor teacher = ref_logits_.index_select(0, step.batch_index).index_select(1, known_columns_);
+    term = compat::focal_compat_term(student, teacher, focal_pos_.index_select(0, step.y), options_.loss());
+  }
+  compat_sum_ += term.detach();
   ++compat_steps_;
-  return options_.loss().weight() * l.compat;
+  return options_.loss().weight() == 1.0 ? term : options_.loss().weight() * term;
 }
 
 torch::Tensor CompatMethod::muscle_term(StepContext& step) {
   const torch::Tensor rows = step.batch_index;
-  torch::Tensor student = step.logits, neu = new_logits_.index_select(0, rows);
+  torch::Tensor student = step.logits;
   // The old teacher is compared on the classes it was trained on, with the student's unmasked
   // logits there (as focal distils): a task-IL loss masks exactly those columns out for the current
   // task's examples, and two masked rows would make the old-teacher term 0.
   const torch::Tensor& raw = step.raw_logits.defined() ? step.raw_logits : step.logits;
-  const torch::Tensor ref = ref_logits_.index_select(0, rows).index_select(1, known_columns_);
-  const torch::Tensor student_old = raw.index_select(1, known_columns_);
-  if (row_masked_.defined()) {
-    // The new teacher against the student as the trainer's loss sees it (its per-example mask);
-    // -1e9 (not -inf) keeps 0·log 0 terms finite.
-    const torch::Tensor masked = row_masked_.index_select(0, rows);
-    student = student.masked_fill(masked, -1e9);
-    neu = neu.masked_fill(masked, -1e9);
-  }
-  const auto l = compat::muscle_loss(student.index_select(1, muscle_order_), ref, neu.index_select(1, muscle_order_),
-                                     muscle_pos_.index_select(0, step.y), options_.loss(), student_old);
-  compat_sum_ += l.compat.detach();
+  const torch::Tensor student_old = all_known_ ? raw : raw.index_select(1, known_columns_);
+  // The new teacher against the student as the trainer's loss sees it (its per-example mask);
+  // -1e9 (not -inf) keeps 0·log 0 terms finite.
+  if (row_masked_.defined()) student = student.masked_fill(row_masked_.index_select(0, rows), -1e9);
+  // Both teachers' per-row [log p | p] were built once (task start, next_stage); the term is one node.
+  const int64_t k = muscle_order_.size(0), k_old = known_columns_.size(0);
+  const torch::Tensor neu = muscle_new_rows_.index_select(0, rows), ref = muscle_ref_rows_.index_select(0, rows);
+  const torch::Tensor term = MuscleKL::apply(
+      all_known_ ? student : student.index_select(1, muscle_order_), student_old, neu.narrow(1, 0, k),
+      neu.narrow(1, k, k), ref.narrow(1, 0, k_old), ref.narrow(1, k_old, k_old), muscle_pos_.index_select(0, step.y),
+      options_.loss().resolved_temperature(), /*same=*/all_known_ && !row_masked_.defined() && student.is_same(raw));
+  compat_sum_ += term.detach();
   ++compat_steps_;
   const double lambda = options_.loss().weight();
-  return lambda * l.compat - lambda * step.loss;
+  if (lambda == 1.0) return term - step.loss;  // the default λ: the same value, two operators fewer
+  return lambda * term - lambda * step.loss;
 }
 
 torch::Tensor CompatMethod::extra_loss(StepContext& step) {
@@ -158,6 +259,13 @@ std::optional<TrainOptions> CompatMethod::next_stage(TaskContext& ctx, int64_t s
     if (const torch::Tensor table = training_logit_mask(ctx); table.defined())
       row_masked_ = table.index_select(0, data_task_).logical_not();
     current_["plain_train_acc"] = new_logits_.argmax(1).eq(data.y).to(torch::kFloat64).mean().item<double>();
+    // The new teacher as every stage-2 step compares it: masked like the trainer's loss (-1e9, not
+    // -inf, keeps 0·log 0 terms finite) and in the known-first column order, once for the stage.
+    const torch::Tensor teacher = row_masked_.defined() ? new_logits_.masked_fill(row_masked_, -1e9) : new_logits_;
+    muscle_new_rows_ =
+        teacher_log_p_and_p(all_known_ ? teacher : teacher.index_select(1, muscle_order_),
+                            options_.loss().resolved_temperature())
+            .contiguous();
     // MUSCLE's old teacher is meant to be a comparable model. On a new task's data the previous
     // version is often far weaker (it never saw these classes): then a^old mostly pulls wrong
     // examples towards a model that is wrong too, and only the known classes' logits are kept.
@@ -180,7 +288,7 @@ std::optional<TrainOptions> CompatMethod::next_stage(TaskContext& ctx, int64_t s
   if (stage2_) {
     stage2_ = false;
     current_["mean_l_mcomp"] = mean_compat_term(ctx);
-    new_logits_ = row_masked_ = torch::Tensor();  // not needed past the task; keeps memory at one cache
+    new_logits_ = muscle_new_rows_ = row_masked_ = torch::Tensor();  // not needed past the stage
   }
   return std::nullopt;
 }

@@ -27,6 +27,12 @@
 // logit mask the trainer applies at stage t. Stage-2 shuffles use seed + 1000003 so they differ from
 // stage 1's.
 //
+// Per-step cost: everything of a term that depends on the row alone (the teachers' log-softmax and
+// softmax, focal's weights and keep flags) is built once per task (MUSCLE's new teacher once per
+// stage) as a per-row table; a step gathers its rows with one index_select and computes the term as
+// one autograd node (KL distance; focal's L2 distance takes the generic path), with no cross-entropy
+// of its own, no host sync and no per-step mask rebuild.
+//
 // Loss bookkeeping: the Trainer always adds CE(masked logits, y). extra_loss returns, for muscle
 // stage 2, λ·L_mcomp − λ·CE (with the very CE tensor the Trainer computed), so the total is exactly
 // λ·L_mcomp + (1 − λ)·CE; for λ = 1 the CE gradients cancel exactly (same values subtracted).
@@ -99,6 +105,16 @@ class CompatMethod : public Method {
   std::unique_ptr<Method> inner_;
   CompatTrainingOptions options_;
   torch::Tensor ref_logits_, new_logits_;
+  /// Per-row teacher data, built once per task (focal, the reference side of MUSCLE) or per stage
+  /// (MUSCLE's new teacher) instead of at every step; a step gathers its rows with one index_select.
+  ///   focal_rows_       [N, 2·K_old + 2]: log p, p of the reference over the known columns at T,
+  ///                     the focal weight w_i and the keep flag (float)
+  ///   muscle_ref_rows_  [N, 2·K_old]: log p, p of the reference over the known columns at T
+  ///   muscle_new_rows_  [N, 2·C]: log p, p of M_t^plain, masked like the trainer's loss (-1e9) and
+  ///                     in the known-first column order
+  torch::Tensor focal_rows_, muscle_ref_rows_, muscle_new_rows_;
+  /// The known columns are every column, in order (domain-IL): the student needs no gather.
+  bool all_known_ = false;
   torch::Tensor known_columns_;  ///< [K_old] int64: the logit columns the reference was trained on
   torch::Tensor data_ids_;       ///< ids of the cached rows (checked against the trainer's data)
   torch::Tensor data_task_;      ///< MUSCLE: task of each training row (for the per-example logit masks)

@@ -50,6 +50,8 @@ class OLoRAMethod : public AdapterMethod {
  private:
   adapters::LoRAOptions options_;
   double lambda1_, lambda2_;
+  adapters::AdapterCache<adapters::LoRAImpl> lora_adapters_;  // extra_loss runs at every step
+  torch::Tensor zero_;                                        // the penalty while no term applies
 };
 
 }  // namespace strata::continual

@@ -244,3 +244,52 @@ TEST(AdaptersCoDyRA, StateRoundTripAfterPruning) {
   b->reset_parameters();
   EXPECT_EQ(b->rank(), 5);
 }
+
+TEST(AdaptersCoDyRA, SoftThresholdPaperIsBitwiseTheSignClampFormula) {
+  // The in-place softshrink kernel against the operator as first written, on many values, ties at
+  // ±κ included.
+  torch::manual_seed(21);
+  for (double kappa : {1e-3, 0.05, 0.7}) {
+    auto w = torch::randn({4096});
+    {
+      torch::NoGradGuard no_grad;
+      w[0] = static_cast<float>(kappa);
+      w[1] = -static_cast<float>(kappa);
+      w[2] = 0.0f;
+    }
+    const auto expected = torch::sign(w) * torch::clamp_min(w.abs() - kappa, 0.0);
+    soft_threshold_(w, kappa, ShrinkMode::Paper);
+    EXPECT_TRUE(torch::equal(w, expected)) << "kappa " << kappa;
+    EXPECT_EQ((w == 0).sum().item<int64_t>(), (expected == 0).sum().item<int64_t>());
+  }
+}
+
+TEST(AdaptersCoDyRA, AfterStepOnACachedListFollowsReattachment) {
+  torch::manual_seed(22);
+  Net net(6, 8, 3);
+  inject(*net, "blocks.*.attn.q|fc1", codyra_factory(4));
+  AdapterCache<CoDyRAImpl> cache;
+  KappaSchedule s;
+  s.total_steps(100).dense_fraction(0.5).kappa_max(0.5).num_kappas(5);
+  const auto& first = cache.get(*net);
+  ASSERT_EQ(first.size(), 3u);
+  // The list version shrinks exactly what the model walk shrinks.
+  auto before = adapters_state(*net);
+  codyra_after_step(cache.get(*net), 90, s, ShrinkMode::Paper);
+  auto via_list = adapters_state(*net);
+  load_adapters_state(*net, before);
+  codyra_after_step(*net, 90, s, ShrinkMode::Paper);
+  for (const auto& [k, v] : adapters_state(*net)) EXPECT_TRUE(torch::equal(v, via_list.at(k))) << k;
+  // Task end removes the adapters and the next task attaches fresh ones: the cache must not hand
+  // out the removed ones.
+  auto old = cache.get(*net);
+  codyra_end_task(*net);
+  unwrap(*net);
+  EXPECT_TRUE(cache.get(*net).empty());
+  inject(*net, "blocks.*.attn.q|fc1", codyra_factory(4));
+  const auto& fresh = cache.get(*net);
+  ASSERT_EQ(fresh.size(), 3u);
+  for (size_t i = 0; i < fresh.size(); ++i) EXPECT_NE(fresh[i].get(), old[i].get());
+  auto expected = adapters_of<CoDyRAImpl>(*net);
+  for (size_t i = 0; i < fresh.size(); ++i) EXPECT_EQ(fresh[i].get(), expected[i].second.get());
+}

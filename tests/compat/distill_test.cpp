@@ -139,3 +139,30 @@ TEST(CompatDistill, GradientsReachOnlyTheStudentOnATinyMlp) {
   EXPECT_EQ(none.compat.item<double>(), 0.0);
   EXPECT_THROW(compat_loss(mlp->forward(x), y, {}, {}, CompatTrainOptions().mode(CompatMode::kFocal)), c10::Error);
 }
+
+TEST(CompatDistill, TermsAloneEqualTheLossesCompatParts) {
+  // What the training wrapper adds at every step (no cross-entropy, no host sync) is exactly the
+  // compat part of the full losses, kept, dropped and all-dropped samples included.
+  torch::manual_seed(7);
+  const torch::Tensor student = torch::randn({6, 5}, torch::requires_grad());
+  const torch::Tensor old = torch::randn({6, 3});
+  const torch::Tensor neu = torch::randn({6, 5});
+  for (const auto& y : {L({0, 1, 3, 4, 2, 0}), L({3, 4, 3, 4, 4, 3})}) {  // some kept / none kept
+    for (auto dist : {DistillDistance::kKL, DistillDistance::kL2})
+      for (bool drop : {true, false}) {
+        const auto opt = CompatTrainOptions().mode(CompatMode::kFocal).distance(dist).drop_new_class_samples(drop);
+        const auto full = focal_distillation_loss(student, old, y, opt).compat;
+        const auto term = focal_compat_term(student, old, y, opt);
+        EXPECT_TRUE(torch::equal(full, term));
+        auto g_full = torch::autograd::grad({full}, {student})[0];
+        auto g_term = torch::autograd::grad({term}, {student})[0];
+        EXPECT_TRUE(torch::equal(g_full, g_term));
+      }
+    const auto mopt = CompatTrainOptions().mode(CompatMode::kMuscle);
+    const auto view = student.slice(1, 0, 3) * 2;
+    EXPECT_TRUE(torch::equal(muscle_loss(student, old, neu, y, mopt, view).compat,
+                             muscle_compat_term(student, old, neu, y, mopt, view)));
+    EXPECT_TRUE(torch::equal(muscle_loss(student, old, neu, y, mopt).compat,
+                             muscle_compat_term(student, old, neu, y, mopt)));
+  }
+}

@@ -270,3 +270,99 @@ TEST(CompatTraining, MuscleOldTeacherTermIsLiveOnTaskIncrementalStreams) {
   EXPECT_NE(t[0]["warnings"][0].get<std::string>().find("less accurate"), std::string::npos);
   fs::remove_all(root);
 }
+
+namespace {
+
+// The old per-step code path: the term from compat::focal_distillation_loss / muscle_loss on the
+// step's rows, every teacher quantity recomputed from the cached logits.
+struct KnownColumns {
+  torch::Tensor columns, order, pos_focal, pos_order;
+  int64_t k_old = 0;
+};
+
+KnownColumns known_columns(const tasks::TaskStream& stream, int64_t task) {
+  KnownColumns k;
+  const torch::Tensor known = stream.logit_mask(task - 1).slice(0, 0, task).any(0);
+  k.columns = known.nonzero().flatten().to(torch::kInt64);
+  k.k_old = k.columns.size(0);
+  const int64_t c = known.size(0);
+  k.pos_focal = torch::full({c}, k.k_old, torch::kInt64);
+  k.pos_focal.index_put_({k.columns}, torch::arange(k.k_old, torch::kInt64));
+  k.order = torch::cat({k.columns, known.logical_not().nonzero().flatten().to(torch::kInt64)});
+  k.pos_order = torch::empty({c}, torch::kInt64);
+  k.pos_order.index_put_({k.order}, torch::arange(c, torch::kInt64));
+  return k;
+}
+
+}  // namespace
+
+TEST(CompatTraining, CachedTeacherRowsGiveTheDirectLossesValuesAndGradients) {
+  // The per-row teacher caches (built at task start and at next_stage) against the losses computed
+  // from the cached logits at the step, on class-, task- and domain-incremental streams (domain: every
+  // column known, no mask, MUSCLE's single-softmax path), for two different
+  // tasks (the caches are rebuilt at the task switch).
+  for (const std::string scenario : {"class", "task", "domain"}) {
+    for (const std::string mode : {"focal", "muscle"}) {
+      Fixture f;
+      f.stream = tasks::make_stream(tasks::StreamOptions().name("synthetic").num_tasks(3).seed(1).scenario(scenario));
+      f.model = strata::models::make_model(strata::models::ModelOptions()
+                                               .input_shape(f.stream.input_shape)
+                                               .num_classes(f.stream.num_classes)
+                                               .hidden({16}));
+      auto opts = compat::CompatTrainOptions().mode(compat::compat_mode_from_string(mode)).drop_new_class_samples(false);
+      CompatMethod cm(std::make_unique<Naive>(), CompatTrainingOptions().loss(opts));
+      cm.attach(f.model);
+      auto c0 = f.ctx(0);
+      train_task(c0, cm, f.train);
+      for (int64_t t = 1; t < 3; ++t) {
+        auto ct = f.ctx(t);
+        cm.on_task_start(ct);
+        train_task(ct, cm, f.train);
+        if (mode == "muscle") {
+          ASSERT_TRUE(cm.next_stage(ct, 1).has_value());
+        }
+        const auto data = cm.training_data(ct);
+        const auto k = known_columns(f.stream, t);
+        StepContext sc;
+        sc.task = &ct;
+        sc.batch_index = torch::randperm(data.size(), torch::kInt64).slice(0, 0, 12);
+        sc.x = data.x.index_select(0, sc.batch_index);
+        sc.y = data.y.index_select(0, sc.batch_index);
+        const auto raw = (f.model->forward(sc.x).detach() + torch::randn({12, f.stream.num_classes})).requires_grad_(true);
+        const torch::Tensor table = cm.training_logit_mask(ct);
+        const torch::Tensor row_mask = table.defined() ? table.index_select(0, data.task.index_select(0, sc.batch_index))
+                                                       : torch::Tensor();
+        sc.raw_logits = raw;
+        sc.logits = row_mask.defined() ? mask_logits(raw, row_mask) : raw;
+        sc.loss = torch::nn::functional::cross_entropy(sc.logits, sc.y);
+        const torch::Tensor ref = cm.reference_logits().index_select(0, sc.batch_index).index_select(1, k.columns);
+        torch::Tensor expected;
+        if (mode == "focal") {
+          const auto student = raw.index_select(1, k.columns);
+          const auto ext = torch::cat({student, torch::zeros({12, 1})}, 1);
+          expected = compat::focal_distillation_loss(ext, ref, k.pos_focal.index_select(0, sc.y), opts).compat;
+        } else {
+          torch::Tensor student = sc.logits, neu = cm.plain_logits().index_select(0, sc.batch_index);
+          if (row_mask.defined()) {
+            student = student.masked_fill(row_mask.logical_not(), -1e9);
+            neu = neu.masked_fill(row_mask.logical_not(), -1e9);
+          }
+          expected = compat::muscle_loss(student.index_select(1, k.order), ref, neu.index_select(1, k.order),
+                                         k.pos_order.index_select(0, sc.y), opts, raw.index_select(1, k.columns))
+                         .compat -
+                     sc.loss;
+        }
+        const auto got = cm.extra_loss(sc);
+        EXPECT_TRUE(torch::allclose(got, expected, 1e-5, 1e-6))
+            << scenario << " " << mode << " task " << t << ": " << got.item<double>() << " vs " << expected.item<double>();
+        // Both losses share the trainer's cross-entropy graph (MUSCLE subtracts it).
+        const auto g_got = torch::autograd::grad({got}, {raw}, {}, /*retain_graph=*/true)[0];
+        const auto g_expected = torch::autograd::grad({expected}, {raw})[0];
+        EXPECT_TRUE(torch::allclose(g_got, g_expected, 1e-4, 1e-6))
+            << scenario << " " << mode << " task " << t << ": max diff " << (g_got - g_expected).abs().max().item<double>();
+        if (mode == "muscle") cm.next_stage(ct, 2);
+        cm.on_task_end(ct);
+      }
+    }
+  }
+}
