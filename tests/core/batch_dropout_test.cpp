@@ -1,10 +1,10 @@
 // core::batch_dropout: outside a BatchShardGuard it is torch::dropout; inside one the mask is a
-// function of the global batch and the step's seed, so the shards' outputs put together are the
+// function of the global batch, the step's seed and the call's number, so the shards' outputs put together are the
 // one-process output bit for bit, for batch-first and flattened [B·T, D] inputs.
 #include "core/batch_dropout.h"
 #include "tests/support.h"
 
-#include <ATen/CPUGeneratorImpl.h>
+#include <cmath>
 #include <gtest/gtest.h>
 
 using strata::core::batch_dropout;
@@ -32,21 +32,49 @@ TEST(BatchDropout, OutsideAGuardItIsTorchDropout) {
             std::string::npos);
 }
 
-TEST(BatchDropout, OneProcessDrawsOneMaskFromTheStepSeed) {
+// The mask as the header defines it, written out element by element (splitmix64's finaliser).
+static float reference_mask(uint64_t seed, uint64_t call, uint64_t g, double p) {
+  auto mix = [](uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  const uint64_t gamma = 0x9E3779B97F4A7C15ull;
+  const uint64_t h = mix(mix(seed + (call + 1) * gamma) + (g / 2 + 1) * gamma);
+  const uint64_t u = g % 2 == 0 ? h >> 32 : h & 0xFFFFFFFFull;
+  return u >= static_cast<uint64_t>(std::ceil(p * 4294967296.0)) ? static_cast<float>(1.0 / (1.0 - p)) : 0.0f;
+}
+
+TEST(BatchDropout, OneProcessDrawsTheDefinedMaskFromTheStepSeed) {
   const auto x = torch::randn({8, 4, 3});
   const auto y = in_shard(x, 8, 0, 42, 0.25);
-  // One Bernoulli(0.75) draw of x's shape from a generator seeded with the step's seed, scaled.
-  auto gen = at::detail::createCPUGenerator(42);
-  const auto mask = torch::empty({8, 4, 3}).bernoulli_(0.75, gen).div_(0.75);
-  EXPECT_TRUE(torch::equal(y, x * mask));
+  auto mask = torch::empty({96});
+  for (int64_t g = 0; g < 96; ++g) mask[g] = reference_mask(42, 0, static_cast<uint64_t>(g), 0.25);
+  EXPECT_TRUE(torch::equal(y, x * mask.view({8, 4, 3})));
   EXPECT_TRUE(torch::equal(in_shard(x, 8, 0, 42, 0.25), y));     // a function of the seed
   EXPECT_FALSE(torch::equal(in_shard(x, 8, 0, 43, 0.25), y));    // another step, another mask
-  const double kept = y.ne(0).to(torch::kFloat64).mean().item<double>();
-  EXPECT_GT(kept, 0.6);
-  EXPECT_LT(kept, 0.9);
-  // Two adapters in one step draw two different masks (the generator advances).
+  // Two adapters in one step draw two different masks (the call number advances).
   BatchShardGuard guard(BatchShard().global_rows(8).rows(8).seed(42));
   EXPECT_FALSE(torch::equal(batch_dropout(x, 0.25), batch_dropout(x, 0.25)));
+}
+
+TEST(BatchDropout, TheMaskKeepsOneMinusPAndIsUnbiased) {
+  // 2·10⁶ elements: the kept fraction's standard error is about 3·10⁻⁴ at p = 0.1 and 0.5.
+  for (double p : {0.1, 0.5}) {
+    const auto m = strata::core::dropout_mask(7, 3, 12345, 2000000, p);
+    const double kept = m.ne(0).to(torch::kFloat64).mean().item<double>();
+    EXPECT_NEAR(kept, 1 - p, 2e-3) << "p=" << p;
+    EXPECT_NEAR(m.to(torch::kFloat64).mean().item<double>(), 1.0, 5e-3) << "p=" << p;  // E[mask] = 1
+    // Neighbouring elements (the two halves of one hash, and consecutive hashes) are uncorrelated.
+    const auto k = m.ne(0).to(torch::kFloat64);
+    const auto a = k.slice(0, 0, -1) - (1 - p), b = k.slice(0, 1) - (1 - p);
+    EXPECT_NEAR((a * b).mean().item<double>() / (p * (1 - p)), 0.0, 1e-2) << "p=" << p;
+  }
+  // Another call of the same step is another mask, not a shifted copy.
+  const auto m0 = strata::core::dropout_mask(7, 0, 0, 100000, 0.5), m1 = strata::core::dropout_mask(7, 1, 0, 100000, 0.5);
+  EXPECT_NEAR(m0.eq(m1).to(torch::kFloat64).mean().item<double>(), 0.5, 1e-2);
+  // An offset is a window onto the same sequence.
+  EXPECT_TRUE(torch::equal(strata::core::dropout_mask(7, 0, 999, 1001, 0.5), m0.slice(0, 999, 2000)));
 }
 
 TEST(BatchDropout, ShardsTogetherAreTheOneProcessOutput) {
