@@ -369,7 +369,7 @@ TEST(Checkpoints, LegacyFileWithoutUserBlockStillLoadsAndIsChecked) {
   const Version r = read_version(legacy);
   EXPECT_EQ(r.checksum, read_version(good).checksum);
   for (const auto& [n, t] : r.parameters)
-    if (n == "fc1.weight") EXPECT_TRUE(torch::equal(t, v.parameters[0].second));
+    if (n == "fc1.weight") { EXPECT_TRUE(torch::equal(t, v.parameters[0].second)); }
   // The in-HDF5 checksum still guards it: one value changed in a dataset's bytes.
   auto f = core::open_file(legacy, core::FileMode::kRead);
   const haddr_t offset = core::open_dataset(f, "/model/fc1.weight").getOffset();

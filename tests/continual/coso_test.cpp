@@ -108,7 +108,7 @@ TEST(CoSO, DefaultTargetsAndOptions) {
   EXPECT_THROW(CoSO(MethodConfig("coso", {{"cil_loss", "all"}})), c10::Error);
   // The registry's defaults are the struct's (one table).
   for (const auto& o : builtin_methods().get("coso").options) {
-    if (o.key == "others") EXPECT_EQ(o.default_value, "head");
+    if (o.key == "others") { EXPECT_EQ(o.default_value, "head"); }
   }
   EXPECT_THROW(CoSO(MethodConfig("coso", {{"gap", "0"}})), c10::Error);
   EXPECT_TRUE(builtin_methods().has("coso"));

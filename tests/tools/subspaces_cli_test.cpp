@@ -69,7 +69,7 @@ TEST(SubspacesCli, LsShowAnglesExport) {
     std::ifstream svg(plots + "/" + f);
     const std::string text((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
     EXPECT_NE(text.find("</svg>"), std::string::npos) << f;
-    if (std::string(f) == "spectrum_fc1.svg") EXPECT_NE(text.find("t1"), std::string::npos);
+    if (std::string(f) == "spectrum_fc1.svg") { EXPECT_NE(text.find("t1"), std::string::npos); }
   }
   std::tie(rc, out) = run("plot " + path);
   EXPECT_NE(rc, 0);
