@@ -2,6 +2,7 @@
 
 #include "subspaces/basis.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace strata::adapters {
@@ -73,6 +74,64 @@ struct ProjectedLinearNoBias : public torch::autograd::Function<ProjectedLinearN
   }
 };
 
+// y = x Wᵀ + (x F) Cᵀ (+ b) for the deferred projection (see the header): x F is computed once and
+// kept for the backward, where it gives C's gradient; the weight and C gradients are GPM's update
+// split between the two, signed by `free`.
+torch::Tensor deferred_forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& C, const torch::Tensor& bias, const torch::Tensor* F, bool free) {
+  auto x2 = x.reshape({-1, x.size(-1)});
+  auto XF = x2.mm(*F);  // [rows, f]
+  auto y = bias.defined() ? torch::addmm(bias, x2, weight.t()) : x2.mm(weight.t());
+  y.addmm_(XF, C.t());
+  if (ctx) {
+    ctx->save_for_backward({x, weight, C});
+    ctx->saved_data["F"] = *F;
+    ctx->saved_data["XF"] = XF;
+    ctx->saved_data["free"] = free;
+  }
+  if (x.dim() == 2) return y;
+  auto shape = x.sizes().vec();
+  shape.back() = weight.size(0);
+  return y.view(shape);
+}
+
+variable_list deferred_backward(AutogradContext* ctx, const variable_list& grad_out, bool with_bias) {
+  auto saved = ctx->get_saved_variables();
+  const auto &x = saved[0], &weight = saved[1], &C = saved[2];
+  const auto F = ctx->saved_data["F"].toTensor(), XF = ctx->saved_data["XF"].toTensor();
+  const bool free = ctx->saved_data["free"].toBool();
+  auto d2 = grad_out[0].reshape({-1, weight.size(0)});
+  variable_list out(with_bias ? 6 : 5);  // one per forward argument
+  if (ctx->needs_input_grad(0)) out[0] = d2.mm(weight).addmm_(d2.mm(C), F.t()).view(x.sizes());  // δ(W + C Fᵀ)
+  if (!free && ctx->needs_input_grad(1)) out[1] = d2.t().mm(x.reshape({-1, x.size(-1)}));
+  if (ctx->needs_input_grad(2)) {
+    out[2] = d2.t().mm(XF);
+    if (!free) out[2].neg_();
+  }
+  if (with_bias && ctx->needs_input_grad(3)) out[3] = d2.sum(0);
+  return out;
+}
+
+struct DeferredLinear : public torch::autograd::Function<DeferredLinear> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& C, const torch::Tensor& bias, const torch::Tensor* F, bool free) {
+    return deferred_forward(ctx, x, weight, C, bias, F, free);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    return deferred_backward(ctx, grad_out, true);
+  }
+};
+
+struct DeferredLinearNoBias : public torch::autograd::Function<DeferredLinearNoBias> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& C, const torch::Tensor* F, bool free) {
+    return deferred_forward(ctx, x, weight, C, torch::Tensor(), F, free);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    return deferred_backward(ctx, grad_out, false);
+  }
+};
+
 }  // namespace
 
 AdaptableLinearImpl::AdaptableLinearImpl(int64_t in_features, int64_t out_features, bool with_bias) {
@@ -91,7 +150,25 @@ AdaptableLinearImpl::AdaptableLinearImpl(int64_t in_features, int64_t out_featur
 torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
   if (recording_) last_input_ = x.detach();
   torch::Tensor y;
-  if ((proj_U_.defined() || proj_M_.defined()) && weight.requires_grad() && torch::GradMode::is_enabled()) {
+  const bool training = weight.requires_grad() && torch::GradMode::is_enabled();
+  if (defer_state_ == DeferState::kUndecided && training) {
+    // Per input row: the deferred form's extra cost against the input projection's (header).
+    const int64_t rows = x.numel() / std::max<int64_t>(x.size(-1), 1), in = in_features(), out = out_features();
+    const int64_t f = defer_F_.size(1);
+    double deferred = 2.0 * rows * f * (in + 2 * out);
+    if (x.requires_grad()) deferred += 2.0 * rows * f * (in + out);
+    if (defer_free_) deferred -= 2.0 * rows * in * out;
+    const double projected = 4.0 * std::min(rows, out) * in * f;
+    defer_state_ = deferred < projected ? DeferState::kActive : DeferState::kInactive;
+  }
+  if (defer_state_ == DeferState::kActive) {
+    if (torch::GradMode::is_enabled())
+      y = bias.defined() ? DeferredLinear::apply(x, weight, defer_C_, bias, &defer_F_, defer_free_)
+                         : DeferredLinearNoBias::apply(x, weight, defer_C_, &defer_F_, defer_free_);
+    else
+      y = deferred_forward(nullptr, x, weight, defer_C_, bias, &defer_F_, defer_free_);
+  }
+  else if ((proj_U_.defined() || proj_M_.defined()) && training) {
     const Bases b{&proj_U_, &proj_U_perp_, &proj_M_, &proj_M_perp_};
     y = bias.defined() ? ProjectedLinear::apply(x, weight, bias, &b) : ProjectedLinearNoBias::apply(x, weight, &b);
   }
@@ -116,7 +193,34 @@ void AdaptableLinearImpl::set_input_projection(torch::Tensor U, torch::Tensor U_
   proj_U_perp_ = U_perp.defined() ? U_perp.detach().to(weight.dtype()).contiguous() : torch::Tensor();
 }
 
+void AdaptableLinearImpl::set_deferred_projection(torch::Tensor F, torch::Tensor C, bool free) {
+  TORCH_CHECK(F.defined() && F.dim() == 2 && F.size(0) == in_features() && F.size(1) > 0,
+              "strata::adapters::AdaptableLinear::set_deferred_projection(): F must be [", in_features(),
+              ", f] with f > 0, got ", F.defined() ? F.sizes() : torch::IntArrayRef{});
+  TORCH_CHECK(C.defined() && C.dim() == 2 && C.size(0) == out_features() && C.size(1) == F.size(1),
+              "strata::adapters::AdaptableLinear::set_deferred_projection(): C must be [", out_features(), ", ",
+              F.size(1), "], got ", C.defined() ? C.sizes() : torch::IntArrayRef{});
+  TORCH_CHECK(!adapter_ && !proj_M_.defined(),
+              "strata::adapters::AdaptableLinear::set_deferred_projection(): the layer has an adapter or an output "
+              "projection, which the deferred form does not compose with");
+  fold_deferred_projection();
+  defer_F_ = F.detach().to(weight.dtype()).contiguous();
+  defer_C_ = C;
+  defer_free_ = free;
+  defer_state_ = DeferState::kUndecided;
+}
+
+void AdaptableLinearImpl::fold_deferred_projection() {
+  if (defer_state_ == DeferState::kActive) {
+    torch::NoGradGuard no_grad;
+    weight.addmm_(defer_C_.detach(), defer_F_.t());
+  }
+  defer_state_ = DeferState::kNone;
+  defer_F_ = defer_C_ = torch::Tensor();
+}
+
 void AdaptableLinearImpl::set_output_projection(torch::Tensor M, torch::Tensor M_perp) {
+  fold_deferred_projection();  // the deferred form does not compose with an output projection
   if (!M.defined() || M.dim() != 2 || M.size(1) == 0) {
     proj_M_ = proj_M_perp_ = torch::Tensor();
     return;
@@ -133,6 +237,7 @@ void AdaptableLinearImpl::set_output_projection(torch::Tensor M, torch::Tensor M
 
 void AdaptableLinearImpl::set_adapter(std::shared_ptr<Adapter> adapter) {
   TORCH_CHECK(adapter != nullptr, "strata::adapters::AdaptableLinear::set_adapter(): null adapter");
+  fold_deferred_projection();  // the adapter adds to the effective weight
   if (adapter_) remove_adapter();
   adapter_ = register_module("adapter", std::move(adapter));
 }

@@ -52,10 +52,33 @@ class AdaptableLinearImpl : public torch::nn::Module {
   /// undefined or empty U clears it.
   void set_input_projection(torch::Tensor U, torch::Tensor U_perp = {});
   const torch::Tensor& input_projection() const { return proj_U_; }
+  /// The complement U_perp given with it (undefined when none was).
+  const torch::Tensor& input_projection_complement() const { return proj_U_perp_; }
   /// Output-side counterpart (OSFT): weight.grad = (I − M Mᵀ) G, from δ − (δ M) Mᵀ (O(r·out·k));
   /// M [out, k], M_perp [out, out − k] optional. Combines with the input projection (both sides).
   void set_output_projection(torch::Tensor M, torch::Tensor M_perp = {});
   const torch::Tensor& output_projection() const { return proj_M_; }
+
+  /// Deferred input-side projection (GPM under plain SGD): the layer's effective weight is
+  /// W = weight + C Fᵀ, with F [in, f] fixed and C [out, f] a tensor the caller trains (not a
+  /// registered parameter: it is no part of the state dict, the caller hands it to the optimizer,
+  /// and fold_deferred_projection() writes it into `weight`). Forward: y = x·weightᵀ + (x F) Cᵀ (+ b).
+  /// The gradients the backward writes are GPM's update split in two, not dL/d(weight, C):
+  ///  - `free` false, F = U (the protected basis): weight.grad = δᵀX, C.grad = −δᵀ(X U);
+  ///  - `free` true, F = U⊥ (its complement): weight gets none, C.grad = δᵀ(X U⊥).
+  /// Either way one SGD step with learning rate η moves W by −η·δᵀX(I − UUᵀ), the projected step,
+  /// and so does SGD with momentum (the split is linear); weight decay and Adam are not, and must not
+  /// be used with it. What this saves is mapping the projected input back to [rows, in] every step:
+  /// the extra cost is 2·rows·f·(in + 2·out) (plus 2·rows·f·(in + out) when the input needs a
+  /// gradient, and minus the dense 2·rows·in·out weight gradient when `free`) against
+  /// 4·min(rows, out)·in·f for the input projection. The layer compares the two at its first
+  /// training forward (when it knows whether its input needs a gradient) and keeps the input
+  /// projection (set_input_projection) when that is cheaper; `C` then stays zero.
+  void set_deferred_projection(torch::Tensor F, torch::Tensor C, bool free);
+  /// weight += C Fᵀ and the deferred projection is cleared (a no-op when none is set).
+  void fold_deferred_projection();
+  /// Whether the deferred projection carries this layer's updates (decided at its first training forward).
+  bool deferred_projection_active() const { return defer_state_ == DeferState::kActive; }
 
   int64_t in_features() const { return weight.size(1); }
   int64_t out_features() const { return weight.size(0); }
@@ -68,6 +91,10 @@ class AdaptableLinearImpl : public torch::nn::Module {
   std::shared_ptr<Adapter> adapter_;
   bool recording_ = false;
   torch::Tensor proj_U_, proj_U_perp_, proj_M_, proj_M_perp_;
+  enum class DeferState { kNone, kUndecided, kActive, kInactive };
+  DeferState defer_state_ = DeferState::kNone;
+  bool defer_free_ = false;
+  torch::Tensor defer_F_, defer_C_;
   torch::Tensor last_input_;
 };
 TORCH_MODULE(AdaptableLinear);

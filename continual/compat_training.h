@@ -77,6 +77,7 @@ class CompatMethod : public Method {
   torch::Tensor extra_loss(StepContext& step) override;
   void after_backward(StepContext& step) override { inner_->after_backward(step); }
   void after_step(StepContext& step) override { inner_->after_step(step); }
+  void on_train_end(TaskContext& ctx) override { inner_->on_train_end(ctx); }
   /// MUSCLE: stage 1 = the task's own training; next_stage(ctx, 1) caches M_t^plain's logits and
   /// returns stage 2's options; next_stage(ctx, 2) closes stage 2. Stages of the inner method are not
   /// forwarded (no built-in method has any).

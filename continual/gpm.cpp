@@ -54,6 +54,10 @@ const OptionTable<GpmOptions>& gpm_table() {
                [](GpmOptions& o) -> auto& { return o.conv(); })
           .add("conv_samples", "samples (of gpm.samples) whose patches form a convolution's representation",
                [](GpmOptions& o) -> auto& { return o.conv_samples(); })
+          .add("factored_sgd",
+               "under plain SGD without weight decay, keep each layer's task update factored (same steps, "
+               "fewer FLOPs); false = project every step's input",
+               [](GpmOptions& o) -> auto& { return o.factored_sgd(); })
           .add("freeze_1d",
                "freeze every 1-D parameter (biases, norms) and the ViT's class token and position embedding from "
                "the second task on",
@@ -67,6 +71,7 @@ Gpm::Gpm(GpmOptions options) : options_(std::move(options)) { options_.validate(
 
 Gpm::~Gpm() {
   // Leave the layers as attach() found them, unless another method has installed its own since.
+  fold_factored();
   for (auto& [name, layer] : layers_) {
     auto it = bases_.find(name);
     const auto& P = layer->input_projection();
@@ -112,7 +117,29 @@ std::vector<torch::Tensor> Gpm::parameters(TaskContext& ctx) {
       frozen_names_.push_back(item.key());
     }
   }
-  return Method::parameters(ctx);
+  fold_factored();  // a previous stage's update
+  auto params = Method::parameters(ctx);
+  const TrainOptions* train = ctx.train;
+  if (!options_.factored_sgd() || !train || train->optimizer() != "sgd" || train->weight_decay() > 0) return params;
+  for (auto& [name, layer] : layers_) {
+    auto it = bases_.find(name);
+    if (it == bases_.end() || !layer->weight.requires_grad() || layer->adapter() ||
+        layer->output_projection().defined())
+      continue;
+    // The narrower of U and its complement, as install_projections() chose it.
+    const auto& U_perp = layer->input_projection_complement();
+    const bool free = U_perp.defined();
+    const auto& F = free ? U_perp : layer->input_projection();
+    if (!F.defined() || F.size(1) == 0) continue;  // nothing to project, or nothing left to train
+    auto C = torch::zeros({layer->out_features(), F.size(1)}, layer->weight.options()).requires_grad_(true);
+    layer->set_deferred_projection(F, C, free);
+    params.push_back(C);
+  }
+  return params;
+}
+
+void Gpm::fold_factored() {
+  for (auto& [name, layer] : layers_) layer->fold_deferred_projection();
 }
 
 std::vector<std::pair<torch::Tensor, torch::Tensor>> Gpm::projected_weights() {
@@ -191,6 +218,7 @@ void Gpm::install_projections() {
 
 void Gpm::on_task_end(TaskContext& ctx) {
   torch::NoGradGuard no_grad;
+  fold_factored();
   const auto& train = ctx.task().train;
   const int64_t n = train.size();
   const int64_t s = std::min(options_.samples(), n);

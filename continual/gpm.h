@@ -26,8 +26,18 @@
 // learn at all).
 //
 // Optimizers: with plain SGD without weight decay the update is a multiple of the projected
-// gradient, so it stays outside span(M). Adam/AdamW (per-coordinate scaling) and weight decay
-// (a pull along W itself) are not: for those the applied update is re-projected after the step,
+// gradient, so it stays outside span(M). There (`factored_sgd`, default on) a projected Linear layer
+// keeps the task's update factored instead of projecting its input at every step: its effective
+// weight is W = weight + C Fᵀ, F = M or its complement (the narrower), C [out, f] trained beside the
+// weight, and each step's gradients split GPM's update between the two
+// (adapters::AdaptableLinear::set_deferred_projection). The projected input is then never mapped
+// back to [B, in]: on the first layer of the GPM protocol's MLP that is 40 % of the projection's
+// FLOPs. A layer keeps the input projection where that is cheaper (the cost model is in
+// adaptable_linear.h). C is folded into the weight when training ends (Method::on_train_end), so
+// every reader after train_task() sees the trained weight; forwards during training (validation)
+// include C Fᵀ. The steps are the projected ones up to float round-off (tested); momentum is linear
+// and allowed. Adam/AdamW (per-coordinate scaling) and weight decay (a pull along W itself) are
+// not: for those the applied update is re-projected after the step,
 // W ← W_before + ΔW − (ΔW M) Mᵀ, for every projected weight.
 #include "continual/method.h"
 #include "continual/option_table.h"
@@ -52,6 +62,9 @@ struct GpmOptions {
   /// Freeze every 1-D parameter (biases, norms), and the ViT's class token and position embedding,
   /// from the second task on.
   TORCH_ARG(bool, freeze_1d) = true;
+  /// Under plain SGD without weight decay, keep each layer's update factored within a task (the
+  /// same steps up to round-off, fewer FLOPs); off = project every step's input.
+  TORCH_ARG(bool, factored_sgd) = true;
 
  public:
   void validate() const;
@@ -66,6 +79,7 @@ class Gpm : public Method {
   std::vector<torch::Tensor> parameters(TaskContext& ctx) override;
   void after_backward(StepContext& step) override;
   void after_step(StepContext& step) override;
+  void on_train_end(TaskContext& ctx) override { fold_factored(); }
   void on_task_end(TaskContext& ctx) override;
   MethodState save() const override;
   void load(const MethodState& state, models::Model& model) override;
@@ -81,6 +95,8 @@ class Gpm : public Method {
   void install_projections();
   /// Task-IL with target = auto: the head is not projected (see gpm.cpp).
   void release_head();
+  /// Writes every layer's pending factored update into its weight (see factored_sgd).
+  void fold_factored();
   /// Every projected weight with its basis, as [rows, n] views.
   std::vector<std::pair<torch::Tensor, torch::Tensor>> projected_weights();
 

@@ -143,6 +143,10 @@ class Method {
   virtual void after_backward(StepContext& step) {}
   /// After the optimizer step (re-projection, soft-thresholding).
   virtual void after_step(StepContext& step) {}
+  /// When train_task() has run its last step (of every stage, before next_stage): a method that
+  /// keeps the trained weights in another form while training writes them back here (GPM's
+  /// factored SGD), so that the model's parameters hold them from then on.
+  virtual void on_train_end(TaskContext& ctx) {}
   /// After the task's last step (subspace updates, merging, pruning).
   virtual void on_task_end(TaskContext& ctx) {}
 

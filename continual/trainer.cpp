@@ -243,6 +243,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
     }
     if (on_epoch) on_epoch(st);
   }
+  method.on_train_end(ctx);
 }
 
 }  // namespace strata::continual

@@ -74,3 +74,76 @@ TEST(AdaptableLinear, OutputAndInputProjectionsGiveTheTwoSidedGradient) {
     EXPECT_TRUE(torch::allclose(plain->bias.grad(), projected->bias.grad(), 1e-6, 1e-6));
   }
 }
+
+// The deferred projection under SGD (with and without momentum): each step's effective weight
+// W = weight + C Fᵀ equals explicit projected SGD's, W ← W − η·G(I − UUᵀ), for both forms, for an
+// input with and without a gradient; the output and the input gradient are the effective layer's.
+// The cases are picked so that the layer takes the deferred path where the cost model says it pays
+// (and the input projection elsewhere); both must give the projected steps.
+TEST(AdaptableLinear, DeferredProjectionTakesTheProjectedSgdSteps) {
+  torch::manual_seed(5);
+  struct Case {
+    int64_t k;
+    bool free, input_grad, active;
+  };
+  // in 40, out 6, 8 rows: protected k 10 pays only without an input gradient; free (r = 4) pays with one.
+  for (const Case c : {Case{10, false, false, true}, Case{10, false, true, false}, Case{36, true, true, true},
+                       Case{36, true, false, true}}) {
+    for (double momentum : {0.0, 0.9}) {
+      AdaptableLinear ref(40, 6), deferred(40, 6);
+      {
+        torch::NoGradGuard ng;
+        deferred->weight.copy_(ref->weight);
+        deferred->bias.copy_(ref->bias);
+      }
+      auto U = orthonormal(40, c.k);
+      auto U_perp = strata::subspaces::complement_basis(U);
+      deferred->set_input_projection(U, c.free ? U_perp : torch::Tensor());
+      auto C = torch::zeros({6, c.free ? 40 - c.k : c.k}).requires_grad_(true);
+      deferred->set_deferred_projection(c.free ? U_perp : U, C, c.free);
+      const double lr = 0.1;
+      torch::optim::SGD opt_ref({ref->weight, ref->bias}, torch::optim::SGDOptions(lr).momentum(momentum));
+      torch::optim::SGD opt_def({deferred->weight, deferred->bias, C}, torch::optim::SGDOptions(lr).momentum(momentum));
+      for (int step = 0; step < 6; ++step) {
+        auto x = torch::randn({8, 40});
+        auto xa = x.clone().requires_grad_(c.input_grad), xb = x.clone().requires_grad_(c.input_grad);
+        opt_ref.zero_grad();
+        opt_def.zero_grad();
+        auto ya = ref(xa), yb = deferred(xb);
+        EXPECT_EQ(deferred->deferred_projection_active(), c.active) << "k " << c.k << " input grad " << c.input_grad;
+        ASSERT_TRUE(torch::allclose(ya, yb, 1e-5, 1e-5)) << "step " << step;
+        auto w = torch::randn(ya.sizes());
+        (ya * w).sum().backward();
+        (yb * w).sum().backward();
+        {
+          torch::NoGradGuard ng;
+          auto& G = ref->weight.mutable_grad();
+          G.sub_(G.mm(U).mm(U.t()));
+        }
+        if (c.input_grad) {
+          EXPECT_TRUE(torch::allclose(xa.grad(), xb.grad(), 1e-5, 1e-5));
+        }
+        opt_ref.step();
+        opt_def.step();
+      }
+      // No-grad forwards (evaluation) see the effective weight too.
+      auto x = torch::randn({3, 40});
+      torch::Tensor ya, yb;
+      {
+        torch::NoGradGuard ng;
+        ya = ref(x);
+        yb = deferred(x);
+      }
+      EXPECT_TRUE(torch::allclose(ya, yb, 1e-5, 1e-5));
+      deferred->fold_deferred_projection();
+      EXPECT_FALSE(deferred->deferred_projection_active());
+      EXPECT_TRUE(torch::allclose(deferred->weight, ref->weight, 1e-5, 1e-5))
+          << "k " << c.k << " free " << c.free << " momentum " << momentum << ": max diff "
+          << (deferred->weight - ref->weight).abs().max().item<double>();
+      EXPECT_TRUE(torch::allclose(deferred->bias, ref->bias, 1e-6, 1e-6));
+    }
+  }
+  AdaptableLinear l(5, 3);
+  EXPECT_THROW(l->set_deferred_projection(orthonormal(4, 2), torch::zeros({3, 2}), false), c10::Error);
+  EXPECT_THROW(l->set_deferred_projection(orthonormal(5, 2), torch::zeros({3, 3}), false), c10::Error);
+}

@@ -315,7 +315,9 @@ TEST(Gpm, EveryVitLinearIncludingThePatchEmbeddingIsProtected) {
     if (name == "head") continue;  // task-IL: the head is left free (see Gpm.TaskIncremental...)
     ASSERT_TRUE(M.defined()) << name;
     const torch::Tensor dW = layer->weight.detach() - before.at(name + ".weight");
-    if (M.size(1) < M.size(0)) EXPECT_GT(dW.abs().max().item<double>(), 1e-4) << name;
+    if (M.size(1) < M.size(0)) {
+      EXPECT_GT(dW.abs().max().item<double>(), 1e-4) << name;
+    }
     EXPECT_LT(dW.mm(M).abs().max().item<double>(), 1e-5) << name;
     ++checked;
   }
@@ -359,4 +361,32 @@ TEST(Gpm, RandomizedAndAutoSvdRunEndToEnd) {
     EXPECT_LT(angles.max().item<double>(), 0.05) << name;
   }
   fs::remove_all(dir);
+}
+
+TEST(Gpm, FactoredSgdTakesTheSameStepsAsTheProjectedInput) {
+  // The same two tasks with factored_sgd on and off, from the same start: the same weights after
+  // each task up to float round-off, and the factored path really carried the first layer's updates.
+  std::vector<std::map<std::string, torch::Tensor>> weights(2);
+  for (bool factored : {false, true}) {
+    Fixture f;
+    Gpm gpm(GpmOptions().thresholds({0.9}).samples(100).factored_sgd(factored));
+    gpm.attach(f.model);
+    auto opts = f.train;
+    opts.momentum(0.5);
+    for (int64_t t = 0; t < 2; ++t) {
+      auto c = f.ctx(t);
+      c.train = &opts;
+      bool active = false;
+      train_task(c, gpm, opts, {}, [&](int64_t, int64_t, int64_t, double) {
+        active = active || f.model->linear_layers()[0].second->deferred_projection_active();
+      });
+      EXPECT_EQ(active, factored && t > 0) << "task " << t;
+      gpm.on_task_end(c);
+      EXPECT_FALSE(f.model->linear_layers()[0].second->deferred_projection_active()) << "folded at task end";
+    }
+    for (auto& [name, layer] : f.model->linear_layers()) weights[factored][name] = layer->weight.detach().clone();
+  }
+  for (auto& [name, w] : weights[0])
+    EXPECT_TRUE(torch::allclose(weights[1][name], w, 1e-4, 1e-5))
+        << name << ": max diff " << (weights[1][name] - w).abs().max().item<double>();
 }
