@@ -11,6 +11,12 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// s·(a b) as one GEMM: addmm with β = 0 never reads its input (a 0-d zero broadcast), and α = s
+// scales in the GEMM's store, where mm(a, b).mul_(s) would run a second operator over the result.
+torch::Tensor scaled_mm(const torch::Tensor& a, const torch::Tensor& b, double s) {
+  return torch::addmm(torch::zeros({}, a.options()), a, b, /*beta=*/0.0, /*alpha=*/s);
+}
+
 // y = base + s·(x Aᵀ) Bᵀ [+ s·(x A_oldᵀ) B_oldᵀ] as one autograd node. The forward runs the kernels
 // the composed form runs (mm, then addmm folding the scale and the sum), so its output is the same;
 // the backward writes the four products out from the saved factors, which replaces the eight nodes
@@ -35,10 +41,10 @@ struct LoRAUpdate : public torch::autograd::Function<LoRAUpdate> {
     const torch::Tensor& g = grad_out[0];  // [N, m]
     variable_list out(7);
     if (ctx->needs_input_grad(1)) out[1] = g;
-    if (ctx->needs_input_grad(3)) out[3] = g.t().mm(ctx->saved_data["h"].toTensor()).mul_(s);  // s·gᵀ h
+    if (ctx->needs_input_grad(3)) out[3] = scaled_mm(g.t(), ctx->saved_data["h"].toTensor(), s);  // s·gᵀ h
     const bool need_x = ctx->needs_input_grad(0), need_A = ctx->needs_input_grad(2);
     if (!need_x && !need_A) return out;
-    const torch::Tensor gh = g.mm(B).mul_(s);  // [N, r]
+    const torch::Tensor gh = scaled_mm(g, B, s);  // [N, r]
     if (need_A) out[2] = gh.t().mm(x2);
     if (need_x) {
       torch::Tensor gx = gh.mm(A);
@@ -140,6 +146,9 @@ torch::Tensor LoRAImpl::forward(const torch::Tensor& x, const torch::Tensor& bas
   const torch::Tensor xd = is_training() ? core::batch_dropout(x, options_.dropout()) : x;
   // Factored: never form ΔW in the forward pass. addmm folds the scale and the sum into the second
   // product; the whole update is one autograd node (LoRAUpdate).
+  // A 2-D input (an MLP's) goes in as it is: a reshape or view to the same shape is still one operator
+  // and, on a tracked tensor, one autograd node each.
+  if (xd.dim() == 2 && base_out.dim() == 2) return LoRAUpdate::apply(xd, base_out, A, B, A_old, B_old, scaling());
   const torch::Tensor x2 = xd.reshape({-1, xd.size(-1)});
   return LoRAUpdate::apply(x2, base_out.reshape({-1, base_out.size(-1)}), A, B, A_old, B_old, scaling())
       .view(base_out.sizes());
