@@ -11,6 +11,12 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// s·(a b) as one GEMM: addmm with β = 0 never reads its input (a 0-d zero broadcast), and α = s
+// scales in the GEMM's store, where mm(a, b).mul_(s) would run a second operator over the result.
+torch::Tensor scaled_mm(const torch::Tensor& a, const torch::Tensor& b, double s) {
+  return torch::addmm(torch::zeros({}, a.options()), a, b, /*beta=*/0.0, /*alpha=*/s);
+}
+
 // y = base + s·(x Aᵀ) Bᵀ [+ s·(x A_oldᵀ) B_oldᵀ] as one autograd node. The forward runs the kernels
 // the composed form runs (mm, then addmm folding the scale and the sum), so its output is the same;
 // the backward writes the four products out from the saved factors, which replaces the eight nodes
@@ -35,15 +41,80 @@ struct LoRAUpdate : public torch::autograd::Function<LoRAUpdate> {
     const torch::Tensor& g = grad_out[0];  // [N, m]
     variable_list out(7);
     if (ctx->needs_input_grad(1)) out[1] = g;
-    if (ctx->needs_input_grad(3)) out[3] = g.t().mm(ctx->saved_data["h"].toTensor()).mul_(s);  // s·gᵀ h
+    if (ctx->needs_input_grad(3)) out[3] = scaled_mm(g.t(), ctx->saved_data["h"].toTensor(), s);  // s·gᵀ h
     const bool need_x = ctx->needs_input_grad(0), need_A = ctx->needs_input_grad(2);
     if (!need_x && !need_A) return out;
-    const torch::Tensor gh = g.mm(B).mul_(s);  // [N, r]
+    const torch::Tensor gh = scaled_mm(g, B, s);  // [N, r]
     if (need_A) out[2] = gh.t().mm(x2);
     if (need_x) {
       torch::Tensor gx = gh.mm(A);
       if (A_old.size(0) > 0) gx.addmm_(g.mm(B_old), A_old, 1.0, s);
       out[0] = gx;
+    }
+    return out;
+  }
+};
+
+// λ Σ_l Σ_ij |(A_l A_old,lᵀ)_ij| over the banked layers as one autograd node (OLoRAPenalty). The
+// forward pass keeps, per layer, S_l = λ·sign(A_l A_old,lᵀ) [r, R] (written over the product by the
+// loop that sums its absolute values), so the backward pass is one product S_l A_old,l per layer.
+struct OrthogonalityTerm : public torch::autograd::Function<OrthogonalityTerm> {
+  static torch::Tensor forward(AutogradContext* ctx, at::TensorList A,
+                               const std::vector<const OLoRAPenalty::Bank*>* banks, double lambda) {
+    TORCH_INTERNAL_ASSERT(!A.empty() && A.size() == banks->size(), "OrthogonalityTerm: ", A.size(), " factors for ",
+                          banks->size(), " banks");
+    variable_list saved;
+    saved.reserve(2 * A.size());
+    double cpu_sum = 0;
+    torch::Tensor device_sum;  // the same sum, by operators, for factors off the CPU
+    for (size_t l = 0; l < A.size(); ++l) {
+      const OLoRAPenalty::Bank& bank = *(*banks)[l];
+      torch::Tensor p = A[l].mm(bank.A_old_t);  // (A_old Aᵀ)ᵀ [r, R]
+      if (p.is_cpu() && p.is_contiguous()) {
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, p.scalar_type(), "olora_orthogonality", [&] {
+          scalar_t* v = p.data_ptr<scalar_t>();
+          const scalar_t plus = static_cast<scalar_t>(lambda), minus = static_cast<scalar_t>(-lambda);
+          double sum = 0;
+          for (int64_t i = 0, n = p.numel(); i < n; ++i) {
+            const double x = static_cast<double>(v[i]);
+            sum += std::abs(x);
+            // sign(NaN) = 0, as torch::sign (a NaN sum stops the trainer anyway).
+            v[i] = x > 0 ? plus : (x < 0 ? minus : scalar_t(0));
+          }
+          cpu_sum += sum;
+        });
+      } else {
+        const torch::Tensor a = p.abs().sum();
+        device_sum = device_sum.defined() ? device_sum + a : a;
+        p = p.sign().mul_(lambda);
+      }
+      saved.push_back(p);
+      saved.push_back(bank.A_old);
+    }
+    ctx->save_for_backward(saved);
+    if (device_sum.defined()) return device_sum.mul_(lambda).add_(lambda * cpu_sum);
+    return torch::scalar_tensor(lambda * cpu_sum, A[0].options());
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const size_t layers = saved.size() / 2;
+    variable_list out(layers + 2);  // one per forward argument: the factors, the banks, λ
+    const torch::Tensor& g = grad_out[0];  // 0-d; 1 when the penalty is added to the loss
+    // On the CPU the factor g is read directly (no operator); elsewhere it multiplies as a tensor.
+    double factor = 1;
+    const bool on_cpu = g.is_cpu();
+    if (on_cpu)
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "olora_orthogonality_backward",
+                                      [&] { factor = static_cast<double>(*g.data_ptr<scalar_t>()); });
+    for (size_t l = 0; l < layers; ++l) {
+      if (!ctx->needs_input_grad(l)) continue;
+      torch::Tensor d = saved[2 * l].mm(saved[2 * l + 1]);  // λ sign(A_old Aᵀ)ᵀ A_old [r, n]
+      if (!on_cpu)
+        d.mul_(g);
+      else if (factor != 1.0)
+        d.mul_(factor);
+      out[l] = d;
     }
     return out;
   }
@@ -75,6 +146,9 @@ torch::Tensor LoRAImpl::forward(const torch::Tensor& x, const torch::Tensor& bas
   const torch::Tensor xd = is_training() ? core::batch_dropout(x, options_.dropout()) : x;
   // Factored: never form ΔW in the forward pass. addmm folds the scale and the sum into the second
   // product; the whole update is one autograd node (LoRAUpdate).
+  // A 2-D input (an MLP's) goes in as it is: a reshape or view to the same shape is still one operator
+  // and, on a tracked tensor, one autograd node each.
+  if (xd.dim() == 2 && base_out.dim() == 2) return LoRAUpdate::apply(xd, base_out, A, B, A_old, B_old, scaling());
   const torch::Tensor x2 = xd.reshape({-1, xd.size(-1)});
   return LoRAUpdate::apply(x2, base_out.reshape({-1, base_out.size(-1)}), A, B, A_old, B_old, scaling())
       .view(base_out.sizes());
@@ -128,17 +202,58 @@ torch::Tensor olora_penalty(const torch::nn::Module& model, double lambda1, doub
   return total.defined() ? total : torch::zeros({});
 }
 
-torch::Tensor olora_penalty(const std::vector<std::shared_ptr<LoRAImpl>>& adapters, double lambda1, double lambda2) {
-  torch::Tensor total;
-  for (const auto& a : adapters) {
-    // An empty bank's term is exactly 0 (no gradient): skipping it adds no operators to the step.
-    const bool ortho = lambda1 != 0.0 && a->bank_rank() > 0;
-    if (!ortho && lambda2 == 0.0) continue;
-    torch::Tensor t = ortho ? lambda1 * torch::matmul(a->A_old, a->A.t()).abs().sum() : torch::Tensor();
-    if (lambda2 != 0.0) t = t.defined() ? t + lambda2 * a->l2_penalty() : lambda2 * a->l2_penalty();
-    total = total.defined() ? total + t : t;
+bool OLoRAPenalty::valid(const std::vector<std::shared_ptr<LoRAImpl>>& adapters) const {
+  if (adapters.size() != banks_.size()) return false;
+  for (size_t i = 0; i < adapters.size(); ++i) {
+    const LoRAImpl& a = *adapters[i];
+    const Bank& b = banks_[i];
+    if (b.adapter != &a) return false;
+    if (!b.A_old.defined()) {
+      if (a.bank_rank() != 0) return false;
+      continue;
+    }
+    // The alias keeps the storage it read alive, so a bank replaced by banking or load_state() (which
+    // swap the buffer's storage) has another address; one modified in place has another version.
+    if (a.A_old.sizes() != b.A_old.sizes() || a.A_old.data_ptr() != b.A_old.data_ptr() ||
+        a.A_old._version() != b.version)
+      return false;
   }
+  return true;
+}
+
+void OLoRAPenalty::refresh(const std::vector<std::shared_ptr<LoRAImpl>>& adapters) {
+  banks_.assign(adapters.size(), Bank());
+  params_.clear();
+  banked_.clear();
+  for (size_t i = 0; i < adapters.size(); ++i) {
+    const auto& a = adapters[i];
+    Bank& b = banks_[i];
+    b.adapter = a.get();
+    if (a->bank_rank() == 0) continue;
+    b.A_old = a->A_old.detach();
+    b.A_old_t = b.A_old.t();
+    b.version = a->A_old._version();
+    params_.push_back(a->A);
+    banked_.push_back(&b);
+  }
+}
+
+torch::Tensor OLoRAPenalty::operator()(const std::vector<std::shared_ptr<LoRAImpl>>& adapters, double lambda1,
+                                       double lambda2) {
+  if (!valid(adapters)) refresh(adapters);
+  torch::Tensor total;
+  // An empty bank's term is exactly 0 (no gradient): its layer is not in the node.
+  if (lambda1 != 0.0 && !params_.empty()) total = OrthogonalityTerm::apply(at::TensorList(params_), &banked_, lambda1);
+  if (lambda2 != 0.0)
+    for (const auto& a : adapters) {
+      const torch::Tensor t = lambda2 * a->l2_penalty();
+      total = total.defined() ? total + t : t;
+    }
   return total;
+}
+
+torch::Tensor olora_penalty(const std::vector<std::shared_ptr<LoRAImpl>>& adapters, double lambda1, double lambda2) {
+  return OLoRAPenalty()(adapters, lambda1, lambda2);
 }
 
 int64_t olora_end_task(const torch::nn::Module& model) {

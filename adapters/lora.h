@@ -62,13 +62,46 @@ class LoRAImpl : public StatefulAdapter {
 };
 TORCH_MODULE(LoRA);
 
+/// O-LoRA's regulariser over a list of adapters, its orthogonality term one autograd node over every
+/// layer with a bank, the per-task constants (each layer's A_oldᵀ) kept between calls:
+///   value     λ₁ Σ_l Σ_ij |(A_old,l A_lᵀ)_ij|  +  λ₂ Σ_l (‖A_l‖_F + ‖B_l‖_F)        (0-d)
+///   ∂/∂A_l    λ₁ sign(A_old,l A_lᵀ)ᵀ A_old,l   [r, n]   (sign(0) = 0, as abs's gradient)
+/// Shapes: A_l [r, n_l], A_old,l [R_l, n_l]; layers may differ in n_l and R_l. Per call and step the
+/// term costs one product A_l A_old,lᵀ [r, R_l] per layer in the forward pass (abs, sum and sign in
+/// one loop over it) and one product per layer in the backward pass, against about ten operators per
+/// layer composed (t, mm, abs, sum, mul, add and their backwards). The λ₂ term is composed (plain norms).
+/// The cache is checked at every call (per layer: adapter, bank storage, size, version counter), so
+/// banking at a task end, load_state() or another adapter list refresh it; keep one per model.
+class OLoRAPenalty {
+ public:
+  /// The regulariser above; undefined when no layer has a term (empty banks, λ₂ = 0): then the
+  /// penalty is exactly 0 and adds no operator to the step.
+  torch::Tensor operator()(const std::vector<std::shared_ptr<LoRAImpl>>& adapters, double lambda1, double lambda2);
+
+  /// One adapter's bank as the orthogonality node reads it, constant within a task.
+  struct Bank {
+    const LoRAImpl* adapter = nullptr;
+    torch::Tensor A_old;    ///< [R, n] an alias holding the storage it was read from (undefined: R = 0)
+    torch::Tensor A_old_t;  ///< [n, R] its transpose (a view: BLAS reads it transposed)
+    int64_t version = 0;    ///< A_old's version counter when read
+  };
+
+ private:
+  bool valid(const std::vector<std::shared_ptr<LoRAImpl>>& adapters) const;
+  void refresh(const std::vector<std::shared_ptr<LoRAImpl>>& adapters);
+  std::vector<Bank> banks_;             // one per adapter, in list order
+  std::vector<torch::Tensor> params_;   // A of the layers with a bank: the node's inputs
+  std::vector<const Bank*> banked_;     // their banks, in the same order
+};
+
 /// O-LoRA regulariser over every LoRA adapter in `model`:
 ///   λ₁ Σ_layers Σ_ij |(A_old Aᵀ)_ij|  +  λ₂ Σ_layers (‖A‖_F + ‖B‖_F).
 /// Returns a 0-d tensor (0 when the model has no LoRA adapter).
 torch::Tensor olora_penalty(const torch::nn::Module& model, double lambda1 = 0.5, double lambda2 = 0.0);
 /// The same sum over given adapters (a per-step caller keeps them in an AdapterCache instead of
-/// walking the model). Layers whose term is exactly 0 (empty bank, λ₂ = 0) add no operator; the result
-/// is undefined when no layer has a term (the model version returns 0 then).
+/// walking the model, and an OLoRAPenalty instead of this one-off one). Layers whose term is exactly 0
+/// (empty bank, λ₂ = 0) add no operator; the result is undefined when no layer has a term (the model
+/// version returns 0 then).
 torch::Tensor olora_penalty(const std::vector<std::shared_ptr<LoRAImpl>>& adapters, double lambda1, double lambda2);
 /// O-LoRA task end: bank_current() on every LoRA adapter. Returns the number of adapters banked.
 int64_t olora_end_task(const torch::nn::Module& model);

@@ -44,12 +44,9 @@ std::shared_ptr<adapters::Adapter> OLoRAMethod::make_adapter(const std::string&,
 
 torch::Tensor OLoRAMethod::extra_loss(StepContext&) {
   if (lambda1_ == 0 && lambda2_ == 0) return {};
-  // While no term applies (task 0 with lambda2 = 0: every bank is empty) the penalty is exactly 0:
-  // one zero made once, not one per step.
-  const torch::Tensor p = adapters::olora_penalty(lora_adapters_.get(*model_), lambda1_, lambda2_);
-  if (p.defined()) return p;
-  if (!zero_.defined()) zero_ = torch::zeros({});
-  return zero_;
+  // Undefined while no term applies (task 0 with lambda2 = 0: every bank is empty): the penalty is
+  // exactly 0 then, and the trainer adds nothing to the loss.
+  return penalty_(lora_adapters_.get(*model_), lambda1_, lambda2_);
 }
 
 void OLoRAMethod::on_task_end(TaskContext& ctx) {

@@ -3,9 +3,10 @@
 // bank of all earlier tasks' factors (A_old [R, n], B_old [m, R]; forward y = base + s·B·A·x +
 // s·B_old·A_old·x), with the loss
 //   L = L_task + λ₁ Σ_layers Σ_ij |(A_old Aᵀ)_ij| + λ₂ Σ_layers (‖A‖ + ‖B‖)
-// (extra_loss hook: adapters::olora_penalty). At task end A, B are appended to the bank and
-// re-initialised (adapters::olora_end_task); the bank is kept unmerged, as in the official code, so
-// the forward cost grows by r(m+n) per task per layer.
+// (extra_loss hook: adapters::OLoRAPenalty, one autograd node for the orthogonality term of every
+// layer; undefined, i.e. no term, while every bank is empty and λ₂ = 0). At task end A, B are
+// appended to the bank and re-initialised (adapters::olora_end_task); the bank is kept unmerged, as in
+// the official code, so the forward cost grows by r(m+n) per task per layer.
 //
 // Options: rank 8, alpha 32, dropout 0.1, lambda1 0.5, lambda2 0,
 // target auto (vit: attention q, v), train_head true. Training recipe (used unless the user sets the
@@ -51,7 +52,7 @@ class OLoRAMethod : public AdapterMethod {
   adapters::LoRAOptions options_;
   double lambda1_, lambda2_;
   adapters::AdapterCache<adapters::LoRAImpl> lora_adapters_;  // extra_loss runs at every step
-  torch::Tensor zero_;                                        // the penalty while no term applies
+  adapters::OLoRAPenalty penalty_;                            // one node; the banks read once per task
 };
 
 }  // namespace strata::continual

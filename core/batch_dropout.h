@@ -14,9 +14,10 @@
 //     u(g) >= t,   t = ceil(p · 2³²),
 // where u(2j) and u(2j + 1) are the high and low 32 bits of h(j) = splitmix64_mix(k_c + (j + 1) · γ),
 // k_c = splitmix64_mix(seed + (c + 1) · γ), γ = 0x9E3779B97F4A7C15; kept elements are scaled by
-// 1/(1 − p). One 64-bit hash gives two elements (≈ 1 ns each): LibTorch's CPU bernoulli_ without MKL
-// draws one double per element (≈ 8 ns), which made a LoRA step at dropout 0.1 cost 0.4× a whole
-// plain step at batch 10.
+// 1/(1 − p). One 64-bit hash gives two elements (≈ 0.15 ns each where AVX-512 is there, ≈ 1 ns
+// scalar; the loop is compiled per instruction set): LibTorch's CPU bernoulli_ without MKL draws one
+// double per element (≈ 8 ns), which made a LoRA step at dropout 0.1 cost 0.4× a whole plain step at
+// batch 10.
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -62,7 +63,9 @@ class BatchShardGuard {
 /// 1/(1 − p)), the first dimension of `x` being the batch (or a whole number of rows per example, as
 /// a flattened [B·T, D] input has). Inside a BatchShardGuard the mask is rows [first, first + rows)
 /// of the global batch's mask above, computed on the CPU (and moved to x's device, should x live
-/// elsewhere); outside one it is torch::dropout(x, p, true). p in [0, 1); p = 0 returns x.
+/// elsewhere), and the result is x · mask; a contiguous float32 CPU input that autograd does not track
+/// gets that product in one pass, without a mask tensor. Outside a guard it is torch::dropout(x, p,
+/// true). p in [0, 1); p = 0 returns x.
 torch::Tensor batch_dropout(const torch::Tensor& x, double p);
 
 /// The scaled mask itself: `numel` float32 values of the global batch's mask from element `offset`

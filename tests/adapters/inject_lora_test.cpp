@@ -305,28 +305,38 @@ TEST(AdaptersOLoRA, PenaltyOverACachedListEqualsTheModelWalk) {
 
 TEST(AdaptersLoRA, FusedUpdateMatchesComposedOperatorsValuesAndGradients) {
   // The one-node forward/backward against the composed operators autograd differentiates, with and
-  // without a bank, on a [2, 5, n] input that needs its gradient.
-  torch::manual_seed(32);
-  LoRA l(6, 4, LoRAOptions(3).alpha(12.0));
-  for (int bank = 0; bank < 2; ++bank) {
-    {
-      torch::NoGradGuard g;
-      l->A.normal_();
-      l->B.normal_();
+  // without a bank, on a [2, 5, n] input and on a [10, n] one (an MLP's, which skips the reshapes),
+  // both needing their gradient.
+  for (const std::vector<int64_t>& lead : {std::vector<int64_t>{2, 5}, std::vector<int64_t>{10}}) {
+    torch::manual_seed(32);
+    LoRA l(6, 4, LoRAOptions(3).alpha(12.0));
+    auto shape = [&](int64_t last) {
+      auto v = lead;
+      v.push_back(last);
+      return v;
+    };
+    for (int bank = 0; bank < 2; ++bank) {
+      {
+        torch::NoGradGuard g;
+        l->A.normal_();
+        l->B.normal_();
+      }
+      auto x = torch::randn(shape(6), torch::requires_grad());
+      auto base = torch::randn(shape(4), torch::requires_grad());
+      const auto g = torch::randn(shape(4));
+      auto y = l->forward(x, base);
+      ASSERT_EQ(y.sizes(), base.sizes());
+      const double s = l->scaling();
+      auto y_ref = base + s * torch::matmul(torch::matmul(x, l->A.t()), l->B.t());
+      if (l->bank_rank() > 0) y_ref = y_ref + s * torch::matmul(torch::matmul(x, l->A_old.t()), l->B_old.t());
+      EXPECT_LT(max_abs_diff(y, y_ref), 1e-5) << "bank " << bank << " input dims " << lead.size() + 1;
+      auto grads = torch::autograd::grad({y}, {x, base, l->A, l->B}, {g});
+      auto refs = torch::autograd::grad({y_ref}, {x, base, l->A, l->B}, {g});
+      for (size_t i = 0; i < grads.size(); ++i)
+        EXPECT_TRUE(torch::allclose(grads[i], refs[i], 1e-4, 1e-5))
+            << "gradient " << i << " bank " << bank << " input dims " << lead.size() + 1 << ": max diff "
+            << max_abs_diff(grads[i], refs[i]);
+      l->bank_current();
     }
-    auto x = torch::randn({2, 5, 6}, torch::requires_grad());
-    auto base = torch::randn({2, 5, 4}, torch::requires_grad());
-    const auto g = torch::randn({2, 5, 4});
-    auto y = l->forward(x, base);
-    const double s = l->scaling();
-    auto y_ref = base + s * torch::matmul(torch::matmul(x, l->A.t()), l->B.t());
-    if (l->bank_rank() > 0) y_ref = y_ref + s * torch::matmul(torch::matmul(x, l->A_old.t()), l->B_old.t());
-    EXPECT_LT(max_abs_diff(y, y_ref), 1e-5) << "bank " << bank;
-    auto grads = torch::autograd::grad({y}, {x, base, l->A, l->B}, {g});
-    auto refs = torch::autograd::grad({y_ref}, {x, base, l->A, l->B}, {g});
-    for (size_t i = 0; i < grads.size(); ++i)
-      EXPECT_TRUE(torch::allclose(grads[i], refs[i], 1e-4, 1e-5))
-          << "gradient " << i << " bank " << bank << ": max diff " << max_abs_diff(grads[i], refs[i]);
-    l->bank_current();
   }
 }

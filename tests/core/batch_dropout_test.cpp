@@ -58,6 +58,40 @@ TEST(BatchDropout, OneProcessDrawsTheDefinedMaskFromTheStepSeed) {
   EXPECT_FALSE(torch::equal(batch_dropout(x, 0.25), batch_dropout(x, 0.25)));
 }
 
+TEST(BatchDropout, EveryOffsetAndLengthIsTheReferenceMask) {
+  // One hash serves a pair of elements: windows starting or ending inside a pair (odd offsets and
+  // lengths, the empty and the one-element window) still read the defined sequence.
+  for (int64_t offset : {0, 1, 2, 7, 100})
+    for (int64_t numel : {0, 1, 2, 3, 64, 65}) {
+      const auto m = strata::core::dropout_mask(5, 2, offset, numel, 0.4);
+      ASSERT_EQ(m.numel(), numel);
+      for (int64_t i = 0; i < numel; ++i)
+        ASSERT_EQ(m[i].item<float>(), reference_mask(5, 2, static_cast<uint64_t>(offset + i), 0.4))
+            << "offset " << offset << " element " << i;
+    }
+}
+
+TEST(BatchDropout, AnUntrackedInputIsMaskedInOnePassAsByTheProduct) {
+  // An input autograd does not track takes the one-pass path; a tracked one the product x · mask
+  // (whose gradient is the mask). Both give x · mask bit for bit, negative zeros included, for a
+  // shard whose rows start at an odd element (5 odd columns, second worker).
+  const auto x = torch::randn({4, 5});
+  const auto tracked = x.clone().requires_grad_(true);
+  const auto fused = in_shard(x, 6, 1, 17, 0.3);
+  const auto product = in_shard(tracked, 6, 1, 17, 0.3);
+  ASSERT_FALSE(fused.requires_grad());
+  ASSERT_TRUE(product.requires_grad());
+  const auto mask = strata::core::dropout_mask(17, 0, 5, 20, 0.3).view({4, 5});
+  EXPECT_TRUE(torch::equal(fused, x * mask));
+  EXPECT_TRUE(torch::equal(product.detach(), x * mask));
+  EXPECT_TRUE(torch::equal(fused.signbit(), (x * mask).signbit()));
+  product.sum().backward();
+  EXPECT_TRUE(torch::equal(tracked.grad(), mask));
+  // A non-contiguous input takes the product path and gives the same values.
+  const auto xt = torch::randn({5, 4}).t();
+  EXPECT_TRUE(torch::equal(in_shard(xt, 4, 0, 3, 0.5), xt * strata::core::dropout_mask(3, 0, 0, 20, 0.5).view({4, 5})));
+}
+
 TEST(BatchDropout, TheMaskKeepsOneMinusPAndIsUnbiased) {
   // 2·10⁶ elements: the kept fraction's standard error is about 3·10⁻⁴ at p = 0.1 and 0.5.
   for (double p : {0.1, 0.5}) {
