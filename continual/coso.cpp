@@ -211,10 +211,9 @@ std::unique_ptr<torch::optim::Optimizer> CoSO::make_optimizer(TaskContext& ctx,
   return std::make_unique<CoSOOptimizer>(params, this, options_.lr());
 }
 
-torch::Tensor CoSO::extra_loss(StepContext& s) {
-  if (options_.temperature() == 1.0 || !s.logits.defined()) return {};
-  // total = CE(z / T, y): the Trainer's CE(z, y) is cancelled exactly (same graph, same value).
-  return torch::nn::functional::cross_entropy(s.logits / options_.temperature(), s.y) - s.loss;
+torch::Tensor CoSO::training_logits(const torch::Tensor& z) {
+  // One CE(z / T) in the Trainer: no CE(z) computed only to be cancelled. Masked −inf stay −inf.
+  return options_.temperature() == 1.0 ? z : z / options_.temperature();
 }
 
 void CoSO::after_backward(StepContext& s) {

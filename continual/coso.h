@@ -49,7 +49,7 @@
 //   r1 8 (projector rank), r2 32 (sketch rank), gap 1, threshold 0.98, decay 1.0 (sketch decay),
 //   lr 4e-4 (projected layers), other_lr 0 (= lr), beta1 0.9, beta2 0.999, eps 1e-6,
 //   schedule cosine (per task, lr_e = lr·cos(99π e / (200 (E-1))), code's CosineSchedule) | constant,
-//   temperature 3 (training logits divided by it; the code's trick), others head | all | none,
+//   temperature 3 (the task loss is CE(z / T): Method::training_logits; the code's trick), others head | all | none,
 //   cil_loss task | seen, svd exact (subspaces::svd method, exact refresh and sketch merges),
 //   refresh power | exact, power_iters 1.
 // The run's --optimizer / --lr are not used (CoSO owns its optimizer).
@@ -128,7 +128,8 @@ class CoSO : public Method {
                                                            const std::vector<torch::Tensor>& params) override;
   /// Class-IL with cil_loss = task (the official form): the loss sees the current task's classes only.
   bool mask_seen_classes() const override { return options_.cil_loss() == "task"; }
-  torch::Tensor extra_loss(StepContext& step) override;
+  /// z / temperature (z itself at temperature 1): the task loss is CE(z / T, y), the code's trick.
+  torch::Tensor training_logits(const torch::Tensor& logits) override;
   void after_backward(StepContext& step) override;
   void on_task_end(TaskContext& ctx) override;
   MethodState save() const override;

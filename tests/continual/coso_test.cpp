@@ -1,6 +1,7 @@
 // CoSO: orthogonality of the applied update to the historical basis, sketch feeding schedule,
 // zero budgets, optimizer-memory accounting, mid-task save/load, and a Runner run vs naive.
 #include "continual/coso.h"
+#include "continual/compat_training.h"
 #include "run/runner.h"
 #include "subspaces/basis.h"
 #include "subspaces/sketch.h"
@@ -262,7 +263,8 @@ TEST(CoSO, SaveLoadMidTaskReproducesTheNextStep) {
   EXPECT_TRUE(torch::equal(a.method.layers()[0].M, b.method.layers()[0].M));
 }
 
-// One step as the Trainer takes it: CE(z, y) + extra_loss (the temperature), epoch for the schedule.
+// One step as the Trainer takes it: CE(training_logits(z), y) (the temperature) + extra_loss,
+// epoch for the schedule.
 void trainer_step(Harness& h, const torch::Tensor& x, const torch::Tensor& y, int64_t epoch) {
   h.opt->zero_grad();
   StepContext sc;
@@ -271,12 +273,52 @@ void trainer_step(Harness& h, const torch::Tensor& x, const torch::Tensor& y, in
   sc.x = x;
   sc.y = y;
   sc.logits = h.model->forward(x);
-  sc.loss = torch::nn::functional::cross_entropy(sc.logits, y);
+  sc.loss = torch::nn::functional::cross_entropy(h.method.training_logits(sc.logits), y);
   torch::Tensor total = sc.loss;
   if (auto extra = h.method.extra_loss(sc); extra.defined()) total = total + extra;
   total.backward();
   h.method.after_backward(sc);
   h.opt->step();
+}
+
+TEST(CoSO, TemperatureTaskLossEqualsTheOldExtraLossForm) {
+  // The task loss CE(training_logits(z), y) = CE(z / T, y) against the old extra-loss form
+  // CE(z, y) + [CE(z / T, y) − CE(z, y)]: same value and gradients (1e-6), with a masked logit
+  // (−inf stays −inf), directly and through the compatibility wrapper, which must forward it.
+  auto mo = small_mlp();
+  for (const double T : {1.0, 3.0}) {
+    Harness h(mo, small_options().temperature(T));
+    auto [x, y] = batch(0, 0);
+    y = y.clamp_max(2);
+    auto mask = torch::ones({32, 4}, torch::kBool);
+    mask.select(1, 3).fill_(false);
+    auto params = h.model->parameters();
+    auto grads = [&](const torch::Tensor& loss) { return torch::autograd::grad({loss}, params); };
+    auto z = strata::continual::mask_logits(h.model->forward(x), mask);
+    const auto ce = torch::nn::functional::cross_entropy(z, y);
+    const auto old_loss = ce + (torch::nn::functional::cross_entropy(z / T, y) - ce);
+    const auto old_grads = grads(old_loss);
+    CompatTrainingOptions focal;
+    focal.loss(focal.loss().mode(strata::compat::CompatMode::kFocal));
+    auto wrapped = with_compat_training(std::make_unique<CoSO>(small_options().temperature(T)), focal);
+    for (Method* m : {static_cast<Method*>(&h.method), wrapped.get()}) {
+      auto z2 = strata::continual::mask_logits(h.model->forward(x), mask);
+      const auto loss = torch::nn::functional::cross_entropy(m->training_logits(z2), y);
+      EXPECT_NEAR(loss.item<double>(), old_loss.item<double>(), 1e-6) << "T " << T;
+      const auto g = grads(loss);
+      for (size_t i = 0; i < g.size(); ++i)
+        EXPECT_LT((g[i] - old_grads[i]).abs().max().item<double>(), 1e-6) << "T " << T << " parameter " << i;
+    }
+    StepContext sc;  // nothing left for the extra loss: no second cross-entropy
+    sc.logits = z;
+    sc.y = y;
+    sc.loss = ce;
+    EXPECT_FALSE(h.method.extra_loss(sc).defined());
+  }
+  // Every other built-in method trains on z itself.
+  const auto z = torch::randn({5, 4});
+  for (const auto& name : builtin_methods().names())
+    if (name != "coso") EXPECT_TRUE(builtin_methods().make(MethodConfig(name, {}))->training_logits(z).is_same(z)) << name;
 }
 
 TEST(CoSO, StepsMatchAHandComputedProjectedAdam) {
