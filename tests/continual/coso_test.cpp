@@ -287,7 +287,8 @@ TEST(CoSO, TemperatureTaskLossEqualsTheOldExtraLossForm) {
   // (−inf stays −inf), directly and through the compatibility wrapper, which must forward it.
   auto mo = small_mlp();
   for (const double T : {1.0, 3.0}) {
-    Harness h(mo, small_options().temperature(T));
+    // gradient = dense: autograd::grad must see the weights' dense gradients.
+    Harness h(mo, small_options().temperature(T).gradient("dense"));
     auto [x, y] = batch(0, 0);
     y = y.clamp_max(2);
     auto mask = torch::ones({32, 4}, torch::kBool);
@@ -319,6 +320,74 @@ TEST(CoSO, TemperatureTaskLossEqualsTheOldExtraLossForm) {
   const auto z = torch::randn({5, 4});
   for (const auto& name : builtin_methods().names())
     if (name != "coso") EXPECT_TRUE(builtin_methods().make(MethodConfig(name, {}))->training_logits(z).is_same(z)) << name;
+}
+
+TEST(CoSO, FactoredGradientStepsMatchTheDenseGradient) {
+  // gradient = auto (the layers' backward hands δ, X of G = δᵀX) against gradient = dense, over two
+  // tasks (task 1 with a historical basis), gap 1 and 2: the same weights up to round-off. fc1
+  // [24, 64] is factored at any batch; fc2 [16, 24] at gap 1 only up to
+  // p·m·n·r / (p·r·(m + n) − m·n) = 3·384·4 / 96 = 48 rows. Steps with 64-row batches and with a
+  // 32-row and a 64-row forward in one backward (fc2: factors and a dense part) are in the run.
+  auto step = [](Harness& h, int64_t t, int64_t i) {
+    h.opt->zero_grad();
+    auto [x, y] = batch(t, i);
+    torch::Tensor loss = torch::nn::functional::cross_entropy(h.model->forward(x), y);
+    if (i % 3 >= 1) {
+      auto [x2, y2] = batch(t, 100 + i);
+      auto xx = torch::cat({x, x2}), yy = torch::cat({y, y2});
+      if (i % 3 == 1) loss = torch::nn::functional::cross_entropy(h.model->forward(xx), yy);  // 64 rows
+      else loss = loss + torch::nn::functional::cross_entropy(h.model->forward(xx), yy);     // 32 + 64 rows
+    }
+    loss.backward();
+    StepContext sc;
+    sc.task = &h.ctx;
+    h.method.after_backward(sc);
+    h.opt->step();
+  };
+  for (const int64_t gap : {1, 2}) {
+    Harness a(small_mlp(), small_options().gap(gap).refresh("power"));
+    Harness b(small_mlp(), small_options().gap(gap).refresh("power").gradient("dense"));
+    ASSERT_TRUE(a.method.layers()[0].factors);
+    EXPECT_EQ(a.method.layers()[0].factors->max_rows, std::numeric_limits<int64_t>::max());
+    EXPECT_EQ(a.method.layers()[1].factors->max_rows, gap == 1 ? 48 : std::numeric_limits<int64_t>::max());
+    EXPECT_FALSE(b.method.layers()[0].factors);
+    for (int64_t t = 0; t < 2; ++t) {
+      a.start_task(t);
+      b.start_task(t);
+      for (int64_t i = 0; i < 6; ++i) {
+        step(a, t, i);
+        step(b, t, i);
+        if (t == 0 && i == 0) {  // fc1 took the factored path: no dense gradient was formed
+          EXPECT_FALSE(weight_of(a.model, "fc1").grad().defined());
+          EXPECT_TRUE(weight_of(b.model, "fc1").grad().defined());
+        }
+        auto pa = a.model->named_parameters();
+        for (auto& p : b.model->named_parameters())
+          EXPECT_LT((p.value() - pa[p.key()]).abs().max().item<double>(), 1e-5)
+              << p.key() << " gap " << gap << " task " << t << " step " << i;
+        for (size_t j = 0; j < a.method.layers().size(); ++j) {
+          EXPECT_TRUE(a.method.layers()[j].factors->empty());  // consumed by the step
+          EXPECT_LT((a.method.layers()[j].P - b.method.layers()[j].P).abs().max().item<double>(), 1e-4);
+        }
+      }
+      a.end_task();
+      b.end_task();
+      ASSERT_EQ(a.method.layers()[0].basis_rank(), b.method.layers()[0].basis_rank());
+    }
+    EXPECT_GT(a.method.layers()[0].basis_rank(), 0);
+  }
+  // The method leaves the layers as it found them: no sink once it is gone, and the exact refresh
+  // (an SVD of the dense G) installs none.
+  auto model = strata::models::make_model(small_mlp());
+  {
+    CoSO m(small_options().refresh("power"));
+    m.attach(model);
+    EXPECT_TRUE(m.layers()[0].module->gradient_factors());
+  }
+  for (auto& [n, l] : model->linear_layers()) EXPECT_FALSE(l->gradient_factors()) << n;
+  CoSO exact(small_options().refresh("exact"));
+  exact.attach(model);
+  for (auto& [n, l] : model->linear_layers()) EXPECT_FALSE(l->gradient_factors()) << n;
 }
 
 TEST(CoSO, StepsMatchAHandComputedProjectedAdam) {
@@ -388,7 +457,7 @@ TEST(CoSO, ProjectorSpansTheTopLeftSubspaceOfTheProjectedGradient) {
       std::vector<bool> gap;  // the power iteration converges only where σ_r1 > σ_r1+1
       h.step(x, y, [&] {
         for (const auto& l : h.method.layers()) {
-          auto G = l.weight.grad().clone();
+          auto G = CoSO::dense_gradient(l);  // factored (gradient = auto) or dense
           auto Gp = G - l.M.mm(l.M.t().mm(G));
           auto [U, S, Vh] = torch::linalg_svd(Gp.to(torch::kFloat64), false);
           gap.push_back(S[co.r1() - 1].item<double>() > 1.2 * S[co.r1()].item<double>());
