@@ -132,7 +132,66 @@ struct DeferredLinearNoBias : public torch::autograd::Function<DeferredLinearNoB
   }
 };
 
+// y = x Wᵀ (+ b) whose backward hands the weight gradient's factors (δ, X) to a GradientFactors
+// instead of forming δᵀX. x and W are saved as autograd's linear saves them; the sink rides in
+// saved_data as a capsule, so it outlives a layer that drops it between forward and backward.
+torch::Tensor factored_forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& bias, const c10::intrusive_ptr<GradientFactors>& sink) {
+  ctx->save_for_backward({x, weight});
+  ctx->saved_data["sink"] = c10::IValue::make_capsule(sink);
+  auto x2 = x.reshape({-1, x.size(-1)});
+  auto y = bias.defined() ? torch::addmm(bias, x2, weight.t()) : x2.mm(weight.t());
+  if (x.dim() == 2) return y;
+  auto shape = x.sizes().vec();
+  shape.back() = weight.size(0);
+  return y.view(shape);
+}
+
+variable_list factored_backward(AutogradContext* ctx, const variable_list& grad_out, bool with_bias) {
+  auto saved = ctx->get_saved_variables();
+  const auto &x = saved[0], &weight = saved[1];
+  auto d2 = grad_out[0].reshape({-1, weight.size(0)});
+  variable_list out(with_bias ? 4 : 3);  // one per forward argument, the sink included
+  if (ctx->needs_input_grad(0)) out[0] = d2.mm(weight).view(x.sizes());
+  if (ctx->needs_input_grad(1)) {  // no weight gradient: its factors
+    auto sink = c10::static_intrusive_pointer_cast<GradientFactors>(ctx->saved_data["sink"].toCapsule());
+    sink->delta.push_back(d2.detach());
+    sink->input.push_back(x.reshape({-1, x.size(-1)}).detach());
+  }
+  if (with_bias && ctx->needs_input_grad(2)) out[2] = d2.sum(0);
+  return out;
+}
+
+struct FactoredLinear : public torch::autograd::Function<FactoredLinear> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const torch::Tensor& bias, const c10::intrusive_ptr<GradientFactors>* sink) {
+    return factored_forward(ctx, x, weight, bias, *sink);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    return factored_backward(ctx, grad_out, true);
+  }
+};
+
+struct FactoredLinearNoBias : public torch::autograd::Function<FactoredLinearNoBias> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               const c10::intrusive_ptr<GradientFactors>* sink) {
+    return factored_forward(ctx, x, weight, torch::Tensor(), *sink);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    return factored_backward(ctx, grad_out, false);
+  }
+};
+
 }  // namespace
+
+torch::Tensor GradientFactors::dense() const {
+  torch::Tensor G;
+  for (size_t i = 0; i < delta.size(); ++i) {
+    auto d = delta[i].to(torch::kFloat32), x = input[i].to(torch::kFloat32);
+    G = G.defined() ? G.addmm_(d.t(), x) : d.t().mm(x);
+  }
+  return G;
+}
 
 AdaptableLinearImpl::AdaptableLinearImpl(int64_t in_features, int64_t out_features, bool with_bias) {
   TORCH_CHECK(in_features > 0 && out_features > 0, "strata::adapters::AdaptableLinear(): bad shape in=",
@@ -167,8 +226,10 @@ torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
                          : DeferredLinearNoBias::apply(x, weight, defer_C_, &defer_F_, defer_free_);
     else
       y = deferred_forward(nullptr, x, weight, defer_C_, bias, &defer_F_, defer_free_);
-  }
-  else if ((proj_U_.defined() || proj_M_.defined()) && training) {
+  } else if (factors_ && training && factors_->max_rows >= 0 && x.numel() / x.size(-1) <= factors_->max_rows) {
+    y = bias.defined() ? FactoredLinear::apply(x, weight, bias, &factors_)
+                       : FactoredLinearNoBias::apply(x, weight, &factors_);
+  } else if ((proj_U_.defined() || proj_M_.defined()) && training) {
     const Bases b{&proj_U_, &proj_U_perp_, &proj_M_, &proj_M_perp_};
     y = bias.defined() ? ProjectedLinear::apply(x, weight, bias, &b) : ProjectedLinearNoBias::apply(x, weight, &b);
   }
@@ -178,11 +239,20 @@ torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
   return y;
 }
 
+void AdaptableLinearImpl::set_gradient_factors(c10::intrusive_ptr<GradientFactors> factors) {
+  TORCH_CHECK(!factors || (!proj_U_.defined() && !proj_M_.defined() && defer_state_ == DeferState::kNone),
+              "strata::adapters::AdaptableLinear::set_gradient_factors(): the layer has a gradient projection; "
+              "factored gradients and projections do not combine");
+  factors_ = std::move(factors);
+}
+
 void AdaptableLinearImpl::set_input_projection(torch::Tensor U, torch::Tensor U_perp) {
   if (!U.defined() || U.dim() != 2 || U.size(1) == 0) {
     proj_U_ = proj_U_perp_ = torch::Tensor();
     return;
   }
+  TORCH_CHECK(!factors_, "strata::adapters::AdaptableLinear::set_input_projection(): the layer collects "
+              "factored gradients (set_gradient_factors); projections and factored gradients do not combine");
   TORCH_CHECK(U.size(0) == in_features(), "strata::adapters::AdaptableLinear::set_input_projection(): basis has ",
               U.size(0), " rows, the layer has ", in_features(), " inputs");
   TORCH_CHECK(!U_perp.defined() || (U_perp.dim() == 2 && U_perp.size(0) == in_features() &&
@@ -200,9 +270,9 @@ void AdaptableLinearImpl::set_deferred_projection(torch::Tensor F, torch::Tensor
   TORCH_CHECK(C.defined() && C.dim() == 2 && C.size(0) == out_features() && C.size(1) == F.size(1),
               "strata::adapters::AdaptableLinear::set_deferred_projection(): C must be [", out_features(), ", ",
               F.size(1), "], got ", C.defined() ? C.sizes() : torch::IntArrayRef{});
-  TORCH_CHECK(!adapter_ && !proj_M_.defined(),
-              "strata::adapters::AdaptableLinear::set_deferred_projection(): the layer has an adapter or an output "
-              "projection, which the deferred form does not compose with");
+  TORCH_CHECK(!adapter_ && !proj_M_.defined() && !factors_,
+              "strata::adapters::AdaptableLinear::set_deferred_projection(): the layer has an adapter, an output "
+              "projection or factored gradients, which the deferred form does not compose with");
   fold_deferred_projection();
   defer_F_ = F.detach().to(weight.dtype()).contiguous();
   defer_C_ = C;
@@ -225,6 +295,8 @@ void AdaptableLinearImpl::set_output_projection(torch::Tensor M, torch::Tensor M
     proj_M_ = proj_M_perp_ = torch::Tensor();
     return;
   }
+  TORCH_CHECK(!factors_, "strata::adapters::AdaptableLinear::set_output_projection(): the layer collects "
+              "factored gradients (set_gradient_factors); projections and factored gradients do not combine");
   TORCH_CHECK(M.size(0) == out_features(), "strata::adapters::AdaptableLinear::set_output_projection(): basis has ",
               M.size(0), " rows, the layer has ", out_features(), " outputs");
   TORCH_CHECK(!M_perp.defined() || (M_perp.dim() == 2 && M_perp.size(0) == out_features() &&

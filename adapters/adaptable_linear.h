@@ -9,8 +9,10 @@
 // Shapes: weight [out, in], bias [out]; input [..., in] -> output [..., out].
 #include <torch/torch.h>
 
+#include <limits>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace strata::adapters {
 
@@ -23,6 +25,22 @@ class Adapter : public torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& base_out) = 0;
   /// The dense update ΔW [out, in] this adapter adds to the base weight (for merging).
   virtual torch::Tensor delta_weight() const = 0;
+};
+
+/// The factors of a Linear weight gradient G = Σ_i δ_iᵀ X_i [out, in], collected by the layer's
+/// backward instead of G (AdaptableLinearImpl::set_gradient_factors; CoSO's factored step). One
+/// pair per backward through the layer: δ_i [r_i, out] the output gradient, X_i [r_i, in] the input
+/// (r_i = examples·tokens), both detached. The consumer reads and clears them, as an optimizer
+/// reads and drops .grad(); until then they accumulate like .grad() does.
+struct GradientFactors : torch::CustomClassHolder {
+  std::vector<torch::Tensor> delta, input;
+  /// Forwards with more input rows than this take the plain path (dense weight.grad, no factors):
+  /// the caller's cost model picks the form per layer and batch. < 0 = never factored.
+  int64_t max_rows = std::numeric_limits<int64_t>::max();
+  bool empty() const { return delta.empty(); }
+  void clear() { delta.clear(), input.clear(); }
+  /// Σ_i δ_iᵀ X_i [out, in] in float32 (undefined when empty).
+  torch::Tensor dense() const;
 };
 
 class AdaptableLinearImpl : public torch::nn::Module {
@@ -79,6 +97,14 @@ class AdaptableLinearImpl : public torch::nn::Module {
   void fold_deferred_projection();
   /// Whether the deferred projection carries this layer's updates (decided at its first training forward).
   bool deferred_projection_active() const { return defer_state_ == DeferState::kActive; }
+  /// Factored weight gradient (CoSO): while set, a forward with grad enabled, weight requiring
+  /// grad and at most factors->max_rows input rows records its backward's δ and X in `factors`
+  /// and leaves weight.grad untouched (undefined after a reset): the dense δᵀX GEMM (2·r·out·in
+  /// flops) is not run, and a consumer that needs only thin products of G (Gᵀ P = Xᵀ(δP),
+  /// PᵀG = (δP)ᵀX) pays O(r·(out + in)) per product. The input and bias gradients are the plain
+  /// ones. Not combined with the input/output projections (an error). nullptr clears it.
+  void set_gradient_factors(c10::intrusive_ptr<GradientFactors> factors);
+  const c10::intrusive_ptr<GradientFactors>& gradient_factors() const { return factors_; }
 
   int64_t in_features() const { return weight.size(1); }
   int64_t out_features() const { return weight.size(0); }
@@ -96,6 +122,7 @@ class AdaptableLinearImpl : public torch::nn::Module {
   bool defer_free_ = false;
   torch::Tensor defer_F_, defer_C_;
   torch::Tensor last_input_;
+  c10::intrusive_ptr<GradientFactors> factors_;
 };
 TORCH_MODULE(AdaptableLinear);
 

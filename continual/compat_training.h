@@ -33,9 +33,17 @@
 // one autograd node (KL distance; focal's L2 distance takes the generic path), with no cross-entropy
 // of its own, no host sync and no per-step mask rebuild.
 //
-// Loss bookkeeping: the Trainer always adds CE(masked logits, y). extra_loss returns, for muscle
-// stage 2, λ·L_mcomp − λ·CE (with the very CE tensor the Trainer computed), so the total is exactly
-// λ·L_mcomp + (1 − λ)·CE; for λ = 1 the CE gradients cancel exactly (same values subtracted).
+// Loss bookkeeping: the Trainer always adds the task loss CE(inner.training_logits(masked logits), y)
+// (plain CE(z) for every method but CoSO, whose task loss is CE(z / T)). extra_loss returns, for
+// muscle stage 2, λ·L_mcomp − λ·CE (with the very CE tensor the Trainer computed), so the total is
+// exactly λ·L_mcomp + (1 − λ)·CE; for λ = 1 the CE gradients cancel exactly (same values subtracted).
+// Both terms read the model's logits z (StepContext::raw_logits / logits), never the inner method's
+// training logits: the teachers' cached logits are a model's z (no method temperature), and a KL
+// between a student and a teacher is only meaningful on the same scale; each term applies its own
+// temperature (focal 100, MUSCLE 2). With CoSO inside, the total is then CE(z / T) + focal term, or
+// λ·L_mcomp + (1 − λ)·CE(z / T). (Until 2026-12-02 CoSO's temperature was an extra loss
+// CE(z / T) − CE(z), so MUSCLE's −λ·CE removed CE(z) instead of the task loss: CE(z / T) − λ·CE(z) +
+// λ·L_mcomp. Focal's total is unchanged.)
 //
 // Resume: the caches are recomputed from the restored model at task start, and stage 2 runs inside a
 // task (versions are written after on_task_end), so a resumed run equals an uninterrupted one.
@@ -74,6 +82,8 @@ class CompatMethod : public Method {
                                                           const std::vector<torch::Tensor>& params) override {
     return inner_->make_optimizer(ctx, params);
   }
+  /// The inner method's (CoSO: z / T): the task loss is the inner method's; the terms read z.
+  torch::Tensor training_logits(const torch::Tensor& logits) override { return inner_->training_logits(logits); }
   torch::Tensor extra_loss(StepContext& step) override;
   void after_backward(StepContext& step) override { inner_->after_backward(step); }
   void after_step(StepContext& step) override { inner_->after_step(step); }

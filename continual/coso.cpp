@@ -44,7 +44,11 @@ const OptionTable<CoSOOptions>& coso_table() {
                [](O& o) -> auto& { return o.svd(); })
           .add("refresh", "projector refresh: power (warm-started subspace iteration, r1 vectors) | exact (thin SVD)",
                [](O& o) -> auto& { return o.refresh(); })
-          .add("power_iters", "subspace iterations per power refresh", [](O& o) -> auto& { return o.power_iters(); });
+          .add("power_iters", "subspace iterations per power refresh", [](O& o) -> auto& { return o.power_iters(); })
+          .add("gradient",
+               "target layers' weight gradient: auto (factored δᵀX where cheaper for the layer and batch, power "
+               "refresh, one process) | dense",
+               [](O& o) -> auto& { return o.gradient(); });
   return table;
 }
 
@@ -76,6 +80,8 @@ void CoSOOptions::validate() const {
   TORCH_CHECK(refresh_ == "power" || refresh_ == "exact", who, " coso.refresh must be power or exact, got '", refresh_,
               "'");
   TORCH_CHECK(power_iters_ >= 1, who, " coso.power_iters must be >= 1, got ", power_iters_);
+  TORCH_CHECK(gradient_ == "auto" || gradient_ == "dense", who, " coso.gradient must be auto or dense, got '",
+              gradient_, "'");
   bool known = false;
   for (const auto& m : subspaces::svd_methods()) known = known || m == svd_ || svd_ == "auto";
   TORCH_CHECK(known, who, " coso.svd: unknown SVD method '", svd_, "'");
@@ -124,8 +130,10 @@ void CoSO::set_basis(CoSOLayer& l, torch::Tensor M) const {
   l.M_perp = l.M.defined() && 2 * l.M.size(1) > l.rows() ? subspaces::complement_basis(l.M) : torch::Tensor();
 }
 
-torch::Tensor CoSO::refresh_power(CoSOLayer& l, const torch::Tensor& G) const {
-  const int64_t r = std::min(options_.r1(), std::min(G.size(0), G.size(1)));
+torch::Tensor CoSO::refresh_power(CoSOLayer& l, const torch::Tensor& G, const torch::Tensor& delta,
+                                  const torch::Tensor& X) const {
+  const int64_t m = l.rows(), n = l.weight.size(1);
+  const int64_t r = std::min(options_.r1(), std::min(m, n));
   // The iteration runs on Gc = (I − MMᵀ)G without forming it: only its [m, r] iterates are
   // projected (O(m·K·r) each, against O(m·n·K) for Gc; see subspaces::subspace_iteration). The
   // warm start, the previous P, was projected at its refresh, as the method requires.
@@ -135,20 +143,54 @@ torch::Tensor CoSO::refresh_power(CoSOLayer& l, const torch::Tensor& G) const {
   else if (l.basis_rank() > 0)
     project = [&l](const torch::Tensor& Y) { return subspaces::project_out_output(Y, l.M); };
   // The range finder's seed is fixed by the layer's shape so resumed runs draw the same.
-  return subspaces::subspace_iteration(G, r, l.P, options_.power_iters(),
-                                       0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(l.rows() * 131 + G.size(1)),
-                                       project);
+  const uint64_t seed = 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(m * 131 + n);
+  if (G.defined()) return subspaces::subspace_iteration(G, r, l.P, options_.power_iters(), seed, project);
+  return subspaces::subspace_iteration_outer(delta, X, r, l.P, options_.power_iters(), seed, project);
+}
+
+CoSO::~CoSO() { install_factors(false); }
+
+void CoSO::install_factors(bool on) {
+  on = on && options_.gradient() == "auto" && options_.refresh() == "power";
+  for (auto& l : layers_) {
+    if (!l.module) continue;
+    if (on && !l.factors) {
+      // Factored iff p·2·B·r·(m + n) < 2·B·m·n + p·2·m·n·r (coso.h), p = passes over G per step.
+      const double m = l.rows(), n = l.weight.size(1);
+      const double r = std::min<double>(options_.r1(), std::min(m, n));
+      const double p = 1.0 + 2.0 * options_.power_iters() / options_.gap();
+      const double excess = p * r * (m + n) - m * n;
+      l.factors = c10::make_intrusive<adapters::GradientFactors>();
+      if (excess > 0)
+        l.factors->max_rows = static_cast<int64_t>(std::min(p * m * n * r / excess, 1e15));
+    }
+    if (on && l.module->gradient_factors() != l.factors) l.module->set_gradient_factors(l.factors);
+    if (!on && l.factors && l.module->gradient_factors() == l.factors) l.module->set_gradient_factors({});
+    if (!on && l.factors) l.factors->clear();
+  }
+}
+
+torch::Tensor CoSO::dense_gradient(const CoSOLayer& l) {
+  torch::Tensor G = l.weight.grad();
+  if (G.defined()) G = G.to(torch::kFloat32);
+  if (l.factors && !l.factors->empty()) {
+    auto F = l.factors->dense();
+    G = G.defined() ? G + F : F;
+  }
+  return G;
 }
 
 void CoSO::attach(models::Model& model) {
   model_ = model;
   const std::string pattern =
       model->resolve_targets(options_.target(), models::TargetRole::kAttentionOutput, "coso.target");
+  install_factors(false);  // a second attach: off the previous model's layers
   layers_.clear();
   others_.clear();
   for (auto& [name, layer] : model->linear_layers(pattern)) {
     CoSOLayer l;
     l.name = name;
+    l.module = layer;
     l.weight = layer->weight;
     l.sketch = new_sketch(layer->weight.size(0));
     layers_.push_back(std::move(l));
@@ -167,6 +209,7 @@ void CoSO::attach(models::Model& model) {
     item.value().requires_grad_(train);
     if (train) others_.push_back(CoSOOther{item.key(), item.value(), {}, {}, {}, 0});
   }
+  install_factors(true);
 }
 
 void CoSO::reset_task_state() {
@@ -174,6 +217,7 @@ void CoSO::reset_task_state() {
     l.P = l.exp_avg = l.exp_avg_sq = l.cov = torch::Tensor();
     l.step = l.refreshes = 0;
     l.sketch->reset();
+    if (l.factors) l.factors->clear();
   }
   for (auto& o : others_) {
     o.exp_avg = o.exp_avg_sq = o.row_mask = torch::Tensor();
@@ -185,6 +229,8 @@ void CoSO::reset_task_state() {
 void CoSO::on_task_start(TaskContext& ctx) {
   TORCH_CHECK(model_, "strata::continual::CoSO::on_task_start(): attach() was not called");
   reset_task_state();
+  // Several workers all-reduce dense gradients: the factors (per worker) would not be summed.
+  install_factors(!is_parallel(ctx.parallel));
   if (options_.others() != "head" || !ctx.stream) return;
   // The current task's head: the head rows of its classes (the code's head of task t).
   const int64_t C = ctx.stream->num_classes;
@@ -211,10 +257,9 @@ std::unique_ptr<torch::optim::Optimizer> CoSO::make_optimizer(TaskContext& ctx,
   return std::make_unique<CoSOOptimizer>(params, this, options_.lr());
 }
 
-torch::Tensor CoSO::extra_loss(StepContext& s) {
-  if (options_.temperature() == 1.0 || !s.logits.defined()) return {};
-  // total = CE(z / T, y): the Trainer's CE(z, y) is cancelled exactly (same graph, same value).
-  return torch::nn::functional::cross_entropy(s.logits / options_.temperature(), s.y) - s.loss;
+torch::Tensor CoSO::training_logits(const torch::Tensor& z) {
+  // One CE(z / T) in the Trainer: no CE(z) computed only to be cancelled. Masked −inf stay −inf.
+  return options_.temperature() == 1.0 ? z : z / options_.temperature();
 }
 
 void CoSO::after_backward(StepContext& s) {
@@ -236,9 +281,31 @@ void CoSO::step() {
 void CoSO::step_layer(CoSOLayer& l, double lr) {
   const torch::Tensor& grad = l.weight.grad();
   const int64_t m = l.weight.size(0), n = l.weight.size(1);
+  // The factored gradient G = δᵀX of this step's backward (gradient = auto), consumed here.
+  torch::Tensor delta, X;
+  if (l.factors && !l.factors->empty()) {
+    auto& f = *l.factors;
+    if (grad.defined() || f.delta.size() > 1) {
+      // Several backward passes, or a batch over max_rows next to one under it: G as one tensor.
+      delta = torch::cat(f.delta).to(torch::kFloat32);
+      X = torch::cat(f.input).to(torch::kFloat32);
+    } else {
+      delta = f.delta[0].to(torch::kFloat32);
+      X = f.input[0].to(torch::kFloat32);
+    }
+    f.clear();
+  }
   // Zero budget: no projector rank, or the historical basis spans the whole output space.
-  if (!grad.defined() || options_.r1() == 0 || l.basis_rank() >= m) return;
-  torch::Tensor G = grad.scalar_type() == torch::kFloat32 ? grad : grad.to(torch::kFloat32);
+  if ((!grad.defined() && !delta.defined()) || options_.r1() == 0 || l.basis_rank() >= m) return;
+  torch::Tensor G;
+  if (grad.defined()) {
+    G = grad.scalar_type() == torch::kFloat32 ? grad : grad.to(torch::kFloat32);
+    if (delta.defined()) G = G.addmm(delta.t(), X);  // a dense part too: one dense G
+    delta = X = torch::Tensor();
+  }
+  const bool factored = delta.defined();
+  TORCH_INTERNAL_ASSERT(!factored || options_.refresh() == "power",
+                        "strata::continual::CoSO::step_layer(): factored gradient with the exact refresh");
   const bool power = options_.refresh() == "power";
   const bool refresh = !l.P.defined() || l.step % options_.gap() == 0;
   // The power refresh never forms Gc = (I − MMᵀ)G (4·m·n·K flops a step, more than the rest of the
@@ -252,13 +319,13 @@ void CoSO::step_layer(CoSOLayer& l, double lr) {
       G = subspaces::project_out_output(G, l.M);
   }
   if (power && refresh) {
-    torch::Tensor P = refresh_power(l, G);
+    torch::Tensor P = refresh_power(l, G, delta, X);
     if (l.basis_rank() > 0) P = subspaces::project_out_output(P, l.M);
     l.P = P;
     ++l.refreshes;
     if (!l.exp_avg.defined()) {
-      l.exp_avg = torch::zeros({l.P.size(1), n}, G.options());
-      l.exp_avg_sq = torch::zeros({l.P.size(1), n}, G.options());
+      l.exp_avg = torch::zeros({l.P.size(1), n}, l.P.options());
+      l.exp_avg_sq = torch::zeros({l.P.size(1), n}, l.P.options());
     }
   } else if (refresh) {
     const int64_t want = std::min(std::max(options_.r1(), options_.r2() + 1), std::min(m, n));
@@ -276,7 +343,8 @@ void CoSO::step_layer(CoSOLayer& l, double lr) {
     }
   }
   const double b1 = options_.beta1(), b2 = options_.beta2();
-  torch::Tensor R = l.P.t().mm(G);  // [r1, n]  (= Pᵀ Gc, see above)
+  // [r1, n]  (= Pᵀ Gc, see above); factored: (δP)ᵀX, 2·B·r1·(m + n) flops instead of 2·m·n·r1.
+  torch::Tensor R = factored ? delta.mm(l.P).t().mm(X) : l.P.t().mm(G);
   // The captured part P R of Gc: C ← decay·C + P (R Rᵀ) Pᵀ.
   if (power && refresh) {
     auto PS = l.P.mm(R.mm(R.t()));  // P (R Rᵀ)
@@ -469,6 +537,7 @@ nlohmann::json CoSO::report() const {
             {"others", options_.others()},
             {"cil_loss", options_.cil_loss()},
             {"refresh", options_.refresh()},
+            {"gradient", options_.gradient()},
             {"temperature", options_.temperature()}}}};
 }
 

@@ -49,10 +49,24 @@
 //   r1 8 (projector rank), r2 32 (sketch rank), gap 1, threshold 0.98, decay 1.0 (sketch decay),
 //   lr 4e-4 (projected layers), other_lr 0 (= lr), beta1 0.9, beta2 0.999, eps 1e-6,
 //   schedule cosine (per task, lr_e = lr·cos(99π e / (200 (E-1))), code's CosineSchedule) | constant,
-//   temperature 3 (training logits divided by it; the code's trick), others head | all | none,
+//   temperature 3 (the task loss is CE(z / T): Method::training_logits; the code's trick), others head | all | none,
 //   cil_loss task | seen, svd exact (subspaces::svd method, exact refresh and sketch merges),
-//   refresh power | exact, power_iters 1.
+//   refresh power | exact, power_iters 1,
+//   gradient auto | dense: auto = a target layer's backward hands CoSO the factors of its gradient
+//               G = δᵀX (δ [B, m], X [B, n]; adapters::GradientFactors) instead of G wherever that
+//               is cheaper for the layer and batch (see below); dense = always the dense G.
+//
+// Factored gradient (gradient = auto, refresh = power, one process): the step touches G only
+// through thin products, so with G = δᵀX it never forms G: Gᵀ P = Xᵀ(δP), G Z = δᵀ(X Z),
+// R = PᵀG = (δP)ᵀX, each 2·B·r1·(m + n) flops instead of 2·m·n·r1, and the backward's dense δᵀX
+// GEMM (2·B·m·n) is not run. Per step, with p = 1 + 2·power_iters/gap such passes on average,
+// factored costs p·2·B·r1·(m + n) against 2·B·m·n + p·2·m·n·r1 dense; the layer takes the factored
+// path for batches of B ≤ max_rows rows, max_rows solved from that inequality once per layer
+// (every B when p·r1·(m + n) ≤ m·n: MLP fc1 784→100 at r1 = 8 is 21 216 against 78 400). The
+// result equals the dense path up to round-off. W −= P N stays dense. The exact refresh (an SVD
+// of G) and data-parallel runs (gradients are all-reduced as dense tensors) keep the dense G.
 // The run's --optimizer / --lr are not used (CoSO owns its optimizer).
+#include "adapters/adaptable_linear.h"
 #include "continual/method.h"
 #include "continual/option_table.h"
 #include "subspaces/sketch.h"
@@ -80,6 +94,7 @@ struct CoSOOptions {
   TORCH_ARG(std::string, svd) = "exact";
   TORCH_ARG(std::string, refresh) = "power";
   TORCH_ARG(int64_t, power_iters) = 1;
+  TORCH_ARG(std::string, gradient) = "auto";
 
  public:
   static CoSOOptions from_config(const MethodConfig& config);
@@ -89,7 +104,11 @@ struct CoSOOptions {
 /// One projected layer's state.
 struct CoSOLayer {
   std::string name;
+  adapters::AdaptableLinear module = nullptr;
   torch::Tensor weight;       ///< the layer's weight parameter [m, n]
+  /// gradient = auto: where the layer's backward puts δ, X (max_rows = the batch limit of the
+  /// factored form); installed on `module` while CoSO trains it in one process.
+  c10::intrusive_ptr<adapters::GradientFactors> factors;
   torch::Tensor M;            ///< [m, K] historical basis (undefined = K = 0)
   torch::Tensor P;            ///< [m, r1'] projector (undefined until the first refresh of a task)
   torch::Tensor exp_avg;      ///< [r1', n]
@@ -119,6 +138,8 @@ class CoSO : public Method {
  public:
   explicit CoSO(const MethodConfig& config);
   explicit CoSO(CoSOOptions options);
+  /// Takes its gradient-factor sinks off the layers (the model may outlive the method).
+  ~CoSO() override;
   std::string name() const override { return "coso"; }
 
   void attach(models::Model& model) override;
@@ -128,7 +149,8 @@ class CoSO : public Method {
                                                            const std::vector<torch::Tensor>& params) override;
   /// Class-IL with cil_loss = task (the official form): the loss sees the current task's classes only.
   bool mask_seen_classes() const override { return options_.cil_loss() == "task"; }
-  torch::Tensor extra_loss(StepContext& step) override;
+  /// z / temperature (z itself at temperature 1): the task loss is CE(z / T, y), the code's trick.
+  torch::Tensor training_logits(const torch::Tensor& logits) override;
   void after_backward(StepContext& step) override;
   void on_task_end(TaskContext& ctx) override;
   MethodState save() const override;
@@ -149,6 +171,9 @@ class CoSO : public Method {
   const CoSOOptions& options() const { return options_; }
   const std::vector<CoSOLayer>& layers() const { return layers_; }
   const std::vector<CoSOOther>& others() const { return others_; }
+  /// The weight gradient [m, n] of `l` the last backward produced, dense: weight.grad() plus the
+  /// collected factors' δᵀX (float32; undefined when neither is there). Does not consume them.
+  static torch::Tensor dense_gradient(const CoSOLayer& l);
   /// The learning-rate factor of the cosine schedule now (1 for "constant").
   double lr_factor() const { return lr_factor_; }
 
@@ -156,7 +181,12 @@ class CoSO : public Method {
   void reset_task_state();
   void set_basis(CoSOLayer& l, torch::Tensor M) const;
   void step_layer(CoSOLayer& l, double lr);
-  torch::Tensor refresh_power(CoSOLayer& l, const torch::Tensor& G) const;
+  /// G = grad (dense), or δ, X with G = δᵀX (factored; grad undefined).
+  torch::Tensor refresh_power(CoSOLayer& l, const torch::Tensor& G, const torch::Tensor& delta,
+                              const torch::Tensor& X) const;
+  /// Installs (or, for gradient = dense, refresh = exact or several workers, removes) the layers'
+  /// gradient-factor sinks.
+  void install_factors(bool on);
   void step_other(CoSOOther& o, double lr);
   std::unique_ptr<subspaces::FrequentDirections> new_sketch(int64_t rows) const;
 

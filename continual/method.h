@@ -3,7 +3,8 @@
 // points. Every hook has a no-op default, so `naive` is empty.
 //
 // Per step the Runner does:
-//   logits = model(x); loss = CE(logits masked by training_logit_mask, y) + method.extra_loss(step) [+ compat loss]
+//   logits = model(x) masked by training_logit_mask;
+//   loss = CE(method.training_logits(logits), y) + method.extra_loss(step) [+ compat loss]
 //   loss.backward(); method.after_backward(step); optimizer.step(); method.after_step(step)
 #include "continual/parallel.h"
 #include "models/models.h"
@@ -86,7 +87,7 @@ struct StepContext {
   torch::Tensor batch_index;  ///< [B] int64 rows of the training split (for precomputed per-example data)
   torch::Tensor logits;     ///< [B, num_classes], masked as the scenario requires
   torch::Tensor raw_logits;  ///< [B, num_classes], the same forward before masking (== logits in domain-IL)
-  torch::Tensor loss;       ///< task loss (scalar)
+  torch::Tensor loss;       ///< task loss CE(method.training_logits(logits), y) (scalar)
 };
 
 /// The optimizer settings of a method's published training recipe (Method::recipe). The run
@@ -132,6 +133,13 @@ class Method {
   /// (task-IL: the example's task classes; class-IL: every class seen so far, or the example's own
   /// task's classes when mask_seen_classes(); domain-IL: none).
   virtual torch::Tensor training_logit_mask(TaskContext& ctx);
+  /// What the task loss is computed from: loss = CE(training_logits(z), y) for the masked logits
+  /// z [B, C]; returns [B, C]. Default: z itself. CoSO returns z / T (its training temperature), so
+  /// the Trainer computes CE(z / T) once instead of a CE(z) that an extra loss would cancel. Only
+  /// StepContext::loss sees the result: StepContext::logits and raw_logits stay the model's z, so
+  /// extra_loss terms, the compatibility terms (continual/compat_training.h) and the training
+  /// accuracy read the logits the model produced.
+  virtual torch::Tensor training_logits(const torch::Tensor& logits) { return logits; }
   /// Added to the task loss (undefined tensor = nothing).
   virtual torch::Tensor extra_loss(StepContext& step) { return {}; }
   /// Extra training stages of a task. After the task's own training (stage 0) the Runner calls

@@ -201,7 +201,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
         sc.raw_logits = logits;
         if (masked) logits = mask_logits(logits, mask_table.index_select(0, data.task.index_select(0, sc.batch_index)));
         sc.logits = logits;
-        sc.loss = torch::nn::functional::cross_entropy(logits, sc.y);
+        sc.loss = torch::nn::functional::cross_entropy(method.training_logits(logits), sc.y);
         torch::Tensor total = sc.loss;
         if (auto extra = method.extra_loss(sc); extra.defined()) total = total + extra;
         // This worker's share of the global batch's mean loss (the whole of it with one worker).

@@ -82,6 +82,27 @@ torch::Tensor positive_qr(const torch::Tensor& Y) {
   return Q.mul_(d.sign().add_(d.eq(0)));
 }
 
+// The iteration on an operator given by its products: G_mm(Z) = G Z for Z [n, r], Gt_mm(P) = Gᵀ P
+// for P [m, r]; `like` carries G's dtype and device.
+template <class GMm, class GtMm>
+torch::Tensor iterate_subspace(int64_t m, int64_t n, const torch::TensorOptions& like, int64_t r,
+                               const torch::Tensor& warm, int64_t iters, uint64_t seed,
+                               const std::function<torch::Tensor(const torch::Tensor&)>& project, GMm G_mm,
+                               GtMm Gt_mm) {
+  torch::Tensor P = warm;
+  if (!P.defined() || P.size(0) != m || P.size(1) != r) {
+    auto gen = at::detail::createCPUGenerator(seed);
+    auto Y = G_mm(torch::randn({n, r}, gen, like.device(torch::kCPU)).to(like.device()));
+    P = positive_qr(project ? project(Y) : Y);
+    ++iters;
+  }
+  for (int64_t i = 0; i < iters; ++i) {
+    auto Y = G_mm(Gt_mm(P));
+    P = positive_qr(project ? project(Y) : Y);
+  }
+  return P;
+}
+
 }  // namespace
 
 torch::Tensor subspace_iteration(const torch::Tensor& G, int64_t r, const torch::Tensor& warm, int64_t iters,
@@ -91,18 +112,26 @@ torch::Tensor subspace_iteration(const torch::Tensor& G, int64_t r, const torch:
               "strata::subspaces::subspace_iteration(): need G [m, n] and 0 < r <= min(m, n), got ", G.sizes(),
               " and r = ", r);
   TORCH_CHECK(iters >= 1, "strata::subspaces::subspace_iteration(): iters must be >= 1, got ", iters);
-  torch::Tensor P = warm;
-  if (!P.defined() || P.size(0) != G.size(0) || P.size(1) != r) {
-    auto gen = at::detail::createCPUGenerator(seed);
-    auto Y = G.mm(torch::randn({G.size(1), r}, gen, G.options().device(torch::kCPU)).to(G.device()));
-    P = positive_qr(project ? project(Y) : Y);
-    ++iters;
-  }
-  for (int64_t i = 0; i < iters; ++i) {
-    auto Y = G.mm(G.t().mm(P));
-    P = positive_qr(project ? project(Y) : Y);
-  }
-  return P;
+  return iterate_subspace(
+      G.size(0), G.size(1), G.options(), r, warm, iters, seed, project,
+      [&G](const torch::Tensor& Z) { return G.mm(Z); }, [&G](const torch::Tensor& P) { return G.t().mm(P); });
+}
+
+torch::Tensor subspace_iteration_outer(const torch::Tensor& delta, const torch::Tensor& X, int64_t r,
+                                       const torch::Tensor& warm, int64_t iters, uint64_t seed,
+                                       const std::function<torch::Tensor(const torch::Tensor&)>& project) {
+  torch::NoGradGuard no_grad;
+  TORCH_CHECK(delta.dim() == 2 && X.dim() == 2 && delta.size(0) == X.size(0),
+              "strata::subspaces::subspace_iteration_outer(): need delta [b, m] and X [b, n], got ", delta.sizes(),
+              " and ", X.sizes());
+  const int64_t m = delta.size(1), n = X.size(1);
+  TORCH_CHECK(r > 0 && r <= std::min(m, n), "strata::subspaces::subspace_iteration_outer(): need 0 < r <= min(m, n) = ",
+              std::min(m, n), ", got r = ", r);
+  TORCH_CHECK(iters >= 1, "strata::subspaces::subspace_iteration_outer(): iters must be >= 1, got ", iters);
+  return iterate_subspace(
+      m, n, delta.options(), r, warm, iters, seed, project,
+      [&](const torch::Tensor& Z) { return delta.t().mm(X.mm(Z)); },
+      [&](const torch::Tensor& P) { return X.t().mm(delta.mm(P)); });
 }
 
 std::string resolve_svd_method(const torch::Tensor& A, const SvdOptions& o) {

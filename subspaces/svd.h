@@ -83,6 +83,14 @@ torch::Tensor subspace_iteration(const torch::Tensor& G, int64_t r, const torch:
                                  uint64_t seed = 0,
                                  const std::function<torch::Tensor(const torch::Tensor&)>& project = {});
 
+// The same iteration on G = δᵀX [m, n] given by its factors δ [b, m], X [b, n] (a Linear layer's
+// weight gradient, b = examples·tokens), without forming G: G Z = δᵀ(X Z), Gᵀ P = Xᵀ(δ P), so an
+// iteration costs 4·b·r·(m + n) flops instead of 4·m·n·r. Same seed, warm start and projector as
+// subspace_iteration(δᵀX, ...); the result equals it up to round-off.
+torch::Tensor subspace_iteration_outer(const torch::Tensor& delta, const torch::Tensor& X, int64_t r,
+                                       const torch::Tensor& warm = {}, int64_t iters = 1, uint64_t seed = 0,
+                                       const std::function<torch::Tensor(const torch::Tensor&)>& project = {});
+
 // Throws c10::Error naming `who` when A has NaN or Inf entries.
 void check_finite(const torch::Tensor& A, const char* who);
 

@@ -1,6 +1,7 @@
 // CoSO: orthogonality of the applied update to the historical basis, sketch feeding schedule,
 // zero budgets, optimizer-memory accounting, mid-task save/load, and a Runner run vs naive.
 #include "continual/coso.h"
+#include "continual/compat_training.h"
 #include "run/runner.h"
 #include "subspaces/basis.h"
 #include "subspaces/sketch.h"
@@ -262,7 +263,8 @@ TEST(CoSO, SaveLoadMidTaskReproducesTheNextStep) {
   EXPECT_TRUE(torch::equal(a.method.layers()[0].M, b.method.layers()[0].M));
 }
 
-// One step as the Trainer takes it: CE(z, y) + extra_loss (the temperature), epoch for the schedule.
+// One step as the Trainer takes it: CE(training_logits(z), y) (the temperature) + extra_loss,
+// epoch for the schedule.
 void trainer_step(Harness& h, const torch::Tensor& x, const torch::Tensor& y, int64_t epoch) {
   h.opt->zero_grad();
   StepContext sc;
@@ -271,12 +273,121 @@ void trainer_step(Harness& h, const torch::Tensor& x, const torch::Tensor& y, in
   sc.x = x;
   sc.y = y;
   sc.logits = h.model->forward(x);
-  sc.loss = torch::nn::functional::cross_entropy(sc.logits, y);
+  sc.loss = torch::nn::functional::cross_entropy(h.method.training_logits(sc.logits), y);
   torch::Tensor total = sc.loss;
   if (auto extra = h.method.extra_loss(sc); extra.defined()) total = total + extra;
   total.backward();
   h.method.after_backward(sc);
   h.opt->step();
+}
+
+TEST(CoSO, TemperatureTaskLossEqualsTheOldExtraLossForm) {
+  // The task loss CE(training_logits(z), y) = CE(z / T, y) against the old extra-loss form
+  // CE(z, y) + [CE(z / T, y) − CE(z, y)]: same value and gradients (1e-6), with a masked logit
+  // (−inf stays −inf), directly and through the compatibility wrapper, which must forward it.
+  auto mo = small_mlp();
+  for (const double T : {1.0, 3.0}) {
+    // gradient = dense: autograd::grad must see the weights' dense gradients.
+    Harness h(mo, small_options().temperature(T).gradient("dense"));
+    auto [x, y] = batch(0, 0);
+    y = y.clamp_max(2);
+    auto mask = torch::ones({32, 4}, torch::kBool);
+    mask.select(1, 3).fill_(false);
+    auto params = h.model->parameters();
+    auto grads = [&](const torch::Tensor& loss) { return torch::autograd::grad({loss}, params); };
+    auto z = strata::continual::mask_logits(h.model->forward(x), mask);
+    const auto ce = torch::nn::functional::cross_entropy(z, y);
+    const auto old_loss = ce + (torch::nn::functional::cross_entropy(z / T, y) - ce);
+    const auto old_grads = grads(old_loss);
+    CompatTrainingOptions focal;
+    focal.loss(focal.loss().mode(strata::compat::CompatMode::kFocal));
+    auto wrapped = with_compat_training(std::make_unique<CoSO>(small_options().temperature(T)), focal);
+    for (Method* m : {static_cast<Method*>(&h.method), wrapped.get()}) {
+      auto z2 = strata::continual::mask_logits(h.model->forward(x), mask);
+      const auto loss = torch::nn::functional::cross_entropy(m->training_logits(z2), y);
+      EXPECT_NEAR(loss.item<double>(), old_loss.item<double>(), 1e-6) << "T " << T;
+      const auto g = grads(loss);
+      for (size_t i = 0; i < g.size(); ++i)
+        EXPECT_LT((g[i] - old_grads[i]).abs().max().item<double>(), 1e-6) << "T " << T << " parameter " << i;
+    }
+    StepContext sc;  // nothing left for the extra loss: no second cross-entropy
+    sc.logits = z;
+    sc.y = y;
+    sc.loss = ce;
+    EXPECT_FALSE(h.method.extra_loss(sc).defined());
+  }
+  // Every other built-in method trains on z itself.
+  const auto z = torch::randn({5, 4});
+  for (const auto& name : builtin_methods().names())
+    if (name != "coso") EXPECT_TRUE(builtin_methods().make(MethodConfig(name, {}))->training_logits(z).is_same(z)) << name;
+}
+
+TEST(CoSO, FactoredGradientStepsMatchTheDenseGradient) {
+  // gradient = auto (the layers' backward hands δ, X of G = δᵀX) against gradient = dense, over two
+  // tasks (task 1 with a historical basis), gap 1 and 2: the same weights up to round-off. fc1
+  // [24, 64] is factored at any batch; fc2 [16, 24] at gap 1 only up to
+  // p·m·n·r / (p·r·(m + n) − m·n) = 3·384·4 / 96 = 48 rows. Steps with 64-row batches and with a
+  // 32-row and a 64-row forward in one backward (fc2: factors and a dense part) are in the run.
+  auto step = [](Harness& h, int64_t t, int64_t i) {
+    h.opt->zero_grad();
+    auto [x, y] = batch(t, i);
+    torch::Tensor loss = torch::nn::functional::cross_entropy(h.model->forward(x), y);
+    if (i % 3 >= 1) {
+      auto [x2, y2] = batch(t, 100 + i);
+      auto xx = torch::cat({x, x2}), yy = torch::cat({y, y2});
+      if (i % 3 == 1) loss = torch::nn::functional::cross_entropy(h.model->forward(xx), yy);  // 64 rows
+      else loss = loss + torch::nn::functional::cross_entropy(h.model->forward(xx), yy);     // 32 + 64 rows
+    }
+    loss.backward();
+    StepContext sc;
+    sc.task = &h.ctx;
+    h.method.after_backward(sc);
+    h.opt->step();
+  };
+  for (const int64_t gap : {1, 2}) {
+    Harness a(small_mlp(), small_options().gap(gap).refresh("power"));
+    Harness b(small_mlp(), small_options().gap(gap).refresh("power").gradient("dense"));
+    ASSERT_TRUE(a.method.layers()[0].factors);
+    EXPECT_EQ(a.method.layers()[0].factors->max_rows, std::numeric_limits<int64_t>::max());
+    EXPECT_EQ(a.method.layers()[1].factors->max_rows, gap == 1 ? 48 : std::numeric_limits<int64_t>::max());
+    EXPECT_FALSE(b.method.layers()[0].factors);
+    for (int64_t t = 0; t < 2; ++t) {
+      a.start_task(t);
+      b.start_task(t);
+      for (int64_t i = 0; i < 6; ++i) {
+        step(a, t, i);
+        step(b, t, i);
+        if (t == 0 && i == 0) {  // fc1 took the factored path: no dense gradient was formed
+          EXPECT_FALSE(weight_of(a.model, "fc1").grad().defined());
+          EXPECT_TRUE(weight_of(b.model, "fc1").grad().defined());
+        }
+        auto pa = a.model->named_parameters();
+        for (auto& p : b.model->named_parameters())
+          EXPECT_LT((p.value() - pa[p.key()]).abs().max().item<double>(), 1e-5)
+              << p.key() << " gap " << gap << " task " << t << " step " << i;
+        for (size_t j = 0; j < a.method.layers().size(); ++j) {
+          EXPECT_TRUE(a.method.layers()[j].factors->empty());  // consumed by the step
+          EXPECT_LT((a.method.layers()[j].P - b.method.layers()[j].P).abs().max().item<double>(), 1e-4);
+        }
+      }
+      a.end_task();
+      b.end_task();
+      ASSERT_EQ(a.method.layers()[0].basis_rank(), b.method.layers()[0].basis_rank());
+    }
+    EXPECT_GT(a.method.layers()[0].basis_rank(), 0);
+  }
+  // The method leaves the layers as it found them: no sink once it is gone, and the exact refresh
+  // (an SVD of the dense G) installs none.
+  auto model = strata::models::make_model(small_mlp());
+  {
+    CoSO m(small_options().refresh("power"));
+    m.attach(model);
+    EXPECT_TRUE(m.layers()[0].module->gradient_factors());
+  }
+  for (auto& [n, l] : model->linear_layers()) EXPECT_FALSE(l->gradient_factors()) << n;
+  CoSO exact(small_options().refresh("exact"));
+  exact.attach(model);
+  for (auto& [n, l] : model->linear_layers()) EXPECT_FALSE(l->gradient_factors()) << n;
 }
 
 TEST(CoSO, StepsMatchAHandComputedProjectedAdam) {
@@ -346,7 +457,7 @@ TEST(CoSO, ProjectorSpansTheTopLeftSubspaceOfTheProjectedGradient) {
       std::vector<bool> gap;  // the power iteration converges only where σ_r1 > σ_r1+1
       h.step(x, y, [&] {
         for (const auto& l : h.method.layers()) {
-          auto G = l.weight.grad().clone();
+          auto G = CoSO::dense_gradient(l);  // factored (gradient = auto) or dense
           auto Gp = G - l.M.mm(l.M.t().mm(G));
           auto [U, S, Vh] = torch::linalg_svd(Gp.to(torch::kFloat64), false);
           gap.push_back(S[co.r1() - 1].item<double>() > 1.2 * S[co.r1()].item<double>());

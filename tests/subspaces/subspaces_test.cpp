@@ -367,6 +367,29 @@ TEST(Svd, SubspaceIterationWithAProjectorMatchesTheProjectedMatrix) {
   EXPECT_LT(max_abs(ss::subspace_iteration(A, r, P, 1, 0, project) - warm_ref), 1e-4);
 }
 
+// From the factors δ [b, m], X [b, n] of G = δᵀX (a Linear weight gradient, b < m < n) the
+// iteration equals the one on the dense G: range finder (same seed), warm start and projector.
+TEST(Svd, SubspaceIterationFromFactorsMatchesTheDenseGradient) {
+  const int64_t b = 10, m = 40, n = 120, r = 4, K = 6;
+  auto g = at::detail::createCPUGenerator(31);
+  auto delta = torch::randn({b, m}, g, torch::kFloat32), X = torch::randn({b, n}, g, torch::kFloat32);
+  auto G = delta.t().mm(X);
+  auto M = orthonormal(m, K, 32).to(torch::kFloat32);
+  auto project = [&](const torch::Tensor& Y) { return ss::project_out_output(Y, M); };
+  for (bool with_projector : {false, true}) {
+    std::function<torch::Tensor(const torch::Tensor&)> pr;
+    if (with_projector) pr = project;
+    auto ref = ss::subspace_iteration(G, r, {}, 2, 5, pr);
+    auto P = ss::subspace_iteration_outer(delta, X, r, {}, 2, 5, pr);
+    ASSERT_EQ(P.sizes(), (torch::IntArrayRef{m, r}));
+    EXPECT_LT(max_abs(P - ref), 1e-4) << with_projector;  // the columns themselves agree
+    auto warm = ss::subspace_iteration(G, r, ref, 1, 0, pr);
+    EXPECT_LT(max_abs(ss::subspace_iteration_outer(delta, X, r, P, 1, 0, pr) - warm), 1e-4) << with_projector;
+  }
+  EXPECT_THROW(ss::subspace_iteration_outer(delta, X.narrow(0, 0, b - 1), r), c10::Error);
+  EXPECT_THROW(ss::subspace_iteration_outer(delta, X, m + 1), c10::Error);
+}
+
 TEST(Basis, GpmUpdateWithATruncatedSvdGivesTheExactRule) {
   // R [400, 600]: a decaying rank-40 part plus noise, so the rule stops well inside the spectrum.
   // Randomized (no rank given) and auto (which now picks randomized on the CPU for this shape)
