@@ -146,6 +146,8 @@ TEST(AdaptableLinear, DeferredProjectionTakesTheProjectedSgdSteps) {
   AdaptableLinear l(5, 3);
   EXPECT_THROW(l->set_deferred_projection(orthonormal(4, 2), torch::zeros({3, 2}), false), c10::Error);
   EXPECT_THROW(l->set_deferred_projection(orthonormal(5, 2), torch::zeros({3, 3}), false), c10::Error);
+}
+
 // Factored gradients (CoSO): the layer's backward leaves weight.grad undefined and records δ, X
 // with δᵀX = the plain layer's weight gradient; the output, input and bias gradients are the plain
 // ones; 3-D (token) inputs are flattened to rows; batches over max_rows take the dense path; eval
@@ -177,7 +179,9 @@ TEST(AdaptableLinear, GradientFactorsGiveTheDenseGradient) {
       EXPECT_FALSE(sink->delta[0].requires_grad() || sink->input[0].requires_grad());
       EXPECT_TRUE(torch::allclose(sink->dense(), plain->weight.grad(), 1e-5, 1e-5));
       EXPECT_TRUE(torch::allclose(xa.grad(), xb.grad(), 1e-6, 1e-6));
-      if (with_bias) EXPECT_TRUE(torch::allclose(plain->bias.grad(), factored->bias.grad(), 1e-6, 1e-6));
+      if (with_bias) {
+        EXPECT_TRUE(torch::allclose(plain->bias.grad(), factored->bias.grad(), 1e-6, 1e-6));
+      }
       // A second backward appends (accumulates like .grad()).
       (factored(x) * w).sum().backward();
       EXPECT_EQ(sink->delta.size(), 2u);

@@ -319,7 +319,9 @@ TEST(CoSO, TemperatureTaskLossEqualsTheOldExtraLossForm) {
   // Every other built-in method trains on z itself.
   const auto z = torch::randn({5, 4});
   for (const auto& name : builtin_methods().names())
-    if (name != "coso") EXPECT_TRUE(builtin_methods().make(MethodConfig(name, {}))->training_logits(z).is_same(z)) << name;
+    if (name != "coso") {
+      EXPECT_TRUE(builtin_methods().make(MethodConfig(name, {}))->training_logits(z).is_same(z)) << name;
+    }
 }
 
 TEST(CoSO, FactoredGradientStepsMatchTheDenseGradient) {
