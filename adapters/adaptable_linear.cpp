@@ -212,7 +212,9 @@ torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
   const bool training = weight.requires_grad() && torch::GradMode::is_enabled();
   if (defer_state_ == DeferState::kUndecided && training) {
     // Per input row: the deferred form's extra cost against the input projection's (header).
-    const int64_t rows = x.numel() / std::max<int64_t>(x.size(-1), 1), in = in_features(), out = out_features();
+    const int64_t in = in_features(), out = out_features();
+    int64_t rows = x.numel() / std::max<int64_t>(in, 1);
+    if (defer_batch_ > 0 && x.dim() >= 2 && x.size(0) > 0) rows = defer_batch_ * (rows / x.size(0));  // × tokens
     const int64_t f = defer_F_.size(1);
     double deferred = 2.0 * rows * f * (in + 2 * out);
     if (x.requires_grad()) deferred += 2.0 * rows * f * (in + out);
@@ -263,7 +265,7 @@ void AdaptableLinearImpl::set_input_projection(torch::Tensor U, torch::Tensor U_
   proj_U_perp_ = U_perp.defined() ? U_perp.detach().to(weight.dtype()).contiguous() : torch::Tensor();
 }
 
-void AdaptableLinearImpl::set_deferred_projection(torch::Tensor F, torch::Tensor C, bool free) {
+void AdaptableLinearImpl::set_deferred_projection(torch::Tensor F, torch::Tensor C, bool free, int64_t batch) {
   TORCH_CHECK(F.defined() && F.dim() == 2 && F.size(0) == in_features() && F.size(1) > 0,
               "strata::adapters::AdaptableLinear::set_deferred_projection(): F must be [", in_features(),
               ", f] with f > 0, got ", F.defined() ? F.sizes() : torch::IntArrayRef{});
@@ -277,6 +279,7 @@ void AdaptableLinearImpl::set_deferred_projection(torch::Tensor F, torch::Tensor
   defer_F_ = F.detach().to(weight.dtype()).contiguous();
   defer_C_ = C;
   defer_free_ = free;
+  defer_batch_ = batch;
   defer_state_ = DeferState::kUndecided;
 }
 

@@ -91,8 +91,10 @@ class AdaptableLinearImpl : public torch::nn::Module {
   /// gradient, and minus the dense 2·rows·in·out weight gradient when `free`) against
   /// 4·min(rows, out)·in·f for the input projection. The layer compares the two at its first
   /// training forward (when it knows whether its input needs a gradient) and keeps the input
-  /// projection (set_input_projection) when that is cheaper; `C` then stays zero.
-  void set_deferred_projection(torch::Tensor F, torch::Tensor C, bool free);
+  /// projection (set_input_projection) when that is cheaper; `C` then stays zero. `batch` > 0 is
+  /// the global batch (examples) to judge the costs at, so that data-parallel workers, whose shards
+  /// differ by a row, decide alike; 0 = the first forward's own rows.
+  void set_deferred_projection(torch::Tensor F, torch::Tensor C, bool free, int64_t batch = 0);
   /// weight += C Fᵀ and the deferred projection is cleared (a no-op when none is set).
   void fold_deferred_projection();
   /// Whether the deferred projection carries this layer's updates (decided at its first training forward).
@@ -120,6 +122,7 @@ class AdaptableLinearImpl : public torch::nn::Module {
   enum class DeferState { kNone, kUndecided, kActive, kInactive };
   DeferState defer_state_ = DeferState::kNone;
   bool defer_free_ = false;
+  int64_t defer_batch_ = 0;
   torch::Tensor defer_F_, defer_C_;
   torch::Tensor last_input_;
   c10::intrusive_ptr<GradientFactors> factors_;

@@ -132,7 +132,8 @@ std::vector<torch::Tensor> Gpm::parameters(TaskContext& ctx) {
     const auto& F = free ? U_perp : layer->input_projection();
     if (!F.defined() || F.size(1) == 0) continue;  // nothing to project, or nothing left to train
     auto C = torch::zeros({layer->out_features(), F.size(1)}, layer->weight.options()).requires_grad_(true);
-    layer->set_deferred_projection(F, C, free);
+    // Judged at the global batch: every data-parallel worker must pick the same form.
+    layer->set_deferred_projection(F, C, free, train->batch_size());
     params.push_back(C);
   }
   return params;
