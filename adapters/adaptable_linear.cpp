@@ -18,6 +18,17 @@ struct Bases {
   const torch::Tensor *U, *U_perp, *M, *M_perp;
 };
 
+// x [..., in] as rows [R, in] times Wᵀ (+ b), and a [R, out] result back in x's leading shape.
+torch::Tensor linear_rows(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias) {
+  return bias.defined() ? torch::addmm(bias, x2, weight.t()) : x2.mm(weight.t());
+}
+torch::Tensor like_input(const torch::Tensor& y, const torch::Tensor& x) {
+  if (x.dim() == 2) return y;
+  auto shape = x.sizes().vec();
+  shape.back() = y.size(1);
+  return y.view(shape);
+}
+
 torch::Tensor projected_forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
                                 const torch::Tensor& bias, const Bases* b) {
   ctx->save_for_backward({x, weight});
@@ -26,11 +37,8 @@ torch::Tensor projected_forward(AutogradContext* ctx, const torch::Tensor& x, co
   ctx->saved_data["M"] = *b->M;
   ctx->saved_data["M_perp"] = *b->M_perp;
   auto x2 = x.reshape({-1, x.size(-1)});
-  auto y = bias.defined() ? torch::addmm(bias, x2, weight.t()) : x2.mm(weight.t());
-  if (x.dim() == 2) return y;
-  auto shape = x.sizes().vec();
-  shape.back() = weight.size(0);
-  return y.view(shape);
+  auto y = linear_rows(x2, weight, bias);
+  return like_input(y, x);
 }
 
 variable_list projected_backward(AutogradContext* ctx, const variable_list& grad_out, bool with_bias) {
@@ -81,7 +89,7 @@ torch::Tensor deferred_forward(AutogradContext* ctx, const torch::Tensor& x, con
                                const torch::Tensor& C, const torch::Tensor& bias, const torch::Tensor* F, bool free) {
   auto x2 = x.reshape({-1, x.size(-1)});
   auto XF = x2.mm(*F);  // [rows, f]
-  auto y = bias.defined() ? torch::addmm(bias, x2, weight.t()) : x2.mm(weight.t());
+  auto y = linear_rows(x2, weight, bias);
   y.addmm_(XF, C.t());
   if (ctx) {
     ctx->save_for_backward({x, weight, C});
@@ -89,10 +97,7 @@ torch::Tensor deferred_forward(AutogradContext* ctx, const torch::Tensor& x, con
     ctx->saved_data["XF"] = XF;
     ctx->saved_data["free"] = free;
   }
-  if (x.dim() == 2) return y;
-  auto shape = x.sizes().vec();
-  shape.back() = weight.size(0);
-  return y.view(shape);
+  return like_input(y, x);
 }
 
 variable_list deferred_backward(AutogradContext* ctx, const variable_list& grad_out, bool with_bias) {
@@ -140,11 +145,8 @@ torch::Tensor factored_forward(AutogradContext* ctx, const torch::Tensor& x, con
   ctx->save_for_backward({x, weight});
   ctx->saved_data["sink"] = c10::IValue::make_capsule(sink);
   auto x2 = x.reshape({-1, x.size(-1)});
-  auto y = bias.defined() ? torch::addmm(bias, x2, weight.t()) : x2.mm(weight.t());
-  if (x.dim() == 2) return y;
-  auto shape = x.sizes().vec();
-  shape.back() = weight.size(0);
-  return y.view(shape);
+  auto y = linear_rows(x2, weight, bias);
+  return like_input(y, x);
 }
 
 variable_list factored_backward(AutogradContext* ctx, const variable_list& grad_out, bool with_bias) {
