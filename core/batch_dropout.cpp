@@ -35,7 +35,7 @@ inline uint64_t mix(uint64_t z) {
 // (AVX-512DQ's vpmullq; AVX2 emulates them): compiled once per instruction set and picked at load
 // time, about 0.15 ns per element with AVX-512 against about 1 ns for the scalar loop. The values do
 // not depend on the clone (integer arithmetic, one float select and one float product).
-#if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute)
+#if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute) && !defined(__clang__)  // GCC's arch= clone syntax
 #if __has_attribute(target_clones) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define STRATA_MASK_CLONES __attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
 #endif
