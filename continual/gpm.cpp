@@ -65,6 +65,13 @@ const OptionTable<GpmOptions>& gpm_table() {
   return table;
 }
 
+namespace {
+// Plain SGD without weight decay: the applied update is a multiple of the (projected) gradient.
+bool plain_sgd(const TrainOptions* train) {
+  return train && train->optimizer() == "sgd" && train->weight_decay() == 0;
+}
+}  // namespace
+
 std::unique_ptr<Method> make_gpm(const MethodConfig& c) { return std::make_unique<Gpm>(gpm_table().parse(c)); }
 
 Gpm::Gpm(GpmOptions options) : options_(std::move(options)) { options_.validate(); }
@@ -120,7 +127,7 @@ std::vector<torch::Tensor> Gpm::parameters(TaskContext& ctx) {
   fold_factored();  // a previous stage's update
   auto params = Method::parameters(ctx);
   const TrainOptions* train = ctx.train;
-  if (!options_.factored_sgd() || !train || train->optimizer() != "sgd" || train->weight_decay() > 0) return params;
+  if (!options_.factored_sgd() || !plain_sgd(train)) return params;
   for (auto& [name, layer] : layers_) {
     auto it = bases_.find(name);
     if (it == bases_.end() || !layer->weight.requires_grad() || layer->adapter() ||
@@ -165,7 +172,7 @@ void Gpm::after_backward(StepContext& step) {
   }
   // Adam's per-coordinate scaling and weight decay move W off the projected gradient's span.
   const TrainOptions* train = step.task ? step.task->train : nullptr;
-  if (train && (train->optimizer() != "sgd" || train->weight_decay() > 0))
+  if (train && !plain_sgd(train))
     for (auto& [W, U] : projected_weights()) before_.push_back(W.detach().clone());
 }
 
