@@ -14,8 +14,14 @@
 
 namespace strata::bench {
 
-// One thread for LibTorch and OpenBLAS alike (core/threads.h says why).
-inline bool set_blas_threads(int threads) { return core::set_num_threads(threads); }
+// The kernel set the CLI picks (core::select_blas_kernels: AVX-512 on a CPU this OpenBLAS does not
+// know), printed once, and one thread for LibTorch and OpenBLAS alike (core/threads.h says why). The
+// choice is exported, so a reference loop run by run_reference() uses the same kernels.
+inline bool set_blas_threads(int threads) {
+  const std::string kernels = core::select_blas_kernels();
+  std::cerr << "bench: BLAS kernels " << (kernels.empty() ? std::string("(not OpenBLAS)") : kernels) << "\n";
+  return core::set_num_threads(threads);
+}
 
 // Parses argv into `vm`. Returns -1 to go on, else the exit code: 0 after printing --help, 2 after one
 // line naming the bad option. Every argument is first checked by run::reject_option_placeholders, as

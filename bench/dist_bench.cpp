@@ -103,7 +103,6 @@ int main(int argc, char** argv) {
   po::variables_map vm;
   if (const int rc = bench::parse_options(argc, argv, desc, "dist_bench", vm); rc >= 0) return rc;
   const int threads = vm["threads"].as<int>();
-  torch::set_num_threads(threads);
   bench::set_blas_threads(threads);
 
   try {

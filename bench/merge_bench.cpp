@@ -2,6 +2,7 @@
 // q/v, and after merging them into the base weights. A merged model has no adapter modules left,
 // so it should run as fast as the base. Rounds alternate and each variant keeps its best time.
 #include "adapters/inject.h"
+#include "core/threads.h"
 #include "adapters/lora.h"
 #include "models/models.h"
 
@@ -31,7 +32,8 @@ double best_forward_ms(strata::models::ModelImpl& model, const torch::Tensor& x,
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 1;
   const int64_t batch = argc > 2 ? std::atoll(argv[2]) : 256;
-  torch::set_num_threads(threads);
+  core::select_blas_kernels();
+  core::set_num_threads(threads);
   torch::manual_seed(0);
   const auto opts = strata::models::ModelOptions().arch("vit");
   auto base = strata::models::make_model(opts);

@@ -9,6 +9,8 @@
 //
 // Energy ratio = ‖U_rᵀ A‖_F² (randomized U_r) / ‖U_rᵀ A‖_F² (exact U_r): the fraction of the best
 // rank-r energy the randomized basis captures (1.0 = optimal).
+#include "core/threads.h"
+
 #include <boost/program_options.hpp>
 #include <torch/cuda.h>
 #include <torch/torch.h>
@@ -67,7 +69,8 @@ int main(int argc, char** argv) {
     std::cout << opts;
     return 0;
   }
-  torch::set_num_threads(threads);
+  strata::core::select_blas_kernels();
+  strata::core::set_num_threads(threads);
   torch::NoGradGuard no_grad;
   std::printf("svd_bench: threads=%d reps=%d rank_frac=%.3f seed=%llu\n\n", threads, reps, rank_frac,
               static_cast<unsigned long long>(seed));

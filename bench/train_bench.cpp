@@ -35,7 +35,6 @@ int main(int argc, char** argv) {
   if (const int rc = bench::parse_options(argc, argv, desc, "train_bench", vm); rc >= 0) return rc;
   const int threads = vm["threads"].as<int>();
   const int64_t examples = vm["examples"].as<int64_t>();
-  torch::set_num_threads(threads);
   bench::set_blas_threads(threads);
   std::vector<int64_t> batches;
   {
