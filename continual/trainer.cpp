@@ -67,6 +67,97 @@ EvalResult evaluate(models::ModelImpl& model, const tasks::Split& split, const t
   return r;
 }
 
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct CrossEntropyHitsNode : public torch::autograd::Function<CrossEntropyHitsNode> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits_in, const torch::Tensor& target_in,
+                               CrossEntropyHits* out) {
+    TORCH_CHECK(logits_in.dim() == 2 && target_in.dim() == 1 && target_in.size(0) == logits_in.size(0) &&
+                    target_in.scalar_type() == torch::kInt64,
+                "strata::continual::cross_entropy_hits(): expected logits [B, C] and int64 targets [B], got ",
+                logits_in.sizes(), " and ", target_in.sizes(), " ", target_in.scalar_type());
+    const auto z = logits_in.contiguous();
+    const auto y = target_in.contiguous();
+    const int64_t B = z.size(0), C = z.size(1);
+    TORCH_CHECK(B > 0 && C > 0, "strata::continual::cross_entropy_hits(): empty logits ", z.sizes());
+    auto p = torch::empty_like(z);  // softmax(z), kept for the backward
+    double total = 0;
+    int64_t hits = 0;
+    const int64_t* yp = y.data_ptr<int64_t>();
+    AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "cross_entropy_hits", [&] {
+      const scalar_t* zp = z.data_ptr<scalar_t>();
+      scalar_t* pp = p.data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        const scalar_t* row = zp + b * C;
+        const int64_t t = yp[b];
+        TORCH_CHECK(t >= 0 && t < C, "strata::continual::cross_entropy_hits(): target ", t, " of row ", b,
+                    " is out of range for ", C, " classes");
+        int64_t arg = 0;
+        scalar_t mx = row[0];
+        for (int64_t c = 1; c < C; ++c)
+          if (row[c] > mx || (std::isnan(row[c]) && !std::isnan(mx))) mx = row[c], arg = c;
+        hits += arg == t;
+        scalar_t* prow = pp + b * C;
+        // All-masked or infinite rows: shift by 0 so the sum reads inf/nan, as log_softmax does.
+        const scalar_t shift = std::isfinite(mx) ? mx : scalar_t(0);
+        double sum = 0;
+        for (int64_t c = 0; c < C; ++c) {
+          prow[c] = std::exp(row[c] - shift);
+          sum += prow[c];
+        }
+        const scalar_t inv = static_cast<scalar_t>(1.0 / sum);
+        for (int64_t c = 0; c < C; ++c) prow[c] *= inv;
+        total += std::log(sum) + static_cast<double>(shift) - static_cast<double>(row[t]);
+      }
+    });
+    out->value = total / static_cast<double>(B);
+    out->hits = hits;
+    ctx->save_for_backward({p, y});
+    return torch::scalar_tensor(out->value, z.options());
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    auto saved = ctx->get_saved_variables();
+    const auto &p = saved[0], &y = saved[1];
+    auto g = torch::empty_like(p);  // (softmax − onehot) · grad / B; p stays intact for a retained graph
+    const int64_t B = p.size(0), C = p.size(1);
+    const int64_t* yp = y.data_ptr<int64_t>();
+    AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "cross_entropy_hits_backward", [&] {
+      const scalar_t scale = grad_out[0].item<scalar_t>() / static_cast<scalar_t>(B);
+      const scalar_t* pp = p.data_ptr<scalar_t>();
+      scalar_t* gp = g.data_ptr<scalar_t>();
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t c = 0; c < C; ++c) gp[b * C + c] = pp[b * C + c] * scale;
+        gp[b * C + yp[b]] -= scale;
+      }
+    });
+    return {g, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+CrossEntropyHits cross_entropy_hits(const torch::Tensor& logits, const torch::Tensor& target) {
+  CrossEntropyHits r;
+  // Past a few thousand logits the arithmetic outweighs the operators, and LibTorch's vectorised
+  // log_softmax beats this scalar loop: the composed operators, same values.
+  // Off the CPU, or in reduced precision, the composed operators too.
+  constexpr int64_t kFusedMaxLogits = 16384;
+  const bool fused = logits.is_cpu() && target.is_cpu() && logits.numel() <= kFusedMaxLogits &&
+                     (logits.scalar_type() == torch::kFloat || logits.scalar_type() == torch::kDouble);
+  if (!fused) {
+    r.loss = torch::nn::functional::cross_entropy(logits, target);
+    r.value = r.loss.item<double>();
+    r.hits = logits.detach().argmax(1).eq(target).sum().item<int64_t>();
+    return r;
+  }
+  r.loss = CrossEntropyHitsNode::apply(logits, target, &r);
+  return r;
+}
+
 TrainOptions with_recipe(TrainOptions o, const OptimizerRecipe& r) {
   return o.optimizer(r.optimizer)
       .lr(r.lr)
@@ -163,7 +254,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
     auto gen = shuffle_generator(options.seed(), ctx.task_index, epoch);
     const torch::Tensor perm = torch::randperm(n, gen, torch::TensorOptions().dtype(torch::kInt64));
     double loss_sum = 0;
-    torch::Tensor correct_sum = torch::zeros({}, torch::kInt64);
+    int64_t correct_local = 0;
     double correct_global = 0;  // several workers: the all-reduced count
     for (int64_t s = 0, b = 0; s < n; s += bs, ++b) {
       const int64_t e = std::min(n, s + bs);
@@ -186,6 +277,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
       if (cosine)
         for (auto& group : optimizer->param_groups()) group.options().set_lr(scheduled_lr(options, step, total_steps));
       double loss_value = 0;
+      int64_t hits = 0;
       torch::Tensor logits;
       if (local > 0) {
         {
@@ -201,20 +293,31 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
         sc.raw_logits = logits;
         if (masked) logits = mask_logits(logits, mask_table.index_select(0, data.task.index_select(0, sc.batch_index)));
         sc.logits = logits;
-        sc.loss = torch::nn::functional::cross_entropy(method.training_logits(logits), sc.y);
+        // The loss node also counts the hits when it sees the logits themselves (CoSO trains on z/T).
+        const torch::Tensor task_logits = method.training_logits(logits);
+        const bool own_logits = task_logits.unsafeGetTensorImpl() == logits.unsafeGetTensorImpl();
+        const CrossEntropyHits ce = cross_entropy_hits(task_logits, sc.y);
+        sc.loss = ce.loss;
+        hits = own_logits ? ce.hits : logits.detach().argmax(1).eq(sc.y).sum().item<int64_t>();
         torch::Tensor total = sc.loss;
-        if (auto extra = method.extra_loss(sc); extra.defined()) total = total + extra;
+        loss_value = ce.value;
+        if (auto extra = method.extra_loss(sc); extra.defined()) {
+          total = total + extra;
+          loss_value = total.item<double>();
+        }
         // This worker's share of the global batch's mean loss (the whole of it with one worker).
-        if (parallel) total = total * (static_cast<double>(local) / (e - s));
-        loss_value = total.item<double>();
+        if (parallel) {
+          const double share = static_cast<double>(local) / (e - s);
+          total = total * share;
+          loss_value *= share;
+        }
         if (!parallel) check_finite(loss_value, ctx.task_index, epoch, step);
         total.backward();
       }
       if (parallel) {
         // The loss and the correct count travel with the gradients; every worker then checks the
         // same global loss, so all stop together on a non-finite one.
-        const double correct = local > 0 ? logits.detach().argmax(1).eq(sc.y).sum().item<double>() : 0.0;
-        auto stats = torch::tensor({loss_value, correct}, torch::kFloat64);
+        auto stats = torch::tensor({loss_value, static_cast<double>(hits)}, torch::kFloat64);
         parallel->all_reduce_gradients(params, stats);
         loss_value = stats[0].item<double>();
         correct_global += stats[1].item<double>();
@@ -224,7 +327,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
       optimizer->step();
       method.after_step(sc);
       loss_sum += loss_value * (e - s);
-      if (!parallel) correct_sum += logits.detach().argmax(1).eq(sc.y).sum();
+      if (!parallel) correct_local += hits;
       ++step;
       if (on_step) on_step(epoch, b + 1, steps_per_epoch, loss_sum / e);
     }
@@ -234,7 +337,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
     st.steps = steps_per_epoch;
     st.examples = n;
     st.loss = loss_sum / n;
-    st.train_acc = (parallel ? correct_global : correct_sum.item<double>()) / n;
+    st.train_acc = (parallel ? correct_global : static_cast<double>(correct_local)) / n;
     st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const auto& val = ctx.task().val;
     if (val.size() > 0) {

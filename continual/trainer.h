@@ -52,6 +52,21 @@ struct EvalResult {
 EvalResult evaluate(models::ModelImpl& model, const tasks::Split& split, const torch::Tensor& mask,
                     int64_t batch_size = 1000, DataParallel* parallel = nullptr);
 
+/// The training loop's task loss and what it reads beside it.
+struct CrossEntropyHits {
+  torch::Tensor loss;  ///< 0-d mean cross-entropy, with its autograd node
+  double value = 0;    ///< loss as a double, accumulated in double (no .item() needed)
+  int64_t hits = 0;    ///< rows whose first largest logit is the target (argmax(z) == y)
+};
+
+/// Mean cross-entropy of logits z [B, C] against targets y [B] (int64 in [0, C)), the value of
+/// torch::nn::functional::cross_entropy: (1/B) Σ_b (logsumexp(z_b) − z_{b,y_b}), with gradient
+/// (softmax(z) − onehot(y)) / B. One autograd node and one pass over z instead of log_softmax, nll_loss
+/// and the accuracy count's argmax, eq and sum: at batch 10 the operators, not the arithmetic, are
+/// the cost. Masked logits (−inf) are allowed; a −inf target logit gives an infinite loss, as in
+/// torch. Float and double.
+CrossEntropyHits cross_entropy_hits(const torch::Tensor& logits, const torch::Tensor& target);
+
 /// Called after every epoch (progress display, metrics.csv).
 using EpochCallback = std::function<void(const EpochStats&)>;
 /// Called every `progress_every` steps with (epoch, step, steps_in_epoch, running loss).
