@@ -237,6 +237,8 @@ torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
     const Bases b{&proj_U_, &proj_U_perp_, &proj_M_, &proj_M_perp_};
     y = bias.defined() ? ProjectedLinear::apply(x, weight, bias, &b) : ProjectedLinearNoBias::apply(x, weight, &b);
   }
+  else if (x.dim() == 2)
+    y = linear_rows(x, weight, bias);  // the kernels F::linear picks, without its matmul wrapper's calls
   else
     y = torch::nn::functional::linear(x, weight, bias);
   if (adapter_) y = adapter_->forward(x, y);

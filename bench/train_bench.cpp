@@ -76,8 +76,8 @@ int main(int argc, char** argv) {
       });
       const double rate = train.size() / seconds;
       cpp_rate[bs] = std::max(cpp_rate[bs], rate);
-      std::cout << "strata batch=" << bs << " examples=" << train.size() << " seconds=" << seconds
-                << " examples_per_s=" << std::fixed << std::setprecision(1) << rate << std::endl;
+      std::cout << "strata batch=" << bs << " examples=" << train.size() << " seconds=" << std::fixed
+                << std::setprecision(4) << seconds << " examples_per_s=" << std::setprecision(1) << rate << std::endl;
       if (python.empty()) continue;
       std::ostringstream cmd;
       cmd << python << " " << vm["script"].as<std::string>() << " --threads " << threads << " --examples " << examples
