@@ -14,11 +14,11 @@
 
 namespace strata::bench {
 
-// The kernel set the CLI picks (core::select_blas_kernels: AVX-512 on a CPU this OpenBLAS does not
-// know), printed once, and one thread for LibTorch and OpenBLAS alike (core/threads.h says why). The
-// choice is exported, so a reference loop run by run_reference() uses the same kernels.
+// One thread for LibTorch and OpenBLAS alike (core/threads.h says why), and the BLAS kernel set
+// printed once: OPENBLAS_CORETYPE in the environment changes the small GEMMs' cost 2-3 fold. A
+// reference loop run by run_reference() inherits the environment, so it runs the same kernels.
 inline bool set_blas_threads(int threads) {
-  const std::string kernels = core::select_blas_kernels();
+  const std::string kernels = core::blas_kernels();
   std::cerr << "bench: BLAS kernels " << (kernels.empty() ? std::string("(not OpenBLAS)") : kernels) << "\n";
   return core::set_num_threads(threads);
 }

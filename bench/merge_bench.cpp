@@ -32,7 +32,6 @@ double best_forward_ms(strata::models::ModelImpl& model, const torch::Tensor& x,
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 1;
   const int64_t batch = argc > 2 ? std::atoll(argv[2]) : 256;
-  core::select_blas_kernels();
   core::set_num_threads(threads);
   torch::manual_seed(0);
   const auto opts = strata::models::ModelOptions().arch("vit");

@@ -69,7 +69,6 @@ int main(int argc, char** argv) {
     std::cout << opts;
     return 0;
   }
-  strata::core::select_blas_kernels();
   strata::core::set_num_threads(threads);
   torch::NoGradGuard no_grad;
   std::printf("svd_bench: threads=%d reps=%d rank_frac=%.3f seed=%llu\n\n", threads, reps, rank_frac,

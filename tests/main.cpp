@@ -1,12 +1,8 @@
-// Shared GoogleTest entry point: the CLI's BLAS kernels (core/threads.h), a fixed thread count, and
-// *_CUDA tests skipped without a GPU.
-#include "core/threads.h"
-
+// Shared GoogleTest entry point: sets a fixed thread count and skips *_CUDA tests without a GPU.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 int main(int argc, char** argv) {
-  strata::core::select_blas_kernels();
   ::testing::InitGoogleTest(&argc, argv);
   torch::set_num_threads(1);
   if (!torch::cuda::is_available()) {

@@ -1,5 +1,4 @@
 // strata: the command-line front end. Dispatches to one sub-command per file (tools/cmd_*.cpp).
-#include "core/threads.h"
 #include "tools/commands.h"
 
 #include <cstring>
@@ -33,8 +32,6 @@ void usage(std::ostream& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Before any BLAS call: the AVX-512 kernels where this OpenBLAS would not pick them (core/threads.h).
-  strata::core::select_blas_kernels();
   // No sub-command: the main job, a short default training run.
   if (argc < 2) return strata_cmd_train(1, argv);
   const std::string cmd = argv[1];
