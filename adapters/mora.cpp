@@ -29,9 +29,9 @@ struct MoRAStep {
 // around one loop per row for ‖z‖, ŝ, the top-k, the softmax over the k selected scores, the
 // threshold and w ⊙ z; the backward is one loop per row for the routing and the products written
 // out from the saved factors. The loop replaces ATen's norm, clamp_min, div and topk (four
-// operators, five allocations and, in topk, a buffer per row); the selection repeats ATen's CPU
-// topk on the same values, so the same atoms are selected, exact ties (e.g. z = 0) included. The
-// gradient is formed for the r trainable atoms only (autograd formed it for all R
+// operators, five allocations and, in topk, a buffer per row); the selection ranks the atoms
+// branch-free and, on a tie across the k-th place or a NaN, repeats ATen's CPU topk on the same
+// values, so the same atoms are selected, exact ties (e.g. z = 0) included. The gradient is formed for the r trainable atoms only (autograd formed it for all R
 // atoms and then narrowed it). It reads A_old, A_new, B_old, B_new as saved here, never the
 // caches, so an in-place change of a factor before backward fails as in autograd instead of using
 // other values.
@@ -83,20 +83,40 @@ struct MoRAUpdate : public torch::autograd::Function<MoRAUpdate> {
         }
         const int64_t* sel = order.data();
         if (!full) {
-          // ATen's CPU topk (TopKImpl.h) step by step: the same (value, index) queue, comparator
-          // (NaN first) and algorithm, so the same atoms win, exact ties included.
-          for (int64_t j = 0; j < R; ++j) queue[j] = {si[j], j};
-          const auto larger = [](const Elem& a, const Elem& b) {
-            return (std::isnan(a.first) && !std::isnan(b.first)) || a.first > b.first;
-          };
-          if (k * 64 <= R) {
-            std::partial_sort(queue.begin(), queue.begin() + k, queue.end(), larger);
-          } else {
-            std::nth_element(queue.begin(), queue.begin() + k - 1, queue.end(), larger);
-            std::sort(queue.begin(), queue.begin() + k - 1, larger);
-          }
           int64_t* ti = ip + i * k;
-          for (int64_t t = 0; t < k; ++t) ti[t] = queue[t].second;
+          // Rank of every atom in the strict order "ŝ descending, then index": T = the ranks below
+          // k, written in rank order. Branch-free and vectorised (R² compares, R ≤ a few dozen),
+          // where a selection sort mispredicts about every other branch. Without NaN and without a
+          // tie across the k-th place the k largest are unique, so this is topk's set; otherwise
+          // the atoms ATen would pick depend on its algorithm, which is then repeated below.
+          int64_t next = -1;  // the atom of rank k
+          bool nan = false;
+          for (int64_t j = 0; j < R; ++j) nan |= std::isnan(si[j]);
+          if (!nan) {
+            for (int64_t j = 0; j < R; ++j) {
+              const scalar_t v = si[j];
+              int32_t rank = 0;
+              for (int64_t l = 0; l < j; ++l) rank += si[l] >= v;
+              for (int64_t l = j + 1; l < R; ++l) rank += si[l] > v;
+              if (rank < k) ti[rank] = j;
+              else if (rank == k) next = j;
+            }
+          }
+          if (nan || si[ti[k - 1]] == si[next]) {
+            // ATen's CPU topk (TopKImpl.h) step by step: the same (value, index) queue, comparator
+            // (NaN first) and algorithm, so the same atoms win the tie.
+            for (int64_t j = 0; j < R; ++j) queue[j] = {si[j], j};
+            const auto larger = [](const Elem& x, const Elem& y) {
+              return (std::isnan(x.first) && !std::isnan(y.first)) || x.first > y.first;
+            };
+            if (k * 64 <= R) {
+              std::partial_sort(queue.begin(), queue.begin() + k, queue.end(), larger);
+            } else {
+              std::nth_element(queue.begin(), queue.begin() + k - 1, queue.end(), larger);
+              std::sort(queue.begin(), queue.begin() + k - 1, larger);
+            }
+            for (int64_t t = 0; t < k; ++t) ti[t] = queue[t].second;
+          }
           sel = ti;
         }
         scalar_t mx = -std::numeric_limits<scalar_t>::infinity();

@@ -12,8 +12,8 @@
 //   y = base + B_all (w ⊙ z)                      weights multiply the RAW responses z
 //
 // Cost. forward() is one autograd node: two BLAS products (the second one addmm onto base) around
-// one loop per token for ‖z‖, ŝ, the top-k (ATen's CPU topk algorithm repeated on ŝ, so the same
-// atoms win, exact ties included), the softmax over the k selected scores, δ and w ⊙ z, and a backward written
+// one loop per token for ‖z‖, ŝ, the top-k (the atoms ranked branch-free; on a tie across the k-th
+// place, ATen's CPU topk algorithm repeated, so the same atoms win, ties included), the softmax over the k selected scores, δ and w ⊙ z, and a backward written
 // out as one loop per token plus the products, forming the gradient of the r trainable atoms only. Outputs and gradients agree with the composed
 // operators to float round-off (tests/adapters/mora_test.cpp). A_all and B_all are kept in a cache: the frozen
 // part is copied once per bank (rebuilt when A_old or B_old is another tensor, has another size, or
