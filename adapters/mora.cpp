@@ -16,6 +16,47 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// The top-k's fast path is compiled per instruction set (GCC's target_clones, picked at load time,
+// as in core/batch_dropout.cpp): its R² compares take 8 or 16 lanes instead of SSE's 4. Compares
+// and counts are exact, so the atoms selected do not depend on the clone.
+#if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute) && !defined(__clang__)  // GCC's arch= clone syntax
+#if __has_attribute(target_clones) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define STRATA_MORA_CLONES __attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
+#endif
+#endif
+#ifndef STRATA_MORA_CLONES
+#define STRATA_MORA_CLONES
+#endif
+
+// The k largest of s[0..R) into out (in index order) when they are unique: for every atom, the
+// number of atoms with a strictly larger score; the atoms with fewer than k form topk's set when
+// there are exactly k of them. Returns false on a NaN or a tie across the k-th place (more than
+// k such atoms), where the set depends on topk's algorithm. Branch-free (whether an atom is in
+// is a coin flip for the predictor): the candidates go to scratch [R] first.
+template <typename T>
+inline __attribute__((always_inline)) bool unique_top_k_impl(const T* s, int64_t R, int64_t k, int64_t* scratch,
+                                                             int64_t* out) {
+  int64_t n = 0;
+  bool nan = false;
+  for (int64_t j = 0; j < R; ++j) {
+    const T v = s[j];
+    int32_t larger = 0;
+    for (int64_t l = 0; l < R; ++l) larger += s[l] > v;
+    nan |= v != v;
+    scratch[n] = j;
+    n += larger < k;
+  }
+  if (nan || n != k) return false;
+  std::copy(scratch, scratch + k, out);
+  return true;
+}
+STRATA_MORA_CLONES bool unique_top_k(const float* s, int64_t R, int64_t k, int64_t* scratch, int64_t* out) {
+  return unique_top_k_impl(s, R, k, scratch, out);
+}
+STRATA_MORA_CLONES bool unique_top_k(const double* s, int64_t R, int64_t k, int64_t* scratch, int64_t* out) {
+  return unique_top_k_impl(s, R, k, scratch, out);
+}
+
 // What one MoRA forward needs besides its tensors (the routing settings of this call).
 struct MoRAStep {
   const torch::Tensor *A_all_t, *B_all_t;  // A_allᵀ [n, R], B_allᵀ [R, m]: cached views, tails refreshed
@@ -29,9 +70,10 @@ struct MoRAStep {
 // around one loop per row for ‖z‖, ŝ, the top-k, the softmax over the k selected scores, the
 // threshold and w ⊙ z; the backward is one loop per row for the routing and the products written
 // out from the saved factors. The loop replaces ATen's norm, clamp_min, div and topk (four
-// operators, five allocations and, in topk, a buffer per row); the selection ranks the atoms
-// branch-free and, on a tie across the k-th place or a NaN, repeats ATen's CPU topk on the same
-// values, so the same atoms are selected, exact ties (e.g. z = 0) included. The gradient is formed for the r trainable atoms only (autograd formed it for all R
+// operators, five allocations and, in topk, a buffer per row); the selection counts branch-free
+// (unique_top_k) and, on a tie across the k-th place or a NaN, repeats ATen's CPU topk on the same
+// values, so the same atoms are selected, exact ties (e.g. z = 0) included; their order within T
+// (index order on the fast path) only changes the softmax's summation order. The gradient is formed for the r trainable atoms only (autograd formed it for all R
 // atoms and then narrowed it). It reads A_old, A_new, B_old, B_new as saved here, never the
 // caches, so an in-place change of a factor before backward fails as in autograd instead of using
 // other values.
@@ -68,6 +110,7 @@ struct MoRAUpdate : public torch::autograd::Function<MoRAUpdate> {
       std::iota(order.begin(), order.end(), int64_t{0});
       using Elem = std::pair<scalar_t, int64_t>;
       std::vector<Elem> queue(full ? 0 : R);
+      std::vector<int64_t> pick(full ? 0 : R);  // unique_top_k's scratch
       for (int64_t i = 0; i < N; ++i) {
         const scalar_t* zi = zp + i * R;
         scalar_t *si = sp + i * R, *ui = up + i * R, *prob = pp + i * k;
@@ -84,25 +127,7 @@ struct MoRAUpdate : public torch::autograd::Function<MoRAUpdate> {
         const int64_t* sel = order.data();
         if (!full) {
           int64_t* ti = ip + i * k;
-          // Rank of every atom in the strict order "ŝ descending, then index": T = the ranks below
-          // k, written in rank order. Branch-free and vectorised (R² compares, R ≤ a few dozen),
-          // where a selection sort mispredicts about every other branch. Without NaN and without a
-          // tie across the k-th place the k largest are unique, so this is topk's set; otherwise
-          // the atoms ATen would pick depend on its algorithm, which is then repeated below.
-          int64_t next = -1;  // the atom of rank k
-          bool nan = false;
-          for (int64_t j = 0; j < R; ++j) nan |= std::isnan(si[j]);
-          if (!nan) {
-            for (int64_t j = 0; j < R; ++j) {
-              const scalar_t v = si[j];
-              int32_t rank = 0;
-              for (int64_t l = 0; l < j; ++l) rank += si[l] >= v;
-              for (int64_t l = j + 1; l < R; ++l) rank += si[l] > v;
-              if (rank < k) ti[rank] = j;
-              else if (rank == k) next = j;
-            }
-          }
-          if (nan || si[ti[k - 1]] == si[next]) {
+          if (!unique_top_k(si, R, k, pick.data(), ti)) {
             // ATen's CPU topk (TopKImpl.h) step by step: the same (value, index) queue, comparator
             // (NaN first) and algorithm, so the same atoms win the tie.
             for (int64_t j = 0; j < R; ++j) queue[j] = {si[j], j};
