@@ -12,13 +12,15 @@
 //   y = base + B_all (w ⊙ z)                      weights multiply the RAW responses z
 //
 // Cost. forward() is one autograd node: two BLAS products (the second one addmm onto base) around
-// one loop per token for ‖z‖, ŝ, the top-k (the atoms ranked branch-free; on a tie across the k-th
-// place, ATen's CPU topk algorithm repeated, so the same atoms win, ties included), the softmax over the k selected scores, δ and w ⊙ z, and a backward written
-// out as one loop per token plus the products, forming the gradient of the r trainable atoms only. Outputs and gradients agree with the composed
-// operators to float round-off (tests/adapters/mora_test.cpp). A_all and B_all are kept in a cache: the frozen
-// part is copied once per bank (rebuilt when A_old or B_old is another tensor, has another size, or
-// was written in place: task switch, load_state, to()), and the r trainable rows/columns are
-// copied in place at each call; nothing of size R·(m + n) is allocated per step.
+// one loop per token for ‖z‖, ŝ, the top-k (counted branch-free; on a NaN or a tie across the k-th
+// place ATen's CPU topk algorithm is repeated, so the same atoms win, ties included), the softmax
+// over the k selected scores, δ and w ⊙ z, and a backward written out as one loop per token plus
+// the products, forming the gradient of the r trainable atoms only. Outputs and gradients agree
+// with the composed operators to float round-off (tests/adapters/mora_test.cpp). A_all and B_all
+// are kept in a cache: the frozen part is copied once per bank (rebuilt when A_old or B_old is
+// another tensor, has another size, or was written in place: task switch, load_state, to()), and
+// the r trainable rows/columns are copied in place at each call; nothing of size R·(m + n) is
+// allocated per step.
 //
 // The update depends on x, so it cannot be merged into W: delta_weight() is defined only when every
 // atom's value vector is zero (e.g. right after add_task_atoms on an empty bank) and fails otherwise.
