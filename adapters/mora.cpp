@@ -73,10 +73,10 @@ struct MoRAStep {
 // operators, five allocations and, in topk, a buffer per row); the selection counts branch-free
 // (unique_top_k) and, on a tie across the k-th place or a NaN, repeats ATen's CPU topk on the same
 // values, so the same atoms are selected, exact ties (e.g. z = 0) included; their order within T
-// (index order on the fast path) only changes the softmax's summation order. The gradient is formed for the r trainable atoms only (autograd formed it for all R
-// atoms and then narrowed it). It reads A_old, A_new, B_old, B_new as saved here, never the
-// caches, so an in-place change of a factor before backward fails as in autograd instead of using
-// other values.
+// (index order on the fast path) only changes the softmax's summation order. The gradient is
+// formed for the r trainable atoms only (autograd formed it for all R atoms and then narrowed it).
+// It reads A_old, A_new, B_old, B_new as saved here, never the caches, so an in-place change of a
+// factor before backward fails as in autograd instead of using other values.
 //
 // Per token (row i), with T = the k selected atoms (all R when k ≥ R), d = max(‖z‖, eps), ŝ = z/d:
 //   p_t = softmax_t(ŝ_t / τ), w_t = p_t·[ŝ_t ≥ δ] (δ only when on), u_t = w_t z_t, u = 0 off T
