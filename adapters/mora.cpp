@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <vector>
 
 #include <ATen/AccumulateType.h>
@@ -15,98 +16,166 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// The top-k's fast path is compiled per instruction set (GCC's target_clones, picked at load time,
+// as in core/batch_dropout.cpp): its R² compares take 8 or 16 lanes instead of SSE's 4. Compares
+// and counts are exact, so the atoms selected do not depend on the clone.
+#if defined(__x86_64__) && defined(__ELF__) && defined(__has_attribute) && !defined(__clang__)  // GCC's arch= clone syntax
+#if __has_attribute(target_clones) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define STRATA_MORA_CLONES __attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
+#endif
+#endif
+#ifndef STRATA_MORA_CLONES
+#define STRATA_MORA_CLONES
+#endif
+
+// The k largest of s[0..R) into out (in index order) when they are unique: for every atom, the
+// number of atoms with a strictly larger score; the atoms with fewer than k form topk's set when
+// there are exactly k of them. Returns false on a NaN or a tie across the k-th place (more than
+// k such atoms), where the set depends on topk's algorithm. Branch-free (whether an atom is in
+// is a coin flip for the predictor): the candidates go to scratch [R] first.
+template <typename T>
+inline __attribute__((always_inline)) bool unique_top_k_impl(const T* s, int64_t R, int64_t k, int64_t* scratch,
+                                                             int64_t* out) {
+  int64_t n = 0;
+  bool nan = false;
+  for (int64_t j = 0; j < R; ++j) {
+    const T v = s[j];
+    int32_t larger = 0;
+    for (int64_t l = 0; l < R; ++l) larger += s[l] > v;
+    nan |= v != v;
+    scratch[n] = j;
+    n += larger < k;
+  }
+  if (nan || n != k) return false;
+  std::copy(scratch, scratch + k, out);
+  return true;
+}
+STRATA_MORA_CLONES bool unique_top_k(const float* s, int64_t R, int64_t k, int64_t* scratch, int64_t* out) {
+  return unique_top_k_impl(s, R, k, scratch, out);
+}
+STRATA_MORA_CLONES bool unique_top_k(const double* s, int64_t R, int64_t k, int64_t* scratch, int64_t* out) {
+  return unique_top_k_impl(s, R, k, scratch, out);
+}
+
 // What one MoRA forward needs besides its tensors (the routing settings of this call).
 struct MoRAStep {
-  const torch::Tensor *A_all, *B_all;  // the forward's cached concatenations (tails refreshed)
+  const torch::Tensor *A_all_t, *B_all_t;  // A_allᵀ [n, R], B_allᵀ [R, m]: cached views, tails refreshed
   double scaling, temperature, threshold, eps;
   int64_t k;
   bool threshold_on;
 };
 
 // MoRA's whole update as one autograd node: keys z = x A_allᵀ, routing w(z), values
-// y = base + (w ⊙ z) B_allᵀ. The forward runs ATen's kernels for the products, the norm, ŝ and the
-// top-k (so the selected atoms are the ones the composed operators select), and one loop per row
-// for the softmax over the k selected scores, the threshold and w ⊙ z; the backward is one loop
-// per row for the routing and the products written out from the saved factors. That replaces
-// about forty dispatched operators per layer and step with about fifteen, and forms the gradient of
-// the r trainable atoms only (autograd formed it for all R atoms and then narrowed it). It reads
-// A_old, A_new, B_old, B_new as saved here, never the caches, so an in-place change of a factor
-// before backward fails as in autograd instead of using other values.
+// y = base + (w ⊙ z) B_allᵀ. The forward is two BLAS products (the second one addmm onto base)
+// around one loop per row for ‖z‖, ŝ, the top-k, the softmax over the k selected scores, the
+// threshold and w ⊙ z; the backward is one loop per row for the routing and the products written
+// out from the saved factors. The loop replaces ATen's norm, clamp_min, div and topk (four
+// operators, five allocations and, in topk, a buffer per row); the selection counts branch-free
+// (unique_top_k) and, on a tie across the k-th place or a NaN, repeats ATen's CPU topk on the same
+// values, so the same atoms are selected, exact ties (e.g. z = 0) included; their order within T
+// (index order on the fast path) only changes the softmax's summation order. The gradient is
+// formed for the r trainable atoms only (autograd formed it for all R atoms and then narrowed it).
+// It reads A_old, A_new, B_old, B_new as saved here, never the caches, so an in-place change of a
+// factor before backward fails as in autograd instead of using other values.
 //
 // Per token (row i), with T = the k selected atoms (all R when k ≥ R), d = max(‖z‖, eps), ŝ = z/d:
 //   p_t = softmax_t(ŝ_t / τ), w_t = p_t·[ŝ_t ≥ δ] (δ only when on), u_t = w_t z_t, u = 0 off T
 // and for du = dy B_all:
 //   dp_t = du_t z_t [ŝ_t ≥ δ],  dŝ_t = p_t (dp_t − Σ_T p dp) / τ,  c = Σ_T dŝ_t ŝ_t
 //   dz = du ⊙ w + dŝ / d − [‖z‖ ≥ eps]·ŝ·c / d      (dŝ = 0 off T)
+//
+// Saved routing state, one buffer `ws` per call: ŝ [N, R], p [N, k], ‖z‖ [N], d [N] (at these
+// offsets), and the selected atoms idx [N, k] (int64, undefined when k ≥ R: T is every atom).
 struct MoRAUpdate : public torch::autograd::Function<MoRAUpdate> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x2, const torch::Tensor& base2,
                                const torch::Tensor& A_new, const torch::Tensor& B_new, const torch::Tensor& A_old,
                                const torch::Tensor& B_old, const MoRAStep* p) {
-    const torch::Tensor z = x2.mm(p->A_all->t()).contiguous();  // [N, R]
-    const torch::Tensor nrm = z.norm(2, -1, /*keepdim=*/true);
-    const torch::Tensor d = nrm.clamp_min(p->eps);
-    const torch::Tensor s_hat = (z / d).contiguous();
+    const torch::Tensor z = x2.mm(*p->A_all_t).contiguous();  // [N, R]
     const int64_t N = z.size(0), R = z.size(1);
     const bool full = p->k >= R;
     const int64_t k = full ? R : p->k;
-    torch::Tensor vals, idx;  // the selected scores and their atoms [N, k] (undefined when full)
-    if (!full) {
-      auto top = torch::topk(s_hat, k, -1);
-      vals = std::get<0>(top).contiguous();
-      idx = std::get<1>(top).contiguous();
-    }
-    torch::Tensor wtop = torch::empty({N, k}, z.options());  // w_t on the selected atoms
-    torch::Tensor ptop = torch::empty({N, k}, z.options());  // p_t
-    torch::Tensor u = torch::zeros_like(z);
+    torch::Tensor ws = torch::empty({N * (R + k + 2)}, z.options());
+    torch::Tensor idx = full ? torch::Tensor() : torch::empty({N, k}, z.options().dtype(torch::kLong));
+    torch::Tensor u = torch::empty_like(z);  // zeroed row by row below
     AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "MoRAUpdate::forward", [&] {
       using acc_t = at::acc_type<scalar_t, false>;
-      const scalar_t tau = static_cast<scalar_t>(p->temperature), delta = static_cast<scalar_t>(p->threshold);
+      const scalar_t tau = static_cast<scalar_t>(p->temperature), delta = static_cast<scalar_t>(p->threshold),
+                     eps = static_cast<scalar_t>(p->eps);
       const scalar_t* zp = z.data_ptr<scalar_t>();
-      const scalar_t* sp = full ? s_hat.data_ptr<scalar_t>() : vals.data_ptr<scalar_t>();
-      const int64_t* ip = full ? nullptr : idx.data_ptr<int64_t>();
-      scalar_t *wp = wtop.data_ptr<scalar_t>(), *pp = ptop.data_ptr<scalar_t>(), *up = u.data_ptr<scalar_t>();
+      scalar_t* sp = ws.data_ptr<scalar_t>();
+      scalar_t *pp = sp + N * R, *np = pp + N * k, *dp = np + N;
+      int64_t* ip = full ? nullptr : idx.data_ptr<int64_t>();
+      scalar_t* up = u.data_ptr<scalar_t>();
+      std::vector<int64_t> order(R);  // T when k ≥ R: every atom
+      std::iota(order.begin(), order.end(), int64_t{0});
+      using Elem = std::pair<scalar_t, int64_t>;
+      std::vector<Elem> queue(full ? 0 : R);
+      std::vector<int64_t> pick(full ? 0 : R);  // unique_top_k's scratch
       for (int64_t i = 0; i < N; ++i) {
-        const scalar_t* s = sp + i * k;
-        scalar_t* prob = pp + i * k;
+        const scalar_t* zi = zp + i * R;
+        scalar_t *si = sp + i * R, *ui = up + i * R, *prob = pp + i * k;
+        acc_t ss = 0;
+        for (int64_t j = 0; j < R; ++j) ss += static_cast<acc_t>(zi[j]) * static_cast<acc_t>(zi[j]);
+        const scalar_t nrm = static_cast<scalar_t>(std::sqrt(ss));
+        const scalar_t di = nrm < eps ? eps : nrm;  // clamp_min (a NaN norm stays NaN)
+        np[i] = nrm;
+        dp[i] = di;
+        for (int64_t j = 0; j < R; ++j) {
+          si[j] = zi[j] / di;
+          ui[j] = scalar_t(0);
+        }
+        const int64_t* sel = order.data();
+        if (!full) {
+          int64_t* ti = ip + i * k;
+          if (!unique_top_k(si, R, k, pick.data(), ti)) {
+            // ATen's CPU topk (TopKImpl.h) step by step: the same (value, index) queue, comparator
+            // (NaN first) and algorithm, so the same atoms win the tie.
+            for (int64_t j = 0; j < R; ++j) queue[j] = {si[j], j};
+            const auto larger = [](const Elem& x, const Elem& y) {
+              return (std::isnan(x.first) && !std::isnan(y.first)) || x.first > y.first;
+            };
+            if (k * 64 <= R) {
+              std::partial_sort(queue.begin(), queue.begin() + k, queue.end(), larger);
+            } else {
+              std::nth_element(queue.begin(), queue.begin() + k - 1, queue.end(), larger);
+              std::sort(queue.begin(), queue.begin() + k - 1, larger);
+            }
+            for (int64_t t = 0; t < k; ++t) ti[t] = queue[t].second;
+          }
+          sel = ti;
+        }
         scalar_t mx = -std::numeric_limits<scalar_t>::infinity();
-        for (int64_t t = 0; t < k; ++t) mx = std::max(mx, static_cast<scalar_t>(s[t] / tau));
+        for (int64_t t = 0; t < k; ++t) mx = std::max(mx, static_cast<scalar_t>(si[sel[t]] / tau));
         acc_t sum = 0;
         for (int64_t t = 0; t < k; ++t) {
-          prob[t] = std::exp(static_cast<scalar_t>(s[t] / tau) - mx);
+          prob[t] = std::exp(static_cast<scalar_t>(si[sel[t]] / tau) - mx);
           sum += prob[t];
         }
         for (int64_t t = 0; t < k; ++t) {
+          const int64_t j = sel[t];
           prob[t] = static_cast<scalar_t>(prob[t] / sum);
-          const scalar_t w = (p->threshold_on && !(s[t] >= delta)) ? scalar_t(0) : prob[t];
-          const int64_t j = full ? t : ip[i * k + t];
-          wp[i * k + t] = w;
-          up[i * R + j] = w * zp[i * R + j];
+          const scalar_t w = (p->threshold_on && !(si[j] >= delta)) ? scalar_t(0) : prob[t];
+          ui[j] = w * zi[j];
         }
       }
     });
     ctx->save_for_backward({x2, A_new, B_new, A_old, B_old});
     ctx->saved_data["z"] = z;
-    ctx->saved_data["s_hat"] = s_hat;
-    ctx->saved_data["nrm"] = nrm;
-    ctx->saved_data["d"] = d;
-    ctx->saved_data["idx"] = idx;
-    ctx->saved_data["ptop"] = ptop;
-    ctx->saved_data["wtop"] = wtop;
     ctx->saved_data["u"] = u;
+    ctx->saved_data["ws"] = ws;
+    ctx->saved_data["idx"] = idx;
     ctx->saved_data["scaling"] = p->scaling;
     ctx->saved_data["temperature"] = p->temperature;
     ctx->saved_data["threshold"] = p->threshold_on ? p->threshold : -std::numeric_limits<double>::infinity();
     ctx->saved_data["eps"] = p->eps;
-    return base2 + u.mm(p->B_all->t());
+    return torch::addmm(base2, u, *p->B_all_t);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     const auto saved = ctx->get_saved_variables();
     const torch::Tensor &x2 = saved[0], &A_new = saved[1], &B_new = saved[2], &A_old = saved[3], &B_old = saved[4];
-    const torch::Tensor z = ctx->saved_data["z"].toTensor(), s_hat = ctx->saved_data["s_hat"].toTensor(),
-                        nrm = ctx->saved_data["nrm"].toTensor(), d = ctx->saved_data["d"].toTensor(),
-                        idx = ctx->saved_data["idx"].toTensor(), ptop = ctx->saved_data["ptop"].toTensor(),
-                        wtop = ctx->saved_data["wtop"].toTensor(), u = ctx->saved_data["u"].toTensor();
+    const torch::Tensor z = ctx->saved_data["z"].toTensor(), u = ctx->saved_data["u"].toTensor(),
+                        ws = ctx->saved_data["ws"].toTensor(), idx = ctx->saved_data["idx"].toTensor();
     const double s = ctx->saved_data["scaling"].toDouble(), tau = ctx->saved_data["temperature"].toDouble(),
                  threshold = ctx->saved_data["threshold"].toDouble(), eps = ctx->saved_data["eps"].toDouble();
     const torch::Tensor& g = grad_out[0];  // [N, m]
@@ -119,63 +188,68 @@ struct MoRAUpdate : public torch::autograd::Function<MoRAUpdate> {
       if (s != 1.0) out[3].mul_(s);
     }
     if (!ctx->needs_input_grad(0) && !ctx->needs_input_grad(2)) return out;
-    // du = g B_all, the new atoms' block scaled by s.
-    torch::Tensor gu = torch::empty_like(u);
-    if (R_old > 0) {
-      auto block = gu.narrow(1, 0, R_old);
-      torch::mm_out(block, g, B_old);
-    }
-    if (r > 0) {
-      auto block = gu.narrow(1, R_old, r);
-      torch::mm_out(block, g, B_new);
-      if (s != 1.0) block.mul_(s);
-    }
-    torch::Tensor gz = torch::empty_like(z);
-    const int64_t N = z.size(0), R = z.size(1), k = ptop.size(1);
+    // du = g B_all = [g B_old, s·g B_new] and dz, each kept as its bank and trainable blocks (the
+    // products read and write whole tensors; the loop applies s).
+    const torch::Tensor gu_old = R_old > 0 ? g.mm(B_old).contiguous() : torch::Tensor();
+    const torch::Tensor gu_new = r > 0 ? g.mm(B_new).contiguous() : torch::Tensor();
+    torch::Tensor gz_old = R_old > 0 ? torch::empty({z.size(0), R_old}, z.options()) : torch::Tensor();
+    torch::Tensor gz_new = r > 0 ? torch::empty({z.size(0), r}, z.options()) : torch::Tensor();
+    const int64_t N = z.size(0), R = z.size(1);
     const bool full = !idx.defined();
+    const int64_t k = full ? R : idx.size(1);
+    TORCH_INTERNAL_ASSERT(R == R_old + r && ws.numel() == N * (R + k + 2), "MoRAUpdate::backward: saved state of ",
+                          ws.numel(), " values for ", N, " rows, ", R, " atoms, k ", k);
     AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "MoRAUpdate::backward", [&] {
       using acc_t = at::acc_type<scalar_t, false>;
-      const scalar_t tau_s = static_cast<scalar_t>(tau);
+      const scalar_t tau_s = static_cast<scalar_t>(tau), s_s = static_cast<scalar_t>(s);
       const scalar_t delta = threshold == -std::numeric_limits<double>::infinity()
                                  ? -std::numeric_limits<scalar_t>::infinity()
                                  : static_cast<scalar_t>(threshold);
-      const scalar_t *zp = z.data_ptr<scalar_t>(), *sp = s_hat.data_ptr<scalar_t>(), *np = nrm.data_ptr<scalar_t>(),
-                     *dp = d.data_ptr<scalar_t>(), *pp = ptop.data_ptr<scalar_t>(), *wp = wtop.data_ptr<scalar_t>(),
-                     *gup = gu.data_ptr<scalar_t>();
+      const scalar_t *zp = z.data_ptr<scalar_t>(), *sp = ws.data_ptr<scalar_t>();
+      const scalar_t *pp = sp + N * R, *np = pp + N * k, *dp = np + N;
+      const scalar_t* guo = R_old > 0 ? gu_old.data_ptr<scalar_t>() : nullptr;
+      const scalar_t* gun = r > 0 ? gu_new.data_ptr<scalar_t>() : nullptr;
+      scalar_t* gzo = R_old > 0 ? gz_old.data_ptr<scalar_t>() : nullptr;
+      scalar_t* gzn = r > 0 ? gz_new.data_ptr<scalar_t>() : nullptr;
       const int64_t* ip = full ? nullptr : idx.data_ptr<int64_t>();
-      scalar_t* gzp = gz.data_ptr<scalar_t>();
-      std::vector<scalar_t> gs(k);
+      std::vector<int64_t> all(R);
+      std::iota(all.begin(), all.end(), int64_t{0});
+      std::vector<scalar_t> gs(k), gut(k);
       for (int64_t i = 0; i < N; ++i) {
-        const scalar_t *zi = zp + i * R, *si = sp + i * R, *gui = gup + i * R, *pi = pp + i * k, *wi = wp + i * k;
-        scalar_t* gzi = gzp + i * R;
-        auto atom = [&](int64_t t) { return full ? t : ip[i * k + t]; };
+        const scalar_t *zi = zp + i * R, *si = sp + i * R, *pi = pp + i * k;
+        const int64_t* sel = full ? all.data() : ip + i * k;
+        scalar_t *gzoi = gzo ? gzo + i * R_old : nullptr, *gzni = gzn ? gzn + i * r : nullptr;
         acc_t pdp = 0;  // Σ_T p dp
         for (int64_t t = 0; t < k; ++t) {
-          const int64_t j = atom(t);
-          gs[t] = si[j] >= delta ? gui[j] * zi[j] : scalar_t(0);  // dp_t
+          const int64_t j = sel[t];
+          gut[t] = j < R_old ? guo[i * R_old + j] : s_s * gun[i * r + (j - R_old)];  // du_t
+          gs[t] = si[j] >= delta ? gut[t] * zi[j] : scalar_t(0);                       // dp_t
           pdp += pi[t] * gs[t];
         }
         acc_t c = 0;
         for (int64_t t = 0; t < k; ++t) {
           gs[t] = pi[t] * static_cast<scalar_t>(gs[t] - pdp) / tau_s;  // dŝ_t
-          c += gs[t] * si[atom(t)];
+          c += gs[t] * si[sel[t]];
         }
         const scalar_t di = dp[i];
         const scalar_t coef = np[i] >= static_cast<scalar_t>(eps) ? static_cast<scalar_t>(c / di) : scalar_t(0);
-        for (int64_t j = 0; j < R; ++j) gzi[j] = -si[j] * coef;
+        for (int64_t j = 0; j < R_old; ++j) gzoi[j] = -si[j] * coef;
+        for (int64_t j = 0; j < r; ++j) gzni[j] = -si[R_old + j] * coef;
         for (int64_t t = 0; t < k; ++t) {
-          const int64_t j = atom(t);
-          gzi[j] += gui[j] * wi[t] + gs[t] / di;
+          const int64_t j = sel[t];
+          const scalar_t w = si[j] >= delta ? pi[t] : scalar_t(0);
+          scalar_t& gzj = j < R_old ? gzoi[j] : gzni[j - R_old];
+          gzj += gut[t] * w + gs[t] / di;
         }
       }
     });
     if (ctx->needs_input_grad(0)) {
-      // z = x [A_old; A_new]ᵀ: dx = dz_old A_old + dz_new A_new.
-      torch::Tensor gx = r > 0 ? gz.narrow(1, R_old, r).mm(A_new) : torch::zeros_like(x2);
-      if (R_old > 0) gx.addmm_(gz.narrow(1, 0, R_old), A_old);
+      // z = x [A_old; A_new]ᵀ: dx = dz_new A_new + dz_old A_old.
+      torch::Tensor gx = r > 0 ? gz_new.mm(A_new) : gz_old.mm(A_old);
+      if (r > 0 && R_old > 0) gx.addmm_(gz_old, A_old);
       out[0] = gx;
     }
-    if (ctx->needs_input_grad(2) && r > 0) out[2] = gz.narrow(1, R_old, r).t().mm(x2);
+    if (ctx->needs_input_grad(2) && r > 0) out[2] = gz_new.t().mm(x2);
     return out;
   }
 };
@@ -250,14 +324,17 @@ void MoRAImpl::refresh_bank_cache() {
     B_all_ = torch::empty({out_, R_old + r}, B_new.options());
     A_all_.narrow(0, 0, R_old).copy_(A_old);
     B_all_.narrow(1, 0, R_old).copy_(B_old);
+    A_tail_ = A_all_.narrow(0, R_old, r);
+    B_tail_ = B_all_.narrow(1, R_old, r);
+    A_all_t_ = A_all_.t();
+    B_all_t_ = B_all_.t();
     bank_key_ = key;
   }
   // The trainable tails change at every optimizer step: refreshed in place, never reallocated.
   if (r > 0) {
-    A_all_.narrow(0, R_old, r).copy_(A_new);
-    auto tail = B_all_.narrow(1, R_old, r);
-    tail.copy_(B_new);
-    if (options_.scaling() != 1.0) tail.mul_(options_.scaling());
+    A_tail_.copy_(A_new);
+    B_tail_.copy_(B_new);
+    if (options_.scaling() != 1.0) B_tail_.mul_(options_.scaling());
   }
 }
 
@@ -265,17 +342,20 @@ torch::Tensor MoRAImpl::forward(const torch::Tensor& x, const torch::Tensor& bas
   if (total_atoms() == 0) return base_out;
   if (!recording_) {
     refresh_bank_cache();
-    const MoRAStep p{&A_all_,
-                     &B_all_,
+    const MoRAStep p{&A_all_t_,
+                     &B_all_t_,
                      options_.scaling(),
                      options_.temperature(),
                      options_.threshold(),
                      options_.eps(),
                      effective_k(),
                      threshold_on()};
-    const torch::Tensor y = MoRAUpdate::apply(x.reshape({-1, in_}), base_out.reshape({-1, out_}), A_new, B_new,
-                                              A_old, B_old, &p);
-    return y.view(base_out.sizes());
+    // A [N, n] input (the MLP) goes in as it is: no reshape or view dispatched.
+    const bool flat = x.dim() == 2 && base_out.dim() == 2;
+    const torch::Tensor y = MoRAUpdate::apply(flat ? x : x.reshape({-1, in_}),
+                                              flat ? base_out : base_out.reshape({-1, out_}), A_new, B_new, A_old,
+                                              B_old, &p);
+    return flat ? y : y.view(base_out.sizes());
   }
   // Recording (the activation report, no gradient needed): the composed operators, which also give w.
   const torch::Tensor z = torch::matmul(x, torch::cat({A_old, A_new}, 0).t());  // [..., R]

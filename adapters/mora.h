@@ -11,14 +11,16 @@
 //   inference only, δ > 0:  w_i ← w_i · 1[ŝ_i ≥ δ]   ("rank pruning"; not renormalised)
 //   y = base + B_all (w ⊙ z)                      weights multiply the RAW responses z
 //
-// Cost. forward() is one autograd node: ATen's kernels for the two products, the norm and the top-k
-// (the atoms selected are the composed operators' own), one loop per token for the softmax over the
-// k selected scores, δ and w ⊙ z, and a backward written out as one loop per token plus the products,
-// forming the gradient of the r trainable atoms only. Outputs and gradients agree with the composed
-// operators to float round-off (tests/adapters/mora_test.cpp). A_all and B_all are kept in a cache: the frozen
-// part is copied once per bank (rebuilt when A_old or B_old is another tensor, has another size, or
-// was written in place: task switch, load_state, to()), and the r trainable rows/columns are
-// copied in place at each call; nothing of size R·(m + n) is allocated per step.
+// Cost. forward() is one autograd node: two BLAS products (the second one addmm onto base) around
+// one loop per token for ‖z‖, ŝ, the top-k (counted branch-free; on a NaN or a tie across the k-th
+// place ATen's CPU topk algorithm is repeated, so the same atoms win, ties included), the softmax
+// over the k selected scores, δ and w ⊙ z, and a backward written out as one loop per token plus
+// the products, forming the gradient of the r trainable atoms only. Outputs and gradients agree
+// with the composed operators to float round-off (tests/adapters/mora_test.cpp). A_all and B_all
+// are kept in a cache: the frozen part is copied once per bank (rebuilt when A_old or B_old is
+// another tensor, has another size, or was written in place: task switch, load_state, to()), and
+// the r trainable rows/columns are copied in place at each call; nothing of size R·(m + n) is
+// allocated per step.
 //
 // The update depends on x, so it cannot be merged into W: delta_weight() is defined only when every
 // atom's value vector is zero (e.g. right after add_task_atoms on an empty bank) and fails otherwise.
@@ -131,6 +133,9 @@ class MoRAImpl : public StatefulAdapter {
   };
   BankKey bank_key_;
   torch::Tensor A_all_, B_all_;  // [R, n], [m, R]; never registered (not part of the state)
+  // Views made once per bank, so a step dispatches no narrow() or t(): the trainable tails
+  // A_all_[R_old:], B_all_[:, R_old:] and the transposes A_all_ᵀ [n, R], B_all_ᵀ [R, m].
+  torch::Tensor A_tail_, B_tail_, A_all_t_, B_all_t_;
 
   MoRAOptions options_;
   int64_t in_, out_;

@@ -432,3 +432,71 @@ TEST(AdaptersMoRA, TrainingThroughTheFusedNodeMatchesTheComposedOperators) {
     EXPECT_LT(max_abs_diff(a->B_new, b->B_new), 1e-4) << "task " << task;
   }
 }
+
+TEST(AdaptersMoRA, FusedUpdateMatchesComposedOperatorsOnEveryBankLayout) {
+  // The node keeps du and dz as bank and trainable blocks and selects the top-k in its own loop
+  // (ATen's nth_element path for k·64 > R, partial_sort for k·64 ≤ R): only trainable atoms (first
+  // task), bank and trainable atoms, only the bank (after freeze), a bank of 130 atoms, flat [N, n]
+  // and [B, T, n] inputs, float32 and float64. Values and gradients against the composed operators.
+  torch::manual_seed(14);
+  struct Layout {
+    int64_t rank, tasks, top_k;
+    bool freeze;
+  };
+  for (const Layout& l : {Layout{4, 1, 2, false}, Layout{4, 1, 0, false}, Layout{4, 2, 3, false},
+                          Layout{4, 2, 3, true}, Layout{65, 2, 2, false}}) {
+    for (auto dtype : {torch::kFloat32, torch::kFloat64}) {
+      for (bool flat : {true, false}) {
+        MoRA m(6, 4, MoRAOptions(l.rank).top_k(l.top_k).temperature(0.4).threshold(0.1));
+        m->set_routing_mode(RoutingMode::Train);
+        for (int64_t t = 0; t < l.tasks; ++t) {
+          m->add_task_atoms();
+          randomise_new_atoms(*m);
+        }
+        if (l.freeze) m->freeze_old_atoms();
+        m->to(dtype);
+        const auto shape = flat ? std::vector<int64_t>{10, 6} : std::vector<int64_t>{2, 5, 6};
+        auto x = torch::randn(shape, torch::dtype(dtype));
+        {
+          torch::NoGradGuard no_grad;
+          x.view({-1, 6})[3].zero_();  // ‖z‖ = 0: every ŝ ties at 0, the top-k picks among ties
+        }
+        x.requires_grad_(true);
+        auto bshape = shape;
+        bshape.back() = 4;
+        auto base = torch::randn(bshape, torch::dtype(dtype).requires_grad(true));
+        const auto g = torch::randn(bshape, torch::dtype(dtype));
+        const std::string what = "rank " + std::to_string(l.rank) + " tasks " + std::to_string(l.tasks) + " top_k " +
+                                 std::to_string(l.top_k) + (l.freeze ? " frozen" : "") +
+                                 (dtype == torch::kFloat64 ? " float64" : " float32") + (flat ? " flat" : " 3-d");
+        auto y = m->forward(x, base);
+        auto y_ref = composed_reference(*m, x, base, false);
+        EXPECT_LT(max_abs_diff(y, y_ref), 1e-5) << what;
+        std::vector<torch::Tensor> wrt{x, base};
+        if (!l.freeze) wrt.insert(wrt.end(), {m->A_new, m->B_new});
+        auto grads = torch::autograd::grad({y}, wrt, {g});
+        auto refs = torch::autograd::grad({y_ref}, wrt, {g});
+        for (size_t i = 0; i < grads.size(); ++i) {
+          ASSERT_TRUE(grads[i].defined() && refs[i].defined()) << what;
+          EXPECT_TRUE(torch::allclose(grads[i], refs[i], 1e-4, 1e-5))
+              << "gradient " << i << ", " << what << ": max diff " << max_abs_diff(grads[i], refs[i]);
+        }
+      }
+    }
+  }
+}
+
+TEST(AdaptersMoRA, TopKTiesSelectTheAtomsATenSelects) {
+  // Three identical atoms tie for the largest ŝ and only two are selected (k = 2); their value
+  // vectors differ, so the output tells which two won. The node must pick ATen's two.
+  MoRA m(2, 3, MoRAOptions(2).top_k(2).temperature(1.0).threshold(0.0));
+  TensorMap s;
+  s["A_old"] = torch::tensor({{0.0f, 1.0f}, {1.0f, 0.0f}, {1.0f, 0.0f}, {1.0f, 0.0f}, {-1.0f, 0.0f}});
+  s["B_old"] = torch::arange(15, torch::kFloat32).reshape({3, 5});
+  s["A_new"] = torch::zeros({0, 2});
+  s["B_new"] = torch::zeros({3, 0});
+  m->load_state(s);
+  const auto x = torch::tensor({{2.0f, 0.0f}, {-1.0f, 0.0f}});
+  const auto base = torch::zeros({2, 3});
+  EXPECT_TRUE(torch::equal(m->forward(x, base), composed_reference(*m, x, base, false)));
+}
