@@ -233,9 +233,15 @@ torch::Tensor CompatMethod::muscle_term(StepContext& step) {
       options_.loss().resolved_temperature(), /*same=*/all_known_ && !row_masked_.defined() && student.is_same(raw));
   compat_sum_ += term.detach();
   ++compat_steps_;
+  // The (1 − λ)·CE part is the Trainer's, through task_loss_weight.
   const double lambda = options_.loss().weight();
-  if (lambda == 1.0) return term - step.loss;  // the default λ: the same value, two operators fewer
-  return lambda * term - lambda * step.loss;
+  return lambda == 1.0 ? term : lambda * term;
+}
+
+double CompatMethod::task_loss_weight(const StepContext& step) const {
+  const double w = inner_->task_loss_weight(step);
+  const bool muscle_stage2 = options_.loss().mode() == compat::CompatMode::kMuscle && stage2_ && ref_logits_.defined();
+  return muscle_stage2 ? (1.0 - options_.loss().weight()) * w : w;
 }
 
 torch::Tensor CompatMethod::extra_loss(StepContext& step) {

@@ -123,6 +123,23 @@ void check_finite(double loss, int64_t task, int64_t epoch, int64_t step) {
 
 }  // namespace
 
+torch::Tensor step_loss(Method& method, StepContext& step) {
+  // A method that weights its task loss (MUSCLE's stage 2: 1 − λ) gets it weighted here instead of
+  // cancelling part of it in extra_loss; w = 0 computes no cross-entropy at all.
+  const double w = method.task_loss_weight(step);
+  TORCH_CHECK(std::isfinite(w) && w >= 0, "strata::continual::step_loss(): method '", method.name(),
+              "' returned a task loss weight of ", w, ", expected a finite value >= 0");
+  torch::Tensor total;
+  if (w != 0) {
+    step.loss = torch::nn::functional::cross_entropy(method.training_logits(step.logits), step.y);
+    total = w == 1 ? step.loss : step.loss * w;
+  }
+  if (auto extra = method.extra_loss(step); extra.defined()) total = total.defined() ? total + extra : extra;
+  TORCH_CHECK(total.defined(), "strata::continual::step_loss(): method '", method.name(),
+              "' returned a task loss weight of 0 and no extra_loss: the step has no loss");
+  return total;
+}
+
 void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, const EpochCallback& on_epoch,
                 const StepCallback& on_step) {
   options.validate();
@@ -201,9 +218,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
         sc.raw_logits = logits;
         if (masked) logits = mask_logits(logits, mask_table.index_select(0, data.task.index_select(0, sc.batch_index)));
         sc.logits = logits;
-        sc.loss = torch::nn::functional::cross_entropy(method.training_logits(logits), sc.y);
-        torch::Tensor total = sc.loss;
-        if (auto extra = method.extra_loss(sc); extra.defined()) total = total + extra;
+        torch::Tensor total = step_loss(method, sc);
         // This worker's share of the global batch's mean loss (the whole of it with one worker).
         if (parallel) total = total * (static_cast<double>(local) / (e - s));
         loss_value = total.item<double>();
