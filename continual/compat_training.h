@@ -31,7 +31,9 @@
 // softmax, focal's weights and keep flags) is built once per task (MUSCLE's new teacher once per
 // stage) as a per-row table; a step gathers its rows with one index_select and computes the term as
 // one autograd node (KL distance; focal's L2 distance takes the generic path), with no cross-entropy
-// of its own, no host sync and no per-step mask rebuild.
+// of its own, no host sync and no per-step mask rebuild. MUSCLE's node reads its rows of the tables,
+// the trainer's row masks and the known-first column order in place (one loop over the step's
+// logits, forward and backward; CPU), so its term costs no gather, reorder or mask operator.
 //
 // Loss bookkeeping: the Trainer's task loss is w·CE(inner.training_logits(masked logits), y) (plain
 // CE(z) for every method but CoSO, whose task loss is CE(z / T)), w = task_loss_weight. In muscle
