@@ -435,3 +435,40 @@ TEST(CompatTraining, MuscleWeightedTaskLossEqualsTheComposedLossValueAndGradient
     }
   }
 }
+
+namespace {
+// A method with a fixed task-loss weight and an optional constant extra loss.
+struct Weighted : public Naive {
+  double w = 1;
+  torch::Tensor extra;
+  double task_loss_weight(const StepContext&) const override { return w; }
+  torch::Tensor extra_loss(StepContext&) override { return extra; }
+};
+}  // namespace
+
+TEST(StepLoss, WeightsTheTaskLossAndRefusesAStepWithoutALoss) {
+  Weighted m;
+  StepContext sc;
+  sc.logits = torch::randn({6, 4}).requires_grad_(true);
+  sc.y = torch::tensor({0, 1, 2, 3, 0, 1}, torch::kInt64);
+  const double ce = torch::nn::functional::cross_entropy(sc.logits, sc.y).item<double>();
+  m.w = 0.25;
+  m.extra = torch::full({}, 2.0);
+  EXPECT_NEAR(step_loss(m, sc).item<double>(), 0.25 * ce + 2.0, 1e-6);
+  EXPECT_NEAR(sc.loss.item<double>(), ce, 1e-6);  // the unweighted task loss
+  m.w = 0;
+  sc.loss = torch::Tensor();
+  EXPECT_NEAR(step_loss(m, sc).item<double>(), 2.0, 1e-6);
+  EXPECT_FALSE(sc.loss.defined());
+  m.extra = torch::Tensor();
+  try {
+    step_loss(m, sc);
+    ADD_FAILURE() << "a step with weight 0 and no extra loss must be refused";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no extra_loss"), std::string::npos) << e.what();
+  }
+  m.w = -1;
+  EXPECT_THROW(step_loss(m, sc), c10::Error);
+  m.w = std::nan("");
+  EXPECT_THROW(step_loss(m, sc), c10::Error);
+}
