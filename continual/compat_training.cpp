@@ -1,6 +1,9 @@
 #include "continual/compat_training.h"
 
+#include <ATen/AccumulateType.h>
+
 #include <cmath>
+#include <limits>
 
 namespace strata::continual {
 
@@ -73,43 +76,111 @@ struct FocalKL : public torch::autograd::Function<FocalKL> {
   }
 };
 
-// MUSCLE's L_mcomp of one step as one autograd node: mean_i [m_i·KL(p_i^old ‖ q_i^old) +
-// (1 − m_i)·KL(p_i^new ‖ q_i)], q = softmax(student / T), q^old = softmax(student_old / T), m_i =
-// 1[argmax student_i ≠ y_i]. Forward: the operators compat::muscle_loss runs; backward:
-// (m_i / (N·T))(q_i^old − p_i^old) and ((1 − m_i) / (N·T))(q_i − p_i^new). `same`: student_old is
-// student (domain-IL: every column known, no mask), so q^old = q is computed once and the two
-// gradients are one.
+// MUSCLE's per-step tables, built once per task (reference side) and per stage (new teacher, masks).
+struct MuscleTables {
+  torch::Tensor new_rows;  ///< [N, 2·C] float32: log p, p of M_t^plain at T in the known-first order
+  torch::Tensor ref_rows;  ///< [N, 2·K_old] float32: log p, p of the reference at T over the known columns
+  torch::Tensor masked;    ///< [N, C] bool: the trainer's masked-out logits per row (model order); undefined = none
+  torch::Tensor order;     ///< [C] int64: the known columns first, then the others
+  torch::Tensor pos;       ///< [C] int64: label -> its position in `order`
+  int64_t k_old = 0;
+  double t = 2;
+};
+
+// MUSCLE's L_mcomp of one step as one autograd node over the student's unmasked logits z [B, C] (its
+// only differentiable input), reading the step's rows of the tables in place (no gather, reorder or
+// mask copy):
+//   L = (1/B) Σ_i [m_i·KL(p_i^old ‖ q_i^old) + (1 − m_i)·KL(p_i^new ‖ q_i)],   m_i = 1[argmax s_i ≠ y_i],
+// s_i = z_i in the known-first order with the trainer's masked logits at −1e9 (not −inf: 0·log 0 stays
+// finite), q_i = softmax(s_i / T), q_i^old = softmax(z_i / T) over the K_old known columns (the
+// unmasked logits: task-IL masks exactly those for a current-task example). Only the side m_i
+// selects is computed. Backward: dL/dz_i = (q_i^old − p_i^old)/(B·T) on the known columns when m_i,
+// else (q_i − p_i^new)/(B·T) (exactly 0 on masked logits, where q and p underflow to 0).
+// compat::muscle_loss's value and gradient to float round-off (sums accumulate in acc_type).
 struct MuscleKL : public torch::autograd::Function<MuscleKL> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& student, const torch::Tensor& student_old,
-                               const torch::Tensor& log_p_new, const torch::Tensor& p_new,
-                               const torch::Tensor& log_p_old, const torch::Tensor& p_old, const torch::Tensor& y,
-                               double t, bool same) {
-    const torch::Tensor mask = student.argmax(1).ne(y);
-    const torch::Tensor log_q = torch::log_softmax(student / t, 1);
-    const torch::Tensor log_q_old = same ? log_q : torch::log_softmax(student_old / t, 1);
-    const torch::Tensor a_old = (p_old * (log_p_old - log_q_old)).sum(1);
-    const torch::Tensor a_new = (p_new * (log_p_new - log_q)).sum(1);
-    ctx->saved_data["mask"] = mask;
-    ctx->saved_data["log_q_old"] = log_q_old;
-    ctx->saved_data["log_q"] = log_q;
-    ctx->saved_data["p_old"] = p_old;
-    ctx->saved_data["p_new"] = p_new;
-    ctx->saved_data["t"] = t;
-    ctx->saved_data["same"] = same;
-    return torch::where(mask, a_old, a_new).mean();
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits, const torch::Tensor& rows,
+                               const torch::Tensor& labels, const MuscleTables* tab) {
+    const torch::Tensor z = logits.contiguous(), row = rows.contiguous(), y_all = labels.contiguous();
+    TORCH_CHECK(z.device().is_cpu(), "strata::continual::CompatMethod: MUSCLE's term runs on CPU tensors, got logits on ",
+                z.device());
+    const int64_t B = z.size(0), C = z.size(1), K = tab->k_old, N = tab->new_rows.size(0);
+    TORCH_INTERNAL_ASSERT(tab->order.size(0) == C && tab->new_rows.size(1) == 2 * C &&
+                              tab->ref_rows.size(1) == 2 * K && rows.size(0) == B && labels.size(0) == B,
+                          "MuscleKL: logits ", z.sizes(), " do not match the tables");
+    const bool masked = tab->masked.defined();
+    // Per row, in `order`: q (or q^old) and p of the side m_i selects, then m_i.
+    torch::Tensor saved = torch::empty({B, 2 * C + 1}, z.options());
+    torch::Tensor out = torch::empty({}, z.options());
+    AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "MuscleKL::forward", [&] {
+      using acc_t = at::acc_type<scalar_t, false>;
+      const scalar_t* zp = z.data_ptr<scalar_t>();
+      scalar_t* sp = saved.data_ptr<scalar_t>();
+      const float *np = tab->new_rows.data_ptr<float>(), *rp = tab->ref_rows.data_ptr<float>();
+      const bool* mp = masked ? tab->masked.data_ptr<bool>() : nullptr;
+      const int64_t *op = tab->order.data_ptr<int64_t>(), *pp = tab->pos.data_ptr<int64_t>();
+      const int64_t *rowp = row.data_ptr<int64_t>(), *yp = y_all.data_ptr<int64_t>();
+      const scalar_t t = static_cast<scalar_t>(tab->t);
+      acc_t total = 0;
+      for (int64_t i = 0; i < B; ++i) {
+        const int64_t r = rowp[i], y = yp[i];
+        TORCH_INTERNAL_ASSERT(r >= 0 && r < N && y >= 0 && y < C, "MuscleKL: row ", r, " or label ", y, " out of range");
+        const scalar_t* zi = zp + i * C;
+        scalar_t *q = sp + i * (2 * C + 1), *p = q + C;
+        // The student as the new teacher sees it and its argmax (the first maximum; NaN wins, as torch::argmax).
+        scalar_t best = -std::numeric_limits<scalar_t>::infinity();
+        int64_t arg = 0;
+        for (int64_t j = 0; j < C; ++j) {
+          const scalar_t s = (mp && mp[r * C + op[j]]) ? static_cast<scalar_t>(-1e9) : zi[op[j]];
+          q[j] = s / t;
+          if (!std::isnan(best) && !(s <= best)) best = s, arg = j;
+        }
+        const bool m = arg != pp[y];
+        const int64_t n = m ? K : C;
+        if (m)
+          for (int64_t j = 0; j < K; ++j) q[j] = zi[op[j]] / t;
+        const float* lp = m ? rp + r * 2 * K : np + r * 2 * C;  // [log p | p] of the selected teacher
+        scalar_t mx = -std::numeric_limits<scalar_t>::infinity();
+        for (int64_t j = 0; j < n; ++j) mx = std::max(mx, q[j]);
+        acc_t sum = 0;
+        for (int64_t j = 0; j < n; ++j) sum += std::exp(static_cast<acc_t>(q[j] - mx));
+        const acc_t lse = static_cast<acc_t>(mx) + std::log(sum);
+        acc_t a = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          const acc_t log_q = static_cast<acc_t>(q[j]) - lse;
+          a += static_cast<acc_t>(lp[n + j]) * (static_cast<acc_t>(lp[j]) - log_q);
+          q[j] = static_cast<scalar_t>(std::exp(log_q));
+          p[j] = lp[n + j];
+        }
+        q[2 * C] = m ? 1 : 0;
+        total += a;
+      }
+      *out.data_ptr<scalar_t>() = static_cast<scalar_t>(total / static_cast<acc_t>(B));
+    });
+    ctx->saved_data["saved"] = saved;
+    ctx->saved_data["order"] = tab->order;
+    ctx->saved_data["k_old"] = K;
+    ctx->saved_data["t"] = tab->t;
+    return out;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    if (!grad_out[0].defined()) return {torch::Tensor(), {}, {}, {}};
+    const torch::Tensor saved = ctx->saved_data["saved"].toTensor(), order = ctx->saved_data["order"].toTensor();
+    const int64_t B = saved.size(0), C = order.size(0), K = ctx->saved_data["k_old"].toInt();
     const double t = ctx->saved_data["t"].toDouble();
-    const torch::Tensor mask = ctx->saved_data["mask"].toTensor();
-    const torch::Tensor log_q = ctx->saved_data["log_q"].toTensor();
-    const torch::Tensor c = grad_out[0] / (t * static_cast<double>(log_q.size(0)));
-    const torch::Tensor m_old = mask.unsqueeze(1).to(log_q.scalar_type());
-    const torch::Tensor p_old = ctx->saved_data["p_old"].toTensor(), p_new = ctx->saved_data["p_new"].toTensor();
-    if (ctx->saved_data["same"].toBool())  // (q − [m p_old + (1 − m) p_new])·c
-      return {(log_q.exp() - torch::where(mask.unsqueeze(1), p_old, p_new)) * c, {}, {}, {}, {}, {}, {}, {}, {}};
-    const torch::Tensor g_old = (ctx->saved_data["log_q_old"].toTensor().exp() - p_old) * (m_old * c);
-    const torch::Tensor g = (log_q.exp() - p_new) * ((1 - m_old) * c);
-    return {g, g_old, {}, {}, {}, {}, {}, {}, {}};
+    TORCH_INTERNAL_ASSERT(grad_out[0].scalar_type() == saved.scalar_type() && grad_out[0].numel() == 1);
+    torch::Tensor g = torch::zeros({B, C}, saved.options());
+    AT_DISPATCH_FLOATING_TYPES(saved.scalar_type(), "MuscleKL::backward", [&] {
+      const scalar_t c = static_cast<scalar_t>(*grad_out[0].data_ptr<scalar_t>() / (t * static_cast<double>(B)));
+      const scalar_t* sp = saved.data_ptr<scalar_t>();
+      const int64_t* op = order.data_ptr<int64_t>();
+      scalar_t* gp = g.data_ptr<scalar_t>();
+      for (int64_t i = 0; i < B; ++i) {
+        const scalar_t *q = sp + i * (2 * C + 1), *p = q + C;
+        const int64_t n = q[2 * C] != 0 ? K : C;
+        for (int64_t j = 0; j < n; ++j) gp[i * C + op[j]] = (q[j] - p[j]) * c;
+      }
+    });
+    return {g, {}, {}, {}};
   }
 };
 
@@ -214,28 +285,26 @@ torch::Tensor CompatMethod::focal_term(StepContext& step) {
 }
 
 torch::Tensor CompatMethod::muscle_term(StepContext& step) {
-  const torch::Tensor rows = step.batch_index;
-  torch::Tensor student = step.logits;
-  // The old teacher is compared on the classes it was trained on, with the student's unmasked
-  // logits there (as focal distils): a task-IL loss masks exactly those columns out for the current
-  // task's examples, and two masked rows would make the old-teacher term 0.
+  // The unmasked logits: the old teacher is compared on the classes it was trained on with the
+  // student's unmasked logits there (as focal distils; a task-IL loss masks exactly those columns
+  // out for the current task's examples, and two masked rows would make the old-teacher term 0);
+  // the node applies the trainer's masks for the new-teacher side itself, from row_masked_.
   const torch::Tensor& raw = step.raw_logits.defined() ? step.raw_logits : step.logits;
-  const torch::Tensor student_old = all_known_ ? raw : raw.index_select(1, known_columns_);
-  // The new teacher against the student as the trainer's loss sees it (its per-example mask);
-  // -1e9 (not -inf) keeps 0·log 0 terms finite.
-  if (row_masked_.defined()) student = student.masked_fill(row_masked_.index_select(0, rows), -1e9);
   // Both teachers' per-row [log p | p] were built once (task start, next_stage); the term is one node.
-  const int64_t k = muscle_order_.size(0), k_old = known_columns_.size(0);
-  const torch::Tensor neu = muscle_new_rows_.index_select(0, rows), ref = muscle_ref_rows_.index_select(0, rows);
-  const torch::Tensor term = MuscleKL::apply(
-      all_known_ ? student : student.index_select(1, muscle_order_), student_old, neu.narrow(1, 0, k),
-      neu.narrow(1, k, k), ref.narrow(1, 0, k_old), ref.narrow(1, k_old, k_old), muscle_pos_.index_select(0, step.y),
-      options_.loss().resolved_temperature(), /*same=*/all_known_ && !row_masked_.defined() && student.is_same(raw));
+  const MuscleTables tables{muscle_new_rows_, muscle_ref_rows_, row_masked_, muscle_order_, muscle_pos_,
+                            known_columns_.size(0), options_.loss().resolved_temperature()};
+  const torch::Tensor term = MuscleKL::apply(raw, step.batch_index, step.y, &tables);
   compat_sum_ += term.detach();
   ++compat_steps_;
+  // The (1 − λ)·CE part is the Trainer's, through task_loss_weight.
   const double lambda = options_.loss().weight();
-  if (lambda == 1.0) return term - step.loss;  // the default λ: the same value, two operators fewer
-  return lambda * term - lambda * step.loss;
+  return lambda == 1.0 ? term : lambda * term;
+}
+
+double CompatMethod::task_loss_weight(const StepContext& step) const {
+  const double w = inner_->task_loss_weight(step);
+  const bool muscle_stage2 = options_.loss().mode() == compat::CompatMode::kMuscle && stage2_ && ref_logits_.defined();
+  return muscle_stage2 ? (1.0 - options_.loss().weight()) * w : w;
 }
 
 torch::Tensor CompatMethod::extra_loss(StepContext& step) {

@@ -31,13 +31,16 @@
 // softmax, focal's weights and keep flags) is built once per task (MUSCLE's new teacher once per
 // stage) as a per-row table; a step gathers its rows with one index_select and computes the term as
 // one autograd node (KL distance; focal's L2 distance takes the generic path), with no cross-entropy
-// of its own, no host sync and no per-step mask rebuild.
+// of its own, no host sync and no per-step mask rebuild. MUSCLE's node reads its rows of the tables,
+// the trainer's row masks and the known-first column order in place (one loop over the step's
+// logits, forward and backward; CPU), so its term costs no gather, reorder or mask operator.
 //
-// Loss bookkeeping: the Trainer always adds the task loss CE(inner.training_logits(masked logits), y)
-// (plain CE(z) for every method but CoSO, whose task loss is CE(z / T)). extra_loss returns, for
-// muscle stage 2, λ·L_mcomp − λ·CE (with the very CE tensor the Trainer computed), so the total is
-// exactly λ·L_mcomp + (1 − λ)·CE; for λ = 1 the CE gradients cancel exactly (same values subtracted).
-// Both terms read the model's logits z (StepContext::raw_logits / logits), never the inner method's
+// Loss bookkeeping: the Trainer's task loss is w·CE(inner.training_logits(masked logits), y) (plain
+// CE(z) for every method but CoSO, whose task loss is CE(z / T)), w = task_loss_weight. In muscle
+// stage 2 the wrapper weights it by 1 − λ (times the inner method's weight) and extra_loss adds
+// λ·L_mcomp, so the total is λ·L_mcomp + (1 − λ)·CE without a CE that is computed and then cancelled;
+// for λ = 1 the Trainer computes no cross-entropy. (Until 2026-12-02 extra_loss returned
+// λ·L_mcomp − λ·CE with the Trainer's CE tensor: the same total to float round-off.) Both terms read the model's logits z (StepContext::raw_logits / logits), never the inner method's
 // training logits: the teachers' cached logits are a model's z (no method temperature), and a KL
 // between a student and a teacher is only meaningful on the same scale; each term applies its own
 // temperature (focal 100, MUSCLE 2). With CoSO inside, the total is then CE(z / T) + focal term, or
@@ -84,6 +87,9 @@ class CompatMethod : public Method {
   }
   /// The inner method's (CoSO: z / T): the task loss is the inner method's; the terms read z.
   torch::Tensor training_logits(const torch::Tensor& logits) override { return inner_->training_logits(logits); }
+  /// MUSCLE stage 2: (1 − λ)·the inner method's weight (the total is λ·L_mcomp + (1 − λ)·task loss);
+  /// otherwise the inner method's.
+  double task_loss_weight(const StepContext& step) const override;
   torch::Tensor extra_loss(StepContext& step) override;
   void after_backward(StepContext& step) override { inner_->after_backward(step); }
   void after_step(StepContext& step) override { inner_->after_step(step); }

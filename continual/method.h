@@ -4,7 +4,8 @@
 //
 // Per step the Runner does:
 //   logits = model(x) masked by training_logit_mask;
-//   loss = CE(method.training_logits(logits), y) + method.extra_loss(step) [+ compat loss]
+//   loss = w·CE(method.training_logits(logits), y) + method.extra_loss(step) [+ compat loss],
+//   w = method.task_loss_weight(step) (1 for every method alone)
 //   loss.backward(); method.after_backward(step); optimizer.step(); method.after_step(step)
 #include "continual/parallel.h"
 #include "models/models.h"
@@ -87,7 +88,9 @@ struct StepContext {
   torch::Tensor batch_index;  ///< [B] int64 rows of the training split (for precomputed per-example data)
   torch::Tensor logits;     ///< [B, num_classes], masked as the scenario requires
   torch::Tensor raw_logits;  ///< [B, num_classes], the same forward before masking (== logits in domain-IL)
-  torch::Tensor loss;       ///< task loss CE(method.training_logits(logits), y) (scalar)
+  /// Task loss CE(method.training_logits(logits), y) (scalar), unweighted; undefined when
+  /// Method::task_loss_weight is 0 (the Trainer then does not compute it).
+  torch::Tensor loss;
 };
 
 /// The optimizer settings of a method's published training recipe (Method::recipe). The run
@@ -140,7 +143,13 @@ class Method {
   /// extra_loss terms, the compatibility terms (continual/compat_training.h) and the training
   /// accuracy read the logits the model produced.
   virtual torch::Tensor training_logits(const torch::Tensor& logits) { return logits; }
-  /// Added to the task loss (undefined tensor = nothing).
+  /// The weight w of the task loss in this step's total w·CE(training_logits(z), y) + extra_loss.
+  /// Called before the task loss is computed (StepContext::logits is set, StepContext::loss not
+  /// yet); w = 0 skips the cross-entropy and its backward altogether, and extra_loss must then
+  /// return a loss. Default 1. MUSCLE's stage 2 returns 1 − λ (continual/compat_training.h), so the
+  /// step computes (1 − λ)·CE + λ·L_mcomp instead of CE plus an extra loss that cancels λ·CE.
+  virtual double task_loss_weight(const StepContext& step) const { return 1.0; }
+  /// Added to the weighted task loss (undefined tensor = nothing).
   virtual torch::Tensor extra_loss(StepContext& step) { return {}; }
   /// Extra training stages of a task. After the task's own training (stage 0) the Runner calls
   /// next_stage(ctx, 1), then next_stage(ctx, 2), ...: options returned make it train the task again

@@ -214,6 +214,44 @@ void check_finite(double loss, int64_t task, int64_t epoch, int64_t step) {
 
 }  // namespace
 
+namespace {
+
+// step_loss with what the loop reads beside it: the total's value, and the hit count when the
+// loss node saw the logits themselves (-1: count them apart, as for CoSO's z/T or at w = 0).
+struct CountedLoss {
+  torch::Tensor total;
+  double value = 0;
+  int64_t hits = -1;
+};
+
+CountedLoss counted_step_loss(Method& method, StepContext& step) {
+  // A method that weights its task loss (MUSCLE's stage 2: 1 − λ) gets it weighted here instead of
+  // cancelling part of it in extra_loss; w = 0 computes no cross-entropy at all.
+  const double w = method.task_loss_weight(step);
+  TORCH_CHECK(std::isfinite(w) && w >= 0, "strata::continual::step_loss(): method '", method.name(),
+              "' returned a task loss weight of ", w, ", expected a finite value >= 0");
+  CountedLoss r;
+  if (w != 0) {
+    const torch::Tensor task_logits = method.training_logits(step.logits);
+    const CrossEntropyHits ce = cross_entropy_hits(task_logits, step.y);
+    step.loss = ce.loss;
+    r.total = w == 1 ? step.loss : step.loss * w;
+    r.value = w * ce.value;
+    if (task_logits.unsafeGetTensorImpl() == step.logits.unsafeGetTensorImpl()) r.hits = ce.hits;
+  }
+  if (auto extra = method.extra_loss(step); extra.defined()) {
+    r.total = r.total.defined() ? r.total + extra : extra;
+    r.value = r.total.item<double>();
+  }
+  TORCH_CHECK(r.total.defined(), "strata::continual::step_loss(): method '", method.name(),
+              "' returned a task loss weight of 0 and no extra_loss: the step has no loss");
+  return r;
+}
+
+}  // namespace
+
+torch::Tensor step_loss(Method& method, StepContext& step) { return counted_step_loss(method, step).total; }
+
 void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, const EpochCallback& on_epoch,
                 const StepCallback& on_step) {
   options.validate();
@@ -293,18 +331,10 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
         sc.raw_logits = logits;
         if (masked) logits = mask_logits(logits, mask_table.index_select(0, data.task.index_select(0, sc.batch_index)));
         sc.logits = logits;
-        // The loss node also counts the hits when it sees the logits themselves (CoSO trains on z/T).
-        const torch::Tensor task_logits = method.training_logits(logits);
-        const bool own_logits = task_logits.unsafeGetTensorImpl() == logits.unsafeGetTensorImpl();
-        const CrossEntropyHits ce = cross_entropy_hits(task_logits, sc.y);
-        sc.loss = ce.loss;
-        hits = own_logits ? ce.hits : logits.detach().argmax(1).eq(sc.y).sum().item<int64_t>();
-        torch::Tensor total = sc.loss;
-        loss_value = ce.value;
-        if (auto extra = method.extra_loss(sc); extra.defined()) {
-          total = total + extra;
-          loss_value = total.item<double>();
-        }
+        const CountedLoss counted = counted_step_loss(method, sc);
+        torch::Tensor total = counted.total;
+        loss_value = counted.value;
+        hits = counted.hits >= 0 ? counted.hits : logits.detach().argmax(1).eq(sc.y).sum().item<int64_t>();
         // This worker's share of the global batch's mean loss (the whole of it with one worker).
         if (parallel) {
           const double share = static_cast<double>(local) / (e - s);

@@ -76,7 +76,7 @@ using StepCallback = std::function<void(int64_t, int64_t, int64_t, double)>;
 /// (naming task, epoch and step) before any optimizer step applies it.
 ///
 /// With ctx.parallel (several workers), worker r takes the rows shard_range(B, r, N) of every global
-/// batch of B rows (the same shuffle everywhere), weights its mean loss (task loss + extra_loss) by
+/// batch of B rows (the same shuffle everywhere), weights its mean loss (step_loss) by
 /// its share of the batch, and the gradients are summed over workers before after_backward: the
 /// update is the one-process update up to float round-off, whatever N. Epoch statistics are global.
 /// Each step's forward pass runs inside a core::BatchShardGuard seeded by (seed, task, stage, step):
@@ -94,6 +94,12 @@ double scheduled_lr(const TrainOptions& options, int64_t step, int64_t total_ste
 /// Builds the optimizer the options name over `params`.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& options,
                                                         const std::vector<torch::Tensor>& params);
+
+/// A step's total loss as train_task computes it (before a worker's share weighting): w·CE(
+/// method.training_logits(step.logits), step.y) + method.extra_loss(step), w = method.task_loss_weight(
+/// step). Sets step.loss to the unweighted CE, or leaves it undefined when w = 0 (no CE computed).
+/// Throws when w is negative or not finite, or when w = 0 and the method adds no extra loss.
+torch::Tensor step_loss(Method& method, StepContext& step);
 
 /// Masked logits: entries where `mask` ([B, C] or [C] bool) is false set to -inf.
 torch::Tensor mask_logits(const torch::Tensor& logits, const torch::Tensor& mask);

@@ -349,13 +349,13 @@ TEST(CompatTraining, CachedTeacherRowsGiveTheDirectLossesValuesAndGradients) {
           }
           expected = compat::muscle_loss(student.index_select(1, k.order), ref, neu.index_select(1, k.order),
                                          k.pos_order.index_select(0, sc.y), opts, raw.index_select(1, k.columns))
-                         .compat -
-                     sc.loss;
+                         .compat;
+          // λ = 1: the Trainer's cross-entropy has weight 0 (extra_loss is λ·L_mcomp alone).
+          EXPECT_EQ(cm.task_loss_weight(sc), 0.0);
         }
         const auto got = cm.extra_loss(sc);
         EXPECT_TRUE(torch::allclose(got, expected, 1e-5, 1e-6))
             << scenario << " " << mode << " task " << t << ": " << got.item<double>() << " vs " << expected.item<double>();
-        // Both losses share the trainer's cross-entropy graph (MUSCLE subtracts it).
         const auto g_got = torch::autograd::grad({got}, {raw}, {}, /*retain_graph=*/true)[0];
         const auto g_expected = torch::autograd::grad({expected}, {raw})[0];
         EXPECT_TRUE(torch::allclose(g_got, g_expected, 1e-4, 1e-6))
@@ -365,4 +365,110 @@ TEST(CompatTraining, CachedTeacherRowsGiveTheDirectLossesValuesAndGradients) {
       }
     }
   }
+}
+
+TEST(CompatTraining, MuscleWeightedTaskLossEqualsTheComposedLossValueAndGradients) {
+  // Stage 2's step loss as the Trainer computes it (step_loss: (1 − λ)·CE through task_loss_weight,
+  // λ·L_mcomp from extra_loss) against the composed λ·L_mcomp + (1 − λ)·CE(inner.training_logits(z)),
+  // for naive and for CoSO (whose task loss is CE(z / T): the wrapper must forward training_logits),
+  // class- and task-incremental, λ = 1 (no cross-entropy computed) and λ = 0.3.
+  for (const std::string scenario : {"class", "task"}) {
+    for (const std::string inner : {"naive", "coso"}) {
+      for (const double lambda : {1.0, 0.3}) {
+        const std::string what = scenario + " " + inner + " lambda " + std::to_string(lambda);
+        Fixture f;
+        f.stream = tasks::make_stream(tasks::StreamOptions().name("synthetic").num_tasks(2).seed(1).scenario(scenario));
+        f.model = strata::models::make_model(strata::models::ModelOptions()
+                                                 .input_shape(f.stream.input_shape)
+                                                 .num_classes(f.stream.num_classes)
+                                                 .hidden({16}));
+        const auto opts = compat::CompatTrainOptions().mode(compat::CompatMode::kMuscle).weight(lambda);
+        CompatMethod cm(builtin_methods().make(MethodConfig(inner, {})), CompatTrainingOptions().loss(opts));
+        cm.attach(f.model);
+        auto c0 = f.ctx(0);
+        cm.on_task_start(c0);
+        train_task(c0, cm, f.train);
+        cm.on_task_end(c0);
+        auto c1 = f.ctx(1);
+        cm.on_task_start(c1);
+        train_task(c1, cm, f.train);
+        StepContext sc;
+        sc.task = &c1;
+        EXPECT_EQ(cm.task_loss_weight(sc), 1.0) << what << ": stage 1 is the inner method's training";
+        ASSERT_TRUE(cm.next_stage(c1, 1).has_value()) << what;
+        const auto data = cm.training_data(c1);
+        const auto k = known_columns(f.stream, 1);
+        sc.batch_index = torch::randperm(data.size(), torch::kInt64).slice(0, 0, 12);
+        sc.x = data.x.index_select(0, sc.batch_index);
+        sc.y = data.y.index_select(0, sc.batch_index);
+        const auto raw = (f.model->forward(sc.x).detach() + torch::randn({12, f.stream.num_classes})).requires_grad_(true);
+        const torch::Tensor row_mask =
+            cm.training_logit_mask(c1).index_select(0, data.task.index_select(0, sc.batch_index));
+        sc.raw_logits = raw;
+        sc.logits = mask_logits(raw, row_mask);
+        const auto got = step_loss(cm, sc);
+        EXPECT_EQ(sc.loss.defined(), lambda != 1.0) << what;
+        // The composed loss, every part from the cached logits.
+        const torch::Tensor ref = cm.reference_logits().index_select(0, sc.batch_index).index_select(1, k.columns);
+        const torch::Tensor student = sc.logits.masked_fill(row_mask.logical_not(), -1e9);
+        const torch::Tensor neu =
+            cm.plain_logits().index_select(0, sc.batch_index).masked_fill(row_mask.logical_not(), -1e9);
+        const torch::Tensor l_mcomp =
+            compat::muscle_loss(student.index_select(1, k.order), ref, neu.index_select(1, k.order),
+                                k.pos_order.index_select(0, sc.y), opts, raw.index_select(1, k.columns))
+                .compat;
+        const torch::Tensor ce = torch::nn::functional::cross_entropy(cm.inner().training_logits(sc.logits), sc.y);
+        const torch::Tensor expected = lambda * l_mcomp + (1 - lambda) * ce;
+        if (inner == "coso") {  // the temperature reaches the task loss: CE(z / T) is not CE(z)
+          EXPECT_GT((ce - torch::nn::functional::cross_entropy(sc.logits, sc.y)).abs().item<double>(), 1e-3) << what;
+        }
+        EXPECT_NEAR(got.item<double>(), expected.item<double>(), 1e-5) << what;
+        // Both share the masked logits' graph.
+        const auto g_got = torch::autograd::grad({got}, {raw}, {}, /*retain_graph=*/true)[0];
+        const auto g_expected = torch::autograd::grad({expected}, {raw})[0];
+        EXPECT_TRUE(torch::allclose(g_got, g_expected, 1e-4, 1e-6))
+            << what << ": max diff " << (g_got - g_expected).abs().max().item<double>();
+        cm.next_stage(c1, 2);
+        EXPECT_EQ(cm.task_loss_weight(sc), 1.0) << what << ": past stage 2";
+        cm.on_task_end(c1);
+      }
+    }
+  }
+}
+
+namespace {
+// A method with a fixed task-loss weight and an optional constant extra loss.
+struct Weighted : public Naive {
+  double w = 1;
+  torch::Tensor extra;
+  double task_loss_weight(const StepContext&) const override { return w; }
+  torch::Tensor extra_loss(StepContext&) override { return extra; }
+};
+}  // namespace
+
+TEST(StepLoss, WeightsTheTaskLossAndRefusesAStepWithoutALoss) {
+  Weighted m;
+  StepContext sc;
+  sc.logits = torch::randn({6, 4}).requires_grad_(true);
+  sc.y = torch::tensor({0, 1, 2, 3, 0, 1}, torch::kInt64);
+  const double ce = torch::nn::functional::cross_entropy(sc.logits, sc.y).item<double>();
+  m.w = 0.25;
+  m.extra = torch::full({}, 2.0);
+  EXPECT_NEAR(step_loss(m, sc).item<double>(), 0.25 * ce + 2.0, 1e-6);
+  EXPECT_NEAR(sc.loss.item<double>(), ce, 1e-6);  // the unweighted task loss
+  m.w = 0;
+  sc.loss = torch::Tensor();
+  EXPECT_NEAR(step_loss(m, sc).item<double>(), 2.0, 1e-6);
+  EXPECT_FALSE(sc.loss.defined());
+  m.extra = torch::Tensor();
+  try {
+    step_loss(m, sc);
+    ADD_FAILURE() << "a step with weight 0 and no extra loss must be refused";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no extra_loss"), std::string::npos) << e.what();
+  }
+  m.w = -1;
+  EXPECT_THROW(step_loss(m, sc), c10::Error);
+  m.w = std::nan("");
+  EXPECT_THROW(step_loss(m, sc), c10::Error);
 }

@@ -263,8 +263,8 @@ TEST(CoSO, SaveLoadMidTaskReproducesTheNextStep) {
   EXPECT_TRUE(torch::equal(a.method.layers()[0].M, b.method.layers()[0].M));
 }
 
-// One step as the Trainer takes it: CE(training_logits(z), y) (the temperature) + extra_loss,
-// epoch for the schedule.
+// One step as the Trainer takes it (step_loss: CE(training_logits(z), y), the temperature, +
+// extra_loss), epoch for the schedule.
 void trainer_step(Harness& h, const torch::Tensor& x, const torch::Tensor& y, int64_t epoch) {
   h.opt->zero_grad();
   StepContext sc;
@@ -273,10 +273,7 @@ void trainer_step(Harness& h, const torch::Tensor& x, const torch::Tensor& y, in
   sc.x = x;
   sc.y = y;
   sc.logits = h.model->forward(x);
-  sc.loss = torch::nn::functional::cross_entropy(h.method.training_logits(sc.logits), y);
-  torch::Tensor total = sc.loss;
-  if (auto extra = h.method.extra_loss(sc); extra.defined()) total = total + extra;
-  total.backward();
+  step_loss(h.method, sc).backward();
   h.method.after_backward(sc);
   h.opt->step();
 }

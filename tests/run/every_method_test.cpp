@@ -33,6 +33,7 @@ class Recording : public Method {
   bool mask_seen_classes() const override { return inner_->mask_seen_classes(); }
   std::optional<OptimizerRecipe> recipe() const override { return inner_->recipe(); }
   torch::Tensor training_logits(const torch::Tensor& z) override { return inner_->training_logits(z); }
+  double task_loss_weight(const StepContext& step) const override { return inner_->task_loss_weight(step); }
   torch::Tensor extra_loss(StepContext& step) override { return inner_->extra_loss(step); }
   std::optional<TrainOptions> next_stage(TaskContext& ctx, int64_t stage) override {
     note("next_stage");
