@@ -7,6 +7,7 @@
 #include <boost/program_options.hpp>
 
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -21,6 +22,15 @@ inline bool set_blas_threads(int threads) {
   const std::string kernels = core::blas_kernels();
   std::cerr << "bench: BLAS kernels " << (kernels.empty() ? std::string("(not OpenBLAS)") : kernels) << "\n";
   return core::set_num_threads(threads);
+}
+
+// CPU time of the calling thread, which runs the whole step (one BLAS thread; LibTorch's CPU
+// autograd runs backward on the caller's thread): on a shared machine it leaves out the time the
+// thread waited for a core, which wall time counts.
+inline double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
 // Parses argv into `vm`. Returns -1 to go on, else the exit code: 0 after printing --help, 2 after one

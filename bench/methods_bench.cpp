@@ -43,15 +43,6 @@ std::vector<std::string> split(const std::string& s) {
 }
 
 // ms/step per task of one method run; empty when the method failed (message in `error`).
-// CPU time of the calling thread, which runs the whole step (one BLAS thread; LibTorch's CPU
-// autograd runs backward on the caller's thread): on a shared machine it leaves out the time the
-// thread waited for a core, which wall time counts.
-double thread_cpu_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
 // `compat_mode`: none | focal | muscle (the method wrapped by continual::with_compat_training).
 // `cpu_clock`: time the epochs by thread CPU time instead of the Trainer's wall time.
 std::vector<double> run_method(const std::string& method_name, const std::string& compat_mode, tasks::TaskStream& stream,
@@ -104,10 +95,10 @@ std::vector<double> run_method(const std::string& method_name, const std::string
         double cpu_start = 0;
         continual::train_task(ctx, *method, *stage_options, [&](const continual::EpochStats& s) {
           if (s.epoch == 0) {
-            cpu_start = thread_cpu_seconds();
+            cpu_start = bench::thread_cpu_seconds();
             return;
           }
-          seconds = cpu_clock ? thread_cpu_seconds() - cpu_start : seconds + s.seconds;
+          seconds = cpu_clock ? bench::thread_cpu_seconds() - cpu_start : seconds + s.seconds;
           steps += s.steps;
         });
       }

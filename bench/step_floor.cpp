@@ -16,7 +16,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <ctime>
 #include <iomanip>
 #include <iostream>
 #include <limits>
@@ -26,11 +25,7 @@ using namespace strata;
 
 namespace {
 
-double thread_cpu_us() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
+double thread_cpu_us() { return 1e6 * bench::thread_cpu_seconds(); }
 
 std::atomic<bool> counting{false};
 std::atomic<int64_t> calls{0};
