@@ -72,6 +72,12 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// Rows whose first largest logit is the target, by the composed operators (the fused node counts
+// them in its own pass).
+int64_t count_hits(const torch::Tensor& logits, const torch::Tensor& target) {
+  return logits.detach().argmax(1).eq(target).sum().item<int64_t>();
+}
+
 struct CrossEntropyHitsNode : public torch::autograd::Function<CrossEntropyHitsNode> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits_in, const torch::Tensor& target_in,
                                CrossEntropyHits* out) {
@@ -151,7 +157,7 @@ CrossEntropyHits cross_entropy_hits(const torch::Tensor& logits, const torch::Te
   if (!fused) {
     r.loss = torch::nn::functional::cross_entropy(logits, target);
     r.value = r.loss.item<double>();
-    r.hits = logits.detach().argmax(1).eq(target).sum().item<int64_t>();
+    r.hits = count_hits(logits, target);
     return r;
   }
   r.loss = CrossEntropyHitsNode::apply(logits, target, &r);
@@ -211,10 +217,6 @@ void check_finite(double loss, int64_t task, int64_t epoch, int64_t step) {
   TORCH_CHECK(std::isfinite(loss), "strata::continual::train_task(): non-finite loss (", loss, ") at task ", task,
               " epoch ", epoch, " step ", step, "; lower the learning rate. Finished versions are untouched.");
 }
-
-}  // namespace
-
-namespace {
 
 // step_loss with what the loop reads beside it: the total's value, and the hit count when the
 // loss node saw the logits themselves (-1: count them apart, as for CoSO's z/T or at w = 0).
@@ -334,7 +336,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
         const CountedLoss counted = counted_step_loss(method, sc);
         torch::Tensor total = counted.total;
         loss_value = counted.value;
-        hits = counted.hits >= 0 ? counted.hits : logits.detach().argmax(1).eq(sc.y).sum().item<int64_t>();
+        hits = counted.hits >= 0 ? counted.hits : count_hits(logits, sc.y);
         // This worker's share of the global batch's mean loss (the whole of it with one worker).
         if (parallel) {
           const double share = static_cast<double>(local) / (e - s);

@@ -19,5 +19,4 @@ bool set_num_threads(int threads);
 /// about 0.4 of the AVX2 (Haswell) set's time, so the benchmarks print it.
 std::string blas_kernels();
 
-
 }  // namespace strata::core
