@@ -1,5 +1,6 @@
 #include "adapters/adaptable_linear.h"
 
+#include "core/step_inputs.h"
 #include "subspaces/basis.h"
 
 #include <algorithm>
@@ -84,13 +85,24 @@ struct ProjectedLinearNoBias : public torch::autograd::Function<ProjectedLinearN
 
 // y = x Wᵀ + (x F) Cᵀ (+ b) for the deferred projection (see the header): x F is computed once and
 // kept for the backward, where it gives C's gradient; the weight and C gradients are GPM's update
-// split between the two, signed by `free`.
+// split between the two, signed by `free`. `pre`, when defined, holds this forward's rows of
+// [x F | x Wᵀ] ([rows, f], or [rows, f + out] when `free`: the weight is then constant for the task),
+// computed ahead from the same inputs (AdaptableLinearImpl::precomputed_rows).
 torch::Tensor deferred_forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor& C, const torch::Tensor& bias, const torch::Tensor* F, bool free) {
+                               const torch::Tensor& C, const torch::Tensor& bias, const torch::Tensor* F, bool free,
+                               const torch::Tensor& pre) {
   auto x2 = x.reshape({-1, x.size(-1)});
-  auto XF = x2.mm(*F);  // [rows, f]
-  auto y = linear_rows(x2, weight, bias);
-  y.addmm_(XF, C.t());
+  const int64_t f = F->size(1);
+  torch::Tensor XF, y;
+  if (pre.defined() && free) {
+    XF = pre.narrow(1, 0, f);
+    y = torch::addmm(pre.narrow(1, f, weight.size(0)), XF, C.t());
+    if (bias.defined()) y.add_(bias);
+  } else {
+    XF = pre.defined() ? pre : x2.mm(*F);  // [rows, f]
+    y = linear_rows(x2, weight, bias);
+    y.addmm_(XF, C.t());
+  }
   if (ctx) {
     ctx->save_for_backward({x, weight, C});
     ctx->saved_data["F"] = *F;
@@ -106,7 +118,7 @@ variable_list deferred_backward(AutogradContext* ctx, const variable_list& grad_
   const auto F = ctx->saved_data["F"].toTensor(), XF = ctx->saved_data["XF"].toTensor();
   const bool free = ctx->saved_data["free"].toBool();
   auto d2 = grad_out[0].reshape({-1, weight.size(0)});
-  variable_list out(with_bias ? 6 : 5);  // one per forward argument
+  variable_list out(with_bias ? 7 : 6);  // one per forward argument
   if (ctx->needs_input_grad(0)) out[0] = d2.mm(weight).addmm_(d2.mm(C), F.t()).view(x.sizes());  // δ(W + C Fᵀ)
   if (!free && ctx->needs_input_grad(1)) out[1] = d2.t().mm(x.reshape({-1, x.size(-1)}));
   if (ctx->needs_input_grad(2)) {
@@ -119,8 +131,9 @@ variable_list deferred_backward(AutogradContext* ctx, const variable_list& grad_
 
 struct DeferredLinear : public torch::autograd::Function<DeferredLinear> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor& C, const torch::Tensor& bias, const torch::Tensor* F, bool free) {
-    return deferred_forward(ctx, x, weight, C, bias, F, free);
+                               const torch::Tensor& C, const torch::Tensor& bias, const torch::Tensor* F, bool free,
+                               const torch::Tensor* pre) {
+    return deferred_forward(ctx, x, weight, C, bias, F, free, *pre);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     return deferred_backward(ctx, grad_out, true);
@@ -129,8 +142,8 @@ struct DeferredLinear : public torch::autograd::Function<DeferredLinear> {
 
 struct DeferredLinearNoBias : public torch::autograd::Function<DeferredLinearNoBias> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor& C, const torch::Tensor* F, bool free) {
-    return deferred_forward(ctx, x, weight, C, torch::Tensor(), F, free);
+                               const torch::Tensor& C, const torch::Tensor* F, bool free, const torch::Tensor* pre) {
+    return deferred_forward(ctx, x, weight, C, torch::Tensor(), F, free, *pre);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     return deferred_backward(ctx, grad_out, false);
@@ -225,11 +238,13 @@ torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
     defer_state_ = deferred < projected ? DeferState::kActive : DeferState::kInactive;
   }
   if (defer_state_ == DeferState::kActive) {
-    if (torch::GradMode::is_enabled())
-      y = bias.defined() ? DeferredLinear::apply(x, weight, defer_C_, bias, &defer_F_, defer_free_)
-                         : DeferredLinearNoBias::apply(x, weight, defer_C_, &defer_F_, defer_free_);
-    else
-      y = deferred_forward(nullptr, x, weight, defer_C_, bias, &defer_F_, defer_free_);
+    if (torch::GradMode::is_enabled()) {
+      const torch::Tensor pre = precomputed_rows(x);
+      y = bias.defined() ? DeferredLinear::apply(x, weight, defer_C_, bias, &defer_F_, defer_free_, &pre)
+                         : DeferredLinearNoBias::apply(x, weight, defer_C_, &defer_F_, defer_free_, &pre);
+    } else {
+      y = deferred_forward(nullptr, x, weight, defer_C_, bias, &defer_F_, defer_free_, torch::Tensor());
+    }
   } else if (factors_ && training && factors_->max_rows >= 0 && x.numel() / x.size(-1) <= factors_->max_rows) {
     y = bias.defined() ? FactoredLinear::apply(x, weight, bias, &factors_)
                        : FactoredLinearNoBias::apply(x, weight, &factors_);
@@ -269,7 +284,10 @@ void AdaptableLinearImpl::set_input_projection(torch::Tensor U, torch::Tensor U_
   proj_U_perp_ = U_perp.defined() ? U_perp.detach().to(weight.dtype()).contiguous() : torch::Tensor();
 }
 
-void AdaptableLinearImpl::set_deferred_projection(torch::Tensor F, torch::Tensor C, bool free, int64_t batch) {
+void AdaptableLinearImpl::set_deferred_projection(torch::Tensor F, torch::Tensor C, bool free, int64_t batch,
+                                                  int64_t ahead_bytes) {
+  TORCH_CHECK(ahead_bytes >= 0, "strata::adapters::AdaptableLinear::set_deferred_projection(): ahead_bytes must be "
+              ">= 0, got ", ahead_bytes);
   TORCH_CHECK(F.defined() && F.dim() == 2 && F.size(0) == in_features() && F.size(1) > 0,
               "strata::adapters::AdaptableLinear::set_deferred_projection(): F must be [", in_features(),
               ", f] with f > 0, got ", F.defined() ? F.sizes() : torch::IntArrayRef{});
@@ -284,6 +302,7 @@ void AdaptableLinearImpl::set_deferred_projection(torch::Tensor F, torch::Tensor
   defer_C_ = C;
   defer_free_ = free;
   defer_batch_ = batch;
+  defer_ahead_bytes_ = ahead_bytes;
   defer_state_ = DeferState::kUndecided;
 }
 
@@ -294,6 +313,42 @@ void AdaptableLinearImpl::fold_deferred_projection() {
   }
   defer_state_ = DeferState::kNone;
   defer_F_ = defer_C_ = torch::Tensor();
+  ahead_ = AheadRows();
+}
+
+torch::Tensor AdaptableLinearImpl::precomputed_rows(const torch::Tensor& x) {
+  const core::StepInputs* si = defer_ahead_bytes_ > 0 ? core::StepInputsGuard::current() : nullptr;
+  const int64_t rows = si ? si->end - si->begin : 0;
+  // Only for the step's input itself, as rows [B, in] of the CPU's float32 (what the chunk GEMM
+  // is for); anything else computes x F from x.
+  if (!si || x.dim() != 2 || x.size(0) != rows || rows == 0 || x.scalar_type() != torch::kFloat32 ||
+      !x.device().is_cpu() || !si->aliases(x))
+    return {};
+  const int64_t f = defer_F_.size(1), out = out_features();
+  const bool hit = ahead_.rows.defined() && ahead_.order_id == si->order_id && si->begin >= ahead_.begin &&
+                   si->end <= ahead_.end && (!defer_free_ || ahead_.weight_version == weight._version());
+  if (!hit) {
+    torch::NoGradGuard no_grad;
+    const int64_t width = f + (defer_free_ ? out : 0);
+    const int64_t chunk = std::max<int64_t>(rows, defer_ahead_bytes_ / (static_cast<int64_t>(sizeof(float)) * width));
+    const int64_t end = std::min<int64_t>(si->order.numel(), si->begin + chunk);
+    auto X = si->gather(si->order.slice(0, si->begin, end), ahead_.inputs);
+    if (X.numel() != (end - si->begin) * in_features() || X.scalar_type() != x.scalar_type()) return {};
+    X = X.reshape({end - si->begin, in_features()});
+    const torch::Tensor map = defer_free_ ? torch::cat({defer_F_, weight.detach().t()}, 1) : defer_F_;
+    // The last chunk's rows are reused when no graph holds them any more (the previous step's
+    // backward has run): one allocation per task, not one per chunk.
+    if (!ahead_.rows.defined() || ahead_.rows.storage().use_count() > 1 || ahead_.rows.size(1) != width ||
+        ahead_.rows.size(0) < X.size(0))
+      ahead_.rows = torch::empty({chunk, width}, X.options());
+    auto filled = ahead_.rows.narrow(0, 0, X.size(0));
+    torch::mm_out(filled, X, map);  // [chunk, f (+ out)]
+    ahead_.order_id = si->order_id;
+    ahead_.begin = si->begin;
+    ahead_.end = end;
+    ahead_.weight_version = weight._version();
+  }
+  return ahead_.rows.narrow(0, si->begin - ahead_.begin, rows);
 }
 
 void AdaptableLinearImpl::set_output_projection(torch::Tensor M, torch::Tensor M_perp) {

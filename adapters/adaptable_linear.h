@@ -94,8 +94,20 @@ class AdaptableLinearImpl : public torch::nn::Module {
   /// projection (set_input_projection) when that is cheaper; `C` then stays zero. `batch` > 0 is
   /// the global batch (examples) to judge the costs at, so that data-parallel workers, whose shards
   /// differ by a row, decide alike; 0 = the first forward's own rows.
-  void set_deferred_projection(torch::Tensor F, torch::Tensor C, bool free, int64_t batch = 0);
+  void set_deferred_projection(torch::Tensor F, torch::Tensor C, bool free, int64_t batch = 0,
+                               int64_t ahead_bytes = kAheadBytes);
+  /// Default size of a chunk of inputs-ahead rows (below): large enough that its GEMM runs at the
+  /// speed of a large one (the [in, f] operand is packed once per chunk, not once per step), small
+  /// beside the training data.
+  static constexpr int64_t kAheadBytes = int64_t{4} << 20;
   /// weight += C Fᵀ and the deferred projection is cleared (a no-op when none is set).
+  ///
+  /// Inputs known ahead (core/step_inputs.h): when a training forward's input is the step's input
+  /// itself (the trainer's gathered batch, [B, in], float32 on the CPU), x F, and x·weightᵀ in the
+  /// `free` form (where the weight is constant for the task), are taken from one GEMM over a chunk
+  /// of the epoch's coming rows, [C, in]·[in, f (+ out)] of `ahead_bytes` (C at least B), instead
+  /// of a [B, in]·[in, f] product per step. The values are the same products of the same inputs
+  /// (float round-off aside); any other input computes them from x. `ahead_bytes` 0 turns this off.
   void fold_deferred_projection();
   /// Whether the deferred projection carries this layer's updates (decided at its first training forward).
   bool deferred_projection_active() const { return defer_state_ == DeferState::kActive; }
@@ -122,8 +134,18 @@ class AdaptableLinearImpl : public torch::nn::Module {
   enum class DeferState { kNone, kUndecided, kActive, kInactive };
   DeferState defer_state_ = DeferState::kNone;
   bool defer_free_ = false;
+  int64_t defer_ahead_bytes_ = 0;
   int64_t defer_batch_ = 0;
   torch::Tensor defer_F_, defer_C_;
+  /// Rows order[begin, end) of [x F | x·weightᵀ] for the deferred form (fold_deferred_projection).
+  struct AheadRows {
+    torch::Tensor rows, inputs;  ///< [chunk, f (+ out)]; the gathered inputs' buffer
+    uint64_t order_id = 0;
+    int64_t begin = 0, end = 0, weight_version = -1;
+  } ahead_;
+  /// This forward's rows of ahead_, refilled when they are not in it; undefined when `x` is not
+  /// the current step's input.
+  torch::Tensor precomputed_rows(const torch::Tensor& x);
   torch::Tensor last_input_;
   c10::intrusive_ptr<GradientFactors> factors_;
 };

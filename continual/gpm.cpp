@@ -58,6 +58,10 @@ const OptionTable<GpmOptions>& gpm_table() {
                "under plain SGD without weight decay, keep each layer's task update factored (same steps, "
                "fewer FLOPs); false = project every step's input",
                [](GpmOptions& o) -> auto& { return o.factored_sgd(); })
+          .add("inputs_ahead",
+               "with factored_sgd, a layer fed the step's input itself computes its input products for chunks "
+               "of the epoch's coming steps at once (same values, faster); false = one product per step",
+               [](GpmOptions& o) -> auto& { return o.inputs_ahead(); })
           .add("freeze_1d",
                "freeze every 1-D parameter (biases, norms) and the ViT's class token and position embedding from "
                "the second task on",
@@ -140,7 +144,8 @@ std::vector<torch::Tensor> Gpm::parameters(TaskContext& ctx) {
     if (!F.defined() || F.size(1) == 0) continue;  // nothing to project, or nothing left to train
     auto C = torch::zeros({layer->out_features(), F.size(1)}, layer->weight.options()).requires_grad_(true);
     // Judged at the global batch: every data-parallel worker must pick the same form.
-    layer->set_deferred_projection(F, C, free, train->batch_size());
+    layer->set_deferred_projection(F, C, free, train->batch_size(),
+                                   options_.inputs_ahead() ? adapters::AdaptableLinearImpl::kAheadBytes : 0);
     params.push_back(C);
   }
   return params;

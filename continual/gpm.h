@@ -65,6 +65,10 @@ struct GpmOptions {
   /// Under plain SGD without weight decay, keep each layer's update factored within a task (the
   /// same steps up to round-off, fewer FLOPs); off = project every step's input.
   TORCH_ARG(bool, factored_sgd) = true;
+  /// With factored_sgd: a layer whose input is the step's input itself (the first Linear of an MLP)
+  /// takes its products with F (and with its weight, when that is frozen for the task) from one GEMM
+  /// per chunk of the epoch's coming steps (adapters::AdaptableLinear, core/step_inputs.h).
+  TORCH_ARG(bool, inputs_ahead) = true;
 
  public:
   void validate() const;

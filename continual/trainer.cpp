@@ -1,12 +1,14 @@
 #include "continual/trainer.h"
 
 #include "core/batch_dropout.h"
+#include "core/step_inputs.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 namespace strata::continual {
 
@@ -293,6 +295,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
     const auto t0 = std::chrono::steady_clock::now();
     auto gen = shuffle_generator(options.seed(), ctx.task_index, epoch);
     const torch::Tensor perm = torch::randperm(n, gen, torch::TensorOptions().dtype(torch::kInt64));
+    const uint64_t order_id = core::new_order_id();
     double loss_sum = 0;
     int64_t correct_local = 0;
     double correct_global = 0;  // several workers: the all-reduced count
@@ -328,6 +331,20 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
                                           .first(first)
                                           .rows(local)
                                           .seed(step_seed(options.seed(), ctx.task_index, ctx.stage, step)));
+          // The epoch's order is known ahead: a layer fed the step's input itself may compute a fixed
+          // map of it for many steps at once (core/step_inputs.h). One process only: a worker's rows
+          // are a slice of the global batch, and its chunks would hold the other workers' rows.
+          std::optional<core::StepInputsGuard> ahead;
+          if (!parallel) {
+            core::StepInputs si;
+            si.x = sc.x;
+            si.order = perm;
+            si.begin = s;
+            si.end = e;
+            si.order_id = order_id;
+            si.gather = [&data](const torch::Tensor& rows, torch::Tensor& buffer) { return data.x.gather(rows, buffer); };
+            ahead.emplace(std::move(si));
+          }
           logits = model.forward(sc.x);
         }
         sc.raw_logits = logits;

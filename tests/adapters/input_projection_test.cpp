@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include "adapters/adaptable_linear.h"
+#include "core/step_inputs.h"
 #include "subspaces/basis.h"
 
 using strata::adapters::AdaptableLinear;
@@ -146,6 +147,134 @@ TEST(AdaptableLinear, DeferredProjectionTakesTheProjectedSgdSteps) {
   AdaptableLinear l(5, 3);
   EXPECT_THROW(l->set_deferred_projection(orthonormal(4, 2), torch::zeros({3, 2}), false), c10::Error);
   EXPECT_THROW(l->set_deferred_projection(orthonormal(5, 2), torch::zeros({3, 3}), false), c10::Error);
+}
+
+namespace {
+// Step inputs over the rows of `data` in `order`, as the trainer publishes them: x is the step's
+// gathered batch; the gather writes the asked rows into the buffer.
+strata::core::StepInputs step_inputs(const torch::Tensor& data, const torch::Tensor& order, int64_t begin, int64_t end,
+                                     uint64_t id, const torch::Tensor& x) {
+  strata::core::StepInputs si;
+  si.x = x;
+  si.order = order;
+  si.begin = begin;
+  si.end = end;
+  si.order_id = id;
+  si.gather = [data](const torch::Tensor& rows, torch::Tensor& buffer) {
+    buffer = data.index_select(0, rows);
+    return buffer;
+  };
+  return si;
+}
+}  // namespace
+
+// The deferred form with its input products taken from chunks of the epoch's coming rows: the
+// same outputs and the same SGD steps as without, over two epochs of different orders, chunks of 12
+// rows against batches of 5 (a chunk serves two steps, the second from inside it; the third step's
+// range runs past it and refills), a short last batch, both forms, with and without momentum.
+TEST(AdaptableLinear, DeferredProjectionTakesInputsAheadWithTheSameSteps) {
+  torch::manual_seed(7);
+  const int64_t n = 23, bs = 5;
+  auto data = torch::randn({n, 40});
+  for (const bool free : {false, true}) {
+    for (double momentum : {0.0, 0.9}) {
+      const int64_t k = free ? 36 : 10, f = free ? 40 - k : k;
+      AdaptableLinear ref(40, 6), ahead(40, 6);
+      {
+        torch::NoGradGuard ng;
+        ahead->weight.copy_(ref->weight);
+        ahead->bias.copy_(ref->bias);
+      }
+      auto U = orthonormal(40, k);
+      auto F = free ? strata::subspaces::complement_basis(U) : U;
+      auto C_ref = torch::zeros({6, f}).requires_grad_(true), C_ahead = torch::zeros({6, f}).requires_grad_(true);
+      ref->set_deferred_projection(F, C_ref, free, 0, /*ahead_bytes=*/0);
+      const int64_t width = f + (free ? 6 : 0);
+      ahead->set_deferred_projection(F, C_ahead, free, 0, /*ahead_bytes=*/12 * 4 * width);
+      torch::optim::SGD opt_ref({ref->weight, ref->bias, C_ref}, torch::optim::SGDOptions(0.1).momentum(momentum));
+      torch::optim::SGD opt_ahead({ahead->weight, ahead->bias, C_ahead},
+                                  torch::optim::SGDOptions(0.1).momentum(momentum));
+      for (int epoch = 0; epoch < 2; ++epoch) {
+        auto order = torch::randperm(n, torch::kInt64);
+        const uint64_t id = strata::core::new_order_id();
+        for (int64_t b = 0; b < n; b += bs) {
+          const int64_t e = std::min(n, b + bs);
+          auto x = data.index_select(0, order.slice(0, b, e));
+          opt_ref.zero_grad();
+          opt_ahead.zero_grad();
+          auto ya = ref(x.clone());
+          torch::Tensor yb;
+          {
+            strata::core::StepInputsGuard guard(step_inputs(data, order, b, e, id, x));
+            yb = ahead(x);
+          }
+          ASSERT_TRUE(ahead->deferred_projection_active());
+          ASSERT_TRUE(torch::allclose(ya, yb, 1e-5, 1e-5)) << "free " << free << " epoch " << epoch << " rows " << b;
+          auto w = torch::randn(ya.sizes());
+          (ya * w).sum().backward();
+          (yb * w).sum().backward();
+          EXPECT_TRUE(torch::allclose(C_ref.grad(), C_ahead.grad(), 1e-5, 1e-5));
+          EXPECT_EQ(ref->weight.grad().defined(), ahead->weight.grad().defined());
+          if (!free) {
+            EXPECT_TRUE(torch::allclose(ref->weight.grad(), ahead->weight.grad(), 1e-5, 1e-5));
+          }
+          opt_ref.step();
+          opt_ahead.step();
+        }
+      }
+      ref->fold_deferred_projection();
+      ahead->fold_deferred_projection();
+      EXPECT_TRUE(torch::allclose(ahead->weight, ref->weight, 1e-5, 1e-5))
+          << "free " << free << " momentum " << momentum << ": max diff "
+          << (ahead->weight - ref->weight).abs().max().item<double>();
+      EXPECT_TRUE(torch::allclose(ahead->bias, ref->bias, 1e-6, 1e-6));
+    }
+  }
+  AdaptableLinear l(5, 3);
+  EXPECT_THROW(l->set_deferred_projection(orthonormal(5, 2), torch::zeros({3, 2}), false, 0, -1), c10::Error);
+}
+
+// The precomputed rows serve only the step's own input: a guard whose gather disagrees with x on
+// purpose shows which forwards used them. The step's input itself (and its flattened view) does;
+// a copy of it, the same tensor after an in-place change, a forward outside any guard, a no-grad
+// forward and a layer with ahead_bytes 0 do not.
+TEST(AdaptableLinear, InputsAheadServeOnlyTheStepsOwnInput) {
+  torch::manual_seed(8);
+  AdaptableLinear layer(12, 4);
+  auto U = orthonormal(12, 9);
+  auto C = torch::randn({4, 3}).requires_grad_(true);
+  auto x4 = torch::randn({5, 3, 2, 2});  // as a trainer batch [B, C, H, W]; the layer sees x4.flatten(1)
+  auto order = torch::arange(5, torch::kInt64);
+  strata::core::StepInputs si = step_inputs(torch::zeros({5, 3, 2, 2}), order, 0, 5, strata::core::new_order_id(), x4);
+  const auto F = strata::subspaces::complement_basis(U);
+  const auto x2 = x4.flatten(1);
+  // The effective weight's output, computed from the input itself.
+  const auto plain = (x2.mm(layer->weight.t()) + x2.mm(F).mm(C.t()) + layer->bias).detach();
+  const auto from_zeros = layer->bias.detach().expand({5, 4});  // what zero inputs give
+  layer->set_deferred_projection(F, C, /*free=*/true);
+  {
+    strata::core::StepInputsGuard guard(si);
+    EXPECT_TRUE(torch::allclose(layer(x4.flatten(1)), from_zeros)) << "the step's input takes the precomputed rows";
+    EXPECT_TRUE(torch::allclose(layer(x4.flatten(1).clone()), plain, 1e-5, 1e-5)) << "a copy computes its own";
+    {
+      torch::NoGradGuard ng;
+      EXPECT_TRUE(torch::allclose(layer(x4.flatten(1)), plain, 1e-5, 1e-5)) << "no-grad forwards compute their own";
+    }
+    x4.mul_(1);  // an in-place change: the version counter moves on
+    EXPECT_TRUE(torch::allclose(layer(x4.flatten(1)), plain, 1e-5, 1e-5)) << "a changed input computes its own";
+  }
+  EXPECT_TRUE(torch::allclose(layer(x4.flatten(1)), plain, 1e-5, 1e-5)) << "no guard";
+  AdaptableLinear off(12, 4);
+  {
+    torch::NoGradGuard ng;
+    off->weight.copy_(layer->weight);
+    off->bias.copy_(layer->bias);
+  }
+  off->set_deferred_projection(F, C, true, 0, 0);
+  strata::core::StepInputs si2 = step_inputs(torch::zeros({5, 3, 2, 2}), order, 0, 5, strata::core::new_order_id(), x4);
+  strata::core::StepInputsGuard guard(si2);
+  EXPECT_TRUE(torch::allclose(off(x4.flatten(1)), plain, 1e-5, 1e-5)) << "ahead_bytes 0";
+  EXPECT_THROW(strata::core::StepInputsGuard(strata::core::StepInputs()), c10::Error);
 }
 
 // Factored gradients (CoSO): the layer's backward leaves weight.grad undefined and records δ, X

@@ -364,12 +364,14 @@ TEST(Gpm, RandomizedAndAutoSvdRunEndToEnd) {
 }
 
 TEST(Gpm, FactoredSgdTakesTheSameStepsAsTheProjectedInput) {
-  // The same two tasks with factored_sgd on and off, from the same start: the same weights after
+  // The same two tasks with factored_sgd off, on with the inputs-ahead chunks (the first layer's
+  // input is the trainer's batch) and on without them, from the same start: the same weights after
   // each task up to float round-off, and the factored path really carried the first layer's updates.
-  std::vector<std::map<std::string, torch::Tensor>> weights(2);
-  for (bool factored : {false, true}) {
+  std::vector<std::map<std::string, torch::Tensor>> weights(3);
+  for (int run = 0; run < 3; ++run) {
+    const bool factored = run > 0;
     Fixture f;
-    Gpm gpm(GpmOptions().thresholds({0.9}).samples(100).factored_sgd(factored));
+    Gpm gpm(GpmOptions().thresholds({0.9}).samples(100).factored_sgd(factored).inputs_ahead(run == 1));
     gpm.attach(f.model);
     auto opts = f.train;
     opts.momentum(0.5);
@@ -384,9 +386,10 @@ TEST(Gpm, FactoredSgdTakesTheSameStepsAsTheProjectedInput) {
       gpm.on_task_end(c);
       EXPECT_FALSE(f.model->linear_layers()[0].second->deferred_projection_active()) << "folded at task end";
     }
-    for (auto& [name, layer] : f.model->linear_layers()) weights[factored][name] = layer->weight.detach().clone();
+    for (auto& [name, layer] : f.model->linear_layers()) weights[run][name] = layer->weight.detach().clone();
   }
-  for (auto& [name, w] : weights[0])
-    EXPECT_TRUE(torch::allclose(weights[1][name], w, 1e-4, 1e-5))
-        << name << ": max diff " << (weights[1][name] - w).abs().max().item<double>();
+  for (int run = 1; run < 3; ++run)
+    for (auto& [name, w] : weights[0])
+      EXPECT_TRUE(torch::allclose(weights[run][name], w, 1e-4, 1e-5))
+          << "run " << run << " " << name << ": max diff " << (weights[run][name] - w).abs().max().item<double>();
 }
