@@ -32,8 +32,10 @@ struct StepInputs {
   /// mistake a later epoch's order for an earlier one.
   uint64_t order_id = 0;
   /// The model inputs of the given training rows ([r] int64), shaped like x with r rows, the same
-  /// values the trainer's own gather gives; written into `buffer` (grown when too small), of which
-  /// the result is a view, so that a consumer refilling chunks reuses one allocation.
+  /// values the trainer's own gather gives (gathers are deterministic: a split's transforms are
+  /// fixed permutations and rotations, no random augmentation); written into `buffer` (grown when
+  /// too small), of which the result is a view, so that a consumer refilling chunks reuses one
+  /// allocation.
   std::function<torch::Tensor(const torch::Tensor& rows, torch::Tensor& buffer)> gather;
 
   /// Whether `input` is x itself, or a contiguous view of all of it (x.flatten(1)), unmodified since
