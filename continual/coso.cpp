@@ -10,6 +10,85 @@
 
 namespace strata::continual {
 
+namespace {
+bool fusable_adam(std::initializer_list<const torch::Tensor*> ts) {
+  const torch::Tensor& first = **ts.begin();
+  for (const torch::Tensor* t : ts)
+    if (!t->defined() || !t->device().is_cpu() || t->scalar_type() != torch::kFloat32 || !t->is_contiguous() ||
+        t->numel() != first.numel())
+      return false;
+  return true;
+}
+// Written through raw pointers: count the writes as ATen's in-place operators do, so that a graph
+// still holding one of them reports the change.
+void bump_versions(std::initializer_list<torch::Tensor*> ts) {
+  for (torch::Tensor* t : ts) t->unsafeGetTensorImpl()->bump_version();
+}
+}  // namespace
+
+torch::Tensor adam_direction_(torch::Tensor& m, torch::Tensor& v, const torch::Tensor& R, double beta1, double beta2,
+                              double eps) {
+  TORCH_CHECK(m.sizes() == R.sizes() && v.sizes() == R.sizes(),
+              "strata::continual::adam_direction_(): moments ", m.sizes(), ", ", v.sizes(), " and coordinates ",
+              R.sizes(), " differ in shape");
+  if (!fusable_adam({&m, &v, &R})) {
+    m.lerp_(R, 1 - beta1);
+    v.mul_(beta2).addcmul_(R, R, 1 - beta2);
+    return m / v.sqrt().add_(eps);
+  }
+  auto N = torch::empty_like(R);
+  float *pm = m.data_ptr<float>(), *pv = v.data_ptr<float>(), *pn = N.data_ptr<float>();
+  const float* pr = R.data_ptr<float>();
+  const float w1 = static_cast<float>(1 - beta1), b2 = static_cast<float>(beta2), w2 = static_cast<float>(1 - beta2),
+              e = static_cast<float>(eps);
+  for (int64_t i = 0, n = R.numel(); i < n; ++i) {
+    const float r = pr[i];
+    const float mi = pm[i] + w1 * (r - pm[i]);
+    const float vi = b2 * pv[i] + w2 * (r * r);
+    pm[i] = mi;
+    pv[i] = vi;
+    pn[i] = mi / (std::sqrt(vi) + e);
+  }
+  bump_versions({&m, &v});
+  return N;
+}
+
+void adam_step_(torch::Tensor& param, torch::Tensor& m, torch::Tensor& v, const torch::Tensor& g,
+                const torch::Tensor& row_mask, double beta1, double beta2, double eps, double step_size) {
+  TORCH_CHECK(m.sizes() == param.sizes() && v.sizes() == param.sizes() && g.sizes() == param.sizes(),
+              "strata::continual::adam_step_(): parameter ", param.sizes(), ", moments ", m.sizes(), ", ",
+              v.sizes(), " and gradient ", g.sizes(), " differ in shape");
+  const bool mask_ok = !row_mask.defined() || (param.dim() > 0 && row_mask.numel() == param.size(0) &&
+                                               row_mask.is_contiguous() && row_mask.device().is_cpu() &&
+                                               row_mask.scalar_type() == torch::kFloat32);
+  torch::NoGradGuard no_grad;
+  if (!mask_ok || !fusable_adam({&param, &m, &v, &g})) {
+    const torch::Tensor gm = row_mask.defined() ? g * row_mask : g;
+    m.mul_(beta1).add_(gm, 1 - beta1);
+    v.mul_(beta2).addcmul_(gm, gm, 1 - beta2);
+    param.addcdiv_(m, v.sqrt().add_(eps), -step_size);
+    return;
+  }
+  float *pp = param.data_ptr<float>(), *pm = m.data_ptr<float>(), *pv = v.data_ptr<float>();
+  const float* pg = g.data_ptr<float>();
+  const float* mask = row_mask.defined() ? row_mask.data_ptr<float>() : nullptr;
+  const float b1 = static_cast<float>(beta1), w1 = static_cast<float>(1 - beta1), b2 = static_cast<float>(beta2),
+              w2 = static_cast<float>(1 - beta2), e = static_cast<float>(eps), s = static_cast<float>(step_size);
+  const int64_t rows = param.dim() > 0 ? param.size(0) : 1, inner = rows > 0 ? param.numel() / rows : 0;
+  for (int64_t row = 0; row < rows; ++row) {
+    const float keep = mask ? mask[row] : 1.0f;
+    for (int64_t j = row * inner, end = j + inner; j < end; ++j) {
+      const float gi = pg[j] * keep;
+      const float mi = b1 * pm[j] + w1 * gi;
+      const float vi = b2 * pv[j] + w2 * (gi * gi);
+      pm[j] = mi;
+      pv[j] = vi;
+      pp[j] -= s * (mi / (std::sqrt(vi) + e));
+    }
+  }
+  bump_versions({&param, &m, &v});
+}
+
 const OptionTable<CoSOOptions>& coso_table() {
   using O = CoSOOptions;
   static const auto table =
@@ -353,12 +432,10 @@ void CoSO::step_layer(CoSOLayer& l, double lr) {
     else
       l.cov.addmm_(PS, l.P.t(), /*beta=*/options_.decay());  // one kernel: decay folded into addmm's beta
   }
-  l.exp_avg.lerp_(R, 1 - b1);
-  l.exp_avg_sq.mul_(b2).addcmul_(R, R, 1 - b2);
+  torch::Tensor N = adam_direction_(l.exp_avg, l.exp_avg_sq, R, b1, b2, options_.eps());
   ++l.step;
   const double step_size =
       lr * std::sqrt(1 - std::pow(b2, static_cast<double>(l.step))) / (1 - std::pow(b1, static_cast<double>(l.step)));
-  torch::Tensor N = l.exp_avg / l.exp_avg_sq.sqrt().add_(options_.eps());
   if (l.weight.scalar_type() == N.scalar_type())
     l.weight.addmm_(l.P, N, /*beta=*/1, /*alpha=*/-step_size);
   else
@@ -366,9 +443,8 @@ void CoSO::step_layer(CoSOLayer& l, double lr) {
 }
 
 void CoSO::step_other(CoSOOther& o, double lr) {
-  torch::Tensor g = o.param.grad();
+  const torch::Tensor& g = o.param.grad();
   if (!g.defined()) return;
-  if (o.row_mask.defined()) g = g * o.row_mask;
   if (!o.exp_avg.defined()) {
     o.exp_avg = torch::zeros_like(o.param);
     o.exp_avg_sq = torch::zeros_like(o.param);
@@ -380,12 +456,10 @@ void CoSO::step_other(CoSOOther& o, double lr) {
     else
       o.param.mul_(1 - lr * weight_decay_);
   }
-  o.exp_avg.mul_(b1).add_(g, 1 - b1);
-  o.exp_avg_sq.mul_(b2).addcmul_(g, g, 1 - b2);
   ++o.step;
   const double step_size =
       lr * std::sqrt(1 - std::pow(b2, static_cast<double>(o.step))) / (1 - std::pow(b1, static_cast<double>(o.step)));
-  o.param.addcdiv_(o.exp_avg, o.exp_avg_sq.sqrt().add_(options_.eps()), -step_size);
+  adam_step_(o.param, o.exp_avg, o.exp_avg_sq, g, o.row_mask, b1, b2, options_.eps(), step_size);
 }
 
 CoSO::Memory CoSO::memory() const {

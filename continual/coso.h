@@ -134,6 +134,20 @@ struct CoSOOther {
 /// The options table: registry entries (defaults from CoSOOptions) and the parse into CoSOOptions.
 const OptionTable<CoSOOptions>& coso_table();
 
+/// Adam's moments and direction for CoSO's subspace coordinates R [r, n], in place:
+///   m ← m + (1 − β₁)(R − m),  v ← β₂·v + (1 − β₂)·R²,  returns N = m / (√v + ε)  [r, n].
+/// Contiguous float32 CPU tensors of one size take one pass over the elements (the composed form
+/// is six kernels and two temporaries per layer and step, for an [8, 784] matrix at the defaults);
+/// anything else takes the composed ATen operators. Both give the same values up to round-off.
+torch::Tensor adam_direction_(torch::Tensor& m, torch::Tensor& v, const torch::Tensor& R, double beta1,
+                              double beta2, double eps);
+/// One Adam step without weight decay on `param` with gradient g, in place:
+///   g' = g ⊙ row_mask (row_mask [rows, 1, ...] 0/1 over param's first dimension; undefined = all),
+///   m ← β₁·m + (1 − β₁)·g',  v ← β₂·v + (1 − β₂)·g'²,  param ← param − step_size · m / (√v + ε).
+/// Fused for contiguous float32 CPU tensors as adam_direction_ is; composed otherwise.
+void adam_step_(torch::Tensor& param, torch::Tensor& m, torch::Tensor& v, const torch::Tensor& g,
+                const torch::Tensor& row_mask, double beta1, double beta2, double eps, double step_size);
+
 class CoSO : public Method {
  public:
   explicit CoSO(const MethodConfig& config);
