@@ -342,7 +342,9 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
             si.begin = s;
             si.end = e;
             si.order_id = order_id;
-            si.gather = [&data](const torch::Tensor& rows, torch::Tensor& buffer) { return data.x.gather(rows, buffer); };
+            si.gather = [&data](const torch::Tensor& rows, torch::Tensor& buffer) {
+              return data.x.gather(rows, buffer);
+            };
             ahead.emplace(std::move(si));
           }
           logits = model.forward(sc.x);

@@ -634,7 +634,8 @@ TEST(CoSOAdam, FusedLoopsMatchTheComposedOperators) {
       auto N = adam_direction_(m, v, R, b1, b2, eps);
       auto Nd = adam_direction_(md, vd, Rd, b1, b2, eps);
       EXPECT_TRUE(close(m, md) && close(v, vd)) << "step " << step;
-      EXPECT_TRUE(close(N, Nd)) << "step " << step << ": max diff " << (N.to(torch::kFloat64) - Nd).abs().max().item<double>();
+      EXPECT_TRUE(close(N, Nd)) << "step " << step << ": max diff "
+                                << (N.to(torch::kFloat64) - Nd).abs().max().item<double>();
     }
     auto mt = m.t().contiguous().t(), vt = v.t().contiguous().t();  // same values, column-major
     auto R = torch::randn({8, 37});
