@@ -167,7 +167,8 @@ SvdResult svd(const torch::Tensor& A_in, const SvdOptions& o) {
                 A.device());
     return cusolver_svd(A, o.rank());
 #else
-    TORCH_CHECK(false, "strata::subspaces::svd(): method 'cusolver' is not compiled in (build without CUDA toolkit)");
+    TORCH_CHECK(false, "strata::subspaces::svd(): method 'cusolver' is not compiled in (it needs the CUDA toolkit and a "
+                "CUDA LibTorch at build time)");
 #endif
   }
   TORCH_CHECK(false, "strata::subspaces::svd(): unknown method '", method,

@@ -15,8 +15,9 @@
 //                 small (rank+oversample) x n matrix Qᵀ A. Needs rank > 0.
 //   "cusolver"    cuSOLVER gesvdaStridedBatched on CUDA tensors (one call for the whole batch;
 //                 approximate top-rank SVD for a tall matrix, wide inputs are transposed). Only
-//                 available when built with STRATA_HAVE_CUDA and only for CUDA tensors. Runs on the
-//                 legacy default stream and synchronises before returning.
+//                 available when built with STRATA_HAVE_CUDA (the CUDA toolkit and a CUDA
+//                 LibTorch) and only for CUDA tensors. Runs on the legacy default stream and
+//                 synchronises before returning.
 //   "auto"        cusolver for CUDA tensors when compiled in; otherwise randomized when
 //                 rank > 0 and rank + oversample <= min(m, n) / 4 (measured crossover, see
 //                 bench/svd_bench.cpp); otherwise exact.
