@@ -285,9 +285,11 @@ void AdaptableLinearImpl::set_input_projection(torch::Tensor U, torch::Tensor U_
 }
 
 void AdaptableLinearImpl::set_deferred_projection(torch::Tensor F, torch::Tensor C, bool free, int64_t batch,
-                                                  int64_t ahead_bytes) {
+                                                  int64_t ahead_bytes, int64_t cache_bytes) {
   TORCH_CHECK(ahead_bytes >= 0, "strata::adapters::AdaptableLinear::set_deferred_projection(): ahead_bytes must be "
               ">= 0, got ", ahead_bytes);
+  TORCH_CHECK(cache_bytes >= 0, "strata::adapters::AdaptableLinear::set_deferred_projection(): cache_bytes must be "
+              ">= 0, got ", cache_bytes);
   TORCH_CHECK(F.defined() && F.dim() == 2 && F.size(0) == in_features() && F.size(1) > 0,
               "strata::adapters::AdaptableLinear::set_deferred_projection(): F must be [", in_features(),
               ", f] with f > 0, got ", F.defined() ? F.sizes() : torch::IntArrayRef{});
@@ -303,6 +305,7 @@ void AdaptableLinearImpl::set_deferred_projection(torch::Tensor F, torch::Tensor
   defer_free_ = free;
   defer_batch_ = batch;
   defer_ahead_bytes_ = ahead_bytes;
+  defer_cache_bytes_ = cache_bytes;
   defer_state_ = DeferState::kUndecided;
 }
 
@@ -314,6 +317,7 @@ void AdaptableLinearImpl::fold_deferred_projection() {
   defer_state_ = DeferState::kNone;
   defer_F_ = defer_C_ = torch::Tensor();
   ahead_ = AheadRows();
+  cached_ = CachedRows();
 }
 
 torch::Tensor AdaptableLinearImpl::precomputed_rows(const torch::Tensor& x) {
@@ -325,11 +329,14 @@ torch::Tensor AdaptableLinearImpl::precomputed_rows(const torch::Tensor& x) {
       !x.device().is_cpu() || !si->aliases(x))
     return {};
   const int64_t f = defer_F_.size(1), out = out_features();
+  const int64_t width = f + (defer_free_ ? out : 0);
+  if (si->rows_id != 0 && defer_cache_bytes_ > 0 &&
+      si->num_rows <= defer_cache_bytes_ / (static_cast<int64_t>(sizeof(float)) * width))
+    return cached_rows(*si, width);
   const bool hit = ahead_.rows.defined() && ahead_.order_id == si->order_id && si->begin >= ahead_.begin &&
                    si->end <= ahead_.end && (!defer_free_ || ahead_.weight_version == weight._version());
   if (!hit) {
     torch::NoGradGuard no_grad;
-    const int64_t width = f + (defer_free_ ? out : 0);
     const int64_t chunk = std::max<int64_t>(rows, defer_ahead_bytes_ / (static_cast<int64_t>(sizeof(float)) * width));
     const int64_t end = std::min<int64_t>(si->order.numel(), si->begin + chunk);
     auto X = si->gather(si->order.slice(0, si->begin, end), ahead_.inputs);
@@ -349,6 +356,37 @@ torch::Tensor AdaptableLinearImpl::precomputed_rows(const torch::Tensor& x) {
     ahead_.weight_version = weight._version();
   }
   return ahead_.rows.narrow(0, si->begin - ahead_.begin, rows);
+}
+
+torch::Tensor AdaptableLinearImpl::cached_rows(const core::StepInputs& si, int64_t width) {
+  torch::NoGradGuard no_grad;
+  const bool valid = cached_.rows.defined() && cached_.rows_id == si.rows_id &&
+                     (!defer_free_ || cached_.weight_version == weight._version());
+  if (!valid) {
+    const int64_t n = si.num_rows, in = in_features();
+    const torch::Tensor map = defer_free_ ? torch::cat({defer_F_, weight.detach().t()}, 1) : defer_F_;
+    if (!cached_.rows.defined() || cached_.rows.size(0) != n || cached_.rows.size(1) != width)
+      cached_.rows = torch::empty({n, width}, map.options());
+    const int64_t chunk = std::max<int64_t>(1, defer_ahead_bytes_ / (static_cast<int64_t>(sizeof(float)) * in));
+    for (int64_t b = 0; b < n; b += chunk) {
+      const int64_t e = std::min(n, b + chunk);
+      auto X = si.gather(torch::arange(b, e, torch::kInt64), ahead_.inputs);
+      if (X.numel() != (e - b) * in || X.scalar_type() != torch::kFloat32) {
+        cached_ = CachedRows();
+        return {};
+      }
+      auto dst = cached_.rows.narrow(0, b, e - b);
+      torch::mm_out(dst, X.reshape({e - b, in}), map);  // [chunk, f (+ out)], by training row
+    }
+    cached_.rows_id = si.rows_id;
+    cached_.weight_version = weight._version();
+  }
+  const int64_t rows = si.end - si.begin;
+  // Reused once no graph holds the previous step's copy (its backward has run).
+  if (!cached_.step.defined() || cached_.step.storage().use_count() > 1 || cached_.step.size(0) != rows)
+    cached_.step = torch::empty({rows, width}, cached_.rows.options());
+  torch::index_select_out(cached_.step, cached_.rows, 0, si.order.slice(0, si.begin, si.end));
+  return cached_.step;
 }
 
 void AdaptableLinearImpl::set_output_projection(torch::Tensor M, torch::Tensor M_perp) {

@@ -14,6 +14,10 @@
 #include <string>
 #include <vector>
 
+namespace strata::core {
+struct StepInputs;
+}
+
 namespace strata::adapters {
 
 /// A trainable addition to a frozen (or trainable) base Linear: y = base(x) + delta(x).
@@ -95,11 +99,14 @@ class AdaptableLinearImpl : public torch::nn::Module {
   /// the global batch (examples) to judge the costs at, so that data-parallel workers, whose shards
   /// differ by a row, decide alike; 0 = the first forward's own rows.
   void set_deferred_projection(torch::Tensor F, torch::Tensor C, bool free, int64_t batch = 0,
-                               int64_t ahead_bytes = kAheadBytes);
+                               int64_t ahead_bytes = kAheadBytes, int64_t cache_bytes = kCacheBytes);
   /// Default size of a chunk of inputs-ahead rows (below): large enough that its GEMM runs at the
   /// speed of a large one (the [in, f] operand is packed once per chunk, not once per step), small
   /// beside the training data.
   static constexpr int64_t kAheadBytes = int64_t{4} << 20;
+  /// Default budget of the whole-task cache of inputs-ahead rows (below): 60 000 rows of
+  /// f + out = 447 floats (the first layer of a 784-100-100 MLP late in a GPM run) take 107 MB.
+  static constexpr int64_t kCacheBytes = int64_t{128} << 20;
   /// weight += C Fᵀ and the deferred projection is cleared (a no-op when none is set).
   ///
   /// Inputs known ahead (core/step_inputs.h): when a training forward's input is the step's input
@@ -108,6 +115,11 @@ class AdaptableLinearImpl : public torch::nn::Module {
   /// of the epoch's coming rows, [C, in]·[in, f (+ out)] of `ahead_bytes` (C at least B), instead
   /// of a [B, in]·[in, f] product per step. The values are the same products of the same inputs
   /// (float round-off aside); any other input computes them from x. `ahead_bytes` 0 turns this off.
+  /// When the step inputs name their rows (rows_id) and the products of all of them, num_rows
+  /// × (f (+ out)) floats, fit in `cache_bytes`, those are computed once per rows_id (in chunks of
+  /// `ahead_bytes`) and each step copies its rows out: one pass of that GEMM per task instead of one
+  /// per epoch, for num_rows·(f (+ out))·4 bytes held until the projection is folded. `cache_bytes`
+  /// 0 = per-epoch chunks only.
   void fold_deferred_projection();
   /// Whether the deferred projection carries this layer's updates (decided at its first training forward).
   bool deferred_projection_active() const { return defer_state_ == DeferState::kActive; }
@@ -138,14 +150,21 @@ class AdaptableLinearImpl : public torch::nn::Module {
   int64_t defer_batch_ = 0;
   torch::Tensor defer_F_, defer_C_;
   /// Rows order[begin, end) of [x F | x·weightᵀ] for the deferred form (fold_deferred_projection).
+  int64_t defer_cache_bytes_ = 0;
   struct AheadRows {
     torch::Tensor rows, inputs;  ///< [chunk, f (+ out)]; the gathered inputs' buffer
     uint64_t order_id = 0;
     int64_t begin = 0, end = 0, weight_version = -1;
   } ahead_;
-  /// This forward's rows of ahead_, refilled when they are not in it; undefined when `x` is not
-  /// the current step's input.
+  struct CachedRows {
+    torch::Tensor rows, step;  ///< [num_rows, f (+ out)] by training row; the step's rows of it
+    uint64_t rows_id = 0;
+    int64_t weight_version = -1;
+  } cached_;
+  /// This forward's rows of cached_ (filled once per rows_id) or of ahead_ (refilled when they are
+  /// not in it); undefined when `x` is not the current step's input.
   torch::Tensor precomputed_rows(const torch::Tensor& x);
+  torch::Tensor cached_rows(const core::StepInputs& si, int64_t width);
   torch::Tensor last_input_;
   c10::intrusive_ptr<GradientFactors> factors_;
 };

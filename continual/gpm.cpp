@@ -35,6 +35,8 @@ void GpmOptions::validate() const {
   TORCH_CHECK(svd_ == "exact" || svd_ == "randomized" || svd_ == "auto",
               "strata::continual::Gpm: gpm.svd must be exact, randomized or auto, got '", svd_, "'");
   TORCH_CHECK(conv_samples_ > 0, "strata::continual::Gpm: gpm.conv_samples must be > 0, got ", conv_samples_);
+  TORCH_CHECK(inputs_cache_mb_ >= 0 && inputs_cache_mb_ <= (int64_t{1} << 40),
+              "strata::continual::Gpm: gpm.inputs_cache_mb must be in [0, 2^40], got ", inputs_cache_mb_);
 }
 
 const OptionTable<GpmOptions>& gpm_table() {
@@ -62,6 +64,10 @@ const OptionTable<GpmOptions>& gpm_table() {
                "with factored_sgd, a layer fed the step's input itself computes its input products for chunks "
                "of the epoch's coming steps at once (same values, faster); false = one product per step",
                [](GpmOptions& o) -> auto& { return o.inputs_ahead(); })
+          .add("inputs_cache_mb",
+               "with inputs_ahead, a layer whose input products over all the task's rows fit in this many MiB "
+               "computes them once per task, not once per epoch (same values, faster); 0 = once per epoch",
+               [](GpmOptions& o) -> auto& { return o.inputs_cache_mb(); })
           .add("freeze_1d",
                "freeze every 1-D parameter (biases, norms) and the ViT's class token and position embedding from "
                "the second task on",
@@ -145,7 +151,8 @@ std::vector<torch::Tensor> Gpm::parameters(TaskContext& ctx) {
     auto C = torch::zeros({layer->out_features(), F.size(1)}, layer->weight.options()).requires_grad_(true);
     // Judged at the global batch: every data-parallel worker must pick the same form.
     layer->set_deferred_projection(F, C, free, train->batch_size(),
-                                   options_.inputs_ahead() ? adapters::AdaptableLinearImpl::kAheadBytes : 0);
+                                   options_.inputs_ahead() ? adapters::AdaptableLinearImpl::kAheadBytes : 0,
+                                   options_.inputs_ahead() ? options_.inputs_cache_mb() << 20 : 0);
     params.push_back(C);
   }
   return params;

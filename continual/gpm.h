@@ -69,6 +69,9 @@ struct GpmOptions {
   /// takes its products with F (and with its weight, when that is frozen for the task) from one GEMM
   /// per chunk of the epoch's coming steps (adapters::AdaptableLinear, core/step_inputs.h).
   TORCH_ARG(bool, inputs_ahead) = true;
+  /// With inputs_ahead: a layer whose products over all the task's training rows fit in this many
+  /// MiB computes them once per task instead of once per epoch; 0 = once per epoch.
+  TORCH_ARG(int64_t, inputs_cache_mb) = 128;  // adapters::AdaptableLinearImpl::kCacheBytes
 
  public:
   void validate() const;

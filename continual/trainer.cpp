@@ -291,6 +291,7 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
   // The batch's inputs are gathered into one buffer for the whole task: the previous step's graph,
   // the only holder of its view, is freed by backward() before the next gather overwrites it.
   torch::Tensor x_buffer;
+  const uint64_t rows_id = core::new_order_id();
   for (int64_t epoch = 0; epoch < options.epochs(); ++epoch) {
     const auto t0 = std::chrono::steady_clock::now();
     auto gen = shuffle_generator(options.seed(), ctx.task_index, epoch);
@@ -342,6 +343,8 @@ void train_task(TaskContext& ctx, Method& method, const TrainOptions& options, c
             si.begin = s;
             si.end = e;
             si.order_id = order_id;
+            si.rows_id = rows_id;
+            si.num_rows = n;
             si.gather = [&data](const torch::Tensor& rows, torch::Tensor& buffer) {
               return data.x.gather(rows, buffer);
             };

@@ -18,7 +18,8 @@ uint64_t new_order_id() { return ++order_counter; }
 
 StepInputsGuard::StepInputsGuard(StepInputs inputs) : inputs_(std::move(inputs)), previous_(current_inputs) {
   TORCH_CHECK(inputs_.x.defined() && inputs_.order.defined() && inputs_.gather && inputs_.order_id != 0 &&
-                  0 <= inputs_.begin && inputs_.begin <= inputs_.end && inputs_.end <= inputs_.order.numel(),
+                  0 <= inputs_.begin && inputs_.begin <= inputs_.end && inputs_.end <= inputs_.order.numel() &&
+                  (inputs_.rows_id == 0 || inputs_.num_rows == inputs_.order.numel()),
               "strata::core::StepInputsGuard(): incomplete step inputs (rows [", inputs_.begin, ", ", inputs_.end,
               ") of an order of ", inputs_.order.defined() ? inputs_.order.numel() : 0, ")");
   inputs_.version_ = inputs_.x._version();

@@ -31,6 +31,11 @@ struct StepInputs {
   /// Unique per order for the process's lifetime (new_order_id()): a cache keyed by it cannot
   /// mistake a later epoch's order for an earlier one.
   uint64_t order_id = 0;
+  /// The training rows' identity (new_order_id(), 0 = unknown): the same under every epoch's order
+  /// of the same rows, so a consumer may keep per-row products across epochs, indexed by row, while
+  /// rows_id is unchanged. `num_rows` is their count: order holds each of 0 .. num_rows - 1 once.
+  uint64_t rows_id = 0;
+  int64_t num_rows = 0;
   /// The model inputs of the given training rows ([r] int64), shaped like x with r rows, the same
   /// values the trainer's own gather gives (gathers are deterministic: a split's transforms are
   /// fixed permutations and rotations, no random augmentation); written into `buffer` (grown when
@@ -47,7 +52,7 @@ struct StepInputs {
   int64_t version_ = 0;
 };
 
-/// A fresh order id (never 0).
+/// A fresh id for order_id or rows_id (never 0).
 uint64_t new_order_id();
 
 /// Makes `inputs` the current step inputs of this thread for the guard's lifetime (guards nest).

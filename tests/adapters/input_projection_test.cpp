@@ -234,6 +234,87 @@ TEST(AdaptableLinear, DeferredProjectionTakesInputsAheadWithTheSameSteps) {
   EXPECT_THROW(l->set_deferred_projection(orthonormal(5, 2), torch::zeros({3, 2}), false, 0, -1), c10::Error);
 }
 
+// The whole-task cache: with rows named (rows_id) and a budget that holds them, every row's products
+// are computed once across two epochs of different orders (the gather sees each row once), and the
+// steps match the layer without precomputed rows; a new rows_id refills it; a budget one byte short
+// of the rows falls back to per-epoch chunks (every epoch gathers every row again).
+TEST(AdaptableLinear, InputsCacheComputesEachRowOncePerTask) {
+  torch::manual_seed(9);
+  const int64_t n = 23, bs = 5;
+  auto data = torch::randn({n, 40});
+  for (const bool free : {false, true}) {
+    const int64_t k = free ? 36 : 10, f = free ? 40 - k : k, width = f + (free ? 6 : 0);
+    const int64_t need = n * width * static_cast<int64_t>(sizeof(float));
+    for (const int64_t cache_bytes : {need, need - 1}) {
+      AdaptableLinear ref(40, 6), cached(40, 6);
+      {
+        torch::NoGradGuard ng;
+        cached->weight.copy_(ref->weight);
+        cached->bias.copy_(ref->bias);
+      }
+      auto U = orthonormal(40, k);
+      auto F = free ? strata::subspaces::complement_basis(U) : U;
+      auto C_ref = torch::zeros({6, f}).requires_grad_(true), C_cached = torch::zeros({6, f}).requires_grad_(true);
+      ref->set_deferred_projection(F, C_ref, free, 0, /*ahead_bytes=*/0);
+      cached->set_deferred_projection(F, C_cached, free, 0, /*ahead_bytes=*/12 * 4 * width, cache_bytes);
+      torch::optim::SGD opt_ref({ref->weight, ref->bias, C_ref}, torch::optim::SGDOptions(0.1).momentum(0.9));
+      torch::optim::SGD opt_cached({cached->weight, cached->bias, C_cached},
+                                   torch::optim::SGDOptions(0.1).momentum(0.9));
+      int64_t gathered = 0;
+      uint64_t rows_id = strata::core::new_order_id();
+      for (int epoch = 0; epoch < 3; ++epoch) {
+        if (epoch == 2) {
+          if (cache_bytes == need) {
+            EXPECT_EQ(gathered, n) << "free " << free << ": each row once over two epochs";
+          } else {
+            EXPECT_GE(gathered, 2 * n) << "free " << free << ": over budget, every row every epoch";
+          }
+          rows_id = strata::core::new_order_id();  // other rows under the same layer: refilled
+          gathered = 0;
+        }
+        auto order = torch::randperm(n, torch::kInt64);
+        const uint64_t id = strata::core::new_order_id();
+        for (int64_t b = 0; b < n; b += bs) {
+          const int64_t e = std::min(n, b + bs);
+          auto x = data.index_select(0, order.slice(0, b, e));
+          opt_ref.zero_grad();
+          opt_cached.zero_grad();
+          auto ya = ref(x.clone());
+          torch::Tensor yb;
+          {
+            auto si = step_inputs(data, order, b, e, id, x);
+            si.rows_id = rows_id;
+            si.num_rows = n;
+            auto inner = si.gather;
+            si.gather = [&gathered, inner](const torch::Tensor& rows, torch::Tensor& buffer) {
+              gathered += rows.numel();
+              return inner(rows, buffer);
+            };
+            strata::core::StepInputsGuard guard(std::move(si));
+            yb = cached(x);
+          }
+          ASSERT_TRUE(torch::allclose(ya, yb, 1e-5, 1e-5)) << "free " << free << " epoch " << epoch << " rows " << b;
+          auto w = torch::randn(ya.sizes());
+          (ya * w).sum().backward();
+          (yb * w).sum().backward();
+          EXPECT_TRUE(torch::allclose(C_ref.grad(), C_cached.grad(), 1e-5, 1e-5));
+          if (!free) {
+            EXPECT_TRUE(torch::allclose(ref->weight.grad(), cached->weight.grad(), 1e-5, 1e-5));
+          }
+          opt_ref.step();
+          opt_cached.step();
+        }
+      }
+      if (cache_bytes == need) EXPECT_EQ(gathered, n) << "a new rows_id fills the cache again, once";
+      ref->fold_deferred_projection();
+      cached->fold_deferred_projection();
+      EXPECT_TRUE(torch::allclose(cached->weight, ref->weight, 1e-5, 1e-5));
+    }
+  }
+  AdaptableLinear l(5, 3);
+  EXPECT_THROW(l->set_deferred_projection(orthonormal(5, 2), torch::zeros({3, 2}), false, 0, 0, -1), c10::Error);
+}
+
 // The precomputed rows serve only the step's own input: a guard whose gather disagrees with x on
 // purpose shows which forwards used them. The step's input itself (and its flattened view) does;
 // a copy of it, the same tensor after an in-place change, a forward outside any guard, a no-grad
