@@ -166,6 +166,34 @@ strata::core::StepInputs step_inputs(const torch::Tensor& data, const torch::Ten
   };
   return si;
 }
+
+// Two 40 -> 6 layers with the same weights, each under a deferred projection of F (U with k
+// orthonormal columns, or its complement when `free`) with its own C and SGD: `ref` computes its
+// products every step (ahead_bytes 0), `other` takes them ahead, in chunks of `ahead_rows` rows,
+// with the given whole-task cache budget.
+struct DeferredPair {
+  AdaptableLinear ref{40, 6}, other{40, 6};
+  torch::Tensor C_ref, C_other;
+  std::unique_ptr<torch::optim::SGD> opt_ref, opt_other;
+  DeferredPair(bool free, int64_t k, double momentum, int64_t ahead_rows, int64_t cache_bytes) {
+    {
+      torch::NoGradGuard ng;
+      other->weight.copy_(ref->weight);
+      other->bias.copy_(ref->bias);
+    }
+    const auto U = orthonormal(40, k);
+    const auto F = free ? strata::subspaces::complement_basis(U) : U;
+    const int64_t f = F.size(1), width = f + (free ? 6 : 0);
+    C_ref = torch::zeros({6, f}).requires_grad_(true);
+    C_other = torch::zeros({6, f}).requires_grad_(true);
+    ref->set_deferred_projection(F, C_ref, free, 0, /*ahead_bytes=*/0);
+    other->set_deferred_projection(F, C_other, free, 0, ahead_rows * 4 * width, cache_bytes);
+    const auto sgd = torch::optim::SGDOptions(0.1).momentum(momentum);
+    opt_ref = std::make_unique<torch::optim::SGD>(std::vector<torch::Tensor>{ref->weight, ref->bias, C_ref}, sgd);
+    opt_other =
+        std::make_unique<torch::optim::SGD>(std::vector<torch::Tensor>{other->weight, other->bias, C_other}, sgd);
+  }
+};
 }  // namespace
 
 // The deferred form with its input products taken from chunks of the epoch's coming rows: the
@@ -178,22 +206,10 @@ TEST(AdaptableLinear, DeferredProjectionTakesInputsAheadWithTheSameSteps) {
   auto data = torch::randn({n, 40});
   for (const bool free : {false, true}) {
     for (double momentum : {0.0, 0.9}) {
-      const int64_t k = free ? 36 : 10, f = free ? 40 - k : k;
-      AdaptableLinear ref(40, 6), ahead(40, 6);
-      {
-        torch::NoGradGuard ng;
-        ahead->weight.copy_(ref->weight);
-        ahead->bias.copy_(ref->bias);
-      }
-      auto U = orthonormal(40, k);
-      auto F = free ? strata::subspaces::complement_basis(U) : U;
-      auto C_ref = torch::zeros({6, f}).requires_grad_(true), C_ahead = torch::zeros({6, f}).requires_grad_(true);
-      ref->set_deferred_projection(F, C_ref, free, 0, /*ahead_bytes=*/0);
-      const int64_t width = f + (free ? 6 : 0);
-      ahead->set_deferred_projection(F, C_ahead, free, 0, /*ahead_bytes=*/12 * 4 * width);
-      torch::optim::SGD opt_ref({ref->weight, ref->bias, C_ref}, torch::optim::SGDOptions(0.1).momentum(momentum));
-      torch::optim::SGD opt_ahead({ahead->weight, ahead->bias, C_ahead},
-                                  torch::optim::SGDOptions(0.1).momentum(momentum));
+      DeferredPair pair(free, free ? 36 : 10, momentum, /*ahead_rows=*/12, /*cache_bytes=*/0);
+      auto &ref = pair.ref, &ahead = pair.other;
+      auto &C_ref = pair.C_ref, &C_ahead = pair.C_other;
+      auto &opt_ref = *pair.opt_ref, &opt_ahead = *pair.opt_other;
       for (int epoch = 0; epoch < 2; ++epoch) {
         auto order = torch::randperm(n, torch::kInt64);
         const uint64_t id = strata::core::new_order_id();
@@ -246,20 +262,10 @@ TEST(AdaptableLinear, InputsCacheComputesEachRowOncePerTask) {
     const int64_t k = free ? 36 : 10, f = free ? 40 - k : k, width = f + (free ? 6 : 0);
     const int64_t need = n * width * static_cast<int64_t>(sizeof(float));
     for (const int64_t cache_bytes : {need, need - 1}) {
-      AdaptableLinear ref(40, 6), cached(40, 6);
-      {
-        torch::NoGradGuard ng;
-        cached->weight.copy_(ref->weight);
-        cached->bias.copy_(ref->bias);
-      }
-      auto U = orthonormal(40, k);
-      auto F = free ? strata::subspaces::complement_basis(U) : U;
-      auto C_ref = torch::zeros({6, f}).requires_grad_(true), C_cached = torch::zeros({6, f}).requires_grad_(true);
-      ref->set_deferred_projection(F, C_ref, free, 0, /*ahead_bytes=*/0);
-      cached->set_deferred_projection(F, C_cached, free, 0, /*ahead_bytes=*/12 * 4 * width, cache_bytes);
-      torch::optim::SGD opt_ref({ref->weight, ref->bias, C_ref}, torch::optim::SGDOptions(0.1).momentum(0.9));
-      torch::optim::SGD opt_cached({cached->weight, cached->bias, C_cached},
-                                   torch::optim::SGDOptions(0.1).momentum(0.9));
+      DeferredPair pair(free, k, 0.9, /*ahead_rows=*/12, cache_bytes);
+      auto &ref = pair.ref, &cached = pair.other;
+      auto &C_ref = pair.C_ref, &C_cached = pair.C_other;
+      auto &opt_ref = *pair.opt_ref, &opt_cached = *pair.opt_other;
       int64_t gathered = 0;
       uint64_t rows_id = strata::core::new_order_id();
       for (int epoch = 0; epoch < 3; ++epoch) {
