@@ -193,6 +193,30 @@ struct DeferredPair {
     opt_other =
         std::make_unique<torch::optim::SGD>(std::vector<torch::Tensor>{other->weight, other->bias, C_other}, sgd);
   }
+  // One SGD step of both on x, `other` inside a guard of `si`: the outputs and the gradients must
+  // agree at 1e-5.
+  void step(const torch::Tensor& x, strata::core::StepInputs si, const std::string& where) {
+    opt_ref->zero_grad();
+    opt_other->zero_grad();
+    auto ya = ref(x.clone());
+    torch::Tensor yb;
+    {
+      strata::core::StepInputsGuard guard(std::move(si));
+      yb = other(x);
+    }
+    ASSERT_TRUE(other->deferred_projection_active()) << where;
+    ASSERT_TRUE(torch::allclose(ya, yb, 1e-5, 1e-5)) << where;
+    auto w = torch::randn(ya.sizes());
+    (ya * w).sum().backward();
+    (yb * w).sum().backward();
+    EXPECT_TRUE(torch::allclose(C_ref.grad(), C_other.grad(), 1e-5, 1e-5)) << where;
+    ASSERT_EQ(ref->weight.grad().defined(), other->weight.grad().defined()) << where;
+    if (ref->weight.grad().defined()) {
+      EXPECT_TRUE(torch::allclose(ref->weight.grad(), other->weight.grad(), 1e-5, 1e-5)) << where;
+    }
+    opt_ref->step();
+    opt_other->step();
+  }
 };
 }  // namespace
 
@@ -208,34 +232,14 @@ TEST(AdaptableLinear, DeferredProjectionTakesInputsAheadWithTheSameSteps) {
     for (double momentum : {0.0, 0.9}) {
       DeferredPair pair(free, free ? 36 : 10, momentum, /*ahead_rows=*/12, /*cache_bytes=*/0);
       auto &ref = pair.ref, &ahead = pair.other;
-      auto &C_ref = pair.C_ref, &C_ahead = pair.C_other;
-      auto &opt_ref = *pair.opt_ref, &opt_ahead = *pair.opt_other;
       for (int epoch = 0; epoch < 2; ++epoch) {
         auto order = torch::randperm(n, torch::kInt64);
         const uint64_t id = strata::core::new_order_id();
         for (int64_t b = 0; b < n; b += bs) {
           const int64_t e = std::min(n, b + bs);
           auto x = data.index_select(0, order.slice(0, b, e));
-          opt_ref.zero_grad();
-          opt_ahead.zero_grad();
-          auto ya = ref(x.clone());
-          torch::Tensor yb;
-          {
-            strata::core::StepInputsGuard guard(step_inputs(data, order, b, e, id, x));
-            yb = ahead(x);
-          }
-          ASSERT_TRUE(ahead->deferred_projection_active());
-          ASSERT_TRUE(torch::allclose(ya, yb, 1e-5, 1e-5)) << "free " << free << " epoch " << epoch << " rows " << b;
-          auto w = torch::randn(ya.sizes());
-          (ya * w).sum().backward();
-          (yb * w).sum().backward();
-          EXPECT_TRUE(torch::allclose(C_ref.grad(), C_ahead.grad(), 1e-5, 1e-5));
-          EXPECT_EQ(ref->weight.grad().defined(), ahead->weight.grad().defined());
-          if (!free) {
-            EXPECT_TRUE(torch::allclose(ref->weight.grad(), ahead->weight.grad(), 1e-5, 1e-5));
-          }
-          opt_ref.step();
-          opt_ahead.step();
+          pair.step(x, step_inputs(data, order, b, e, id, x),
+                    "free " + std::to_string(free) + " epoch " + std::to_string(epoch) + " rows " + std::to_string(b));
         }
       }
       ref->fold_deferred_projection();
@@ -264,8 +268,6 @@ TEST(AdaptableLinear, InputsCacheComputesEachRowOncePerTask) {
     for (const int64_t cache_bytes : {need, need - 1}) {
       DeferredPair pair(free, k, 0.9, /*ahead_rows=*/12, cache_bytes);
       auto &ref = pair.ref, &cached = pair.other;
-      auto &C_ref = pair.C_ref, &C_cached = pair.C_other;
-      auto &opt_ref = *pair.opt_ref, &opt_cached = *pair.opt_other;
       int64_t gathered = 0;
       uint64_t rows_id = strata::core::new_order_id();
       for (int epoch = 0; epoch < 3; ++epoch) {
@@ -283,10 +285,6 @@ TEST(AdaptableLinear, InputsCacheComputesEachRowOncePerTask) {
         for (int64_t b = 0; b < n; b += bs) {
           const int64_t e = std::min(n, b + bs);
           auto x = data.index_select(0, order.slice(0, b, e));
-          opt_ref.zero_grad();
-          opt_cached.zero_grad();
-          auto ya = ref(x.clone());
-          torch::Tensor yb;
           {
             auto si = step_inputs(data, order, b, e, id, x);
             si.rows_id = rows_id;
@@ -296,19 +294,9 @@ TEST(AdaptableLinear, InputsCacheComputesEachRowOncePerTask) {
               gathered += rows.numel();
               return inner(rows, buffer);
             };
-            strata::core::StepInputsGuard guard(std::move(si));
-            yb = cached(x);
+            pair.step(x, std::move(si),
+                      "free " + std::to_string(free) + " epoch " + std::to_string(epoch) + " rows " + std::to_string(b));
           }
-          ASSERT_TRUE(torch::allclose(ya, yb, 1e-5, 1e-5)) << "free " << free << " epoch " << epoch << " rows " << b;
-          auto w = torch::randn(ya.sizes());
-          (ya * w).sum().backward();
-          (yb * w).sum().backward();
-          EXPECT_TRUE(torch::allclose(C_ref.grad(), C_cached.grad(), 1e-5, 1e-5));
-          if (!free) {
-            EXPECT_TRUE(torch::allclose(ref->weight.grad(), cached->weight.grad(), 1e-5, 1e-5));
-          }
-          opt_ref.step();
-          opt_cached.step();
         }
       }
       if (cache_bytes == need) EXPECT_EQ(gathered, n) << "a new rows_id fills the cache again, once";
