@@ -342,7 +342,7 @@ torch::Tensor AdaptableLinearImpl::precomputed_rows(const torch::Tensor& x) {
     auto X = si->gather(si->order.slice(0, si->begin, end), ahead_.inputs);
     if (X.numel() != (end - si->begin) * in_features() || X.scalar_type() != x.scalar_type()) return {};
     X = X.reshape({end - si->begin, in_features()});
-    const torch::Tensor map = defer_free_ ? torch::cat({defer_F_, weight.detach().t()}, 1) : defer_F_;
+    const torch::Tensor map = ahead_map();
     // The last chunk's rows are reused when no graph holds them any more (the previous step's
     // backward has run): one allocation per task, not one per chunk.
     if (!ahead_.rows.defined() || ahead_.rows.storage().use_count() > 1 || ahead_.rows.size(1) != width ||
@@ -358,13 +358,17 @@ torch::Tensor AdaptableLinearImpl::precomputed_rows(const torch::Tensor& x) {
   return ahead_.rows.narrow(0, si->begin - ahead_.begin, rows);
 }
 
+torch::Tensor AdaptableLinearImpl::ahead_map() const {
+  return defer_free_ ? torch::cat({defer_F_, weight.detach().t()}, 1) : defer_F_;
+}
+
 torch::Tensor AdaptableLinearImpl::cached_rows(const core::StepInputs& si, int64_t width) {
   torch::NoGradGuard no_grad;
   const bool valid = cached_.rows.defined() && cached_.rows_id == si.rows_id &&
                      (!defer_free_ || cached_.weight_version == weight._version());
   if (!valid) {
     const int64_t n = si.num_rows, in = in_features();
-    const torch::Tensor map = defer_free_ ? torch::cat({defer_F_, weight.detach().t()}, 1) : defer_F_;
+    const torch::Tensor map = ahead_map();
     if (!cached_.rows.defined() || cached_.rows.size(0) != n || cached_.rows.size(1) != width)
       cached_.rows = torch::empty({n, width}, map.options());
     const int64_t chunk = std::max<int64_t>(1, defer_ahead_bytes_ / (static_cast<int64_t>(sizeof(float)) * in));

@@ -146,11 +146,10 @@ class AdaptableLinearImpl : public torch::nn::Module {
   enum class DeferState { kNone, kUndecided, kActive, kInactive };
   DeferState defer_state_ = DeferState::kNone;
   bool defer_free_ = false;
-  int64_t defer_ahead_bytes_ = 0;
+  int64_t defer_ahead_bytes_ = 0, defer_cache_bytes_ = 0;
   int64_t defer_batch_ = 0;
   torch::Tensor defer_F_, defer_C_;
   /// Rows order[begin, end) of [x F | x·weightᵀ] for the deferred form (fold_deferred_projection).
-  int64_t defer_cache_bytes_ = 0;
   struct AheadRows {
     torch::Tensor rows, inputs;  ///< [chunk, f (+ out)]; the gathered inputs' buffer
     uint64_t order_id = 0;
@@ -165,6 +164,8 @@ class AdaptableLinearImpl : public torch::nn::Module {
   /// not in it); undefined when `x` is not the current step's input.
   torch::Tensor precomputed_rows(const torch::Tensor& x);
   torch::Tensor cached_rows(const core::StepInputs& si, int64_t width);
+  /// The fixed map the precomputed rows apply: F, or [F | weightᵀ] in the `free` form.
+  torch::Tensor ahead_map() const;
   torch::Tensor last_input_;
   c10::intrusive_ptr<GradientFactors> factors_;
 };
