@@ -3,6 +3,9 @@
 #include "core/step_inputs.h"
 #include "subspaces/basis.h"
 
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -23,6 +26,53 @@ struct Bases {
 torch::Tensor linear_rows(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias) {
   return bias.defined() ? torch::addmm(bias, x2, weight.t()) : x2.mm(weight.t());
 }
+
+// The plain layer's backward as one hand-written node: dx = δW, dW = δᵀx, db = Σ_rows δ, the same
+// products LibTorch's MmBackward/AddmmBackward make. Why not theirs: at batch 10 a step is mostly
+// per-operator overhead, and theirs add a TBackward node and, per product, the t/transpose/
+// as_strided and resolve_conj calls of the views they take (about 18 calls per layer and step).
+// A plain Node (no AutogradContext, no saved_data map) costs one node and three products. Under
+// create_graph the products are recorded from the saved variables, so double backward still works.
+struct LinearRowsBackward : torch::autograd::Node {
+  torch::autograd::SavedVariable x, weight;
+  bool with_bias = false;
+  variable_list apply(variable_list&& grads) override {
+    variable_list out(with_bias ? 3 : 2);
+    const torch::Tensor& d = grads[0];
+    if (!d.defined()) return out;
+    if (task_should_compute_output(0)) out[0] = d.mm(weight.unpack());
+    if (task_should_compute_output(1)) out[1] = d.t().mm(x.unpack());
+    if (with_bias && task_should_compute_output(2)) out[2] = d.sum(0);
+    return out;
+  }
+  std::string name() const override { return "strata::adapters::LinearRowsBackward"; }
+  void release_variables() override {
+    x.reset_data();
+    weight.reset_data();
+  }
+};
+
+// linear_rows with LinearRowsBackward as its grad_fn when autograd needs one (x [R, in]).
+torch::Tensor plain_linear_rows(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias) {
+  namespace ag = torch::autograd;
+  const bool with_bias = bias.defined();
+  if (!torch::GradMode::is_enabled() || !(with_bias ? ag::compute_requires_grad(x2, weight, bias)
+                                                    : ag::compute_requires_grad(x2, weight)))
+    return linear_rows(x2, weight, bias);
+  torch::Tensor y;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;  // the node below is the only history
+    y = linear_rows(x2, weight, bias);
+  }
+  auto node = std::shared_ptr<LinearRowsBackward>(new LinearRowsBackward(), ag::deleteNode);
+  node->with_bias = with_bias;
+  node->set_next_edges(with_bias ? ag::collect_next_edges(x2, weight, bias) : ag::collect_next_edges(x2, weight));
+  node->x = ag::SavedVariable(x2, /*is_output=*/false);
+  node->weight = ag::SavedVariable(weight, /*is_output=*/false);
+  ag::set_history(y, node);
+  return y;
+}
+
 torch::Tensor like_input(const torch::Tensor& y, const torch::Tensor& x) {
   if (x.dim() == 2) return y;
   auto shape = x.sizes().vec();
@@ -251,11 +301,12 @@ torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
   } else if ((proj_U_.defined() || proj_M_.defined()) && training) {
     const Bases b{&proj_U_, &proj_U_perp_, &proj_M_, &proj_M_perp_};
     y = bias.defined() ? ProjectedLinear::apply(x, weight, bias, &b) : ProjectedLinearNoBias::apply(x, weight, &b);
-  }
-  else if (x.dim() == 2)
-    y = linear_rows(x, weight, bias);  // the kernels F::linear picks, without its matmul wrapper's calls
-  else
+  } else if (x.dim() >= 2 && x.size(-1) > 0) {
+    // F::linear's kernels, without its matmul wrapper's calls; tokens [..., in] as rows.
+    y = like_input(plain_linear_rows(x.dim() == 2 ? x : x.reshape({-1, x.size(-1)}), weight, bias), x);
+  } else {
     y = torch::nn::functional::linear(x, weight, bias);
+  }
   if (adapter_) y = adapter_->forward(x, y);
   return y;
 }

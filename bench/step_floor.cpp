@@ -5,7 +5,9 @@
 // operators and autograd nodes, nested calls included) the Trainer's step makes. Thread CPU time,
 // best of --repeats rounds that alternate the two, so both see the same background load.
 //
-//   step_floor [--batch 10] [--examples 5000] [--repeats 3] [--threads 1]
+//   step_floor [--batch 10] [--examples 5000] [--repeats 3] [--threads 1] [--ops]
+//
+// --ops also lists the counted calls by name, per step, most frequent first.
 #include "bench/bench_common.h"
 #include "continual/naive.h"
 #include "continual/trainer.h"
@@ -19,6 +21,11 @@
 #include <iomanip>
 #include <iostream>
 #include <limits>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace po = boost::program_options;
 using namespace strata;
@@ -29,6 +36,9 @@ double thread_cpu_us() { return 1e6 * bench::thread_cpu_seconds(); }
 
 std::atomic<bool> counting{false};
 std::atomic<int64_t> calls{0};
+std::atomic<bool> by_name{false};
+std::mutex names_mutex;
+std::map<std::string, int64_t> names;  // --ops: calls per operator or node name
 
 }  // namespace
 
@@ -39,7 +49,8 @@ int main(int argc, char** argv) {
       ("batch", po::value<int64_t>()->default_value(10), "batch size")
       ("examples", po::value<int64_t>()->default_value(5000), "training examples per timed epoch")
       ("repeats", po::value<int>()->default_value(3), "alternating rounds; each side keeps its best")
-      ("data-dir", po::value<std::string>()->default_value("/usr/share/datasets/fashion-mnist"), "Fashion-MNIST folder");
+      ("data-dir", po::value<std::string>()->default_value("/usr/share/datasets/fashion-mnist"), "Fashion-MNIST folder")
+      ("ops", po::bool_switch(), "also list the step's operator calls by name");
   po::variables_map vm;
   if (const int rc = bench::parse_options(argc, argv, desc, "step_floor", vm); rc >= 0) return rc;
   bench::set_blas_threads(vm["threads"].as<int>());
@@ -57,8 +68,13 @@ int main(int argc, char** argv) {
   const int64_t steps = (n + B - 1) / B;
 
   at::addGlobalCallback(at::RecordFunctionCallback(
-                            [](const at::RecordFunction&) -> std::unique_ptr<at::ObserverContext> {
-                              if (counting.load(std::memory_order_relaxed)) calls.fetch_add(1, std::memory_order_relaxed);
+                            [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
+                              if (!counting.load(std::memory_order_relaxed)) return nullptr;
+                              calls.fetch_add(1, std::memory_order_relaxed);
+                              if (by_name.load(std::memory_order_relaxed)) {
+                                std::lock_guard<std::mutex> lock(names_mutex);
+                                ++names[fn.name()];
+                              }
                               return nullptr;
                             })
                             .scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
@@ -120,6 +136,7 @@ int main(int argc, char** argv) {
     best_trainer = std::min(best_trainer, t);
     best_gemm = std::min(best_gemm, g);
   }
+  by_name = vm["ops"].as<bool>();
   trainer_step_us(true);
   const double per_step = static_cast<double>(calls.load()) / steps;
   std::cout << "\nbatch " << B << ", threads " << vm["threads"].as<int>() << ", thread CPU time, best of "
@@ -128,5 +145,12 @@ int main(int argc, char** argv) {
             << "its 8 GEMMs    " << best_gemm << " us  (" << std::setprecision(2) << best_gemm / best_trainer
             << " of the step)\n"
             << "operator calls " << std::setprecision(1) << per_step << " per step\n";
+  if (by_name) {
+    std::vector<std::pair<int64_t, std::string>> sorted;
+    for (const auto& [name, n] : names) sorted.emplace_back(-n, name);
+    std::sort(sorted.begin(), sorted.end());
+    for (const auto& [n, name] : sorted)
+      std::cout << "  " << std::setw(6) << std::setprecision(2) << static_cast<double>(-n) / steps << "  " << name << "\n";
+  }
   return 0;
 }
