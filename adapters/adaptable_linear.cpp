@@ -22,6 +22,10 @@ struct Bases {
   const torch::Tensor *U, *U_perp, *M, *M_perp;
 };
 
+// t [..., n] as rows [R, n]; a 2-D t is itself (at batch 10 even a no-op reshape is a dispatched
+// call, two per layer and step).
+torch::Tensor as_rows(const torch::Tensor& t) { return t.dim() == 2 ? t : t.reshape({-1, t.size(-1)}); }
+
 // x [..., in] as rows [R, in] times Wᵀ (+ b), and a [R, out] result back in x's leading shape.
 torch::Tensor linear_rows(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias) {
   return bias.defined() ? torch::addmm(bias, x2, weight.t()) : x2.mm(weight.t());
@@ -87,7 +91,7 @@ torch::Tensor projected_forward(AutogradContext* ctx, const torch::Tensor& x, co
   ctx->saved_data["U_perp"] = *b->U_perp;
   ctx->saved_data["M"] = *b->M;
   ctx->saved_data["M_perp"] = *b->M_perp;
-  auto x2 = x.reshape({-1, x.size(-1)});
+  auto x2 = as_rows(x);
   auto y = linear_rows(x2, weight, bias);
   return like_input(y, x);
 }
@@ -95,9 +99,9 @@ torch::Tensor projected_forward(AutogradContext* ctx, const torch::Tensor& x, co
 variable_list projected_backward(AutogradContext* ctx, const variable_list& grad_out, bool with_bias) {
   auto saved = ctx->get_saved_variables();
   const auto &x = saved[0], &weight = saved[1];
-  auto d2 = grad_out[0].reshape({-1, weight.size(0)});
+  auto d2 = as_rows(grad_out[0]);
   variable_list out(with_bias ? 4 : 3);  // one per forward argument, the bases pointer included
-  if (ctx->needs_input_grad(0)) out[0] = d2.mm(weight).view(x.sizes());
+  if (ctx->needs_input_grad(0)) out[0] = like_input(d2.mm(weight), x);
   if (ctx->needs_input_grad(1)) {
     // (I − MMᵀ) δᵀ = (δ − (δM)Mᵀ)ᵀ: the output side acts on the r rows of δ.
     torch::Tensor d = d2;
@@ -106,7 +110,7 @@ variable_list projected_backward(AutogradContext* ctx, const variable_list& grad
       d = d2.mm(M_perp).mm(M_perp.t());
     else if (M.defined())
       d = d2.addmm(d2.mm(M), M.t(), /*beta=*/1, /*alpha=*/-1);
-    out[1] = subspaces::project_out_input_outer(d, x.reshape({-1, x.size(-1)}), ctx->saved_data["U"].toTensor(),
+    out[1] = subspaces::project_out_input_outer(d, as_rows(x), ctx->saved_data["U"].toTensor(),
                                                 ctx->saved_data["U_perp"].toTensor());
   }
   if (with_bias && ctx->needs_input_grad(2)) out[2] = d2.sum(0);
@@ -141,7 +145,7 @@ struct ProjectedLinearNoBias : public torch::autograd::Function<ProjectedLinearN
 torch::Tensor deferred_forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
                                const torch::Tensor& C, const torch::Tensor& bias, const torch::Tensor* F, bool free,
                                const torch::Tensor& pre) {
-  auto x2 = x.reshape({-1, x.size(-1)});
+  auto x2 = as_rows(x);
   const int64_t f = F->size(1);
   torch::Tensor XF, y;
   if (pre.defined() && free) {
@@ -167,10 +171,10 @@ variable_list deferred_backward(AutogradContext* ctx, const variable_list& grad_
   const auto &x = saved[0], &weight = saved[1], &C = saved[2];
   const auto F = ctx->saved_data["F"].toTensor(), XF = ctx->saved_data["XF"].toTensor();
   const bool free = ctx->saved_data["free"].toBool();
-  auto d2 = grad_out[0].reshape({-1, weight.size(0)});
+  auto d2 = as_rows(grad_out[0]);
   variable_list out(with_bias ? 7 : 6);  // one per forward argument
-  if (ctx->needs_input_grad(0)) out[0] = d2.mm(weight).addmm_(d2.mm(C), F.t()).view(x.sizes());  // δ(W + C Fᵀ)
-  if (!free && ctx->needs_input_grad(1)) out[1] = d2.t().mm(x.reshape({-1, x.size(-1)}));
+  if (ctx->needs_input_grad(0)) out[0] = like_input(d2.mm(weight).addmm_(d2.mm(C), F.t()), x);  // δ(W + C Fᵀ)
+  if (!free && ctx->needs_input_grad(1)) out[1] = d2.t().mm(as_rows(x));
   if (ctx->needs_input_grad(2)) {
     out[2] = d2.t().mm(XF);
     if (!free) out[2].neg_();
@@ -207,7 +211,7 @@ torch::Tensor factored_forward(AutogradContext* ctx, const torch::Tensor& x, con
                                const torch::Tensor& bias, const c10::intrusive_ptr<GradientFactors>& sink) {
   ctx->save_for_backward({x, weight});
   ctx->saved_data["sink"] = c10::IValue::make_capsule(sink);
-  auto x2 = x.reshape({-1, x.size(-1)});
+  auto x2 = as_rows(x);
   auto y = linear_rows(x2, weight, bias);
   return like_input(y, x);
 }
@@ -215,13 +219,13 @@ torch::Tensor factored_forward(AutogradContext* ctx, const torch::Tensor& x, con
 variable_list factored_backward(AutogradContext* ctx, const variable_list& grad_out, bool with_bias) {
   auto saved = ctx->get_saved_variables();
   const auto &x = saved[0], &weight = saved[1];
-  auto d2 = grad_out[0].reshape({-1, weight.size(0)});
+  auto d2 = as_rows(grad_out[0]);
   variable_list out(with_bias ? 4 : 3);  // one per forward argument, the sink included
-  if (ctx->needs_input_grad(0)) out[0] = d2.mm(weight).view(x.sizes());
+  if (ctx->needs_input_grad(0)) out[0] = like_input(d2.mm(weight), x);
   if (ctx->needs_input_grad(1)) {  // no weight gradient: its factors
     auto sink = c10::static_intrusive_pointer_cast<GradientFactors>(ctx->saved_data["sink"].toCapsule());
     sink->delta.push_back(d2.detach());
-    sink->input.push_back(x.reshape({-1, x.size(-1)}).detach());
+    sink->input.push_back(as_rows(x).detach());
   }
   if (with_bias && ctx->needs_input_grad(2)) out[2] = d2.sum(0);
   return out;
@@ -303,7 +307,7 @@ torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
     y = bias.defined() ? ProjectedLinear::apply(x, weight, bias, &b) : ProjectedLinearNoBias::apply(x, weight, &b);
   } else if (x.dim() >= 2 && x.size(-1) > 0) {
     // F::linear's kernels, without its matmul wrapper's calls; tokens [..., in] as rows.
-    y = like_input(plain_linear_rows(x.dim() == 2 ? x : x.reshape({-1, x.size(-1)}), weight, bias), x);
+    y = like_input(plain_linear_rows(as_rows(x), weight, bias), x);
   } else {
     y = torch::nn::functional::linear(x, weight, bias);
   }

@@ -4,14 +4,21 @@
 #include "core/threads.h"
 #include "run/config.h"
 
+#include <ATen/record_function.h>
 #include <boost/program_options.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <ctime>
+#include <iomanip>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace strata::bench {
 
@@ -32,6 +39,55 @@ inline double thread_cpu_seconds() {
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
+
+// Counts LibTorch operator calls (RecordFunction scopes: ATen operators and autograd nodes, nested
+// calls included) while on(); with `by_name`, per operator or node name too. One per program: it
+// installs a global callback that stays for the process's life.
+class OpCounter {
+ public:
+  explicit OpCounter(bool by_name) : by_name_(by_name) {
+    at::addGlobalCallback(at::RecordFunctionCallback(
+                              [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
+                                OpCounter* self = active().load(std::memory_order_relaxed);
+                                if (self != nullptr) self->count(fn.name());
+                                return nullptr;
+                              })
+                              .scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
+  }
+  void on() { active() = this; }
+  void off() { active() = nullptr; }
+  void reset() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    calls_ = 0;
+    names_.clear();
+  }
+  int64_t calls() const { return calls_.load(); }
+  // "  <calls per step>  <name>" lines, most frequent first (nothing without by_name).
+  void print_by_name(std::ostream& os, double steps) const {
+    std::vector<std::pair<int64_t, std::string>> sorted;
+    for (const auto& [name, n] : names_) sorted.emplace_back(-n, name);
+    std::sort(sorted.begin(), sorted.end());
+    for (const auto& [n, name] : sorted)
+      os << "  " << std::fixed << std::setw(7) << std::setprecision(2) << static_cast<double>(-n) / steps << "  "
+         << name << "\n";
+  }
+
+ private:
+  static std::atomic<OpCounter*>& active() {
+    static std::atomic<OpCounter*> a{nullptr};
+    return a;
+  }
+  void count(const char* name) {
+    calls_.fetch_add(1, std::memory_order_relaxed);
+    if (!by_name_) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++names_[name];
+  }
+  bool by_name_;
+  std::atomic<int64_t> calls_{0};
+  std::mutex mutex_;
+  std::map<std::string, int64_t> names_;
+};
 
 // Parses argv into `vm`. Returns -1 to go on, else the exit code: 0 after printing --help, 2 after one
 // line naming the bad option. Every argument is first checked by run::reject_option_placeholders, as

@@ -9,7 +9,8 @@
 // the compatibility loss), and a second table compares them with the method alone over tasks 2..T
 // (task 1 has no previous version, so no compatibility term). --clock cpu times the epochs by the
 // thread's CPU time instead of wall time, which on a machine shared with other jobs leaves out the
-// waits for a core.
+// waits for a core. --ops runs every row once more and lists the LibTorch operator calls per step
+// of its last task's timed epochs (bench::OpCounter), by name.
 #include "bench/bench_common.h"
 #include "continual/compat_training.h"
 #include "continual/method.h"
@@ -45,9 +46,10 @@ std::vector<std::string> split(const std::string& s) {
 // ms/step per task of one method run; empty when the method failed (message in `error`).
 // `compat_mode`: none | focal | muscle (the method wrapped by continual::with_compat_training).
 // `cpu_clock`: time the epochs by thread CPU time instead of the Trainer's wall time.
+// `ops` (optional) counts the operator calls of the last task's timed steps; `ops_steps` their number.
 std::vector<double> run_method(const std::string& method_name, const std::string& compat_mode, tasks::TaskStream& stream,
                                const models::ModelOptions& mo, int64_t bs, int64_t epochs, bool cpu_clock,
-                               std::string& error) {
+                               std::string& error, bench::OpCounter* ops = nullptr, int64_t* ops_steps = nullptr) {
   torch::manual_seed(0);
   auto model = models::make_model(mo);
   std::unique_ptr<continual::Method> method;
@@ -95,13 +97,19 @@ std::vector<double> run_method(const std::string& method_name, const std::string
         double cpu_start = 0;
         continual::train_task(ctx, *method, *stage_options, [&](const continual::EpochStats& s) {
           if (s.epoch == 0) {
+            if (ops && t + 1 == stream.size()) {
+              ops->reset();
+              ops->on();
+            }
             cpu_start = bench::thread_cpu_seconds();
             return;
           }
           seconds = cpu_clock ? bench::thread_cpu_seconds() - cpu_start : seconds + s.seconds;
           steps += s.steps;
         });
+        if (ops) ops->off();
       }
+      if (ops_steps) *ops_steps = steps;
       method->on_task_end(ctx);
       ms.push_back(1e3 * seconds / std::max<int64_t>(1, steps));
     }
@@ -131,9 +139,12 @@ int main(int argc, char** argv) {
        "wall (the Trainer's epoch times) | cpu (thread CPU time: steadier on a shared machine)")
       ("compat", po::value<std::string>()->default_value(""),
        "also run every method wrapped in these compatibility trainings (comma-separated: focal, muscle)")
+      ("ops", po::bool_switch(), "also list each row's operator calls per step (last task), by name")
       ("data-dir", po::value<std::string>()->default_value("/usr/share/datasets/fashion-mnist"), "Fashion-MNIST folder");
   po::variables_map vm;
   if (const int rc = bench::parse_options(argc, argv, desc, "methods_bench", vm); rc >= 0) return rc;
+  std::optional<bench::OpCounter> ops;
+  if (vm["ops"].as<bool>()) ops.emplace(true);
   bench::set_blas_threads(vm["threads"].as<int>());
   const int64_t epochs = vm["epochs"].as<int64_t>();
   if (epochs < 2) {
@@ -220,6 +231,16 @@ int main(int argc, char** argv) {
       for (double v : best[m]) std::cout << " " << std::setprecision(3) << v << " |";
       std::cout << " " << std::setprecision(3) << mean(best[m]) << " | " << std::setprecision(2)
                 << (naive > 0 ? mean(best[m]) / naive : 0.0) << " |\n";
+    }
+    if (ops) {
+      for (const auto& row : rows) {
+        std::string error;
+        int64_t steps = 0;
+        if (run_method(row.method, row.compat, stream, mo, bs, epochs, false, error, &*ops, &steps).empty()) continue;
+        std::cout << "\n" << row.label << ", batch " << bs << ", task " << T << ": " << std::setprecision(1)
+                  << static_cast<double>(ops->calls()) / std::max<int64_t>(1, steps) << " operator calls per step\n";
+        ops->print_by_name(std::cout, static_cast<double>(std::max<int64_t>(1, steps)));
+      }
     }
     if (compat_modes.empty() || T < 2) continue;
     // The wrapper's cost: tasks 2..T only (task 1 trains without a previous version).

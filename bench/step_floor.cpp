@@ -13,19 +13,12 @@
 #include "continual/trainer.h"
 #include "tasks/streams.h"
 
-#include <ATen/record_function.h>
 #include <boost/program_options.hpp>
 
 #include <algorithm>
-#include <atomic>
 #include <iomanip>
 #include <iostream>
 #include <limits>
-#include <map>
-#include <mutex>
-#include <string>
-#include <utility>
-#include <vector>
 
 namespace po = boost::program_options;
 using namespace strata;
@@ -33,12 +26,6 @@ using namespace strata;
 namespace {
 
 double thread_cpu_us() { return 1e6 * bench::thread_cpu_seconds(); }
-
-std::atomic<bool> counting{false};
-std::atomic<int64_t> calls{0};
-std::atomic<bool> by_name{false};
-std::mutex names_mutex;
-std::map<std::string, int64_t> names;  // --ops: calls per operator or node name
 
 }  // namespace
 
@@ -67,17 +54,7 @@ int main(int argc, char** argv) {
   const int64_t n = stream.tasks[0].train.size();
   const int64_t steps = (n + B - 1) / B;
 
-  at::addGlobalCallback(at::RecordFunctionCallback(
-                            [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
-                              if (!counting.load(std::memory_order_relaxed)) return nullptr;
-                              calls.fetch_add(1, std::memory_order_relaxed);
-                              if (by_name.load(std::memory_order_relaxed)) {
-                                std::lock_guard<std::mutex> lock(names_mutex);
-                                ++names[fn.name()];
-                              }
-                              return nullptr;
-                            })
-                            .scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
+  bench::OpCounter ops(vm["ops"].as<bool>());
 
   // The trainer: epoch 0 warms up, epoch 1 is timed (its validation is off: val_fraction 0).
   auto trainer_step_us = [&](bool count) {
@@ -94,10 +71,10 @@ int main(int argc, char** argv) {
     continual::train_task(ctx, naive, opt, [&](const continual::EpochStats& s) {
       if (s.epoch == 0) {
         t0 = thread_cpu_us();
-        calls = 0;
-        counting = count;
+        ops.reset();
+        if (count) ops.on();
       } else {
-        counting = false;
+        ops.off();
         us = (thread_cpu_us() - t0) / steps;
       }
     });
@@ -136,21 +113,14 @@ int main(int argc, char** argv) {
     best_trainer = std::min(best_trainer, t);
     best_gemm = std::min(best_gemm, g);
   }
-  by_name = vm["ops"].as<bool>();
   trainer_step_us(true);
-  const double per_step = static_cast<double>(calls.load()) / steps;
+  const double per_step = static_cast<double>(ops.calls()) / steps;
   std::cout << "\nbatch " << B << ", threads " << vm["threads"].as<int>() << ", thread CPU time, best of "
             << vm["repeats"].as<int>() << "\n"
             << "trainer step   " << std::setprecision(1) << best_trainer << " us\n"
             << "its 8 GEMMs    " << best_gemm << " us  (" << std::setprecision(2) << best_gemm / best_trainer
             << " of the step)\n"
             << "operator calls " << std::setprecision(1) << per_step << " per step\n";
-  if (by_name) {
-    std::vector<std::pair<int64_t, std::string>> sorted;
-    for (const auto& [name, n] : names) sorted.emplace_back(-n, name);
-    std::sort(sorted.begin(), sorted.end());
-    for (const auto& [n, name] : sorted)
-      std::cout << "  " << std::setw(6) << std::setprecision(2) << static_cast<double>(-n) / steps << "  " << name << "\n";
-  }
+  ops.print_by_name(std::cout, static_cast<double>(steps));
   return 0;
 }
