@@ -15,9 +15,7 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// y = x Wᵀ (+ b) whose backward writes the input-side projected weight gradient. x and W are
-// saved exactly as autograd's own linear saves them, so this costs no extra memory; the bases
-// ride in saved_data (they never need a gradient, and an undefined tensor cannot be an input).
+// A projected layer's bases, as AdaptableLinearImpl keeps them (undefined where unset).
 struct Bases {
   const torch::Tensor *U, *U_perp, *M, *M_perp;
 };
@@ -31,22 +29,39 @@ torch::Tensor linear_rows(const torch::Tensor& x2, const torch::Tensor& weight, 
   return bias.defined() ? torch::addmm(bias, x2, weight.t()) : x2.mm(weight.t());
 }
 
-// The plain layer's backward as one hand-written node: dx = δW, dW = δᵀx, db = Σ_rows δ, the same
-// products LibTorch's MmBackward/AddmmBackward make. Why not theirs: at batch 10 a step is mostly
-// per-operator overhead, and theirs add a TBackward node and, per product, the t/transpose/
-// as_strided and resolve_conj calls of the views they take (about 18 calls per layer and step).
-// A plain Node (no AutogradContext, no saved_data map) costs one node and three products. Under
-// create_graph the products are recorded from the saved variables, so double backward still works.
+torch::Tensor like_input(const torch::Tensor& y, const torch::Tensor& x) {
+  if (x.dim() == 2) return y;
+  auto shape = x.sizes().vec();
+  shape.back() = y.size(1);
+  return y.view(shape);
+}
+
+// y (the 2-D rows of a forward computed below autograd) gets `node` as its grad_fn, with x and
+// `inputs` (undefined ones allowed: they get no gradient) as its next edges; returns y in x's
+// leading shape. The layer's nodes are hand-written instead of torch::autograd::Functions: no
+// AutogradContext, no saved_data map of IValues to fill and read back every step; at batch 10 a
+// step is mostly such per-call overhead. Under create_graph a node's products are recorded from
+// its saved variables, so double backward works.
+template <typename... Inputs>
+torch::Tensor with_history(torch::Tensor y, const std::shared_ptr<torch::autograd::Node>& node, const torch::Tensor& x,
+                           const Inputs&... inputs) {
+  node->set_next_edges(torch::autograd::collect_next_edges(x, inputs...));
+  torch::autograd::set_history(y, node);
+  return like_input(y, x);
+}
+
+// The plain layer's backward: dx = δW, dW = δᵀx, db = Σ_rows δ, the products LibTorch's
+// MmBackward/AddmmBackward make, without their TBackward node and, per product, the t/transpose/
+// as_strided and resolve_conj calls of the views they take (about 10 calls per layer and step).
 struct LinearRowsBackward : torch::autograd::Node {
   torch::autograd::SavedVariable x, weight;
-  bool with_bias = false;
   variable_list apply(variable_list&& grads) override {
-    variable_list out(with_bias ? 3 : 2);
-    const torch::Tensor& d = grads[0];
-    if (!d.defined()) return out;
-    if (task_should_compute_output(0)) out[0] = d.mm(weight.unpack());
-    if (task_should_compute_output(1)) out[1] = d.t().mm(x.unpack());
-    if (with_bias && task_should_compute_output(2)) out[2] = d.sum(0);
+    variable_list out(3);  // x, weight, bias
+    if (!grads[0].defined()) return out;
+    const torch::Tensor x_ = x.unpack(), d = as_rows(grads[0]);
+    if (task_should_compute_output(0)) out[0] = like_input(d.mm(weight.unpack()), x_);
+    if (task_should_compute_output(1)) out[1] = d.t().mm(as_rows(x_));
+    if (task_should_compute_output(2)) out[2] = d.sum(0);
     return out;
   }
   std::string name() const override { return "strata::adapters::LinearRowsBackward"; }
@@ -56,153 +71,131 @@ struct LinearRowsBackward : torch::autograd::Node {
   }
 };
 
-// linear_rows with LinearRowsBackward as its grad_fn when autograd needs one (x [R, in]).
-torch::Tensor plain_linear_rows(const torch::Tensor& x2, const torch::Tensor& weight, const torch::Tensor& bias) {
-  namespace ag = torch::autograd;
-  const bool with_bias = bias.defined();
-  if (!torch::GradMode::is_enabled() || !(with_bias ? ag::compute_requires_grad(x2, weight, bias)
-                                                    : ag::compute_requires_grad(x2, weight)))
-    return linear_rows(x2, weight, bias);
+// y = x Wᵀ (+ b), x [..., in], with LinearRowsBackward as its grad_fn when autograd needs one.
+torch::Tensor plain_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (!torch::autograd::compute_requires_grad(x, weight, bias)) return like_input(linear_rows(as_rows(x), weight, bias), x);
   torch::Tensor y;
   {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;  // the node below is the only history
-    y = linear_rows(x2, weight, bias);
+    at::AutoDispatchBelowADInplaceOrView below_autograd;  // the node is the only history
+    y = linear_rows(as_rows(x), weight, bias);
   }
-  auto node = std::shared_ptr<LinearRowsBackward>(new LinearRowsBackward(), ag::deleteNode);
-  node->with_bias = with_bias;
-  node->set_next_edges(with_bias ? ag::collect_next_edges(x2, weight, bias) : ag::collect_next_edges(x2, weight));
-  node->x = ag::SavedVariable(x2, /*is_output=*/false);
-  node->weight = ag::SavedVariable(weight, /*is_output=*/false);
-  ag::set_history(y, node);
-  return y;
+  auto node = std::shared_ptr<LinearRowsBackward>(new LinearRowsBackward(), torch::autograd::deleteNode);
+  node->x = torch::autograd::SavedVariable(x, /*is_output=*/false);
+  node->weight = torch::autograd::SavedVariable(weight, /*is_output=*/false);
+  return with_history(y, node, x, weight, bias);
 }
 
-torch::Tensor like_input(const torch::Tensor& y, const torch::Tensor& x) {
-  if (x.dim() == 2) return y;
-  auto shape = x.sizes().vec();
-  shape.back() = y.size(1);
-  return y.view(shape);
-}
-
-torch::Tensor projected_forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                                const torch::Tensor& bias, const Bases* b) {
-  ctx->save_for_backward({x, weight});
-  ctx->saved_data["U"] = *b->U;
-  ctx->saved_data["U_perp"] = *b->U_perp;
-  ctx->saved_data["M"] = *b->M;
-  ctx->saved_data["M_perp"] = *b->M_perp;
-  auto x2 = as_rows(x);
-  auto y = linear_rows(x2, weight, bias);
-  return like_input(y, x);
-}
-
-variable_list projected_backward(AutogradContext* ctx, const variable_list& grad_out, bool with_bias) {
-  auto saved = ctx->get_saved_variables();
-  const auto &x = saved[0], &weight = saved[1];
-  auto d2 = as_rows(grad_out[0]);
-  variable_list out(with_bias ? 4 : 3);  // one per forward argument, the bases pointer included
-  if (ctx->needs_input_grad(0)) out[0] = like_input(d2.mm(weight), x);
-  if (ctx->needs_input_grad(1)) {
-    // (I − MMᵀ) δᵀ = (δ − (δM)Mᵀ)ᵀ: the output side acts on the r rows of δ.
-    torch::Tensor d = d2;
-    const auto M = ctx->saved_data["M"].toTensor(), M_perp = ctx->saved_data["M_perp"].toTensor();
-    if (M_perp.defined())
-      d = d2.mm(M_perp).mm(M_perp.t());
-    else if (M.defined())
-      d = d2.addmm(d2.mm(M), M.t(), /*beta=*/1, /*alpha=*/-1);
-    out[1] = subspaces::project_out_input_outer(d, as_rows(x), ctx->saved_data["U"].toTensor(),
-                                                ctx->saved_data["U_perp"].toTensor());
+// projected_linear's backward (below).
+struct ProjectedLinearBackward : torch::autograd::Node {
+  torch::autograd::SavedVariable x, weight;
+  torch::Tensor U, U_perp, M, M_perp;
+  variable_list apply(variable_list&& grads) override {
+    variable_list out(3);
+    if (!grads[0].defined()) return out;
+    const torch::Tensor x_ = x.unpack(), w = weight.unpack(), d2 = as_rows(grads[0]);
+    if (task_should_compute_output(0)) out[0] = like_input(d2.mm(w), x_);
+    if (task_should_compute_output(1)) {
+      // (I − MMᵀ) δᵀ = (δ − (δM)Mᵀ)ᵀ: the output side acts on the r rows of δ.
+      torch::Tensor d = d2;
+      if (M_perp.defined())
+        d = d2.mm(M_perp).mm(M_perp.t());
+      else if (M.defined())
+        d = d2.addmm(d2.mm(M), M.t(), /*beta=*/1, /*alpha=*/-1);
+      out[1] = subspaces::project_out_input_outer(d, as_rows(x_), U, U_perp);
+    }
+    if (task_should_compute_output(2)) out[2] = d2.sum(0);
+    return out;
   }
-  if (with_bias && ctx->needs_input_grad(2)) out[2] = d2.sum(0);
-  return out;
-}
-
-struct ProjectedLinear : public torch::autograd::Function<ProjectedLinear> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor& bias, const Bases* b) {
-    return projected_forward(ctx, x, weight, bias, b);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
-    return projected_backward(ctx, grad_out, true);
+  std::string name() const override { return "strata::adapters::ProjectedLinearBackward"; }
+  void release_variables() override {
+    x.reset_data();
+    weight.reset_data();
   }
 };
 
-struct ProjectedLinearNoBias : public torch::autograd::Function<ProjectedLinearNoBias> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const Bases* b) {
-    return projected_forward(ctx, x, weight, torch::Tensor(), b);
+// y = x Wᵀ (+ b) whose backward writes the input-side projected weight gradient G (I − UUᵀ) and/or
+// the output-side (I − MMᵀ) G. x and W are saved exactly as autograd's own linear saves them, so
+// this costs no extra memory. Bases b as AdaptableLinearImpl::set_input/output_projection keep them.
+torch::Tensor projected_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                               const Bases& b) {
+  torch::Tensor y;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;  // the node is the only history
+    y = linear_rows(as_rows(x), weight, bias);
   }
-  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
-    return projected_backward(ctx, grad_out, false);
-  }
-};
+  if (!torch::autograd::compute_requires_grad(x, weight, bias)) return like_input(y, x);
+  auto node = std::shared_ptr<ProjectedLinearBackward>(new ProjectedLinearBackward(), torch::autograd::deleteNode);
+  node->x = torch::autograd::SavedVariable(x, /*is_output=*/false);
+  node->weight = torch::autograd::SavedVariable(weight, /*is_output=*/false);
+  node->U = *b.U, node->U_perp = *b.U_perp, node->M = *b.M, node->M_perp = *b.M_perp;
+  return with_history(y, node, x, weight, bias);
+}
 
 // y = x Wᵀ + (x F) Cᵀ (+ b) for the deferred projection (see the header): x F is computed once and
 // kept for the backward, where it gives C's gradient; the weight and C gradients are GPM's update
 // split between the two, signed by `free`. `pre`, when defined, holds this forward's rows of
 // [x F | x Wᵀ] ([rows, f], or [rows, f + out] when `free`: the weight is then constant for the task),
-// computed ahead from the same inputs (AdaptableLinearImpl::precomputed_rows).
-torch::Tensor deferred_forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor& C, const torch::Tensor& bias, const torch::Tensor* F, bool free,
-                               const torch::Tensor& pre) {
-  auto x2 = as_rows(x);
-  const int64_t f = F->size(1);
+// computed ahead from the same inputs (AdaptableLinearImpl::precomputed_rows). Rows [R, out] and
+// the XF [R, f] the backward needs.
+std::pair<torch::Tensor, torch::Tensor> deferred_rows(const torch::Tensor& x2, const torch::Tensor& weight,
+                                                      const torch::Tensor& C, const torch::Tensor& bias,
+                                                      const torch::Tensor& F, bool free, const torch::Tensor& pre) {
+  const int64_t f = F.size(1);
   torch::Tensor XF, y;
   if (pre.defined() && free) {
     XF = pre.narrow(1, 0, f);
     y = torch::addmm(pre.narrow(1, f, weight.size(0)), XF, C.t());
     if (bias.defined()) y.add_(bias);
   } else {
-    XF = pre.defined() ? pre : x2.mm(*F);  // [rows, f]
+    XF = pre.defined() ? pre : x2.mm(F);  // [rows, f]
     y = linear_rows(x2, weight, bias);
     y.addmm_(XF, C.t());
   }
-  if (ctx) {
-    ctx->save_for_backward({x, weight, C});
-    ctx->saved_data["F"] = *F;
-    ctx->saved_data["XF"] = XF;
-    ctx->saved_data["free"] = free;
-  }
-  return like_input(y, x);
+  return {y, XF};
 }
 
-variable_list deferred_backward(AutogradContext* ctx, const variable_list& grad_out, bool with_bias) {
-  auto saved = ctx->get_saved_variables();
-  const auto &x = saved[0], &weight = saved[1], &C = saved[2];
-  const auto F = ctx->saved_data["F"].toTensor(), XF = ctx->saved_data["XF"].toTensor();
-  const bool free = ctx->saved_data["free"].toBool();
-  auto d2 = as_rows(grad_out[0]);
-  variable_list out(with_bias ? 7 : 6);  // one per forward argument
-  if (ctx->needs_input_grad(0)) out[0] = like_input(d2.mm(weight).addmm_(d2.mm(C), F.t()), x);  // δ(W + C Fᵀ)
-  if (!free && ctx->needs_input_grad(1)) out[1] = d2.t().mm(as_rows(x));
-  if (ctx->needs_input_grad(2)) {
-    out[2] = d2.t().mm(XF);
-    if (!free) out[2].neg_();
+struct DeferredLinearBackward : torch::autograd::Node {
+  torch::autograd::SavedVariable x, weight, C;
+  torch::Tensor F, XF;
+  bool free = false;
+  variable_list apply(variable_list&& grads) override {
+    variable_list out(4);  // x, weight, C, bias
+    if (!grads[0].defined()) return out;
+    const torch::Tensor d2 = as_rows(grads[0]);
+    if (task_should_compute_output(0))  // δ(W + C Fᵀ)
+      out[0] = like_input(d2.mm(weight.unpack()).addmm_(d2.mm(C.unpack()), F.t()), x.unpack());
+    if (!free && task_should_compute_output(1)) out[1] = d2.t().mm(as_rows(x.unpack()));
+    if (task_should_compute_output(2)) {
+      out[2] = d2.t().mm(XF);
+      if (!free) out[2].neg_();
+    }
+    if (task_should_compute_output(3)) out[3] = d2.sum(0);
+    return out;
   }
-  if (with_bias && ctx->needs_input_grad(3)) out[3] = d2.sum(0);
-  return out;
-}
-
-struct DeferredLinear : public torch::autograd::Function<DeferredLinear> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor& C, const torch::Tensor& bias, const torch::Tensor* F, bool free,
-                               const torch::Tensor* pre) {
-    return deferred_forward(ctx, x, weight, C, bias, F, free, *pre);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
-    return deferred_backward(ctx, grad_out, true);
+  std::string name() const override { return "strata::adapters::DeferredLinearBackward"; }
+  void release_variables() override {
+    x.reset_data();
+    weight.reset_data();
+    C.reset_data();
+    XF.reset();
   }
 };
 
-struct DeferredLinearNoBias : public torch::autograd::Function<DeferredLinearNoBias> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor& C, const torch::Tensor* F, bool free, const torch::Tensor* pre) {
-    return deferred_forward(ctx, x, weight, C, torch::Tensor(), F, free, *pre);
+torch::Tensor deferred_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& C,
+                              const torch::Tensor& bias, const torch::Tensor& F, bool free, const torch::Tensor& pre) {
+  torch::Tensor y, XF;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;  // the node is the only history
+    std::tie(y, XF) = deferred_rows(as_rows(x), weight, C, bias, F, free, pre);
   }
-  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
-    return deferred_backward(ctx, grad_out, false);
-  }
-};
+  if (!torch::autograd::compute_requires_grad(x, weight, C, bias)) return like_input(y, x);
+  auto node = std::shared_ptr<DeferredLinearBackward>(new DeferredLinearBackward(), torch::autograd::deleteNode);
+  node->x = torch::autograd::SavedVariable(x, /*is_output=*/false);
+  node->weight = torch::autograd::SavedVariable(weight, /*is_output=*/false);
+  node->C = torch::autograd::SavedVariable(C, /*is_output=*/false);
+  node->F = F, node->XF = XF, node->free = free;
+  return with_history(y, node, x, weight, C, bias);
+}
 
 // y = x Wᵀ (+ b) whose backward hands the weight gradient's factors (δ, X) to a GradientFactors
 // instead of forming δᵀX. x and W are saved as autograd's linear saves them; the sink rides in
@@ -294,20 +287,19 @@ torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
   if (defer_state_ == DeferState::kActive) {
     if (torch::GradMode::is_enabled()) {
       const torch::Tensor pre = precomputed_rows(x);
-      y = bias.defined() ? DeferredLinear::apply(x, weight, defer_C_, bias, &defer_F_, defer_free_, &pre)
-                         : DeferredLinearNoBias::apply(x, weight, defer_C_, &defer_F_, defer_free_, &pre);
+      y = deferred_linear(x, weight, defer_C_, bias, defer_F_, defer_free_, pre);
     } else {
-      y = deferred_forward(nullptr, x, weight, defer_C_, bias, &defer_F_, defer_free_, torch::Tensor());
+      y = like_input(deferred_rows(as_rows(x), weight, defer_C_, bias, defer_F_, defer_free_, {}).first, x);
     }
   } else if (factors_ && training && factors_->max_rows >= 0 && x.numel() / x.size(-1) <= factors_->max_rows) {
     y = bias.defined() ? FactoredLinear::apply(x, weight, bias, &factors_)
                        : FactoredLinearNoBias::apply(x, weight, &factors_);
   } else if ((proj_U_.defined() || proj_M_.defined()) && training) {
     const Bases b{&proj_U_, &proj_U_perp_, &proj_M_, &proj_M_perp_};
-    y = bias.defined() ? ProjectedLinear::apply(x, weight, bias, &b) : ProjectedLinearNoBias::apply(x, weight, &b);
+    y = projected_linear(x, weight, bias, b);
   } else if (x.dim() >= 2 && x.size(-1) > 0) {
     // F::linear's kernels, without its matmul wrapper's calls; tokens [..., in] as rows.
-    y = like_input(plain_linear_rows(as_rows(x), weight, bias), x);
+    y = plain_linear(x, weight, bias);
   } else {
     y = torch::nn::functional::linear(x, weight, bias);
   }
