@@ -50,18 +50,29 @@ torch::Tensor with_history(torch::Tensor y, const std::shared_ptr<torch::autogra
   return like_input(y, x);
 }
 
-// The plain layer's backward: dx = δW, dW = δᵀx, db = Σ_rows δ, the products LibTorch's
-// MmBackward/AddmmBackward make, without their TBackward node and, per product, the t/transpose/
-// as_strided and resolve_conj calls of the views they take (about 10 calls per layer and step).
+// The backward of the plain and the projected layer: dx = δW, db = Σ_rows δ, and dW = δᵀx, or with
+// bases set, the projected weight gradient (I − MMᵀ) δᵀx (I − UUᵀ) (either side optional).
+// Unprojected, these are the products LibTorch's MmBackward/AddmmBackward make, without their
+// TBackward node and, per product, the t/transpose/as_strided and resolve_conj calls of the views
+// they take (about 10 calls per layer and step).
 struct LinearRowsBackward : torch::autograd::Node {
   torch::autograd::SavedVariable x, weight;
+  torch::Tensor U, U_perp, M, M_perp;  // undefined: that side unprojected
   variable_list apply(variable_list&& grads) override {
     variable_list out(3);  // x, weight, bias
     if (!grads[0].defined()) return out;
-    const torch::Tensor x_ = x.unpack(), d = as_rows(grads[0]);
-    if (task_should_compute_output(0)) out[0] = like_input(d.mm(weight.unpack()), x_);
-    if (task_should_compute_output(1)) out[1] = d.t().mm(as_rows(x_));
-    if (task_should_compute_output(2)) out[2] = d.sum(0);
+    const torch::Tensor x_ = x.unpack(), d2 = as_rows(grads[0]);
+    if (task_should_compute_output(0)) out[0] = like_input(d2.mm(weight.unpack()), x_);
+    if (task_should_compute_output(1)) {
+      // (I − MMᵀ) δᵀ = (δ − (δM)Mᵀ)ᵀ: the output side acts on the r rows of δ.
+      torch::Tensor d = d2;
+      if (M_perp.defined())
+        d = d2.mm(M_perp).mm(M_perp.t());
+      else if (M.defined())
+        d = d2.addmm(d2.mm(M), M.t(), /*beta=*/1, /*alpha=*/-1);
+      out[1] = subspaces::project_out_input_outer(d, as_rows(x_), U, U_perp);  // δᵀx when U is unset
+    }
+    if (task_should_compute_output(2)) out[2] = d2.sum(0);
     return out;
   }
   std::string name() const override { return "strata::adapters::LinearRowsBackward"; }
@@ -71,8 +82,11 @@ struct LinearRowsBackward : torch::autograd::Node {
   }
 };
 
-// y = x Wᵀ (+ b), x [..., in], with LinearRowsBackward as its grad_fn when autograd needs one.
-torch::Tensor plain_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+// y = x Wᵀ (+ b), x [..., in], with LinearRowsBackward as its grad_fn when autograd needs one;
+// `bases` (optional) as AdaptableLinearImpl::set_input/output_projection keep them. x and W are
+// saved exactly as autograd's own linear saves them, so a projection costs no extra memory.
+torch::Tensor linear_with_node(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                               const Bases* bases = nullptr) {
   if (!torch::autograd::compute_requires_grad(x, weight, bias)) return like_input(linear_rows(as_rows(x), weight, bias), x);
   torch::Tensor y;
   {
@@ -82,52 +96,7 @@ torch::Tensor plain_linear(const torch::Tensor& x, const torch::Tensor& weight, 
   auto node = std::shared_ptr<LinearRowsBackward>(new LinearRowsBackward(), torch::autograd::deleteNode);
   node->x = torch::autograd::SavedVariable(x, /*is_output=*/false);
   node->weight = torch::autograd::SavedVariable(weight, /*is_output=*/false);
-  return with_history(y, node, x, weight, bias);
-}
-
-// projected_linear's backward (below).
-struct ProjectedLinearBackward : torch::autograd::Node {
-  torch::autograd::SavedVariable x, weight;
-  torch::Tensor U, U_perp, M, M_perp;
-  variable_list apply(variable_list&& grads) override {
-    variable_list out(3);
-    if (!grads[0].defined()) return out;
-    const torch::Tensor x_ = x.unpack(), w = weight.unpack(), d2 = as_rows(grads[0]);
-    if (task_should_compute_output(0)) out[0] = like_input(d2.mm(w), x_);
-    if (task_should_compute_output(1)) {
-      // (I − MMᵀ) δᵀ = (δ − (δM)Mᵀ)ᵀ: the output side acts on the r rows of δ.
-      torch::Tensor d = d2;
-      if (M_perp.defined())
-        d = d2.mm(M_perp).mm(M_perp.t());
-      else if (M.defined())
-        d = d2.addmm(d2.mm(M), M.t(), /*beta=*/1, /*alpha=*/-1);
-      out[1] = subspaces::project_out_input_outer(d, as_rows(x_), U, U_perp);
-    }
-    if (task_should_compute_output(2)) out[2] = d2.sum(0);
-    return out;
-  }
-  std::string name() const override { return "strata::adapters::ProjectedLinearBackward"; }
-  void release_variables() override {
-    x.reset_data();
-    weight.reset_data();
-  }
-};
-
-// y = x Wᵀ (+ b) whose backward writes the input-side projected weight gradient G (I − UUᵀ) and/or
-// the output-side (I − MMᵀ) G. x and W are saved exactly as autograd's own linear saves them, so
-// this costs no extra memory. Bases b as AdaptableLinearImpl::set_input/output_projection keep them.
-torch::Tensor projected_linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
-                               const Bases& b) {
-  torch::Tensor y;
-  {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;  // the node is the only history
-    y = linear_rows(as_rows(x), weight, bias);
-  }
-  if (!torch::autograd::compute_requires_grad(x, weight, bias)) return like_input(y, x);
-  auto node = std::shared_ptr<ProjectedLinearBackward>(new ProjectedLinearBackward(), torch::autograd::deleteNode);
-  node->x = torch::autograd::SavedVariable(x, /*is_output=*/false);
-  node->weight = torch::autograd::SavedVariable(weight, /*is_output=*/false);
-  node->U = *b.U, node->U_perp = *b.U_perp, node->M = *b.M, node->M_perp = *b.M_perp;
+  if (bases) node->U = *bases->U, node->U_perp = *bases->U_perp, node->M = *bases->M, node->M_perp = *bases->M_perp;
   return with_history(y, node, x, weight, bias);
 }
 
@@ -296,10 +265,10 @@ torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
                        : FactoredLinearNoBias::apply(x, weight, &factors_);
   } else if ((proj_U_.defined() || proj_M_.defined()) && training) {
     const Bases b{&proj_U_, &proj_U_perp_, &proj_M_, &proj_M_perp_};
-    y = projected_linear(x, weight, bias, b);
+    y = linear_with_node(x, weight, bias, &b);
   } else if (x.dim() >= 2 && x.size(-1) > 0) {
     // F::linear's kernels, without its matmul wrapper's calls; tokens [..., in] as rows.
-    y = plain_linear(x, weight, bias);
+    y = linear_with_node(x, weight, bias);
   } else {
     y = torch::nn::functional::linear(x, weight, bias);
   }
