@@ -41,12 +41,12 @@ inline double thread_cpu_seconds() {
 }
 
 // Counts LibTorch operator calls (RecordFunction scopes: ATen operators and autograd nodes, nested
-// calls included) while on(); with `by_name`, per operator or node name too. One per program: it
-// installs a global callback that stays for the process's life.
+// calls included) while on(); with `by_name`, per operator or node name too. Its global callback
+// lives as long as the counter: every operator pays for it, so no timed run should see one.
 class OpCounter {
  public:
   explicit OpCounter(bool by_name) : by_name_(by_name) {
-    at::addGlobalCallback(at::RecordFunctionCallback(
+    handle_ = at::addGlobalCallback(at::RecordFunctionCallback(
                               [](const at::RecordFunction& fn) -> std::unique_ptr<at::ObserverContext> {
                                 OpCounter* self = active().load(std::memory_order_relaxed);
                                 if (self != nullptr) self->count(fn.name());
@@ -54,6 +54,12 @@ class OpCounter {
                               })
                               .scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
   }
+  ~OpCounter() {
+    off();
+    at::removeCallback(handle_);
+  }
+  OpCounter(const OpCounter&) = delete;
+  OpCounter& operator=(const OpCounter&) = delete;
   void on() { active() = this; }
   void off() { active() = nullptr; }
   void reset() {
@@ -84,6 +90,7 @@ class OpCounter {
     ++names_[name];
   }
   bool by_name_;
+  at::CallbackHandle handle_;
   std::atomic<int64_t> calls_{0};
   std::mutex mutex_;
   std::map<std::string, int64_t> names_;
