@@ -258,7 +258,7 @@ torch::Tensor AdaptableLinearImpl::forward(const torch::Tensor& x) {
       const torch::Tensor pre = precomputed_rows(x);
       y = deferred_linear(x, weight, defer_C_, bias, defer_F_, defer_free_, pre);
     } else {
-      y = like_input(deferred_rows(as_rows(x), weight, defer_C_, bias, defer_F_, defer_free_, {}).first, x);
+      y = deferred_linear(x, weight, defer_C_, bias, defer_F_, defer_free_, {});  // no node without grad
     }
   } else if (factors_ && training && factors_->max_rows >= 0 && x.numel() / x.size(-1) <= factors_->max_rows) {
     y = bias.defined() ? FactoredLinear::apply(x, weight, bias, &factors_)
